@@ -1,0 +1,33 @@
+# Finds the CUTLASS/CuTe C++ headers: CUTLASS_DIR (a checkout or install prefix) first, then the
+# headers shipped in the `nvidia-cutlass` wheel (cutlass_library/source/include).
+# Sets CUTLASS_FOUND, CUTLASS_INCLUDE_DIRS, CUTLASS_VERSION.
+set(_cutlass_hints "")
+if(CUTLASS_DIR)
+  list(APPEND _cutlass_hints "${CUTLASS_DIR}/include" "${CUTLASS_DIR}")
+endif()
+if(DEFINED ENV{CUTLASS_DIR})
+  list(APPEND _cutlass_hints "$ENV{CUTLASS_DIR}/include" "$ENV{CUTLASS_DIR}")
+endif()
+if(NOT Python_EXECUTABLE)
+  find_package(Python 3.9 COMPONENTS Interpreter QUIET)
+endif()
+if(Python_EXECUTABLE)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c "import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source', 'include'))"
+    OUTPUT_VARIABLE _cutlass_wheel OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_cutlass_wheel)
+    list(APPEND _cutlass_hints "${_cutlass_wheel}")
+  endif()
+endif()
+find_path(CUTLASS_INCLUDE_DIR cutlass/version.h HINTS ${_cutlass_hints})
+if(CUTLASS_INCLUDE_DIR)
+  file(STRINGS "${CUTLASS_INCLUDE_DIR}/cutlass/version.h" _v REGEX "#define CUTLASS_(MAJOR|MINOR|PATCH) [0-9]+")
+  string(REGEX REPLACE ".*CUTLASS_MAJOR ([0-9]+).*" "\\1" _maj "${_v}")
+  string(REGEX REPLACE ".*CUTLASS_MINOR ([0-9]+).*" "\\1" _min "${_v}")
+  string(REGEX REPLACE ".*CUTLASS_PATCH ([0-9]+).*" "\\1" _pat "${_v}")
+  set(CUTLASS_VERSION "${_maj}.${_min}.${_pat}")
+endif()
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(CUTLASS REQUIRED_VARS CUTLASS_INCLUDE_DIR VERSION_VAR CUTLASS_VERSION)
+set(CUTLASS_INCLUDE_DIRS "${CUTLASS_INCLUDE_DIR}")
+mark_as_advanced(CUTLASS_INCLUDE_DIR)

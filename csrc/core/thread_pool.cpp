@@ -1,0 +1,188 @@
+// Thread pool behind longcat::cpu::parallel_for (see csrc/cpu/parallel.h).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "cpu/parallel.h"
+#include "longcat/runtime.h"
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define LONGCAT_PAUSE() _mm_pause()
+#else
+#define LONGCAT_PAUSE() std::this_thread::yield()
+#endif
+
+namespace longcat {
+namespace {
+
+int default_threads() {
+  if (const char* env = std::getenv("LONGCAT_NUM_THREADS"); env && *env) {
+    int n = std::atoi(env);
+    if (n >= 1) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Workers spin this long for the next task before sleeping: back-to-back small kernels then
+// start without a futex wake-up, and idle workers still free their core soon.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { loop(i); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      gen_.fetch_add(1);
+    }
+    cv_work_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(tid) for tid in [0, nt) with nt <= size(); tid 0 on the caller.
+  void run(int nt, const std::function<void(int)>& fn) {
+    task_ = &fn;
+    task_threads_ = nt;
+    error_ = nullptr;
+    remaining_.store(static_cast<int>(workers_.size()));
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_work_.notify_all();
+    call(0);
+    auto until = std::chrono::steady_clock::now() + kSpin;
+    while (remaining_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < until)
+      LONGCAT_PAUSE();
+    if (remaining_.load(std::memory_order_acquire) != 0) {
+      std::unique_lock<std::mutex> lk(m_);
+      cv_done_.wait(lk, [&] { return remaining_.load() == 0; });
+    }
+    task_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void call(int tid) {
+    try {
+      (*task_)(tid);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(err_m_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  void loop(int tid) {
+    uint64_t seen = 0;
+    for (;;) {
+      auto until = std::chrono::steady_clock::now() + kSpin;
+      while (gen_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
+        LONGCAT_PAUSE();
+      if (gen_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_work_.wait(lk, [&] { return gen_.load() != seen; });
+      }
+      seen = gen_.load(std::memory_order_acquire);
+      if (stop_) return;
+      if (tid < task_threads_) call(tid);
+      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lk(m_);
+        cv_done_.notify_one();
+      }
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex m_, err_m_;
+  std::condition_variable cv_work_, cv_done_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> remaining_{0};
+  const std::function<void(int)>* task_ = nullptr;
+  int task_threads_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+std::mutex g_pool_m;            // guards g_pool and g_threads; held for the whole of a parallel run
+Pool* g_pool = nullptr;         // created lazily; leaked in a forked child (its threads are gone)
+std::atomic<int> g_threads{0};  // 0 = not yet read from the environment
+thread_local bool t_in_parallel = false;
+
+#if defined(__linux__)
+void after_fork_in_child() {
+  g_pool = nullptr;  // the parent's workers do not exist here; a new pool starts on first use
+  new (&g_pool_m) std::mutex();
+}
+struct AtFork {
+  AtFork() { pthread_atfork(nullptr, nullptr, after_fork_in_child); }
+} g_at_fork;
+#endif
+
+}  // namespace
+
+int num_threads() {
+  int n = g_threads.load();
+  if (n == 0) {
+    int expected = 0;
+    g_threads.compare_exchange_strong(expected, default_threads());
+    n = g_threads.load();
+  }
+  return n;
+}
+
+void set_num_threads(int n) {
+  if (n < 1) fail(ErrorKind::Value, "set_num_threads: expected n >= 1, got " + std::to_string(n));
+  std::lock_guard<std::mutex> lk(g_pool_m);
+  g_threads.store(n);
+  delete g_pool;  // rebuilt at the next parallel region with the new size
+  g_pool = nullptr;
+}
+
+namespace cpu {
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  int64_t chunks = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
+  std::unique_lock<std::mutex> lk(g_pool_m, std::defer_lock);
+  if (chunks <= 1 || t_in_parallel || !lk.try_lock()) {
+    fn(0, n);
+    return;
+  }
+  if (!g_pool) g_pool = new Pool(num_threads());
+  chunks = std::min<int64_t>(chunks, g_pool->size());
+  const int64_t per = n / chunks, extra = n % chunks;
+  std::function<void(int)> body = [&](int tid) {
+    const int64_t begin = tid * per + std::min<int64_t>(tid, extra);
+    const int64_t end = begin + per + (tid < extra ? 1 : 0);
+    struct InParallel {  // nested parallel_for calls run inline, even if fn throws
+      InParallel() { t_in_parallel = true; }
+      ~InParallel() { t_in_parallel = false; }
+    } flag;
+    fn(begin, end);
+  };
+  g_pool->run(static_cast<int>(chunks), body);
+}
+
+}  // namespace cpu
+}  // namespace longcat

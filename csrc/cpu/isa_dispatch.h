@@ -1,0 +1,33 @@
+// Run-time choice among the per-ISA copies of a CPU kernel (internal header).
+//
+//   LONGCAT_DECLARE_ISA_FN(void, rms_norm, const NormArgs&);   declares isa_<level>::rms_norm
+//   LONGCAT_ISA_CALL(rms_norm, args);                           calls the best copy for
+//                                                               cpu_isa_active()
+// Kernels without an AMX-specific copy run their AVX512-BF16 copy on AMX machines.
+#pragma once
+
+#include "longcat/runtime.h"
+
+#if defined(LONGCAT_X86_ISAS)
+#define LONGCAT_DECLARE_ISA_FN(ret, name, ...)              \
+  namespace isa_scalar { ret name(__VA_ARGS__); }           \
+  namespace isa_avx2 { ret name(__VA_ARGS__); }             \
+  namespace isa_avx512 { ret name(__VA_ARGS__); }           \
+  namespace isa_avx512bf16 { ret name(__VA_ARGS__); }
+
+#define LONGCAT_ISA_CALL(name, ...)                                      \
+  do {                                                                   \
+    switch (::longcat::cpu_isa_active()) {                               \
+      case ::longcat::CpuIsa::AMX:                                       \
+      case ::longcat::CpuIsa::AVX512_BF16:                               \
+        ::longcat::cpu::isa_avx512bf16::name(__VA_ARGS__); break;                        \
+      case ::longcat::CpuIsa::AVX512: ::longcat::cpu::isa_avx512::name(__VA_ARGS__); break; \
+      case ::longcat::CpuIsa::AVX2: ::longcat::cpu::isa_avx2::name(__VA_ARGS__); break;  \
+      default: ::longcat::cpu::isa_scalar::name(__VA_ARGS__); break;                     \
+    }                                                                    \
+  } while (0)
+#else
+#define LONGCAT_DECLARE_ISA_FN(ret, name, ...) \
+  namespace isa_scalar { ret name(__VA_ARGS__); }
+#define LONGCAT_ISA_CALL(name, ...) ::longcat::cpu::isa_scalar::name(__VA_ARGS__)
+#endif

@@ -1,0 +1,94 @@
+// RMSNorm: argument checks and the choice of backend (CPU copy by ISA, or CUDA).
+#include <cmath>
+
+#include "core/norm_args.h"
+#include "cpu/isa_dispatch.h"
+#include "longcat/norm.h"
+
+namespace longcat {
+namespace cpu {
+LONGCAT_DECLARE_ISA_FN(void, rms_norm, const NormArgs&)
+LONGCAT_DECLARE_ISA_FN(void, fused_add_rms_norm, const NormArgs&)
+}  // namespace cpu
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+namespace cuda {
+void rms_norm(const NormArgs& a, Stream stream);
+void fused_add_rms_norm(const NormArgs& a, Stream stream);
+}  // namespace cuda
+#endif
+
+namespace {
+
+NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
+                         const TensorView& weight, double eps) {
+  check_min_ndim(op, "x", x, 1);
+  if (x.device.type == DeviceType::CPU) check_dtype(op, "x", x, {DType::BFloat16, DType::Float32});
+  else check_dtype(op, "x", x, {DType::BFloat16, DType::Float16, DType::Float32});
+  check_ndim(op, "weight", weight, 1);
+  check_size(op, "weight", weight, 0, x.size(-1), "the hidden size x.shape[-1]");
+  check_same_dtype(op, "weight", weight, "x", x);
+  check_same_device(op, "weight", weight, "x", x);
+  check_contiguous(op, "weight", weight);
+  check_same_shape(op, "out", out, "x", x);
+  check_same_dtype(op, "out", out, "x", x);
+  check_same_device(op, "out", out, "x", x);
+  if (!(eps >= 0.0) || !std::isfinite(eps))
+    fail(ErrorKind::Value, std::string(op) + ": argument 'eps' must be finite and >= 0, got " +
+                               std::to_string(eps));
+#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (x.device.type == DeviceType::CUDA)
+    fail(ErrorKind::Runtime, std::string(op) + ": argument 'x' is on " + device_name(x.device) +
+                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
+#endif
+  NormArgs a{};
+  a.out = out.data;
+  a.x = x.data;
+  a.weight = weight.data;
+  a.hidden = x.size(-1);
+  a.rows = a.hidden == 0 ? 0 : x.numel() / a.hidden;
+  a.x_stride = row_stride(op, "x", x);
+  a.out_stride = row_stride(op, "out", out);
+  a.eps = static_cast<float>(eps);
+  a.dtype = x.dtype;
+  a.device = x.device;
+  return a;
+}
+
+}  // namespace
+
+void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight, double eps,
+              Stream stream) {
+  NormArgs a = check_norm_args("rms_norm", out, x, weight, eps);
+  if (a.rows == 0) return;
+  check_nonnull("rms_norm", "x", x);
+  check_nonnull("rms_norm", "out", out);
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (x.device.type == DeviceType::CUDA) return cuda::rms_norm(a, stream);
+#endif
+  LONGCAT_ISA_CALL(rms_norm, a);
+}
+
+void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, const TensorView& x,
+                        const TensorView& residual, const TensorView& weight, double eps,
+                        Stream stream) {
+  const char* op = "fused_add_rms_norm";
+  NormArgs a = check_norm_args(op, out, x, weight, eps);
+  check_same_shape(op, "residual", residual, "x", x);
+  check_same_dtype(op, "residual", residual, "x", x);
+  check_same_device(op, "residual", residual, "x", x);
+  check_same_shape(op, "residual_out", residual_out, "x", x);
+  check_same_dtype(op, "residual_out", residual_out, "x", x);
+  check_same_device(op, "residual_out", residual_out, "x", x);
+  a.residual = residual.data;
+  a.residual_out = residual_out.data;
+  a.residual_stride = row_stride(op, "residual", residual);
+  a.residual_out_stride = row_stride(op, "residual_out", residual_out);
+  if (a.rows == 0) return;
+  for (auto* t : {&x, &residual, &out, &residual_out}) check_nonnull(op, "tensor", *t);
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (x.device.type == DeviceType::CUDA) return cuda::fused_add_rms_norm(a, stream);
+#endif
+  LONGCAT_ISA_CALL(fused_add_rms_norm, a);
+}
+
+}  // namespace longcat

@@ -1,0 +1,18 @@
+// The CPU kernels' thread pool (internal header).
+//
+// A small persistent pool of our own rather than OpenMP: torch's CPU wheel carries its own
+// OpenMP runtime, and two runtimes in one process oversubscribe the cores.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace longcat::cpu {
+
+// Runs fn(begin, end) over [0, n) in at most num_threads() contiguous chunks of at least `grain`
+// items each; the calling thread takes the first chunk. Runs inline when one chunk suffices, when
+// called from inside a parallel region, or while another caller holds the pool. The first
+// exception thrown by fn is rethrown on the calling thread.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace longcat::cpu

@@ -1,0 +1,142 @@
+// RMSNorm CUDA kernels (sm_90a); semantics in csrc/include/longcat/norm.h.
+//
+// One block per row. Each thread owns a fixed set of 16-byte packs of the row and keeps the
+// same set in both passes, so the fused variant reads back exactly the sums it wrote itself
+// (no block-wide barrier beyond the reduction). Rows too misaligned for 16-byte access take a
+// scalar loop with the same ownership rule.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "core/norm_args.h"
+
+namespace longcat::cuda {
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f(float v) { return v; }
+template <> __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+template <typename T> __device__ __forceinline__ float quantize(float v) { return to_f(from_f<T>(v)); }
+
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x == 0) scratch[0] = v;
+  __syncthreads();
+  return scratch[0];
+}
+
+template <typename T, bool kFused, bool kVec>
+__global__ void __launch_bounds__(1024) norm_kernel(NormArgs a) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x, H = a.hidden;
+  const T* x = static_cast<const T*>(a.x) + row * a.x_stride;
+  const T* w = static_cast<const T*>(a.weight);
+  T* out = static_cast<T*>(a.out) + row * a.out_stride;
+  const T* r = kFused ? static_cast<const T*>(a.residual) + row * a.residual_stride : nullptr;
+  T* s = kFused ? static_cast<T*>(a.residual_out) + row * a.residual_out_stride : nullptr;
+  const T* src = kFused ? s : x;
+  float ss = 0.f;
+  if constexpr (kVec) {
+    using P = Pack<T>;
+    const int64_t packs = H / P::N;
+    for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+      P xv = reinterpret_cast<const P*>(x)[p];
+      if constexpr (kFused) {
+        P rv = reinterpret_cast<const P*>(r)[p];
+#pragma unroll
+        for (int j = 0; j < P::N; ++j) xv.v[j] = from_f<T>(to_f(xv.v[j]) + to_f(rv.v[j]));
+        reinterpret_cast<P*>(s)[p] = xv;
+      }
+#pragma unroll
+      for (int j = 0; j < P::N; ++j) ss += to_f(xv.v[j]) * to_f(xv.v[j]);
+    }
+    const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(H) + a.eps);
+    for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+      P v = reinterpret_cast<const P*>(src)[p], wv = reinterpret_cast<const P*>(w)[p];
+#pragma unroll
+      for (int j = 0; j < P::N; ++j) v.v[j] = from_f<T>(quantize<T>(to_f(v.v[j]) * inv) * to_f(wv.v[j]));
+      reinterpret_cast<P*>(out)[p] = v;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      float v = to_f(x[i]);
+      if constexpr (kFused) {
+        v = quantize<T>(v + to_f(r[i]));
+        s[i] = from_f<T>(v);
+      }
+      ss += v * v;
+    }
+    const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(H) + a.eps);
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+      out[i] = from_f<T>(quantize<T>(to_f(src[i]) * inv) * to_f(w[i]));
+  }
+}
+
+bool aligned16(const void* p, int64_t stride_elems, int64_t elem_size) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (stride_elems * elem_size) % 16 == 0;
+}
+
+template <typename T, bool kFused>
+void launch(const NormArgs& a, cudaStream_t stream) {
+  constexpr int N = Pack<T>::N;
+  bool vec = a.hidden % N == 0 && aligned16(a.x, a.x_stride, sizeof(T)) &&
+             aligned16(a.out, a.out_stride, sizeof(T)) && aligned16(a.weight, 0, sizeof(T));
+  if (kFused)
+    vec = vec && aligned16(a.residual, a.residual_stride, sizeof(T)) &&
+          aligned16(a.residual_out, a.residual_out_stride, sizeof(T));
+  const int64_t work = vec ? a.hidden / N : a.hidden;
+  int threads = static_cast<int>(std::min<int64_t>(1024, (work + 31) / 32 * 32));
+  threads = std::max(threads, 32);
+  if (vec) norm_kernel<T, kFused, true><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(a);
+  else norm_kernel<T, kFused, false><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(ErrorKind::Runtime, std::string(kFused ? "fused_add_rms_norm" : "rms_norm") +
+                                        ": CUDA launch failed: " + cudaGetErrorString(e));
+}
+
+template <bool kFused>
+void dispatch(const NormArgs& a, Stream stream) {
+  if (a.rows > 0x7fffffff)
+    throw Error(ErrorKind::Value, "rms_norm: more than 2^31-1 rows in one call on CUDA");
+  auto s = static_cast<cudaStream_t>(stream);
+  // Launch on the tensors' device, whatever the caller's current device, and restore it.
+  int prev = 0;
+  cudaGetDevice(&prev);
+  struct Restore {
+    int dev;
+    ~Restore() { cudaSetDevice(dev); }
+  } restore{prev};
+  if (prev != a.device.index) cudaSetDevice(a.device.index);
+  switch (a.dtype) {
+    case DType::BFloat16: return launch<__nv_bfloat16, kFused>(a, s);
+    case DType::Float16: return launch<__half, kFused>(a, s);
+    default: return launch<float, kFused>(a, s);
+  }
+}
+
+}  // namespace
+
+void rms_norm(const NormArgs& a, Stream stream) { dispatch<false>(a, stream); }
+void fused_add_rms_norm(const NormArgs& a, Stream stream) { dispatch<true>(a, stream); }
+
+}  // namespace longcat::cuda

@@ -1,0 +1,99 @@
+// longcat public C++ API: the pieces every op uses.
+//
+//   TensorView  a non-owning view of a tensor: data pointer, dtype, shape, strides (in elements),
+//               device. It is what crosses the API: callers own and allocate all memory.
+//   Error       the one exception type the library throws; its kind tells bindings which
+//               Python exception to raise (ValueError / TypeError / RuntimeError).
+//   Stream      a cudaStream_t for CUDA tensors (nullptr = the default stream); ignored on CPU.
+//               Kept as void* so these headers need no CUDA header.
+//
+// Argument checks (check_*) build messages that name the op, the argument, what was expected
+// and what came, e.g. "rms_norm: argument 'weight' must have shape [4096], got [4095]".
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#if defined(_WIN32)
+#define LONGCAT_API __declspec(dllexport)
+#else
+#define LONGCAT_API __attribute__((visibility("default")))
+#endif
+
+namespace longcat {
+
+using Stream = void*;
+
+enum class DType : uint8_t { Float32, Float16, BFloat16, Int32, Int64, UInt8, Bool };
+enum class DeviceType : uint8_t { CPU, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+  bool operator==(const Device& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+};
+
+constexpr int kMaxDims = 8;
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::Float32;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};  // in elements, not bytes
+  Device device{};
+
+  int64_t size(int d) const { return shape[d < 0 ? d + ndim : d]; }
+  int64_t stride(int d) const { return strides[d < 0 ? d + ndim : d]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  bool is_contiguous() const;  // C order; size-1 dims may have any stride
+  template <typename T> T* ptr() const { return static_cast<T*>(data); }
+};
+
+LONGCAT_API int64_t dtype_size(DType t);
+LONGCAT_API const char* dtype_name(DType t);  // "float32", "bfloat16", ... (torch's names)
+LONGCAT_API std::string device_name(Device d);   // "cpu", "cuda:0"
+LONGCAT_API std::string shape_str(const TensorView& t);  // "[2, 4096]"
+
+enum class ErrorKind : uint8_t { Value, Type, Runtime };
+
+class LONGCAT_API Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, const std::string& msg) : std::runtime_error(msg), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+// ---- argument checks (throw Error) ----------------------------------------------------------
+LONGCAT_API void check_dtype(const char* op, const char* arg, const TensorView& t,
+                             std::initializer_list<DType> allowed);
+LONGCAT_API void check_same_dtype(const char* op, const char* arg, const TensorView& t,
+                                  const char* ref_arg, const TensorView& ref);
+LONGCAT_API void check_ndim(const char* op, const char* arg, const TensorView& t, int ndim);
+LONGCAT_API void check_min_ndim(const char* op, const char* arg, const TensorView& t, int ndim);
+LONGCAT_API void check_size(const char* op, const char* arg, const TensorView& t, int dim,
+                            int64_t expected, const char* what);
+LONGCAT_API void check_same_shape(const char* op, const char* arg, const TensorView& t,
+                                  const char* ref_arg, const TensorView& ref);
+LONGCAT_API void check_contiguous(const char* op, const char* arg, const TensorView& t);
+LONGCAT_API void check_last_dim_contiguous(const char* op, const char* arg, const TensorView& t);
+LONGCAT_API void check_same_device(const char* op, const char* arg, const TensorView& t,
+                                   const char* ref_arg, const TensorView& ref);
+LONGCAT_API void check_nonnull(const char* op, const char* arg, const TensorView& t);
+[[noreturn]] LONGCAT_API void fail(ErrorKind kind, const std::string& msg);
+
+// For ops over rows of the last dimension: the leading dimensions of `t` must collapse into a
+// single row stride (true for contiguous tensors and for column slices like x[:, :512]).
+// Returns that stride in elements; throws naming `arg` otherwise.
+LONGCAT_API int64_t row_stride(const char* op, const char* arg, const TensorView& t);
+
+}  // namespace longcat

@@ -1,0 +1,7 @@
+// longcat: the whole public C++ API. Link the CMake target longcat::kernels.
+#pragma once
+
+#include "longcat/build_config.h"
+#include "longcat/common.h"
+#include "longcat/norm.h"
+#include "longcat/runtime.h"

@@ -1,0 +1,37 @@
+// longcat public C++ API: what the library was built with and what it runs on.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "longcat/common.h"
+
+namespace longcat {
+
+// CPU instruction-set levels, lowest to highest. Each CPU kernel is compiled once per level
+// (see cmake/LongcatISA.cmake) and the highest level <= the active one runs.
+enum class CpuIsa : int { Scalar = 0, AVX2 = 1, AVX512 = 2, AVX512_BF16 = 3, AMX = 4 };
+
+LONGCAT_API const char* cpu_isa_name(CpuIsa isa);   // "scalar", "avx2", "avx512", "avx512bf16", "amx"
+LONGCAT_API CpuIsa parse_cpu_isa(const std::string& name);  // throws Error(Value) for unknown names
+LONGCAT_API CpuIsa cpu_isa_detected();  // the best level this CPU and OS support
+// The level kernels use: the detected one, or lower if forced by the environment variable
+// LONGCAT_CPU_ISA (read once) or by set_cpu_isa().
+LONGCAT_API CpuIsa cpu_isa_active();
+// Forces a level for testing/benchmarking each path. Throws Error(Value) if the CPU lacks it.
+LONGCAT_API void set_cpu_isa(CpuIsa isa);
+
+// Threads used by CPU kernels (the caller's thread included). Default: LONGCAT_NUM_THREADS, or
+// the CPUs this process may run on.
+LONGCAT_API int num_threads();
+LONGCAT_API void set_num_threads(int n);  // n >= 1, else Error(Value)
+
+// Build configuration as key/value pairs: version, cuda, cuda_archs, cutlass, nccl, ...
+LONGCAT_API std::vector<std::pair<std::string, std::string>> build_info();
+LONGCAT_API bool built_with_cuda();
+// CUDA devices the runtime sees: >= 0, or -1 when built without CUDA. `error` receives the
+// runtime's message when it reports none (e.g. no driver).
+LONGCAT_API int cuda_device_count(std::string* error = nullptr);
+
+}  // namespace longcat

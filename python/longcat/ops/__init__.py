@@ -1,0 +1,7 @@
+"""Typed torch ops over the longcat kernels. Each is a ``torch.library`` custom op with a fake
+implementation (so ``torch.compile(fullgraph=True)`` traces through it); ``reference`` holds the
+plain-torch definition every kernel is tested against."""
+from longcat.ops import reference
+from longcat.ops.norm import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
+
+__all__ = ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "reference"]
