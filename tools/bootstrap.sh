@@ -3,7 +3,11 @@
 #   a virtual environment (.venv, or $LONGCAT_VENV), torch (the CPU build 2.13.0 when no CUDA
 #   driver is present, so pip does not pull a multi-GB CUDA build), the build tools, the test
 #   dependencies, and an editable build of longcat itself (CUDA on when nvcc is found).
-# Usage: source-free; run `bash tools/bootstrap.sh`, then use .venv/bin/python.
+# Usage: `bash tools/bootstrap.sh`, then use .venv/bin/python. Settings (environment):
+#   LONGCAT_VENV       the virtual environment (default .venv)
+#   LONGCAT_CUDA       AUTO (default) / ON / OFF, passed to CMake
+#   LONGCAT_EDITABLE   1 (default): editable install; 0: a plain `pip install .`
+#   LONGCAT_BUILD_DIR  CMake build folder (default build/{wheel_tag})
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${LONGCAT_VENV:-$root/.venv}
@@ -27,7 +31,9 @@ if command -v nvcc >/dev/null 2>&1; then
   pip install 'nvidia-cutlass>=4.2' nvidia-nccl-cu13   # CUTLASS headers and NCCL for the CUDA build
 fi
 
-# The package, editable, with its test and bench extras. The build folder persists, so a second
-# run only recompiles what changed.
-pip install --no-build-isolation -e "$root[test]" \
-  -Cbuild-dir="$root/build/{wheel_tag}" ${LONGCAT_CMAKE_ARGS:+-Ccmake.args="$LONGCAT_CMAKE_ARGS"}
+# The package with its test extras. The build folder persists, so a second run only recompiles
+# what changed.
+editable=()
+[ "${LONGCAT_EDITABLE:-1}" = 1 ] && editable=(-e)
+pip install --no-build-isolation "${editable[@]}" "$root[test]" \
+  -Cbuild-dir="${LONGCAT_BUILD_DIR:-$root/build/{wheel_tag}}"

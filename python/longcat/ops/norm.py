@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensor, stream_of, view
+from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
 
 
 def _empty_like(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +25,17 @@ def _(x, weight, eps):
     return _empty_like(x)
 
 
+def _rms_norm_grads(x, weight, eps, grad_out):
+    # Exact gradient of the fp32 math (the roundings to x's dtype pass gradients straight through).
+    xf, gf, wf = x.float(), grad_out.float(), weight.float()
+    inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    x_hat = xf * inv
+    g_hat = gf * wf
+    grad_x = inv * (g_hat - x_hat * (g_hat * x_hat).mean(-1, keepdim=True))
+    grad_w = (gf * x_hat).reshape(-1, x.shape[-1]).sum(0)
+    return grad_x, grad_w.to(weight.dtype)
+
+
 def _rms_norm_setup(ctx, inputs, output):
     x, weight, eps = inputs
     ctx.save_for_backward(x, weight)
@@ -32,18 +43,22 @@ def _rms_norm_setup(ctx, inputs, output):
 
 
 def _rms_norm_backward(ctx, grad_out):
-    # Exact gradient of the fp32 math (the roundings to x's dtype pass gradients straight through).
     x, weight = ctx.saved_tensors
-    xf, gf, wf = x.float(), grad_out.float(), weight.float()
-    inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + ctx.eps)
-    x_hat = xf * inv
-    g_hat = gf * wf
-    grad_x = inv * (g_hat - x_hat * (g_hat * x_hat).mean(-1, keepdim=True))
-    grad_w = (gf * x_hat).reshape(-1, x.shape[-1]).sum(0)
-    return grad_x.to(x.dtype), grad_w.to(weight.dtype), None
+    grad_x, grad_w = _rms_norm_grads(x, weight, ctx.eps, grad_out)
+    return grad_x.to(x.dtype), grad_w, None
 
 
 _rms_norm.register_autograd(_rms_norm_backward, setup_context=_rms_norm_setup)
+
+
+@torch.library.custom_op("longcat::rms_norm_out", mutates_args=("out",))
+def _rms_norm_out(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
+    _C.rms_norm(out, view(x), view(weight), eps, stream_of(x))
+
+
+@_rms_norm_out.register_fake
+def _(out, x, weight, eps):
+    return None
 
 
 @torch.library.custom_op("longcat::fused_add_rms_norm", mutates_args=())
@@ -59,6 +74,24 @@ def _(x, residual, weight, eps):
     return _empty_like(x), _empty_like(x)
 
 
+def _fused_setup(ctx, inputs, output):
+    _, _, weight, eps = inputs
+    ctx.save_for_backward(output[1], weight)  # s = x + residual, what was normalised
+    ctx.eps = eps
+
+
+def _fused_backward(ctx, grad_out, grad_residual_out):
+    s, weight = ctx.saved_tensors
+    grad_s, grad_w = _rms_norm_grads(s, weight, ctx.eps, grad_out)
+    if grad_residual_out is not None:
+        grad_s = grad_s + grad_residual_out.float()
+    grad_s = grad_s.to(s.dtype)
+    return grad_s, grad_s, grad_w, None
+
+
+_fused_add_rms_norm.register_autograd(_fused_backward, setup_context=_fused_setup)
+
+
 @torch.library.custom_op("longcat::fused_add_rms_norm_", mutates_args=("x", "residual"))
 def _fused_add_rms_norm_inplace(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                                 eps: float) -> None:
@@ -70,31 +103,52 @@ def _(x, residual, weight, eps):
     return None
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
+             out: torch.Tensor | None = None) -> torch.Tensor:
     """``weight * normalize(x)`` over the last dim, as transformers' LongcatFlashRMSNorm.
 
     x: ``[..., H]`` float32 or bfloat16 (float16 too on CUDA), last dim contiguous; the leading
     dims may be a strided view with one row stride (e.g. ``kv[:, :512]``). weight: ``[H]``, x's
-    dtype. Returns a new contiguous tensor. Differentiable in x and weight.
+    dtype. Returns a new contiguous tensor, or writes into ``out`` (x's shape and dtype; may be
+    x itself). Differentiable in x and weight (without ``out``, as torch's out= ops).
     """
-    check_tensor("rms_norm", "x", x)
-    check_tensor("rms_norm", "weight", weight)
-    return _rms_norm(x, weight, float(eps))
+    eps = float(eps)
+    if out is not None:
+        check_tensors("rms_norm", x=x, weight=weight, out=out)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            raise RuntimeError("rms_norm(out=...) does not support autograd; call it without out")
+        if eager_fast_path(x, weight):
+            _C.rms_norm(out, x, weight, eps, stream_of(x))
+        else:
+            _rms_norm_out(out, x, weight, eps)
+        return out
+    check_tensors("rms_norm", x=x, weight=weight)
+    if eager_fast_path(x, weight):
+        out = _empty_like(x)
+        _C.rms_norm(out, x, weight, eps, stream_of(x))
+        return out
+    return _rms_norm(x, weight, eps)
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                        eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """``s = x + residual`` (in x's dtype), returns ``(rms_norm(s), s)``: the decoder's residual
-    step in one pass over memory."""
-    for name, t in (("x", x), ("residual", residual), ("weight", weight)):
-        check_tensor("fused_add_rms_norm", name, t)
-    return _fused_add_rms_norm(x, residual, weight, float(eps))
+    step in one pass over memory. Differentiable in x, residual and weight."""
+    check_tensors("fused_add_rms_norm", x=x, residual=residual, weight=weight)
+    eps = float(eps)
+    if eager_fast_path(x, residual, weight):
+        out, residual_out = _empty_like(x), _empty_like(x)
+        _C.fused_add_rms_norm(out, residual_out, x, residual, weight, eps, stream_of(x))
+        return out, residual_out
+    return _fused_add_rms_norm(x, residual, weight, eps)
 
 
 def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                         eps: float = 1e-6) -> None:
     """In place, as vLLM's ``fused_add_rms_norm``: ``residual <- x + residual``,
     ``x <- rms_norm(residual)``. Not differentiable."""
-    for name, t in (("x", x), ("residual", residual), ("weight", weight)):
-        check_tensor("fused_add_rms_norm_", name, t)
-    _fused_add_rms_norm_inplace(x, residual, weight, float(eps))
+    check_tensors("fused_add_rms_norm_", x=x, residual=residual, weight=weight)
+    if eager_fast_path(x, residual, weight):
+        _C.fused_add_rms_norm(x, residual, x, residual, weight, float(eps), stream_of(x))
+    else:
+        _fused_add_rms_norm_inplace(x, residual, weight, float(eps))

@@ -1,0 +1,8 @@
+"""Benchmarks, one module per area; ``longcat bench <area>`` and ``bench/<area>.py`` run them.
+
+Every benchmark measures a peer in the same run (the plain-torch reference, torch's own op, the
+machine's copy bandwidth) and reports medians and ratios, never a single timing."""
+
+AREAS = {
+    "norm": "longcat.bench.norm",
+}

@@ -1,0 +1,96 @@
+"""The ``longcat`` command: ``longcat info`` and ``longcat bench <area>``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+
+
+def info_dict() -> dict[str, str]:
+    import torch
+
+    import longcat
+    from longcat import _C
+
+    info: dict[str, str] = {"longcat": longcat.__version__}
+    for k, v in longcat.build_info().items():
+        info[f"build.{k}"] = v
+    info["cpu.isa_detected"] = _C.cpu_isa_detected()
+    info["cpu.isa_active"] = longcat.cpu_isa()
+    env_isa = os.environ.get("LONGCAT_CPU_ISA")
+    if env_isa:
+        info["cpu.LONGCAT_CPU_ISA"] = env_isa
+    info["cpu.threads"] = str(longcat.num_threads())
+    info["python"] = platform.python_version()
+    info["torch"] = torch.__version__
+    n, msg = _C.cuda_device_count()
+    info["cuda.longcat_runtime"] = ("not built" if n < 0 else
+                                    f"{n} device(s)" + (f" ({msg})" if n == 0 and msg else ""))
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cuda.torch_devices"] = ", ".join(names)
+    else:
+        info["cuda.torch_devices"] = "none"
+    info["cmake_prefix_path"] = longcat.cmake_prefix_path()
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = info_dict()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="longcat info", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for k, v in info.items():
+        table.add_row(k, v)
+    Console(width=160).print(table)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from longcat.bench import AREAS
+    from longcat.bench.common import report
+
+    areas = list(AREAS) if args.area == "all" else [args.area]
+    for area in areas:
+        module = importlib.import_module(AREAS[area])
+        result = module.run(device=args.device, quick=args.quick)
+        report(result, args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from longcat.bench import AREAS
+
+    parser = argparse.ArgumentParser(prog="longcat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="version, build configuration, CPU ISA, devices")
+    p_info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p_info.set_defaults(func=cmd_info)
+    p_bench = sub.add_parser("bench", help="run benchmarks: a table on screen, JSON + markdown on disk")
+    p_bench.add_argument("area", choices=[*AREAS, "all"])
+    p_bench.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p_bench.add_argument("--quick", action="store_true", help="few shapes, short timings (smoke run)")
+    p_bench.add_argument("--out", default=None,
+                         help="folder for <area>.json/.md (default $LONGCAT_BENCH_DIR or bench-results)")
+    p_bench.set_defaults(func=cmd_bench)
+    args = parser.parse_args(argv)
+    if args.command == "bench" and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device here")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

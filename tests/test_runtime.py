@@ -1,0 +1,96 @@
+"""Build configuration, CPU ISA dispatch, threads, and the `longcat` command."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import longcat
+from longcat import _C
+
+ISAS = ["scalar", "avx2", "avx512", "avx512bf16", "amx"]
+
+
+def run_cli(*args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "longcat", *args], capture_output=True, text=True,
+                          env=full_env, timeout=600)
+
+
+def test_build_info():
+    info = longcat.build_info()
+    assert info["version"] == longcat.__version__
+    assert info["cuda"] in ("on", "off")
+    if info["cuda"] == "on":
+        assert "90a" in info["cuda_archs"]
+    expect = os.environ.get("LONGCAT_EXPECT_CUDA")
+    if expect:
+        assert info["cuda"] == expect
+
+
+def test_cpu_isa_detection_and_forcing():
+    detected = _C.cpu_isa_detected()
+    assert detected in ISAS
+    before = longcat.cpu_isa()
+    try:
+        longcat.set_cpu_isa("scalar")
+        assert longcat.cpu_isa() == "scalar"
+        higher = ISAS[ISAS.index(detected) + 1:] if detected != "amx" else []
+        for isa in higher:
+            with pytest.raises(ValueError, match=f"this CPU supports up to '{detected}', got '{isa}'"):
+                longcat.set_cpu_isa(isa)
+        with pytest.raises(ValueError, match="expected one of scalar, avx2"):
+            longcat.set_cpu_isa("sse9")
+    finally:
+        longcat.set_cpu_isa(before)
+
+
+def test_env_var_forces_lower_isa():
+    r = run_cli("info", "--json", env={"LONGCAT_CPU_ISA": "scalar"})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["cpu.isa_active"] == "scalar"
+    assert info["cpu.LONGCAT_CPU_ISA"] == "scalar"
+
+
+def test_threads():
+    n = longcat.num_threads()
+    assert n >= 1
+    try:
+        longcat.set_num_threads(3)
+        assert longcat.num_threads() == 3
+        with pytest.raises(ValueError, match="expected n >= 1, got 0"):
+            longcat.set_num_threads(0)
+    finally:
+        longcat.set_num_threads(n)
+
+
+def test_cli_info_table():
+    r = run_cli("info")
+    assert r.returncode == 0, r.stderr
+    for key in ("build.cuda", "build.cutlass", "build.nccl", "cpu.isa_detected", "cpu.isa_active",
+                "torch", "cuda.torch_devices"):
+        assert key in r.stdout
+
+
+def test_cli_bench_writes_table_and_json(tmp_path):
+    r = run_cli("bench", "norm", "--quick", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "RMSNorm on cpu" in r.stdout
+    data = json.loads((tmp_path / "norm.json").read_text())
+    assert data["area"] == "norm" and data["context"]["copy_bandwidth_gbs"] > 0
+    assert {row["op"] for row in data["rows"]} == {"rms_norm", "fused_add_rms_norm"}
+    for row in data["rows"]:
+        assert row["longcat_us"] > 0 and row["reference_us"] > 0 and row["vs_reference"] > 0
+    assert (tmp_path / "norm.md").read_text().startswith("## RMSNorm")
+
+
+def test_cli_rejects_unknown_area():
+    r = run_cli("bench", "nope")
+    assert r.returncode != 0 and "invalid choice" in r.stderr
+
+
+def test_cmake_prefix_path_has_package_config():
+    path = longcat.cmake_prefix_path()
+    assert os.path.isfile(os.path.join(path, "longcat", "longcatConfig.cmake"))
