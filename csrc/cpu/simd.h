@@ -6,8 +6,16 @@
 //
 //   Vec           W fp32 lanes: 16 with AVX-512, 8 with AVX2, 1 for the portable copy.
 //   bf16          storage type of bfloat16 (the upper half of an fp32).
-//   load / store  fp32 vectors from and to float or bf16 memory (round to nearest even, NaN kept).
+//   load / store  fp32 vectors from and to float or bf16 memory (round to nearest even).
+//   load2/store2  2*W consecutive elements as two vectors. For bf16 the lanes come in a
+//                 shuffled order (unpack/pack within 128-bit lanes, no shifts), so use them
+//                 only for elementwise work, and always in pairs: store2 undoes load2's order.
 //   quantize<T>   round an fp32 vector to T's precision and back, as torch does between ops.
+//
+// The vector bf16 rounding adds 0x7fff + lsb to the fp32 bits with no NaN special case: that
+// keeps every NaN whose low 16 bits are below 0x8000, which covers every NaN that bf16 data or
+// x86 arithmetic produces (bf16 payloads have zero low bits; the default NaN is 0xffc00000).
+// Skipping the NaN blend roughly halves the cost of the conversion.
 #pragma once
 
 #include <cmath>
@@ -71,15 +79,34 @@ inline __m256i bf16_bits(Vec a) {
   __m512i u = _mm512_castps_si512(a.v);
   __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
   __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-  __mmask16 nan = _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
   return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
 #endif
 }
 inline void vstore(bf16* p, Vec a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16_bits(a)); }
 inline Vec vquantize_bf16(Vec a) {
+#if defined(__AVX512BF16__)
   __m512i w = _mm512_cvtepu16_epi32(bf16_bits(a));
   return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+#else
+  __m512i u = _mm512_castps_si512(a.v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  return {_mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))))};
+#endif
+}
+inline __m512i bf16_rounded_u32(Vec a) {  // rounded bf16 in the upper 16 bits of each lane
+  __m512i u = _mm512_castps_si512(a.v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  return _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+}
+inline void vload2(const bf16* p, Vec& a, Vec& b) {
+  __m512i v = _mm512_loadu_si512(p), z = _mm512_setzero_si512();
+  a = {_mm512_castsi512_ps(_mm512_unpacklo_epi16(z, v))};
+  b = {_mm512_castsi512_ps(_mm512_unpackhi_epi16(z, v))};
+}
+inline void vstore2(bf16* p, Vec a, Vec b) {
+  __m512i ra = _mm512_srli_epi32(bf16_rounded_u32(a), 16), rb = _mm512_srli_epi32(bf16_rounded_u32(b), 16);
+  _mm512_storeu_si512(p, _mm512_packus_epi32(ra, rb));
 }
 #elif defined(__AVX2__)
 // ---------------------------------------------------------------- AVX2 + FMA: 8 lanes
@@ -108,10 +135,7 @@ inline Vec vload(const bf16* p) {
 inline __m256i bf16_rounded_u32(Vec a) {
   __m256i u = _mm256_castps_si256(a.v);
   __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-  __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
-  r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
-  return _mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+  return _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));  // low 16 bits: junk
 }
 inline void vstore(bf16* p, Vec a) {
   __m256i r = _mm256_srli_epi32(bf16_rounded_u32(a), 16);
@@ -119,7 +143,19 @@ inline void vstore(bf16* p, Vec a) {
   packed = _mm256_permute4x64_epi64(packed, 0x08);         // [lo4 hi4 ...]
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
 }
-inline Vec vquantize_bf16(Vec a) { return {_mm256_castsi256_ps(bf16_rounded_u32(a))}; }
+// load2: a = elements 0-3 and 8-11, b = 4-7 and 12-15, each in the upper half of its lane.
+inline void vload2(const bf16* p, Vec& a, Vec& b) {
+  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), z = _mm256_setzero_si256();
+  a = {_mm256_castsi256_ps(_mm256_unpacklo_epi16(z, v))};
+  b = {_mm256_castsi256_ps(_mm256_unpackhi_epi16(z, v))};
+}
+inline void vstore2(bf16* p, Vec a, Vec b) {  // packus per 128-bit lane restores load2's order
+  __m256i ra = _mm256_srli_epi32(bf16_rounded_u32(a), 16), rb = _mm256_srli_epi32(bf16_rounded_u32(b), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(ra, rb));
+}
+inline Vec vquantize_bf16(Vec a) {
+  return {_mm256_castsi256_ps(_mm256_and_si256(bf16_rounded_u32(a), _mm256_set1_epi32(static_cast<int>(0xffff0000u))))};
+}
 #else
 // ---------------------------------------------------------------- portable: 1 lane
 struct Vec {
@@ -138,6 +174,25 @@ inline Vec vload(const bf16* p) { return {to_f32(*p)}; }
 inline void vstore(bf16* p, Vec a) { *p = from_f32<bf16>(a.v); }
 inline Vec vquantize_bf16(Vec a) { return {quantize_scalar<bf16>(a.v)}; }
 #endif
+
+#if !defined(__AVX2__)
+inline void vload2(const bf16* p, Vec& a, Vec& b) {
+  a = vload(p);
+  b = vload(p + Vec::W);
+}
+inline void vstore2(bf16* p, Vec a, Vec b) {
+  vstore(p, a);
+  vstore(p + Vec::W, b);
+}
+#endif
+inline void vload2(const float* p, Vec& a, Vec& b) {
+  a = vload(p);
+  b = vload(p + Vec::W);
+}
+inline void vstore2(float* p, Vec a, Vec b) {
+  vstore(p, a);
+  vstore(p + Vec::W, b);
+}
 
 template <typename T> inline Vec vquantize(Vec a);
 template <> inline Vec vquantize<float>(Vec a) { return a; }
