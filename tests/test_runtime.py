@@ -32,6 +32,7 @@ def test_build_info():
 def test_cpu_isa_detection_and_forcing():
     detected = _C.cpu_isa_detected()
     assert detected in ISAS
+    assert longcat.cpu_isas_available() == ISAS[: ISAS.index(detected) + 1]
     before = longcat.cpu_isa()
     try:
         longcat.set_cpu_isa("scalar")

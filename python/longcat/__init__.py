@@ -32,6 +32,14 @@ def cpu_isa() -> str:
     return _C.cpu_isa_active()
 
 
+_ISA_ORDER = ("scalar", "avx2", "avx512", "avx512bf16", "amx")
+
+
+def cpu_isas_available() -> list[str]:
+    """Every ISA level this CPU can run, lowest first: the values ``set_cpu_isa`` accepts."""
+    return list(_ISA_ORDER[: _ISA_ORDER.index(_C.cpu_isa_detected()) + 1])
+
+
 def set_cpu_isa(name: str) -> None:
     """Force a CPU ISA level no higher than the detected one (for testing / benchmarking each path).
     The environment variable ``LONGCAT_CPU_ISA`` does the same at start-up."""
@@ -49,5 +57,5 @@ def set_num_threads(n: int) -> None:
 
 from longcat import ops  # noqa: E402  (registers the torch ops)
 
-__all__ = ["build_info", "cmake_prefix_path", "cpu_isa", "set_cpu_isa", "num_threads",
+__all__ = ["build_info", "cmake_prefix_path", "cpu_isa", "cpu_isas_available", "set_cpu_isa", "num_threads",
            "set_num_threads", "ops", "__version__"]
