@@ -35,5 +35,6 @@ fi
 # what changed.
 editable=()
 [ "${LONGCAT_EDITABLE:-1}" = 1 ] && editable=(-e)
-pip install --no-build-isolation "${editable[@]}" "$root[test]" \
-  -Cbuild-dir="${LONGCAT_BUILD_DIR:-$root/build/{wheel_tag}}"
+build_dir=${LONGCAT_BUILD_DIR:-}
+[ -n "$build_dir" ] || build_dir="$root/build/{wheel_tag}"   # {wheel_tag}: scikit-build-core fills it in
+pip install --no-build-isolation "${editable[@]}" "$root[test]" -Cbuild-dir="$build_dir"
