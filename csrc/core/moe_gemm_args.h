@@ -30,7 +30,8 @@ namespace cpu_moe {
 constexpr int64_t kMC = 96, kNC = 128, kKC = 256;
 constexpr int64_t kAlign = 64;
 constexpr int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-constexpr int64_t kPackABytes = kMC * kKC * 4, kPackBBytes = kKC * kNC * 4, kCTileBytes = kMC * kNC * 4;
+constexpr int64_t kPackABytes = kMC * kKC * 4 + kAlign,  // + slack: see pack_a_f32
+                   kPackBBytes = kKC * kNC * 4, kCTileBytes = kMC * kNC * 4;
 constexpr int64_t kThreadScratchBytes = align_up(kPackABytes) + align_up(kPackBBytes) + align_up(kCTileBytes);
 // Workspace layout: [h: R*F elements of x's dtype][tile table: (E+1) int64][scratch per thread].
 inline int64_t h_bytes(int64_t rows, int64_t inter, int64_t esize) { return align_up(rows * inter * esize); }
