@@ -38,7 +38,8 @@ CUDA_DIR = os.path.join("csrc", "cuda")
 DEFAULT_OUT = os.path.join("build", "cuda_resources.json")
 
 # The flags CMakeLists.txt gives the CUDA sources that matter for code generation.
-NVCC_FLAGS = ["-std=c++17", "-O3", "--expt-relaxed-constexpr",
+# (-DNDEBUG: CMake's Release flags; CUTLASS's device asserts change register counts.)
+NVCC_FLAGS = ["-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr",
               "-DLONGCAT_BUILDING_LIBRARY", "-DLONGCAT_WITH_CUDA_RUNTIME=1"]
 
 # ---- ptxas -v output (checked with nvcc 13.0) -------------------------------------------------
@@ -159,10 +160,11 @@ def demangle(names: list[str]) -> dict[str, str]:
 
 
 # ---- compile ----------------------------------------------------------------------------------
-def compile_one(nvcc: str, src: str, arch: str, includes: list[str], tmp: str) -> dict:
+def compile_one(nvcc: str, src: str, arch: str, includes: list[str], tmp: str,
+                defines: Optional[list[str]] = None) -> dict:
     rel = os.path.relpath(src, ROOT)
     cubin = os.path.join(tmp, os.path.basename(src) + ".cubin")
-    cmd = [nvcc, "-cubin", f"-arch={arch}", "-Xptxas", "-v", *NVCC_FLAGS,
+    cmd = [nvcc, "-cubin", f"-arch={arch}", "-Xptxas", "-v", *NVCC_FLAGS, *(defines or []),
            *[f"-I{d}" for d in includes], src, "-o", cubin]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -223,14 +225,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg_dir, cfg_from = build_config_dir(tmp)
         includes = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), cfg_dir]
         cutlass = cutlass_include(args.cutlass_include)
+        defines = []
         if cutlass:
             includes.append(cutlass)
+            defines.append("-DLONGCAT_HAVE_CUTLASS=1")  # as CMakeLists.txt when CUTLASS is found
         print(f"cuda_resource_report: nvcc {version}, {args.arch}, {len(sources)} file(s), "
               f"{args.jobs} job(s); build_config.h: {cfg_from}; CUTLASS: {'yes' if cutlass else 'not found'}",
               flush=True)
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            results = list(pool.map(lambda s: compile_one(nvcc, s, args.arch, includes, tmp), sources))
+            results = list(pool.map(lambda s: compile_one(nvcc, s, args.arch, includes, tmp, defines), sources))
         total = time.perf_counter() - t0
 
     failed = [r for r in results if not r["ok"]]
@@ -257,7 +261,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "nvcc_version": version,
         "arch": args.arch,
-        "flags": ["-cubin", f"-arch={args.arch}", "-Xptxas", "-v", *NVCC_FLAGS],
+        "flags": ["-cubin", f"-arch={args.arch}", "-Xptxas", "-v", *NVCC_FLAGS, *defines],
         "cutlass": cutlass is not None,
         "build_config": cfg_from,
         "files": [r["file"] for r in results],

@@ -1,0 +1,94 @@
+"""Grouped expert SwiGLU GEMM benchmark: longcat.ops.moe_grouped_swiglu against
+  - torch's dense bf16 matmul of EQUAL FLOPs, measured in the same run: one
+    F.linear(x [R, H], W [3F, H]) (what the expert GEMMs would cost if all rows went to one big
+    expert; nn.Linear's weight layout, which torch's CPU bf16 path handles ~40x faster than
+    x @ W[H, 3F] on AVX2 machines), and
+  - the per-expert loop as Hugging Face transformers' LongcatFlashExperts runs it
+    (``reference.moe_grouped_swiglu``: F.linear / chunk / silu * up / F.linear per expert, same weights).
+
+Shapes: LongCat-Flash experts (H=6144, F=2048). The real layer has 512 routed experts (+256
+zero-computation experts, top-12), whose weights alone are 75 GB in bf16, so the benchmark
+holds FEWER experts of the SAME per-expert shape, with the same rows-per-expert distribution as
+the real config: T tokens route uniformly at random to 12 of 768 experts, and the rows of the
+first n experts are kept (about T * 12 / 768 rows per expert). Plus a small compute-bound shape.
+
+TFLOP/s counts the expert GEMMs: 2 * R * H * 3F per call."""
+from __future__ import annotations
+
+import torch
+
+from longcat.bench.common import BenchResult, machine_info, measure
+from longcat.ops import moe_grouped_swiglu, reference
+
+HIDDEN, INTER, TOPK, N_ROUTED, N_ZERO = 6144, 2048, 12, 512, 256
+
+
+def routed_offsets(tokens: int, experts: int, seed: int = 0) -> torch.Tensor:
+    """offsets [experts+1] int32: rows per expert for `tokens` tokens routed uniformly at random to
+    TOPK of the N_ROUTED + N_ZERO experts, restricted to the first `experts` routed experts."""
+    g = torch.Generator().manual_seed(seed)
+    choice = torch.rand(tokens, N_ROUTED + N_ZERO, generator=g).topk(TOPK, dim=-1).indices
+    counts = torch.bincount(choice.flatten(), minlength=N_ROUTED + N_ZERO)[:experts]
+    return torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).to(torch.int32)
+
+
+def run(device: str = "cpu", quick: bool = False) -> BenchResult:
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16
+    # Experts held in memory: 75.5 MB of bf16 weights each at the LongCat shape.
+    experts = 64 if cuda else (4 if quick else 16)
+    token_counts = [128] if quick else [16, 128, 512]
+    min_time = 0.05 if quick else (0.2 if cuda else 0.3)
+    cases = [("longcat", HIDDEN, INTER, experts, t, None) for t in token_counts]
+    # Small, compute-bound: 8 experts of H=1024, F=512 with 256 rows each.
+    cases.append(("small", 1024, 512, 8, None, 256))
+    result = BenchResult(
+        area="moe_gemm",
+        title=(f"Grouped expert SwiGLU GEMM on {device}, bf16 (LongCat shape H={HIDDEN}, F={INTER}: "
+               f"{experts} of the 512 experts held, same rows-per-expert distribution as top-{TOPK} "
+               f"of {N_ROUTED}+{N_ZERO} uniform routing)"),
+        columns=["shape", "experts", "tokens", "rows", "rows/expert", "longcat_ms", "TFLOP/s",
+                 "dense_TFLOP/s", "of_dense", "loop_ms", "vs_loop"],
+        context={"machine": machine_info(device),
+                 "note": "dense = torch bf16 F.linear([R, H], [3F, H]) of the same FLOPs, same run; "
+                         "loop = the per-expert loop as transformers runs it (reference.moe_grouped_swiglu); "
+                         "vs_loop = loop_ms / longcat_ms"},
+    )
+    weights_cache: dict = {}
+    for name, H, F, E, tokens, rows_each in cases:
+        key = (H, F, E)
+        if key not in weights_cache:
+            weights_cache.clear()
+            g = torch.Generator(device=device).manual_seed(0)
+            w13 = (torch.randn(E, 2 * F, H, device=device, generator=g, dtype=dtype) * H ** -0.5)
+            w2 = (torch.randn(E, H, F, device=device, generator=g, dtype=dtype) * F ** -0.5)
+            weights_cache[key] = (w13, w2)
+        w13, w2 = weights_cache[key]
+        if rows_each is None:
+            offsets = routed_offsets(tokens, E)
+        else:
+            offsets = torch.arange(E + 1, dtype=torch.int32) * rows_each
+        R = int(offsets[-1])
+        offsets = offsets.to(device)
+        x = torch.randn(R, H, device=device, dtype=dtype)
+        dense_w = torch.randn(3 * F, H, device=device, dtype=dtype) * H ** -0.5
+        flops = 2.0 * R * H * 3 * F
+        # CPU calls take up to seconds: fewer repeats there (medians of >= 2 timed calls).
+        kw = {} if cuda else {"warmup": 1, "min_iters": 2}
+        t_ours = measure(lambda: moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
+        t_dense = measure(lambda: torch.nn.functional.linear(x, dense_w), device, min_time, **kw)
+        t_loop = measure(lambda: reference.moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
+        active = int((offsets[1:] > offsets[:-1]).sum())
+        result.add(shape=f"{name} H={H} F={F}", experts=E, tokens=tokens if tokens is not None else "-",
+                   rows=R, **{"rows/expert": R / E, "longcat_ms": t_ours * 1e3, "TFLOP/s": flops / t_ours / 1e12,
+                              "dense_TFLOP/s": flops / t_dense / 1e12, "of_dense": t_dense / t_ours,
+                              "loop_ms": t_loop * 1e3, "vs_loop": t_loop / t_ours},
+                   active_experts=active)
+        del dense_w
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    from longcat.cli import main as cli_main
+
+    cli_main(["bench", "moe_gemm", *(argv or [])])
