@@ -3,5 +3,6 @@
 
 #include "longcat/build_config.h"
 #include "longcat/common.h"
+#include "longcat/moe.h"
 #include "longcat/norm.h"
 #include "longcat/runtime.h"

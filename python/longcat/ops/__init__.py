@@ -2,6 +2,8 @@
 implementation (so ``torch.compile(fullgraph=True)`` traces through it); ``reference`` holds the
 plain-torch definition every kernel is tested against."""
 from longcat.ops import reference
+from longcat.ops.moe import moe_combine, moe_dispatch, moe_route
 from longcat.ops.norm import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
 
-__all__ = ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "reference"]
+__all__ = ["rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "moe_route", "moe_dispatch",
+           "moe_combine", "reference"]
