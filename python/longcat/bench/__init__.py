@@ -5,4 +5,5 @@ machine's copy bandwidth) and reports medians and ratios, never a single timing.
 
 AREAS = {
     "norm": "longcat.bench.norm",
+    "moe_route": "longcat.bench.moe_route",
 }
