@@ -210,6 +210,19 @@ def test_strided_hidden_rows():
     check_combine(torch.cat([x_perm, x_perm], 1)[:, :96], slot, ids, w, wide, 16)
 
 
+def test_nan_rows_give_valid_ids_and_stay_in_their_row():
+    hidden, weight, _ = make_router(5, 64, 8, 4, torch.float32, 16)
+    hidden[1, 3] = float("nan")
+    hidden[2, 0] = float("inf")
+    ids, w = moe_route(hidden, weight, None, 4, 8, 4)
+    assert ((ids >= 0) & (ids < 12)).all()
+    assert torch.isnan(w[1]).all()
+    keep = [0, 3, 4]
+    rids, rw = reference.moe_route(hidden[keep], weight, None, 4, 8, 4)
+    assert torch.equal(ids[keep], rids)
+    torch.testing.assert_close(w[keep], rw)
+
+
 @settings(max_examples=40, deadline=None)
 @given(T=st.integers(0, 60), H=st.integers(0, 130), n_routed=st.integers(0, 40), n_zero=st.integers(0, 20),
        k_frac=st.floats(0, 1), bf16=st.booleans(), align=st.sampled_from([1, 2, 3, 16, 128]),
