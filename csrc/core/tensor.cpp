@@ -6,6 +6,7 @@
 namespace longcat {
 
 bool TensorView::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to address: any strides (torch gives [0, 0] odd ones)
   int64_t expected = 1;
   for (int i = ndim - 1; i >= 0; --i) {
     if (shape[i] != 1 && strides[i] != expected) return false;

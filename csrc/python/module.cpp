@@ -11,6 +11,7 @@ using namespace nb::literals;
 
 namespace longcat::python {
 void register_norm(nb::module_& m);
+void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
 }
 
@@ -47,5 +48,6 @@ NB_MODULE(_C, m) {
         "(count, message): CUDA devices seen by longcat's runtime; count -1 when built without CUDA.");
 
   longcat::python::register_norm(m);
+  longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
 }

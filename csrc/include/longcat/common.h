@@ -53,7 +53,7 @@ struct TensorView {
     for (int i = 0; i < ndim; ++i) n *= shape[i];
     return n;
   }
-  bool is_contiguous() const;  // C order; size-1 dims may have any stride
+  bool is_contiguous() const;  // C order; size-1 dims may have any stride; empty tensors are
   template <typename T> T* ptr() const { return static_cast<T*>(data); }
 };
 

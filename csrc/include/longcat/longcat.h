@@ -3,6 +3,7 @@
 
 #include "longcat/build_config.h"
 #include "longcat/common.h"
+#include "longcat/moe.h"
 #include "longcat/moe_gemm.h"
 #include "longcat/norm.h"
 #include "longcat/runtime.h"

@@ -6,4 +6,5 @@ machine's copy bandwidth) and reports medians and ratios, never a single timing.
 AREAS = {
     "norm": "longcat.bench.norm",
     "moe_gemm": "longcat.bench.moe_gemm",
+    "moe_route": "longcat.bench.moe_route",
 }

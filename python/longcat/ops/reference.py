@@ -40,3 +40,81 @@ def moe_grouped_swiglu(x_perm: torch.Tensor, offsets: torch.Tensor, w13: torch.T
         gate, up = torch.nn.functional.linear(x, w13[e]).chunk(2, dim=-1)
         outs.append(torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w2[e]))
     return torch.cat(outs, dim=0)
+
+
+# ---- MoE: routing with zero-computation experts, dispatch, combine --------------------------
+
+def moe_route(hidden: torch.Tensor, weight: torch.Tensor, correction_bias: torch.Tensor | None,
+              top_k: int, n_routed: int, n_zero: int, routed_scaling_factor: float = 1.0,
+              score: str = "softmax", renormalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """LongCat-Flash's router, as transformers' LongcatFlashTopkRouter computes it.
+
+    Experts 0..n_routed-1 are routed, n_routed..n_routed+n_zero-1 are zero-computation experts;
+    the router does not distinguish them. Logits in fp32, scores = softmax (or sigmoid) over all
+    E experts, the top-k chosen on scores + correction_bias, weights = the *unbiased* scores of
+    the chosen experts (optionally renormalised to sum 1, DeepSeek style) times
+    routed_scaling_factor. Returns (ids [T, k] int32, weights [T, k] float32), ids sorted by
+    descending biased score, equal scores in ascending id order.
+    """
+    logits = torch.nn.functional.linear(hidden.float(), weight.float())
+    if score == "softmax":
+        scores = logits.softmax(dim=-1)
+    elif score == "sigmoid":
+        scores = logits.sigmoid()
+    else:
+        raise ValueError(f"moe_route: argument 'score' must be 'softmax' or 'sigmoid', got {score!r}")
+    biased = scores if correction_bias is None else scores + correction_bias.float()
+    # A stable descending sort keeps equal biased scores in ascending expert id order.
+    ids = torch.sort(biased.detach(), dim=-1, descending=True, stable=True).indices[:, :top_k]
+    weights = scores.gather(1, ids)
+    if renormalize:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return ids.to(torch.int32), weights * routed_scaling_factor
+
+
+def moe_dispatch(x: torch.Tensor, topk_ids: torch.Tensor, n_routed: int, align: int = 1):
+    """Groups token rows by routed expert: returns (x_perm [R, H], counts [n_routed],
+    offsets [n_routed + 1], row_token [R], slot_row [T, k]), the index tensors int32.
+
+    Expert e's rows are x_perm[offsets[e] : offsets[e] + counts[e]], in token order; its segment
+    is padded with zero rows (row_token -1) to a multiple of `align`, so R = offsets[n_routed]
+    depends on the ids. slot_row[t, j] is the row holding token t's j-th choice, -1 for a zero
+    expert (id >= n_routed), which is never dispatched.
+    """
+    T, k = topk_ids.shape
+    flat = topk_ids.reshape(-1).long()
+    routed = flat < n_routed
+    counts = torch.bincount(flat[routed], minlength=n_routed)[:n_routed]
+    padded = (counts + align - 1) // align * align
+    offsets = torch.zeros(n_routed + 1, dtype=torch.long, device=x.device)
+    offsets[1:] = padded.cumsum(0)
+    R = int(offsets[-1])
+    # The routed entries (t * k + j) in expert order; a stable sort keeps token order per expert.
+    entry = torch.arange(T * k, device=x.device)[routed]
+    expert = flat[routed]
+    order = torch.sort(expert, stable=True).indices
+    entry, expert = entry[order], expert[order]
+    first_of_expert = counts.cumsum(0) - counts            # unpadded start of each expert
+    rank = torch.arange(entry.numel(), device=x.device) - first_of_expert[expert]
+    rows = offsets[expert] + rank
+    token = entry // k
+    slot_row = torch.full((T * k,), -1, dtype=torch.long, device=x.device)
+    slot_row[entry] = rows
+    row_token = torch.full((R,), -1, dtype=torch.long, device=x.device)
+    row_token[rows] = token
+    x_perm = x.new_zeros(R, x.shape[1]).index_copy(0, rows, x[token])
+    return (x_perm, counts.int(), offsets.int(), row_token.int(), slot_row.view(T, k).int())
+
+
+def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torch.Tensor,
+                topk_weights: torch.Tensor, x: torch.Tensor, n_routed: int) -> torch.Tensor:
+    """The weighted inverse of dispatch: y[t] = sum_j w[t, j] * (expert_out[slot_row[t, j]] for a
+    routed expert, x[t] for a zero expert), summed in fp32 and rounded once to x's dtype."""
+    routed = (topk_ids < n_routed)[..., None]
+    xf = x.float()[:, None, :].expand(-1, topk_ids.shape[1], -1)
+    if expert_out.shape[0] > 0:
+        gathered = expert_out.float()[slot_row.long().clamp(min=0)]
+    else:
+        gathered = torch.zeros_like(xf)
+    src = torch.where(routed, gathered, xf)
+    return (topk_weights.float()[..., None] * src).sum(dim=1).to(x.dtype)
