@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/moe_args.h"
@@ -82,6 +83,18 @@ void check_ids_nonnegative(const char* op, const TensorView& ids) {
       fail(ErrorKind::Value, arg_prefix(op, "topk_ids") + "must hold expert ids >= 0, got " +
                                  std::to_string(p[i]) + " at [" + std::to_string(i / k) + ", " +
                                  std::to_string(i % k) + "]");
+}
+
+// The checks dispatch and combine share: x [T, H] and topk_ids [T, k]. Returns {T, H, k}.
+std::tuple<int64_t, int64_t, int64_t> check_tokens_and_ids(const char* op, const TensorView& x,
+                                                          const TensorView& topk_ids, int64_t n_routed) {
+  check_n_routed(op, n_routed);
+  check_ndim(op, "x", x, 2);
+  check_x_dtype(op, "x", x);
+  const int64_t T = x.size(0);
+  check_ids(op, topk_ids, T, "the number of tokens x.shape[0]");
+  check_same_device(op, "topk_ids", topk_ids, "x", x);
+  return {T, x.size(1), topk_ids.size(1)};
 }
 
 }  // namespace
@@ -203,13 +216,7 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
                   const TensorView& x, const TensorView& topk_ids, const TensorView& counts,
                   const TensorView& offsets, int64_t n_routed, Stream stream) {
   const char* op = "moe_dispatch";
-  check_n_routed(op, n_routed);
-  check_ndim(op, "x", x, 2);
-  check_x_dtype(op, "x", x);
-  const int64_t T = x.size(0), H = x.size(1);
-  check_ids(op, topk_ids, T, "the number of tokens x.shape[0]");
-  check_same_device(op, "topk_ids", topk_ids, "x", x);
-  const int64_t k = topk_ids.size(1);
+  const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "x", x);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "x", x);
   check_ndim(op, "x_perm", x_perm, 2);
@@ -294,13 +301,7 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
                  const TensorView& topk_ids, const TensorView& topk_weights, const TensorView& x,
                  int64_t n_routed, Stream stream) {
   const char* op = "moe_combine";
-  check_n_routed(op, n_routed);
-  check_ndim(op, "x", x, 2);
-  check_x_dtype(op, "x", x);
-  const int64_t T = x.size(0), H = x.size(1);
-  check_ids(op, topk_ids, T, "the number of tokens x.shape[0]");
-  check_same_device(op, "topk_ids", topk_ids, "x", x);
-  const int64_t k = topk_ids.size(1);
+  const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
   check_aux(op, "topk_weights", topk_weights, DType::Float32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
   check_ndim(op, "expert_out", expert_out, 2);

@@ -10,20 +10,12 @@
 
 #include <string>
 
+#include "cuda/dtype.cuh"
 #include "core/norm_args.h"
 
 namespace longcat::cuda {
 namespace {
 
-template <typename T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f(float v) { return v; }
-template <> __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
-template <typename T> __device__ __forceinline__ float quantize(float v) { return to_f(from_f<T>(v)); }
 
 template <typename T>
 struct alignas(16) Pack {
