@@ -13,7 +13,7 @@ log() { echo "== $*" | tee -a "$out/summary.txt"; }
 start=$SECONDS
 
 nvidia-smi -L 2>&1 | tee "$out/nvidia-smi.txt"
-venv=/tmp/longcat-gpu-venv
+venv=${TMPDIR:-/tmp}/longcat-gpu-venv
 [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
 py=$venv/bin/python
 log "build (LONGCAT_CUDA=ON)"
