@@ -41,9 +41,11 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
     return statistics.median(times)
 
 
-def copy_bandwidth_gbs(device: str = "cpu", nbytes: int = 256 << 20, min_time: float = 0.5) -> float:
+def copy_bandwidth_gbs(device: str = "cpu", quick: bool = False) -> float:
     """The machine's copy bandwidth in GB/s (bytes read + bytes written), measured now with
-    torch's copy_ on buffers far larger than the caches: the roofline for memory-bound ops."""
+    torch's copy_ on buffers far larger than the caches: the roofline for memory-bound ops.
+    ``quick`` (smoke runs) uses smaller buffers and a shorter measurement."""
+    nbytes, min_time = ((64 << 20), 0.1) if quick else ((256 << 20), 0.5)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
     t = measure(lambda: dst.copy_(src), device, min_time=min_time, warmup=2)

@@ -57,8 +57,7 @@ QUICK_CASES = [("small", 1024, 512, 16, 64, 32, 8, [256])]
 def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     dtype = torch.bfloat16
     min_time = 0.05 if quick else 0.5
-    bw = copy_bandwidth_gbs(device, nbytes=(64 << 20) if quick else (256 << 20),
-                            min_time=0.1 if quick else 0.5)
+    bw = copy_bandwidth_gbs(device, quick)
     result = BenchResult(
         area="moe",
         title=f"MoE layer on {device}, bf16 (median per call; copy bandwidth {bw:.1f} GB/s)",

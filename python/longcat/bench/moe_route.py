@@ -43,8 +43,7 @@ def torch_dispatch_combine(x: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, 
 
 def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     min_time = 0.05 if quick else 0.3
-    bw = copy_bandwidth_gbs(device, nbytes=(64 << 20) if quick else (256 << 20),
-                            min_time=0.1 if quick else 0.5)
+    bw = copy_bandwidth_gbs(device, quick)
     E = N_ROUTED + N_ZERO
     result = BenchResult(
         area="moe_route",

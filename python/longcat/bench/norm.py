@@ -18,8 +18,7 @@ QUICK_SHAPES = [(16, 6144), (1024, 6144)]
 
 def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     min_time = 0.05 if quick else 0.3
-    bw = copy_bandwidth_gbs(device, nbytes=(64 << 20) if quick else (256 << 20),
-                            min_time=0.1 if quick else 0.5)
+    bw = copy_bandwidth_gbs(device, quick)
     result = BenchResult(
         area="norm",
         title=f"RMSNorm on {device} (median per call; copy bandwidth {bw:.1f} GB/s)",
