@@ -36,8 +36,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def consumer_output(tmp_path_factory) -> str:
     cmake = shutil.which("cmake")
-    if cmake is None:
-        pytest.skip("cmake is not on PATH")
+    assert cmake is not None, "cmake is not on PATH (building longcat itself needs it)"
     build = tmp_path_factory.mktemp("cpp_consumer")
     cfg = [cmake, "-S", CONSUMER, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
            f"-DCMAKE_PREFIX_PATH={longcat.cmake_prefix_path()}"]
