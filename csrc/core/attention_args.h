@@ -22,6 +22,10 @@ struct WindowArgs {
   int64_t sink = 0, local = 0, block_size = 1;
 };
 
+// Checks a user's SparseWindow (nullptr: full attention) and flattens it; errors name `op` and
+// the field ('window.sink', ...). Defined in csrc/core/attention_window.cpp.
+WindowArgs window_args(const char* op, const SparseWindow* window);
+
 // Keys visible to a query at absolute position p form at most two ranges [0, sink_end) and
 // [local_begin, p + 1) (attention.h); without a window, sink_end = 0 and local_begin = 0.
 struct KeyRanges {
