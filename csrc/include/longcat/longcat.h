@@ -2,6 +2,7 @@
 #pragma once
 
 #include "longcat/build_config.h"
+#include "longcat/attention.h"
 #include "longcat/common.h"
 #include "longcat/moe.h"
 #include "longcat/moe_gemm.h"

@@ -118,3 +118,61 @@ def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torc
         gathered = torch.zeros_like(xf)
     src = torch.where(routed, gathered, xf)
     return (topk_weights.float()[..., None] * src).sum(dim=1).to(x.dtype)
+
+
+# ---- attention: MLA decode over the paged latent cache, SSA window ---------------------------
+
+def attention_visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = True,
+                      window: dict | None = None) -> torch.Tensor:
+    """Boolean mask [len(q_pos), len(k_pos)]: may the query at absolute position p see key j?
+    The rule of csrc/include/longcat/attention.h: j <= p when causal, and with a window
+    ``{"mode": "blocks"|"tokens", "sink": s, "local": l, "block_size": bs}``:
+    blocks: ``j // bs < s`` or ``j // bs >= p // bs - l + 1``; tokens: ``j < s`` or ``j >= p - l + 1``."""
+    p = q_pos[:, None]
+    j = k_pos[None, :]
+    vis = j <= p if causal else torch.ones(p.shape[0], j.shape[1], dtype=torch.bool, device=q_pos.device)
+    vis = vis & (j >= 0) & (p >= 0)
+    if window is not None:
+        s, l = int(window["sink"]), int(window["local"])
+        if window["mode"] == "blocks":
+            bs = int(window["block_size"])
+            vis = vis & ((j // bs < s) | (j // bs >= p // bs - l + 1))
+        elif window["mode"] == "tokens":
+            vis = vis & ((j < s) | (j >= p - l + 1))
+        else:
+            raise ValueError(f"window['mode'] must be 'blocks' or 'tokens', got {window['mode']!r}")
+    return vis
+
+
+def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor,
+               cache_seqlens: torch.Tensor, head_dim_v: int = 512, softmax_scale: float | None = None,
+               causal: bool = True, window: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA decode (absorbed form) as FlashMLA's test reference computes it, in fp32 per sequence:
+    gather sequence b's L = cache_seqlens[b] tokens through block_table (token p: page
+    block_table[b, p // page_size], row p % page_size), K = all 576 values, V = the first
+    head_dim_v; query i of s_q sits at p = L - s_q + i (causal; with causal=False every query sees
+    the whole cache and a window is applied at p = L - 1); softmax(scale * q K^T) V over the
+    visible keys (``attention_visible``). Returns (out [b, s_q, h_q, head_dim_v] in q's dtype,
+    lse [b, h_q, s_q] fp32, natural log); a query with no visible key gets out 0, lse +inf."""
+    b, s_q, h_q, d = q.shape
+    page_size = kv_cache.shape[1]
+    scale = d ** -0.5 if softmax_scale is None else softmax_scale
+    out = torch.zeros(b, s_q, h_q, head_dim_v, dtype=torch.float32)
+    lse = torch.full((b, h_q, s_q), float("inf"), dtype=torch.float32)
+    for i in range(b):
+        L = int(cache_seqlens[i])
+        if L == 0:
+            continue
+        pages = block_table[i, : (L + page_size - 1) // page_size].long()
+        kv = kv_cache[pages].reshape(-1, kv_cache.shape[-1])[:L].float()       # [L, 576]
+        q_pos = (torch.arange(s_q) + L - s_q) if causal else torch.full((s_q,), L - 1)
+        vis = attention_visible(q_pos, torch.arange(L), True, window)          # [s_q, L]
+        s = torch.einsum("shd,ld->hsl", q[i].float(), kv) * scale              # [h_q, s_q, L]
+        s = s.masked_fill(~vis[None], float("-inf"))
+        l = torch.logsumexp(s, dim=-1)                                          # [h_q, s_q]
+        seen = vis.any(-1)[None].expand_as(l)
+        p = torch.where(seen[..., None], torch.exp(s - l[..., None]), torch.zeros(()))
+        o = torch.einsum("hsl,lv->shv", p, kv[:, :head_dim_v])
+        out[i] = o
+        lse[i] = torch.where(seen, l, torch.full((), float("inf")))
+    return out.to(q.dtype), lse

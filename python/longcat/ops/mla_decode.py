@@ -1,0 +1,203 @@
+"""MLA decode over a paged latent KV cache (FlashMLA-compatible), its split-KV planner, and SSA
+decode (the same attention restricted to sink + local blocks, for Zig-Zag layers).
+
+``mla_decode`` / ``ssa_decode`` return ``(out [b, s_q, h_q, 512], lse [b, h_q, s_q] float32)``;
+semantics: ``reference.mla_decode``; the C++ contract (visibility rule, conventions) is
+``csrc/include/longcat/attention.h``. Forward only: these ops have no backward (decode runs
+without gradients).
+
+Plan once per decode step and reuse across layers::
+
+    md = mla_decode_metadata(cache_seqlens, s_q)                       # full-attention layers
+    md_ssa = mla_decode_metadata(cache_seqlens, s_q, sink_blocks=1, local_blocks=7)
+    out, lse = mla_decode(q, kv_cache, block_table, cache_seqlens, metadata=md)
+    out, lse = ssa_decode(q, kv_cache, block_table, cache_seqlens, metadata=md_ssa)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from longcat import _C
+from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+
+_DIM_QK, _DIM_V = 576, 512
+
+
+def _int_arg(op: str, name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: argument '{name}' must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{op}: argument '{name}' must be >= {low}, got {value}")
+    return value
+
+
+def _window(op: str, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens):
+    """(mode, sink, local, block_size) for the C++ API. Token-exact mode when sink_tokens or
+    window_tokens is given (window_tokens is then required, sink_tokens defaults to 0)."""
+    if sink_tokens is not None or window_tokens is not None:
+        if window_tokens is None:
+            raise ValueError(f"{op}: argument 'window_tokens' is required in token mode (sink_tokens was given)")
+        sink = 0 if sink_tokens is None else _int_arg(op, "sink_tokens", sink_tokens, 0)
+        return "tokens", sink, _int_arg(op, "window_tokens", window_tokens, 1), 1
+    return ("blocks", _int_arg(op, "sink_blocks", sink_blocks, 0), _int_arg(op, "local_blocks", local_blocks, 1),
+            _int_arg(op, "block_size", block_size, 1))
+
+
+def _default_workers(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return _C.num_threads()
+
+
+# ---- planner ---------------------------------------------------------------------------------
+
+def _metadata(cache_seqlens, s_q, num_workers, causal, mode, sink, local, block_size):
+    md = torch.empty(cache_seqlens.shape[0] + 1, 2, dtype=torch.int32, device=cache_seqlens.device)
+    _C.mla_decode_metadata(md, cache_seqlens, s_q, num_workers, causal, mode, sink, local, block_size,
+                           stream_of(cache_seqlens))
+    return md
+
+
+def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Optional[int] = None, *,
+                        causal: bool = True, sink_blocks: Optional[int] = None, local_blocks: int = 7,
+                        block_size: int = 128, sink_tokens: Optional[int] = None,
+                        window_tokens: Optional[int] = None) -> torch.Tensor:
+    """The split-KV plan ``[batch + 1, 2]`` int32 for one decode step (like FlashMLA's
+    get_mla_metadata): ``[b, 0]`` the first split of sequence b (``[batch, 0]`` = total splits
+    S), ``[b, 1]`` keys per split. It balances the keys each sequence can see over
+    ``num_workers`` (None: the library's CPU threads on CPU, the SM count on CUDA), so a batch
+    of one long sequence still uses every core; ``S <= batch + num_workers``.
+
+    Full attention by default; give ``sink_blocks`` (with ``local_blocks``, ``block_size``) or
+    ``sink_tokens`` / ``window_tokens`` to plan for ``ssa_decode`` with that window, which then
+    covers only the visible keys. Pass the result as ``metadata=`` to every layer of the step
+    with the same cache_seqlens, s_q, causal and window.
+    """
+    op = "mla_decode_metadata"
+    check_tensors(op, cache_seqlens=cache_seqlens)
+    s_q = _int_arg(op, "s_q", s_q, 1)
+    if num_workers is None:
+        num_workers = _default_workers(cache_seqlens.device)
+    num_workers = _int_arg(op, "num_workers", num_workers, 1)
+    if sink_blocks is None and sink_tokens is None and window_tokens is None:
+        mode, sink, local, bs = "none", 1, 7, 128
+    else:
+        mode, sink, local, bs = _window(op, 1 if sink_blocks is None else sink_blocks, local_blocks, block_size,
+                                        sink_tokens, window_tokens)
+    return _metadata(cache_seqlens, s_q, num_workers, bool(causal), mode, sink, local, bs)
+
+
+# ---- decode ------------------------------------------------------------------------------------
+
+def _outputs(q: torch.Tensor, head_dim_v: int):
+    b, s_q, h_q, _ = q.shape
+    return (torch.empty(b, s_q, h_q, head_dim_v, dtype=q.dtype, device=q.device),
+            torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device))
+
+
+def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+                 mode, sink, local, block_size):
+    b, s_q, h_q, _ = q.shape
+    workers = _default_workers(q.device)
+    if metadata is None:
+        metadata = _metadata(cache_seqlens, s_q, workers, causal, mode, sink, local, block_size)
+    elif q.device.type == "cpu" and metadata.dim() == 2 and metadata.shape[0] == b + 1 and b > 0:
+        # A plan made for more workers (e.g. on another machine) needs a larger workspace.
+        workers = max(workers, int(metadata[b, 0]) - b)
+    out, lse = _outputs(q, head_dim_v)
+    ws = torch.empty(_C.mla_decode_workspace_size(b, s_q, h_q, head_dim_v, workers), dtype=torch.uint8,
+                     device=q.device)
+    _C.mla_decode(out, lse, view(q), view(kv_cache), block_table, cache_seqlens, head_dim_v, softmax_scale,
+                  causal, metadata, ws, workers, mode, sink, local, block_size, stream_of(q))
+    return out, lse
+
+
+@torch.library.custom_op("longcat::mla_decode", mutates_args=())
+def _mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+                head_dim_v: int, softmax_scale: float, causal: bool, metadata: Optional[torch.Tensor],
+                window_mode: str, sink: int, local: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+                        window_mode, sink, local, block_size)
+
+
+@_mla_decode.register_fake
+def _(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window_mode, sink,
+      local, block_size):
+    return _outputs(q, head_dim_v)
+
+
+def _check(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, metadata):
+    tensors = dict(q=q, kv_cache=kv_cache, block_table=block_table, cache_seqlens=cache_seqlens)
+    if metadata is not None:
+        tensors["metadata"] = metadata
+    check_tensors(op, **tensors)
+    if q.dim() != 4:
+        raise ValueError(f"{op}: argument 'q' must have 4 dimensions [batch, s_q, h_q, 576], got {q.dim()} "
+                         f"(shape {list(q.shape)})")
+    if q.shape[-1] != _DIM_QK:
+        raise ValueError(f"{op}: argument 'q' must have size 576 in dimension 3 (512 latent + 64 rope "
+                         f"values), got {q.shape[-1]} (shape {list(q.shape)})")
+    head_dim_v = _int_arg(op, "head_dim_v", head_dim_v, 1)
+    if head_dim_v != _DIM_V:
+        raise ValueError(f"{op}: argument 'head_dim_v' must be 512, got {head_dim_v}")
+    if softmax_scale is None:
+        softmax_scale = q.shape[-1] ** -0.5
+    softmax_scale = float(softmax_scale)
+    if not softmax_scale > 0 or softmax_scale == float("inf"):
+        raise ValueError(f"{op}: argument 'softmax_scale' must be finite and > 0, got {softmax_scale}")
+    return head_dim_v, softmax_scale
+
+
+def _run(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
+    head_dim_v, softmax_scale = _check(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale,
+                                       metadata)
+    causal = bool(causal)
+    if eager_fast_path(q, kv_cache):
+        return _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+                            *window)
+    return _mla_decode(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+                       *window)
+
+
+def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+               head_dim_v: int = 512, softmax_scale: Optional[float] = None, causal: bool = True,
+               metadata: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA decode (absorbed form) over a paged latent cache, as FlashMLA's flash_mla_with_kvcache.
+
+    q ``[b, s_q, h_q, 576]``; kv_cache ``[num_pages, page_size, 1, 576]`` (512 latent + 64 rope
+    per token, V = the first 512 values; any page_size >= 1, 64 as FlashMLA), q's dtype
+    (float32 / bfloat16 on CPU, bfloat16 / float16 on CUDA); block_table ``[b, max_pages]`` int32;
+    cache_seqlens ``[b]`` int32 (the s_q new tokens already in the cache). Query i of s_q sits at
+    position ``cache_seqlens - s_q + i`` and is causal among the new tokens (``causal=False``:
+    every query sees the whole cache). softmax_scale None = ``576 ** -0.5``. Returns
+    ``(out [b, s_q, h_q, 512] q's dtype, lse [b, h_q, s_q] float32)``, natural-log lse; a query
+    that sees no key gets out 0 and lse +inf. Pages past a sequence's length are never read.
+    metadata: from ``mla_decode_metadata`` (computed here when None). Forward only.
+    """
+    return _run("mla_decode", q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal,
+                metadata, ("none", 1, 7, 128))
+
+
+def ssa_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+               head_dim_v: int = 512, softmax_scale: Optional[float] = None, causal: bool = True,
+               metadata: Optional[torch.Tensor] = None, *, sink_blocks: int = 1, local_blocks: int = 7,
+               block_size: int = 128, sink_tokens: Optional[int] = None,
+               window_tokens: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Streaming sparse attention decode (Zig-Zag SSA layers): ``mla_decode`` where a query at
+    absolute position p sees only key j <= p with
+
+    * block mode (default, as the ZigZag kernels): ``j // block_size < sink_blocks`` or
+      ``j // block_size >= p // block_size - local_blocks + 1``, i.e. the sink blocks plus the
+      last ``local_blocks`` blocks up to and including p's own block (causal in it);
+    * token mode (``sink_tokens`` / ``window_tokens`` given): ``j < sink_tokens`` or
+      ``j >= p - window_tokens + 1`` (the window includes p itself).
+
+    Only those keys' pages are read, so the cost stays flat as the context grows. With
+    ``causal=False`` every query uses p = cache_seqlens - 1. metadata: from
+    ``mla_decode_metadata`` with the same window (computed here when None). Forward only.
+    """
+    op = "ssa_decode"
+    window = _window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
+    return _run(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window)
