@@ -167,6 +167,10 @@ def test_isa_copies(cpu_isa):
         check(q, kv, bt, sl, metadata=md, lse_tol=1e-4)
         check(q, kv, bt, sl, causal=False, window=dict(mode="blocks", sink=1, local=2, block_size=64),
               lse_tol=1e-4)
+        # few rows per sequence (the dot-product path on vector ISAs) and one or two rows (wide P V)
+        for s_q, h_q in ((1, 3), (2, 1), (1, 1)):
+            q, kv, bt, sl = make_case([0, 65, 300], s_q, h_q, dtype, seed=17 + h_q)
+            check(q, kv, bt, sl, metadata=mla_decode_metadata(sl, s_q, num_workers=3), lse_tol=1e-4)
 
 
 def test_threads_give_identical_results():
