@@ -493,3 +493,14 @@ def test_bad_workspace(case):
                       torch.empty(_C.mla_decode_workspace_size(1, 1, 4, 512, 1), dtype=torch.uint8), 1)
     # the Python op sizes the workspace for such a plan itself
     check(q, kv, bt, sl, metadata=many, lse_tol=1e-4)
+
+
+def test_empty_batch():
+    q = torch.randn(0, 1, 4, 576)
+    kv = torch.randn(2, 64, 1, 576)
+    bt = torch.zeros(0, 3, dtype=torch.int32)
+    sl = torch.zeros(0, dtype=torch.int32)
+    assert mla_decode_metadata(sl, 1).tolist() == [[0, 0]]
+    for op in (mla_decode, ssa_decode):
+        out, lse = op(q, kv, bt, sl)
+        assert out.shape == (0, 1, 4, 512) and lse.shape == (0, 4, 1)
