@@ -38,6 +38,7 @@ __all__ = ["make_rows", "gen_value", "check_tool", "check_domain", "ToolCheck", 
 
 ATTEMPTS = 60
 REPAIR_ROUNDS = 6
+MAX_INSERTS = 12
 _MISSING = object()
 
 
@@ -73,8 +74,7 @@ def _pk_value(domain: Domain, entity: str, i: int):
     e = domain.entities[entity]
     if e.pk.type == "integer":
         return i + 1
-    prefix = e.id_prefix if e.id_prefix is not None else entity[:3].upper() + "-"
-    return f"{prefix}{i + 1:06d}"
+    return D.format_id(e, i + 1)
 
 
 def make_rows(domain: Domain, n: int = 6, seed: int = 0) -> dict[str, list[dict]]:
@@ -153,6 +153,18 @@ class DomainReport:
                 "unconstructed_violations": sum(t.unconstructed for t in self.tools),
                 "failures": [{"tool": t.tool, "problems": t.failures} for t in self.failures()],
                 "per_tool": [t.to_dict() for t in self.tools]}
+
+
+def _direct_params(node):
+    """Parameters read as values, not as the key of a field()/exists()/count() call."""
+    if isinstance(node, C.Param):
+        yield node
+    elif isinstance(node, C.BinOp):
+        yield from _direct_params(node.left)
+        yield from _direct_params(node.right)
+    elif isinstance(node, C.ListLit):
+        for x in node.items:
+            yield from _direct_params(x)
 
 
 # ----------------------------------------------------------------------------------- the checker
@@ -326,10 +338,10 @@ class _Checker:
     def repair_compare(self, tool, node: C.Compare, args, rng, want) -> bool:
         full = lambda: {p: args.get(p) for p in tool.params}  # noqa: E731
         holds = lambda: self._holds(node, full()) == want     # noqa: E731
-        # 1. change an argument the comparison reads directly
+        # 1. change an argument the comparison reads directly (not one that names a row)
         for side in (() if self.prefer_rows else (node.left, node.right)):
-            for n in C.walk(side):
-                if isinstance(n, C.Param) and n.name in tool.params:
+            for n in _direct_params(side):
+                if n.name in tool.params:
                     old = args.get(n.name, _MISSING)
                     for v in self.param_values(tool, n.name, rng) + ([None] if not tool.params[n.name].required else []):
                         args[n.name] = v
@@ -339,18 +351,27 @@ class _Checker:
                         args.pop(n.name, None)
                     else:
                         args[n.name] = old
-        # 2. change the row a field() call reads
+        # 2. change the row a field() call reads (compared directly or inside arithmetic)
         for side, other in ((node.left, node.right), (node.right, node.left)):
-            if isinstance(side, C.Call) and side.fn == "field":
+            for call in [n for n in C.walk(side) if isinstance(n, C.Call) and n.fn == "field"]:
                 try:
-                    key = self.value(side.args[0], full())
-                    target = self.value(other, full())
+                    key = self.value(call.args[0], full())
+                    target = self.value(other, full()) if call is side else 0
                 except C.ConditionEvalError:
                     continue
-                f = self.domain.entities[side.entity].fields[side.name]
+                f = self.domain.entities[call.entity].fields[call.name]
                 for v in self.row_values(f, node.op, target, want, rng):
-                    if self.set_row(side.entity, key, side.name, v) and holds():
+                    if self.set_row(call.entity, key, call.name, v) and holds():
                         return True
+        # 3. add rows that a count() reads
+        for call in [n for n in C.walk(node) if isinstance(n, C.Call) and n.fn == "count"]:
+            try:
+                filters = {k: self.value(v, full()) for k, v in call.filters.items()}
+            except C.ConditionEvalError:
+                continue
+            for _ in range(MAX_INSERTS):
+                if holds() or not self.insert_matching(call.entity, filters, rng):
+                    break
         return holds()
 
     def _holds(self, node, args) -> bool:
@@ -431,7 +452,8 @@ class _Checker:
         if f.type == "number":
             return 987654.25
         if f.type == "string":
-            return "NO-SUCH-" + f.name.upper()[: max(0, (f.max_length or 40) - 8)]
+            ml = f.max_length or 40
+            return ("NO-SUCH-" + f.name.upper())[:ml] if ml >= 12 else "~" * ml
         if f.type == "date":
             return "1999-01-01"
         if f.type == "datetime":
