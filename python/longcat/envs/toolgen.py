@@ -123,6 +123,8 @@ def _validate(schema: dict, v, path: str, errs: list):
         errs.append(f"{path}: expected one of {schema['enum']}, got {_short(v)}")
         return
     if isinstance(v, str):
+        if "\x00" in v:   # SQLite's LIKE and text functions stop at NUL
+            errs.append(f"{path}: strings may not contain NUL characters")
         if "maxLength" in schema and len(v) > schema["maxLength"]:
             errs.append(f"{path}: string of {len(v)} characters exceeds maxLength {schema['maxLength']}")
         fmt = schema.get("format")
