@@ -300,16 +300,36 @@ class _Checker:
                 return True
         except C.ConditionEvalError:
             pass
+        done = False
         if isinstance(node, C.Not):
-            return self.repair(tool, node.item, args, rng, not want)
-        if isinstance(node, C.BoolOp):
+            done = self.repair(tool, node.item, args, rng, not want)
+        elif isinstance(node, C.BoolOp):
             if (node.op == "and") == want:   # all items must become `want`
-                return all(self.repair(tool, x, args, rng, want) for x in node.items)
-            return any(self.repair(tool, x, args, rng, want) for x in node.items)
-        if isinstance(node, C.Compare):
-            return self.repair_compare(tool, node, args, rng, want)
-        if isinstance(node, C.Call) and node.fn == "exists":
-            return self.repair_exists(tool, node, args, rng, want)
+                done = all(self.repair(tool, x, args, rng, want) for x in node.items)
+            else:
+                done = any(self.repair(tool, x, args, rng, want) for x in node.items)
+        elif isinstance(node, C.Compare):
+            done = self.repair_compare(tool, node, args, rng, want)
+        elif isinstance(node, C.Call) and node.fn == "exists":
+            done = self.repair_exists(tool, node, args, rng, want)
+        if done and self._holds(node, {p: args.get(p) for p in tool.params}) == want:
+            return True
+        return self.search_params(tool, node, args, rng, want)
+
+    def search_params(self, tool: Tool, node, args: dict, rng, want: bool) -> bool:
+        """Last resort: one argument at a time, try its candidate values on the whole node (parts
+        repaired one by one can undo each other, as in `not exists(...) or field(...) == $x`)."""
+        names = [n.name for n in C.walk(node) if isinstance(n, C.Param) and n.name in tool.params]
+        for name in dict.fromkeys(names):
+            old = args.get(name, _MISSING)
+            for v in self.param_values(tool, name, rng):
+                args[name] = v
+                if self._holds(node, {p: args.get(p) for p in tool.params}) == want:
+                    return True
+            if old is _MISSING:
+                args.pop(name, None)
+            else:
+                args[name] = old
         return False
 
     def set_row(self, entity: str, key, fname: str, v) -> bool:
