@@ -104,6 +104,13 @@ def test_undeclared_enum_value(mini_doc):
     _bad(mini_doc, "tools[4] (cancel).from[1]", "'lost'")
 
 
+def test_literal_of_wrong_type(mini_doc):
+    mini_doc["tools"][3]["pre"] = ["field(order, $user_id, qty) == 'many'"]
+    _bad(mini_doc, "pre[0]", "cannot equal order.qty, a integer field")
+    mini_doc["tools"][3]["pre"] = ["exists(order, gift=1)"]
+    _bad(mini_doc, "pre[0]", "order.gift, a boolean field")
+
+
 def test_condition_phase_rules(mini_doc):
     mini_doc["tools"][3]["pre"] = ["before.count(order) == 0"]
     _bad(mini_doc, "pre[0]", "postconditions")

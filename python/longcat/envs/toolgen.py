@@ -145,18 +145,18 @@ def _validate(schema: dict, v, path: str, errs: list):
                 _validate(schema["items"], x, f"{path}[{i}]", errs)
     if isinstance(v, dict):
         props = schema.get("properties", {})
+        top = path == "arguments"   # top-level names are written bare: "order_id: ..."
         for r in schema.get("required", []):
             if r not in v:
-                errs.append(f"{path + '.' if path != 'arguments' else ''}{r}: missing required argument"
-                            if path == "arguments" else f"{path}.{r}: missing")
+                errs.append(f"{r}: missing required argument" if top else f"{path}.{r}: missing")
         if schema.get("additionalProperties") is False:
             for k in v:
                 if k not in props:
-                    errs.append(f"{k}: unknown argument (expected: {sorted(props)})" if path == "arguments"
-                                else f"{path}.{k}: unknown field")
+                    errs.append(f"{_clip(k)}: unknown argument (expected: {sorted(props)})" if top
+                                else f"{path}.{_clip(k)}: unknown field")
         for k, x in v.items():
             if k in props:
-                _validate(props[k], x, k if path == "arguments" else f"{path}.{k}", errs)
+                _validate(props[k], x, k if top else f"{path}.{k}", errs)
 
 
 def _valid_date(v: str) -> bool:
@@ -185,6 +185,10 @@ def _json_type(v) -> str:
         if isinstance(v, t):
             return n
     return type(v).__name__
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= 60 else name[:57] + "..."
 
 
 def _short(v) -> str:
