@@ -317,7 +317,11 @@ class ToolRuntime:
 
     def call(self, name: str, arguments: Any = None) -> ToolResult:
         self.stats.calls += 1
-        res = self._call(name, arguments)
+        try:
+            res = self._call(name, arguments)
+        except Exception as e:   # e.g. a hook that committed or closed the transaction itself
+            self.stats.internal_errors += 1
+            res = ToolResult.fail(f"internal error: {type(e).__name__}: {e}")
         if res.is_error:
             self.stats.errors += 1
         return res
