@@ -37,6 +37,9 @@ def test_check_catches_broken_tools(mini_doc):
     res = check_tool(dom, "cancel")
     assert not res.passed and not res.success
     assert "postcondition" in " ".join(res.failures)
+    assert [c["case"] for c in res.cases if not c["passed"]] == ["success"]
     ok = check_tool(dom, "place")
     assert ok.passed, ok.failures
+    assert all(c["passed"] for c in ok.cases) and ok.cases[0]["case"] == "success"
+    assert len(ok.cases) == 1 + ok.violations_total + ok.bad_args_total
     assert ok.violations_total >= 2 and ok.bad_args_total >= 4
