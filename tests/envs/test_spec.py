@@ -175,3 +175,14 @@ def test_file_errors(tmp_path):
         spec.load_domain(p)
     with pytest.raises(FileNotFoundError, match="known domains"):
         spec.load_domain("no_such_domain")
+
+
+def test_domains_dir_override(tmp_path, monkeypatch, retail):
+    (tmp_path / "retail.yaml").write_text(open(retail.source).read())
+    monkeypatch.setenv("LONGCAT_ENVS_DIR", str(tmp_path))
+    assert spec.domains_dir() == tmp_path
+    assert spec.domain_names() == ["retail"]
+    assert len(spec.load_domain("retail").tools) == len(retail.tools)
+    monkeypatch.setenv("LONGCAT_ENVS_DIR", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="LONGCAT_ENVS_DIR"):
+        spec.domain_names()

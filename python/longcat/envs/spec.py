@@ -295,11 +295,17 @@ def _jsonable(v):
 
 # ------------------------------------------------------------------------------------- loading
 def domains_dir() -> Path:
-    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` at the repository root."""
+    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` of the source tree (a
+    checkout or an editable install), else the copy installed with the package
+    (``longcat/data/envs``, see CMakeLists.txt)."""
     env = os.environ.get("LONGCAT_ENVS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "envs"
+    here = Path(__file__).resolve()
+    source = here.parents[3] / "envs"
+    if source.is_dir() and (here.parents[3] / "pyproject.toml").is_file():
+        return source
+    return here.parents[1] / "data" / "envs"
 
 
 def domain_names(directory: str | Path | None = None) -> list[str]:
