@@ -43,6 +43,13 @@ def test_generated_conditions_per_kind(mini_doc):
     assert dom.tool("list_orders").params["status"].required is False
 
 
+def test_delete_guards_self_references(mini_doc):
+    mini_doc["entities"]["user"]["fields"]["referrer"] = {"type": "string", "ref": "user.user_id", "nullable": True}
+    dom = parse_domain(mini_doc, "mini.yaml")
+    texts = [c.text for c in dom.tool("drop_user").pre]
+    assert "not exists(user, referrer=$user_id)" in texts and "not exists(order, user_id=$user_id)" in texts
+
+
 def test_semantic_keys(mini_doc):
     dom = parse_domain(mini_doc, "mini.yaml")
     assert dom.entity("order").fields["user_id"].key == "user_id"
@@ -158,6 +165,10 @@ def test_other_structural_errors(mini_doc):
     mini_doc = copy.deepcopy(base)
     mini_doc["entities"]["user"]["fields"]["status"]["default"] = "gone"
     _bad(mini_doc, "entities.user.fields.status.default", "'gone'")
+    mini_doc = copy.deepcopy(base)
+    mini_doc["tools"].append({"name": "noop", "kind": "update_fields", "entity": "user", "fields": [],
+                              "description": "d"})
+    _bad(mini_doc, "tools[7] (noop).fields", "change nothing")
     mini_doc = copy.deepcopy(base)
     mini_doc["tools"][1]["description"] = " "
     _bad(mini_doc, "tools[1] (find_user).description", "needs a description")
