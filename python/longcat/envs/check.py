@@ -240,10 +240,8 @@ class _Checker:
             vals = [v for v in base if (lo is None or v >= lo) and (hi is None or v <= hi)] or [lo if lo is not None else hi]
             return [float(v) if t == "number" else int(v) for v in vals]
         if t == "string":
-            if s.get("format") == "date":
-                return ["2025-02-01"]
-            if s.get("format") == "date-time":
-                return ["2025-02-01T09:00:00"]
+            if s.get("format") in ("date", "date-time"):
+                return self.times(s["format"])
             return ["sample text"][: 1] if s.get("maxLength", 99) >= 11 else ["x"]
         if t == "array":
             return [[]]
@@ -357,9 +355,20 @@ class _Checker:
         except sqlite3.Error:
             return False
 
+    def times(self, fmt: str) -> list[str]:
+        """Dates around the domain clock: after it first (bookings), then before it, then far out."""
+        now = datetime.fromisoformat(self.domain.now)
+        vals = [now + timedelta(days=30), now - timedelta(days=30), now + timedelta(days=400),
+                datetime(2000, 1, 1)]
+        return [v.date().isoformat() if fmt == "date" else v.strftime("%Y-%m-%dT%H:%M:%S") for v in vals]
+
     def param_values(self, tool: Tool, pname: str, rng) -> list:
         vals = self.candidates(tool, pname, rng)
         s = tool.params[pname].schema
+        if s.get("format") in ("date", "date-time"):
+            vals = vals + [v for v in self.times(s["format"]) if v not in vals]
+        if isinstance(s.get("type"), list) and "null" in s["type"]:
+            vals = vals + [None]
         if s.get("type") in ("integer", "number") and "enum" not in s:
             extra = [-10**6, 10**6, -1, 0, 1]
             lo, hi = s.get("minimum"), s.get("maximum")
@@ -425,7 +434,11 @@ class _Checker:
         vals = [] if target is None else [target]
         if isinstance(target, list):
             vals = list(target)
+        if f.type in ("date", "datetime"):
+            vals += self.times("date" if f.type == "date" else "date-time")
         vals.append(self.fresh(f, rng))
+        if f.nullable:
+            vals.append(None)
         if f.ref:
             vals += self.column(*f.ref)
         return vals
@@ -477,7 +490,9 @@ class _Checker:
 
     def schema_ok(self, tool, args) -> bool:
         from .toolgen import validate_arguments
-        return not validate_arguments(tool.parameters_schema, {k: v for k, v in args.items() if v is not None})
+        # as the runtime does: null for an optional argument means left out
+        return not validate_arguments(tool.parameters_schema, {k: v for k, v in args.items()
+                                                               if v is not None or tool.params[k].required})
 
     def missing_value(self, f: Field):
         if f.type == "integer":
