@@ -118,6 +118,11 @@ def test_literal_of_wrong_type(mini_doc):
     _bad(mini_doc, "pre[0]", "order.gift, a boolean field")
 
 
+def test_list_as_filter_value(mini_doc):
+    mini_doc["tools"][3]["pre"] = ["exists(order, status=[pending, shipped])"]
+    _bad(mini_doc, "pre[0]", "takes one value, not a list")
+
+
 def test_condition_phase_rules(mini_doc):
     mini_doc["tools"][3]["pre"] = ["before.count(order) == 0"]
     _bad(mini_doc, "pre[0]", "postconditions")

@@ -1004,6 +1004,10 @@ def _cond(ctx: _Ctx, dom: Domain, e: Entity | None, params: dict, cond, msg, pat
         if not fits:
             ctx.err(path, f"{where}: {C._lit_text(lit)} cannot equal {en}.{fn}, a {f.type} field")
     for n in C.walk(node):
+        if isinstance(n, C.Call):
+            for k, v in n.filters.items():
+                if isinstance(v, C.ListLit):
+                    ctx.err(path, f"{where}: filter {k}= takes one value, not a list (use 'in' with field())")
         if isinstance(n, C.Call) and n.fn == "sum":
             f = dom.entities[n.entity].fields[n.name]
             if f.type not in ("integer", "number"):
