@@ -18,7 +18,8 @@ API (stable):
     entities=None) -> sha256`` of the canonical JSON of ``dump`` (tau2-bench style DB hash).
   - ``snapshot(conn) -> Snapshot``, ``restore(conn, snap)``: a full copy through SQLite's backup API.
   - ``DbState(conn, domain)``: the ``exists / count / field / sum`` reads of ``conditions``.
-  - ``new_id(conn, domain, entity)``: the next free primary key (deterministic in the state).
+  - ``new_id(conn, domain, entity)``: the next free primary key (deterministic in the state);
+    ``format_id(entity, n)``: the n-th string id.
   - ``row_from_db(entity, row)`` / ``value_to_db(field, v)``: conversions.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Iterable
 from .spec import Domain, Entity, Field
 
 __all__ = ["ddl", "connect", "insert_rows", "load", "dump", "db_hash", "table_hashes", "snapshot",
-           "restore", "Snapshot", "DbState", "new_id", "row_from_db", "value_to_db", "q"]
+           "restore", "Snapshot", "DbState", "new_id", "format_id", "row_from_db", "value_to_db", "q"]
 
 _SQL_TYPE = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER",
              "date": "TEXT", "datetime": "TEXT", "enum": "TEXT"}
@@ -183,8 +184,16 @@ def _sha(obj) -> str:
 
 
 def table_hashes(conn: sqlite3.Connection, domain: Domain, entities: Iterable[str] | None = None) -> dict:
-    """Per-table sha256 of the canonical JSON of its rows (sorted by primary key)."""
-    return {en: _sha(rows) for en, rows in dump(conn, domain, entities).items()}
+    """Per-table sha256 of the canonical JSON of its rows (column names, then rows as stored,
+    sorted by primary key). Stored values are canonical already (booleans 0/1, ISO text), so
+    this skips the conversions of ``dump``: hashing runs after every call in tests and RL."""
+    out = {}
+    for en in sorted(entities if entities is not None else domain.entities):
+        e = domain.entity(en)
+        cols = list(e.fields)
+        rows = conn.execute(f"SELECT {', '.join(map(q, cols))} FROM {q(en)} ORDER BY {q(e.primary_key)}").fetchall()
+        out[en] = hashlib.sha256(json.dumps([cols, rows], separators=(",", ":")).encode("utf-8")).hexdigest()
+    return out
 
 
 def db_hash(conn: sqlite3.Connection, domain: Domain, entities: Iterable[str] | None = None) -> str:
@@ -276,10 +285,29 @@ def new_id(conn: sqlite3.Connection, domain: Domain, entity: str) -> Any:
     if e.pk.type == "integer":
         v = conn.execute(f"SELECT MAX({q(pk)}) FROM {q(entity)}").fetchone()[0]
         return 1 if v is None else int(v) + 1
-    prefix = e.id_prefix if e.id_prefix is not None else entity[:3].upper() + "-"
     n = conn.execute(f"SELECT COUNT(*) FROM {q(entity)}").fetchone()[0] + 1
     while True:
-        cand = f"{prefix}{n:06d}"
+        cand = format_id(e, n)
         if not conn.execute(f"SELECT 1 FROM {q(entity)} WHERE {q(pk)} = ?", [cand]).fetchone():
             return cand
         n += 1
+
+
+_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def format_id(e: Entity, n: int) -> str:
+    """The n-th string id of an entity: prefix + 6 digits, or, when the field's max_length is
+    shorter (airport codes), n in base 36 padded to max_length."""
+    prefix = e.id_prefix if e.id_prefix is not None else e.name[:3].upper() + "-"
+    cand = f"{prefix}{n:06d}"
+    ml = e.pk.max_length
+    if ml is None or len(cand) <= ml:
+        return cand
+    s = ""
+    while n:
+        n, r = divmod(n, 36)
+        s = _B36[r] + s
+    if len(s) > ml:
+        raise ValueError(f"entity {e.name!r}: id number {n} does not fit max_length {ml}")
+    return s.rjust(ml, "A")
