@@ -212,6 +212,8 @@ class Tool:
                 "additionalProperties": False}
 
     def expand(self) -> dict:
+        """The full tool definition as JSON-able data (``requires`` here ignores the domain's
+        user-held keys; ``Domain.expand`` applies them)."""
         return {"name": self.name, "kind": self.kind, "mode": self.mode, "entity": self.entity,
                 "description": self.description, "parameters": self.parameters_schema,
                 "returns": self.returns,
@@ -278,7 +280,8 @@ class Domain:
                                        for f in e.fields.values()}}
         return {"domain": self.name, "description": self.description, "now": self.now,
                 "user_held": sorted(self.user_held), "entities": ents,
-                "tools": [t.expand() for t in self.tools.values()]}
+                "tools": [dict(t.expand(), requires=sorted(t.requires(self.user_held)))
+                          for t in self.tools.values()]}
 
 
 def _jsonable(v):
@@ -982,8 +985,16 @@ def _cond(ctx: _Ctx, dom: Domain, e: Entity | None, params: dict, cond, msg, pat
                     ctx.err(path, f"{where} names unknown result field {rf!r} (fields: {list(props)})")
     for en, fn, lit in C.enum_comparisons(node):
         f = dom.entities[en].fields[fn]
-        if f.type == "enum" and lit is not None and lit not in f.values:
+        if lit is None:
+            continue
+        if f.type == "enum" and lit not in f.values:
             ctx.err(path, f"{where}: {lit!r} is not a value of {en}.{fn} ({f.values})")
+        fits = {"string": isinstance(lit, str), "date": isinstance(lit, str), "datetime": isinstance(lit, str),
+                "enum": True, "boolean": isinstance(lit, bool),
+                "integer": isinstance(lit, (int, float)) and not isinstance(lit, bool),
+                "number": isinstance(lit, (int, float)) and not isinstance(lit, bool)}[f.type]
+        if not fits:
+            ctx.err(path, f"{where}: {C._lit_text(lit)} cannot equal {en}.{fn}, a {f.type} field")
     for n in C.walk(node):
         if isinstance(n, C.Call) and n.fn == "sum":
             f = dom.entities[n.entity].fields[n.name]
