@@ -43,6 +43,13 @@ def test_generated_conditions_per_kind(mini_doc):
     assert dom.tool("list_orders").params["status"].required is False
 
 
+def test_delete_guards_self_references(mini_doc):
+    mini_doc["entities"]["user"]["fields"]["referrer"] = {"type": "string", "ref": "user.user_id", "nullable": True}
+    dom = parse_domain(mini_doc, "mini.yaml")
+    texts = [c.text for c in dom.tool("drop_user").pre]
+    assert "not exists(user, referrer=$user_id)" in texts and "not exists(order, user_id=$user_id)" in texts
+
+
 def test_semantic_keys(mini_doc):
     dom = parse_domain(mini_doc, "mini.yaml")
     assert dom.entity("order").fields["user_id"].key == "user_id"
@@ -159,6 +166,10 @@ def test_other_structural_errors(mini_doc):
     mini_doc["entities"]["user"]["fields"]["status"]["default"] = "gone"
     _bad(mini_doc, "entities.user.fields.status.default", "'gone'")
     mini_doc = copy.deepcopy(base)
+    mini_doc["tools"].append({"name": "noop", "kind": "update_fields", "entity": "user", "fields": [],
+                              "description": "d"})
+    _bad(mini_doc, "tools[7] (noop).fields", "change nothing")
+    mini_doc = copy.deepcopy(base)
     mini_doc["tools"][1]["description"] = " "
     _bad(mini_doc, "tools[1] (find_user).description", "needs a description")
     with pytest.raises(SpecError, match="top level"):
@@ -175,3 +186,14 @@ def test_file_errors(tmp_path):
         spec.load_domain(p)
     with pytest.raises(FileNotFoundError, match="known domains"):
         spec.load_domain("no_such_domain")
+
+
+def test_domains_dir_override(tmp_path, monkeypatch, retail):
+    (tmp_path / "retail.yaml").write_text(open(retail.source).read())
+    monkeypatch.setenv("LONGCAT_ENVS_DIR", str(tmp_path))
+    assert spec.domains_dir() == tmp_path
+    assert spec.domain_names() == ["retail"]
+    assert len(spec.load_domain("retail").tools) == len(retail.tools)
+    monkeypatch.setenv("LONGCAT_ENVS_DIR", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="LONGCAT_ENVS_DIR"):
+        spec.domain_names()

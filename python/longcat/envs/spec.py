@@ -295,11 +295,17 @@ def _jsonable(v):
 
 # ------------------------------------------------------------------------------------- loading
 def domains_dir() -> Path:
-    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` at the repository root."""
+    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` of the source tree (a
+    checkout or an editable install), else the copy installed with the package
+    (``longcat/data/envs``, see CMakeLists.txt)."""
     env = os.environ.get("LONGCAT_ENVS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "envs"
+    here = Path(__file__).resolve()
+    source = here.parents[3] / "envs"
+    if source.is_dir() and (here.parents[3] / "pyproject.toml").is_file():
+        return source
+    return here.parents[1] / "data" / "envs"
 
 
 def domain_names(directory: str | Path | None = None) -> list[str]:
@@ -757,6 +763,8 @@ def _build_tool(ctx: _Ctx, dom: Domain, td: dict, path: str) -> Tool:
         fs = _fields_opt(ctx, dom, e, td, "fields", path)
         if e.primary_key in fs:
             ctx.err(f"{path}.fields", "the primary key cannot be updated")
+        if not fs and not td.get("set"):
+            ctx.err(f"{path}.fields", "update_fields needs fields or set (it would change nothing)")
         opts["fields"] = fs
         kp = opts["key_param"]
         for fn in fs:
@@ -797,7 +805,7 @@ def _build_tool(ctx: _Ctx, dom: Domain, td: dict, path: str) -> Tool:
         kp = opts["key_param"]
         for other in dom.entities.values():
             for rf in other.fields.values():
-                if rf.ref and rf.ref[0] == e.name and other.name != e.name:
+                if rf.ref and rf.ref[0] == e.name:   # self references too (a manager of employees)
                     key_field = rf.ref[1]
                     val = f"${kp}" if key_field == e.primary_key else f"field({e.name}, ${kp}, {key_field})"
                     pre.append({"cond": f"not exists({other.name}, {rf.name}={val})",
