@@ -190,6 +190,25 @@ def test_ssa_block_window_boundary_is_exact():
     assert sees.nonzero().flatten().tolist() == [13, 14, 15, 16, 17, 18, 19]
 
 
+@pytest.mark.parametrize("kw,window", [(dict(sink_blocks=1, local_blocks=2, block_size=32), blocks(1, 2, 32)),
+                                       (dict(sink_tokens=5, window_tokens=40), tokens(5, 40))], ids=["blocks", "tokens"])
+@pytest.mark.filterwarnings("ignore:.*flex_attention called without torch.compile")
+def test_ssa_block_mask_matches_flex_attention(kw, window):
+    # The FlexAttention mask the benchmarks compare against encodes the same visibility.
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from longcat.ops.mla_prefill import ssa_block_mask
+
+    n = 300
+    q, k, v, cq, ck = make_inputs([n], [n], h=2, d=16, dv=16)
+    out = flex_attention(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=ssa_block_mask(n, **kw),
+                         scale=0.25)[0].transpose(0, 1)
+    want, _ = reference.mla_prefill(q, k, v, cq, ck, 0.25, True, window)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    got, _ = ssa_prefill(q, k, v, cq, ck, n, n, 0.25, **kw)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+
+
 # ---- ISA copies, threads, strides ------------------------------------------------------------
 
 def test_isa_copies(cpu_isa):
