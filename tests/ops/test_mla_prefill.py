@@ -91,6 +91,15 @@ def test_batch_mla_shape(batch):
     check(lens, lens, h=2, d=192, dv=128, dtype=torch.bfloat16, seed=batch)
 
 
+def test_many_short_sequences():
+    # Decode-like batches: hundreds of sequences of 0-5 queries, each its own partial tile.
+    g = torch.Generator().manual_seed(5)
+    lq = torch.randint(0, 6, (200,), generator=g).tolist()
+    lk = [x + e for x, e in zip(lq, torch.randint(0, 4, (200,), generator=g).tolist())]
+    check(lq, lk, h=8, h_k=2, d=192, dv=128, dtype=torch.bfloat16)
+    check(lq, lk, h=8, h_k=2, d=192, dv=128, window=tokens(1, 2))
+
+
 def test_no_visible_key_gives_zero_and_inf():
     q, k, v, cq, ck = make_inputs([80], [20], h=2)
     out, lse = mla_prefill(q, k, v, cq, ck, 80, 20)
