@@ -14,6 +14,7 @@ void register_norm(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
 void register_kv_cache(nb::module_& m);
+void register_mla_prefill(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -52,4 +53,5 @@ NB_MODULE(_C, m) {
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
   longcat::python::register_kv_cache(m);
+  longcat::python::register_mla_prefill(m);
 }

@@ -1,6 +1,7 @@
 // longcat: the whole public C++ API. Link the CMake target longcat::kernels.
 #pragma once
 
+#include "longcat/attention.h"
 #include "longcat/build_config.h"
 #include "longcat/common.h"
 #include "longcat/moe.h"
