@@ -39,9 +39,12 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kernel(RopeArgs a) {
   const float pos = a.positions_int64 ? static_cast<float>(static_cast<const int64_t*>(a.positions)[t])
                                       : static_cast<float>(static_cast<const int32_t*>(a.positions)[t]);
   for (int64_t i = lane; i < half; i += 32) {
-    // inv_freq and the angle in fp32 as transformers computes them; accurate sin/cos (the angle
-    // reaches ~1e5 rad, where the fast intrinsics lose all precision).
-    const float inv_freq = 1.0f / powf(a.base, static_cast<float>(2 * i) / static_cast<float>(D));
+    // inv_freq = 1 / base^(2i / D) with each step rounded to fp32 as transformers does; the power
+    // in double so it is the correctly rounded float (powf may be 2 ulp off, which moves the
+    // angle by ~1e-2 rad at position 1e5). Accurate sincosf: the angle reaches ~1e5 rad, where
+    // the fast intrinsics lose all precision.
+    const float ex = static_cast<float>(2 * i) / static_cast<float>(D);
+    const float inv_freq = 1.0f / static_cast<float>(pow(static_cast<double>(a.base), static_cast<double>(ex)));
     const float th = pos * inv_freq;
     float s, c;
     sincosf(th, &s, &c);
