@@ -150,6 +150,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   const T* q = static_cast<const T*>(a.q);
   const T* kv = static_cast<const T*>(a.kv_cache);
   const int32_t* table = a.block_table + b * a.block_table_stride;
+  const int page_size = static_cast<int>(a.page_size);  // checked < 2^31 on the host
   auto q_row = [&](int64_t R) { return q + b * a.q_stride_b + (R / a.h_q) * a.q_stride_s + (R % a.h_q) * a.q_stride_h; };
 
   if (ntiles > 0) {
@@ -174,17 +175,17 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     for (int c = tid; c < kKeys * kChunks; c += kThreads) {
       const int slot = c / kChunks, part = c % kChunks;
       const int64_t v = vt + slot;
-      int64_t j = -1;
+      int j = -1;  // key positions are below 2^31 (cache_seqlens is int32)
       const T* src = kv;
       if (v < v1) {
-        j = v < U.sink_end ? v : U.local_begin + (v - U.sink_end);
-        const int64_t pi = j / a.page_size;
+        j = static_cast<int>(v < U.sink_end ? v : U.local_begin + (v - U.sink_end));
+        const int pi = j / page_size;
         const int64_t page = pi < a.max_pages ? table[pi] : -1;
-        if (page >= 0 && page < a.num_pages) src = kv + (page * a.page_size + j % a.page_size) * kDqk + part * 8;
+        if (page >= 0 && page < a.num_pages) src = kv + (page * a.page_size + j % page_size) * kDqk + part * 8;
         else j = -1;  // dropped: an id outside the table or the cache
       }
       cp_async16(&sm.k[buf][slot][part * 8], src, j >= 0);
-      if (part == 0) sm.key[buf][slot] = static_cast<int>(j);
+      if (part == 0) sm.key[buf][slot] = j;
     }
   };
 
@@ -336,7 +337,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   float sum = 0.f;
   for (int64_t s = s0; s < s1; ++s) {
-    const float w = __expf(a.workspace_lse[s * M + R] - mx);
+    const float w = expf(a.workspace_lse[s * M + R] - mx);
     sum += w;
     const float4 v = *reinterpret_cast<const float4*>(a.workspace_out + (s * M + R) * kDv + d);
     acc.x += w * v.x;
@@ -386,7 +387,8 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
                                       std::to_string(a.d_qk) + " and " + std::to_string(a.dv));
   if (a.dtype != DType::BFloat16 && a.dtype != DType::Float16)
     throw Error(ErrorKind::Type, "mla_decode: CUDA tensors must be bfloat16 or float16");
-  if (a.page_size < 1) throw Error(ErrorKind::Value, "mla_decode: page_size must be >= 1");
+  if (a.page_size < 1 || a.page_size > 0x7fffffff)
+    throw Error(ErrorKind::Value, "mla_decode: page_size must be in [1, 2^31), got " + std::to_string(a.page_size));
   if (reinterpret_cast<uintptr_t>(a.kv_cache) % 16 != 0 || reinterpret_cast<uintptr_t>(a.workspace_out) % 16 != 0)
     throw Error(ErrorKind::Value, "mla_decode: kv_cache and workspace must be 16-byte aligned on CUDA");
   const int64_t M = a.s_q * a.h_q;
