@@ -1,11 +1,12 @@
 // MLA prefill CUDA kernel (sm_90a): varlen flash attention, bottom-right causal, optional SSA
 // window. Semantics in csrc/include/longcat/attention.h.
 //
-// One CTA of 4 warps per (head, sequence) walks that sequence's tiles of 64 queries (grid-stride,
-// so a max_seqlen_q that is too small costs time, never rows). Each warp owns 16 query rows:
-// S = Q K^T in registers (mma.sync m16n8k16, fp32 accumulation), online softmax in the exp2
-// domain with quad shuffles, P converted in registers into the A operand of P V, O in registers
-// (FlashAttention-2 structure). K and V tiles are double-buffered in shared memory with cp.async.
+// One CTA of 4 warps per (head, sequence) walks that sequence's tiles of 64 queries, last first
+// (grid-stride, so a max_seqlen_q that is too small costs time, never rows). Each warp owns 16
+// query rows: S = Q K^T in registers (mma.sync m16n8k16, fp32 accumulation), online softmax in
+// the exp2 domain with quad shuffles, P converted in registers into the A operand of P V, O in
+// registers (FlashAttention-2 structure). K and V tiles are double-buffered in shared memory
+// with cp.async.
 // Only key tiles some row of the query tile can see are visited: [0, sink) and the local window
 // of the tile's rows (causal: up to the last row's position); rows mask per element only on the
 // tiles that straddle their range. Head dims are compile-time maxima padded with zeros:
@@ -72,7 +73,11 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_kernel(const __grid_const
     }
   };
 
-  for (int64_t q0 = static_cast<int64_t>(blockIdx.x) * kRows; q0 < len_q; q0 += static_cast<int64_t>(gridDim.x) * kRows) {
+  // Last query tiles first: under causal masking they see the most keys, so the short ones
+  // fill the tail of the schedule.
+  const int64_t n_qtiles = (len_q + kRows - 1) / kRows;
+  for (int64_t it = blockIdx.x; it < n_qtiles; it += gridDim.x) {
+    const int64_t q0 = (n_qtiles - 1 - it) * kRows;
     const int64_t nq = min(static_cast<int64_t>(kRows), len_q - q0);
     // Key tiles some row of this query tile sees: [0, sink_hi) and [local_lo, end_hi).
     const KeyRanges first = visible_keys(a.window, pos(q0)), last = visible_keys(a.window, pos(q0 + nq - 1));
