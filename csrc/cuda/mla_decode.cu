@@ -9,12 +9,14 @@
 // KV head, so one K tile serves 64 of them). The CTA walks its split's visible keys in tiles of
 // 32 cached tokens: cp.async brings a tile (576 values per token, from its page) into shared
 // memory while the previous one is used, and the same tile serves QK^T (all 576 dims) and PV
-// (V = the first 512 dims). Tensor cores: mma.sync m16n8k16 with fp32 accumulation; QK^T with
-// one 16x8 score tile per warp, an online softmax over shared memory (exp2 domain), PV with
-// each warp owning 16 rows x 128 output dims in registers. Keys a row must not see (causal
-// among the s_q new tokens, SSA window) are masked per row; a tile's slots past the split's
-// end, or whose page index / page id is out of range, are zero-filled and never read, so pages
-// beyond a sequence (NaN, garbage) cannot leak in. Bad ids cannot throw from a kernel: they are
+// (V = the first 512 dims). Tensor cores: mma.sync m16n8k16 with fp32 accumulation. QK^T:
+// warp (row slice, dim quarter) computes 16 rows x 32 keys over 144 dims, so Q and K each cross
+// shared memory once per use; the four partial sums meet in the online softmax (shared memory,
+// exp2 domain, 8 threads per row). PV: each warp owns all 64 rows x 32 output dims in registers,
+// so V crosses shared memory once. Keys a row must not see (causal among the s_q new tokens,
+// SSA window) are masked per row; a tile's slots past the split's end, or whose page index /
+// page id is out of range, are zero-filled and never read, so pages beyond a sequence (NaN,
+// garbage) cannot leak in. Bad ids cannot throw from a kernel: they are
 // dropped (those keys count as invisible).
 // Each split writes its normalised fp32 partial output and lse to the workspace; the combine
 // kernel merges a sequence's splits (out 0, lse +inf when no key was visible).
@@ -97,7 +99,7 @@ template <typename T>
 struct DecodeSmem {
   T q[kRows][kLd];
   T k[2][kKeys][kLd];
-  float s[kRows][kLdS];
+  float s[4][kRows][kLdS];  // QK^T partial sums over four quarters of the 576 dims
   T p[kRows][kLdP];
   float m[kRows], l[kRows], alpha[kRows];
   int sink_end[kRows], local_begin[kRows], end[kRows];
@@ -193,12 +195,13 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   cp_async_commit();
 
   const float scale_log2 = a.scale * kLog2e;
-  const int mt = warp & 3;          // 16-row slice of the CTA's rows, for both products
-  const int nt = warp >> 2;         // QK^T: 8-key slice of the tile
-  const int cb = (warp >> 2) * 128;  // PV: 128 output dims
-  float o[16][4];
+  const int mt = warp & 3, kq = warp >> 2;  // QK^T: 16 rows x all 32 keys x 144 of the dims
+  const int dw = warp * 32;                 // PV: all 64 rows x 32 output dims
+  float o[4][4][4];                         // [row slice][8-dim slice][C fragment]
 #pragma unroll
-  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  for (int x = 0; x < 4; ++x)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[x][j][0] = o[x][j][1] = o[x][j][2] = o[x][j][3] = 0.f;
 
   for (int t = 0; t < ntiles; ++t) {
     const int buf = t & 1;
@@ -207,50 +210,66 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     if (t + 1 < ntiles) load_tile(t + 1, buf ^ 1);
     cp_async_commit();
 
-    // S = Q K^T for rows mt*16.., keys nt*8..; 32 dims per step (two k16 steps).
+    // Partial S = Q K^T over dims kq*144.. for rows mt*16.. and the tile's 32 keys: Q and K
+    // each cross shared memory once per row slice / dim quarter.
     {
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const T* qa = &sm.q[mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][(lane >> 4) * 8];
-      const T* kb = &sm.k[buf][nt * 8 + (lane & 7)][(lane >> 3) * 8];
-#pragma unroll 6
-      for (int kk = 0; kk < kDqk / 32; ++kk) {
-        uint32_t a0[4], a1[4], bf[4];
-        ldmatrix_x4(a0, qa + kk * 32);
-        ldmatrix_x4(a1, qa + kk * 32 + 16);
-        ldmatrix_x4(bf, kb + kk * 32);
-        Mma<T>::run(acc, a0, bf[0], bf[1]);
-        Mma<T>::run(acc, a1, bf[2], bf[3]);
-      }
+      float acc[4][4];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = mt * 16 + g + h * 8;
-        const int se = sm.sink_end[r], lb = sm.local_begin[r], e = sm.end[r];
-        float sv[2];
+      for (int j = 0; j < 4; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+      const T* qa = &sm.q[mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][kq * 144 + (lane >> 4) * 8];
+      const T* kb = &sm.k[buf][(lane & 7) + (lane >> 4) * 8][kq * 144 + ((lane >> 3) & 1) * 8];
 #pragma unroll
-        for (int x = 0; x < 2; ++x) {
-          const int slot = nt * 8 + 2 * c4 + x;
-          const int j = sm.key[buf][slot];
-          const bool vis = j >= 0 && (j < se || (j >= lb && j < e));
-          sv[x] = vis ? acc[2 * h + x] * scale_log2 : -INFINITY;
+      for (int ks = 0; ks < 144 / 16; ++ks) {
+        uint32_t af[4];
+        ldmatrix_x4(af, qa + ks * 16);
+#pragma unroll
+        for (int np = 0; np < 2; ++np) {
+          uint32_t bf[4];
+          ldmatrix_x4(bf, kb + np * 16 * kLd + ks * 16);
+          Mma<T>::run(acc[2 * np], af, bf[0], bf[1]);
+          Mma<T>::run(acc[2 * np + 1], af, bf[2], bf[3]);
         }
-        *reinterpret_cast<float2*>(&sm.s[r][nt * 8 + 2 * c4]) = make_float2(sv[0], sv[1]);
       }
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          *reinterpret_cast<float2*>(&sm.s[kq][mt * 16 + g + h * 8][j * 8 + 2 * c4]) =
+              make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
     }
     __syncthreads();
 
-    // Online softmax: 8 threads per row, 4 scores each.
+    // Sum the partials, mask per row, online softmax: 8 threads per row, 4 keys each.
     {
       const int r = tid / 8, sub = tid % 8;
-      const float4 s = *reinterpret_cast<const float4*>(&sm.s[r][sub * 4]);
-      float mx = fmaxf(fmaxf(s.x, s.y), fmaxf(s.z, s.w));
+      float sv[4];
+      {
+        const float4 p0 = *reinterpret_cast<const float4*>(&sm.s[0][r][sub * 4]);
+        const float4 p1 = *reinterpret_cast<const float4*>(&sm.s[1][r][sub * 4]);
+        const float4 p2 = *reinterpret_cast<const float4*>(&sm.s[2][r][sub * 4]);
+        const float4 p3 = *reinterpret_cast<const float4*>(&sm.s[3][r][sub * 4]);
+        sv[0] = (p0.x + p1.x) + (p2.x + p3.x);
+        sv[1] = (p0.y + p1.y) + (p2.y + p3.y);
+        sv[2] = (p0.z + p1.z) + (p2.z + p3.z);
+        sv[3] = (p0.w + p1.w) + (p2.w + p3.w);
+      }
+      const int se = sm.sink_end[r], lb = sm.local_begin[r], e = sm.end[r];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int j = sm.key[buf][sub * 4 + x];
+        const bool vis = j >= 0 && (j < se || (j >= lb && j < e));
+        sv[x] = vis ? sv[x] * scale_log2 : -INFINITY;
+        mx = fmaxf(mx, sv[x]);
+      }
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       const float m_old = sm.m[r];
       const float m_new = fmaxf(m_old, mx);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // no key yet: every p is exp2(-inf) = 0
-      const float p0 = exp2f(s.x - m_use), p1 = exp2f(s.y - m_use), p2 = exp2f(s.z - m_use),
-                  p3 = exp2f(s.w - m_use);
+      const float p0 = exp2f(sv[0] - m_use), p1 = exp2f(sv[1] - m_use), p2 = exp2f(sv[2] - m_use),
+                  p3 = exp2f(sv[3] - m_use);
       float sum = (p0 + p1) + (p2 + p3);
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
@@ -266,27 +285,33 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     }
     __syncthreads();
 
-    // O = alpha * O + P V for rows mt*16.., dims cb..cb+127.
+    // O = alpha * O + P V for all rows and dims dw..dw+31: V crosses shared memory once.
     {
-      const float al0 = sm.alpha[mt * 16 + g], al1 = sm.alpha[mt * 16 + g + 8];
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        o[j][0] *= al0;
-        o[j][1] *= al0;
-        o[j][2] *= al1;
-        o[j][3] *= al1;
+      for (int x = 0; x < 4; ++x) {
+        const float al0 = sm.alpha[x * 16 + g], al1 = sm.alpha[x * 16 + g + 8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          o[x][j][0] *= al0;
+          o[x][j][1] *= al0;
+          o[x][j][2] *= al1;
+          o[x][j][3] *= al1;
+        }
       }
 #pragma unroll
       for (int ks = 0; ks < kKeys / 16; ++ks) {
-        uint32_t pa[4];
-        ldmatrix_x4(pa, &sm.p[mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][ks * 16 + (lane >> 4) * 8]);
-        const T* vb = &sm.k[buf][ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][cb + (lane >> 4) * 8];
+        uint32_t va[4], vb[4];  // B fragments of dims dw..dw+15 and dw+16..dw+31
+        const T* vp = &sm.k[buf][ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][dw + (lane >> 4) * 8];
+        ldmatrix_x4_trans(va, vp);
+        ldmatrix_x4_trans(vb, vp + 16);
 #pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          uint32_t bf[4];
-          ldmatrix_x4_trans(bf, vb + jj * 16);
-          Mma<T>::run(o[2 * jj], pa, bf[0], bf[1]);
-          Mma<T>::run(o[2 * jj + 1], pa, bf[2], bf[3]);
+        for (int x = 0; x < 4; ++x) {
+          uint32_t pa[4];
+          ldmatrix_x4(pa, &sm.p[x * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][ks * 16 + (lane >> 4) * 8]);
+          Mma<T>::run(o[x][0], pa, va[0], va[1]);
+          Mma<T>::run(o[x][1], pa, va[2], va[3]);
+          Mma<T>::run(o[x][2], pa, vb[0], vb[1]);
+          Mma<T>::run(o[x][3], pa, vb[2], vb[3]);
         }
       }
     }
@@ -296,18 +321,21 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
 
   // Normalised partial output and lse of this split.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = mt * 16 + g + h * 8;
-    const int64_t R = row0 + r;
-    if (R >= M) continue;
-    const float l = sm.l[r];
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    float* dst = a.workspace_out + (static_cast<int64_t>(split) * M + R) * kDv + cb + 2 * c4;
+  for (int x = 0; x < 4; ++x) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
-      *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
-    if (cb == 0 && c4 == 0)
-      a.workspace_lse[static_cast<int64_t>(split) * M + R] = l > 0.f ? (sm.m[r] + log2f(l)) * kLn2 : -INFINITY;
+    for (int h = 0; h < 2; ++h) {
+      const int r = x * 16 + g + h * 8;
+      const int64_t R = row0 + r;
+      if (R >= M) continue;
+      const float l = sm.l[r];
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      float* dst = a.workspace_out + (static_cast<int64_t>(split) * M + R) * kDv + dw + 2 * c4;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[x][j][2 * h] * inv, o[x][j][2 * h + 1] * inv);
+      if (warp == 0 && c4 == 0)
+        a.workspace_lse[static_cast<int64_t>(split) * M + R] = l > 0.f ? (sm.m[r] + log2f(l)) * kLn2 : -INFINITY;
+    }
   }
 }
 
