@@ -13,6 +13,7 @@ namespace longcat::python {
 void register_norm(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
+void register_kv_cache(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -50,4 +51,5 @@ NB_MODULE(_C, m) {
   longcat::python::register_norm(m);
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
+  longcat::python::register_kv_cache(m);
 }

@@ -118,3 +118,45 @@ def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torc
         gathered = torch.zeros_like(xf)
     src = torch.where(routed, gathered, xf)
     return (topk_weights.float()[..., None] * src).sum(dim=1).to(x.dtype)
+
+
+# ---- paged latent KV cache and RoPE (csrc/include/longcat/attention.h) -------------------------
+
+def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = 1e7,
+                     half_output: bool = True, inv_freq: torch.Tensor | None = None) -> torch.Tensor:
+    """Interleaved (DeepSeek / LongCat-Flash) RoPE over the last dim, fp32 math, one rounding.
+    half_output: transformers' layout (rotated even elements, then rotated odd elements)."""
+    d = x.shape[-1]
+    if inv_freq is None:  # as transformers' default RoPE
+        inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    angles = positions.float()[:, None] * inv_freq[None, :]          # [T, D/2]
+    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (d // 2,)
+    cos, sin = angles.cos().view(shape), angles.sin().view(shape)
+    xf = x.float()
+    a, b = xf[..., 0::2], xf[..., 1::2]
+    ra, rb = a * cos - b * sin, b * cos + a * sin
+    out = torch.cat([ra, rb], -1) if half_output else torch.stack([ra, rb], -1).flatten(-2)
+    return out.to(x.dtype)
+
+
+def mla_append_kv(kv_cache: torch.Tensor, latent: torch.Tensor, rope_k: torch.Tensor,
+                  block_table: torch.Tensor, seq_ids: torch.Tensor, positions: torch.Tensor) -> None:
+    """Write token t's [latent | rope_k] into page block_table[seq, pos // page_size], row
+    pos % page_size, in place."""
+    page_size = kv_cache.shape[1]
+    for t in range(latent.shape[0]):
+        s, p = int(seq_ids[t]), int(positions[t])
+        page = int(block_table[s, p // page_size])
+        kv_cache[page, p % page_size, 0] = torch.cat([latent[t], rope_k[t]])
+
+
+def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
+               cache_seqlens: torch.Tensor) -> torch.Tensor:
+    """Each sequence's cached tokens [L_b, 576], packed in batch order: [sum L_b, 576]."""
+    page_size = kv_cache.shape[1]
+    rows = []
+    for b in range(block_table.shape[0]):
+        length = int(cache_seqlens[b])
+        pages = block_table[b, : (length + page_size - 1) // page_size].long()
+        rows.append(kv_cache[pages, :, 0].reshape(-1, kv_cache.shape[-1])[:length])
+    return torch.cat(rows) if rows else kv_cache.new_empty(0, kv_cache.shape[-1])
