@@ -39,17 +39,15 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kernel(RopeArgs a) {
   const float pos = a.positions_int64 ? static_cast<float>(static_cast<const int64_t*>(a.positions)[t])
                                       : static_cast<float>(static_cast<const int32_t*>(a.positions)[t]);
   for (int64_t i = lane; i < half; i += 32) {
-    // inv_freq = 1 / base^(2i / D) with each step rounded to fp32 as transformers does; the power
-    // in double so it is the correctly rounded float (powf may be 2 ulp off, which moves the
-    // angle by ~1e-2 rad at position 1e5). Accurate sincosf: the angle reaches ~1e5 rad, where
-    // the fast intrinsics lose all precision.
-    const float ex = static_cast<float>(2 * i) / static_cast<float>(D);
-    const float inv_freq = 1.0f / static_cast<float>(pow(static_cast<double>(a.base), static_cast<double>(ex)));
-    const float th = pos * inv_freq;
+    // theta in fp32 from the caller's table; accurate sincosf, as the angle reaches ~1e5 rad
+    // where the fast intrinsics lose all precision.
+    const float th = pos * a.inv_freq[i];
     float s, c;
     sincosf(th, &s, &c);
     const float xa = to_f(x[2 * i]), xb = to_f(x[2 * i + 1]);
-    const float ra = xa * c - xb * s, rb = xb * c + xa * s;
+    // Rounded products, then the sum (no fused multiply-add), as torch computes it.
+    const float ra = __fsub_rn(__fmul_rn(xa, c), __fmul_rn(xb, s));
+    const float rb = __fadd_rn(__fmul_rn(xb, c), __fmul_rn(xa, s));
     if (a.half_output) {
       buf[i] = ra;
       buf[i + half] = rb;
@@ -68,6 +66,8 @@ void launch_rope(const RopeArgs& a, cudaStream_t s) {
   const int64_t rows = a.tokens * a.middle;
   const int64_t blocks = (rows + kWarps - 1) / kWarps;
   const size_t smem = static_cast<size_t>(kWarps) * a.dim * sizeof(float);
+  if (smem > 48 * 1024)  // D > 3072: opt in to more dynamic shared memory
+    cudaFuncSetAttribute(rope_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   rope_kernel<T><<<static_cast<unsigned>(blocks), kWarps * 32, smem, s>>>(a);
 }
 
@@ -128,8 +128,9 @@ void rope_interleaved(const RopeArgs& a, Stream stream) {
   if (rows == 0 || a.dim == 0) return;
   if ((rows + kWarps - 1) / kWarps > 0x7fffffff)
     throw Error(ErrorKind::Value, "rope_interleaved: more than 2^33 rows in one call on CUDA");
-  if (static_cast<size_t>(kWarps) * a.dim * sizeof(float) > 48 * 1024)
-    throw Error(ErrorKind::Value, "rope_interleaved: x.shape[-1] must be at most 3072 on CUDA, got " +
+  const size_t smem = static_cast<size_t>(kWarps) * a.dim * sizeof(float);
+  if (smem > 96 * 1024)
+    throw Error(ErrorKind::Value, "rope_interleaved: x.shape[-1] must be at most 6144 on CUDA, got " +
                                       std::to_string(a.dim));
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);

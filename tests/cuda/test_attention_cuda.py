@@ -307,42 +307,35 @@ def test_prefill_default_scale_and_small_max_seqlen():
 
 # ---- RoPE and the paged cache helpers -----------------------------------------------------------
 
-def rope_torch(x, positions, base, half_output):
-    # transformers' inv_freq, with the power correctly rounded to fp32 (computed in float64)
-    D = x.shape[-1]
-    ex = torch.arange(0, D, 2, dtype=torch.int64, device=x.device).float() / D
-    inv_freq = 1.0 / (base ** ex.double()).float()
-    th = positions.float()[:, None] * inv_freq[None, :]                       # [T, D/2]
-    shape = [x.shape[0]] + [1] * (x.dim() - 2) + [D // 2]
-    c, s = th.cos().view(shape), th.sin().view(shape)
-    a, b = x[..., 0::2].float(), x[..., 1::2].float()
-    ra, rb = a * c - b * s, b * c + a * s
-    if half_output:
-        return torch.cat([ra, rb], dim=-1).to(x.dtype)
-    return torch.stack([ra, rb], dim=-1).flatten(-2).to(x.dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("half_output", [True, False])
 @pytest.mark.parametrize("pos_dtype", [torch.int32, torch.int64], ids=str)
 def test_rope(dtype, half_output, pos_dtype):
+    from longcat.ops.kv_cache import rope_inv_freq
+
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(37, 64, 64, generator=g).to(dtype).cuda()
-    positions = torch.randint(0, 131072, (37,), generator=g).to(pos_dtype).cuda()
-    got = op("rope_interleaved")(x, positions, 1e7, half_output)
-    want = rope_torch(x, positions, 1e7, half_output)
+    x = torch.randn(37, 64, 64, generator=g).to(dtype)
+    positions = torch.randint(0, 131072, (37,), generator=g).to(pos_dtype)
+    # One frequency table for both sides, so only the kernel is compared (torch's pow differs
+    # between devices by an ulp, which moves the angle by ~position * 1e-7).
+    inv_freq = rope_inv_freq(64, 1e7)
     tol = {"atol": 2e-5, "rtol": 2e-5} if dtype == torch.float32 else {}
-    torch.testing.assert_close(got, want, **tol)
-    # The CPU kernel agrees at moderate positions (its pow may round inv_freq 1 ulp apart, which
-    # grows with the position).
-    small = positions % 2048
-    got_cpu = op("rope_interleaved")(x.cpu(), small.cpu(), 1e7, half_output)
-    got = op("rope_interleaved")(x, small, 1e7, half_output)
-    torch.testing.assert_close(got.cpu().float(), got_cpu.float(), atol=2e-3, rtol=1.6e-2)
-    # A strided (non-contiguous) view of x: the rope part of a q with nope dims in front.
-    big = torch.randn(37, 4, 192, generator=g).to(dtype).cuda()
-    got = op("rope_interleaved")(big[..., 128:], positions, 1e7, half_output)
-    torch.testing.assert_close(got, rope_torch(big[..., 128:], positions, 1e7, half_output), **tol)
+    want = ref("rope_interleaved")(x, positions, 1e7, half_output, inv_freq=inv_freq)
+    got = op("rope_interleaved")(x.cuda(), positions.cuda(), 1e7, half_output, inv_freq=inv_freq.cuda())
+    assert got.is_cuda and got.dtype == dtype and got.shape == x.shape
+    torch.testing.assert_close(got.cpu(), want, **tol)
+    # In place, and on a strided view (the rope part of a q with nope dims in front).
+    xc = x.cuda()
+    op("rope_interleaved")(xc, positions.cuda(), 1e7, half_output, out=xc, inv_freq=inv_freq.cuda())
+    torch.testing.assert_close(xc.cpu(), want, **tol)
+    big = torch.randn(37, 4, 192, generator=g).to(dtype)
+    got = op("rope_interleaved")(big.cuda()[..., 128:], positions.cuda(), 1e7, half_output, inv_freq=inv_freq.cuda())
+    want = ref("rope_interleaved")(big[..., 128:], positions, 1e7, half_output, inv_freq=inv_freq)
+    torch.testing.assert_close(got.cpu(), want, **tol)
+    # The default table (computed on the device) stays within a bf16 rounding of the reference.
+    got = op("rope_interleaved")(x.cuda(), (positions % 4096).cuda(), 1e7, half_output)
+    want = ref("rope_interleaved")(x, positions % 4096, 1e7, half_output)
+    torch.testing.assert_close(got.cpu().float(), want.float(), atol=2e-3, rtol=1.6e-2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -350,26 +343,26 @@ def test_append_and_gather(dtype):
     lens = [0, 5, 64, 130]
     kv, table, lens_t = make_paged(lens, 64, dtype, seed=50)
     kv = torch.nan_to_num(kv, nan=0.0)
-    # Append one new token to each non-empty sequence at its last position, and one mid-page.
-    seq_ids = torch.tensor([1, 2, 3, 3], dtype=torch.int32).cuda()
-    positions = torch.tensor([4, 63, 129, 70], dtype=torch.int32).cuda()
+    # One new token at the last position of each non-empty sequence, one mid-page, one at the
+    # first row of a page.
+    seq_ids = torch.tensor([1, 2, 3, 3, 3], dtype=torch.int32).cuda()
+    positions = torch.tensor([4, 63, 129, 70, 64], dtype=torch.int32).cuda()
     g = torch.Generator().manual_seed(51)
-    latent = torch.randn(4, 512, generator=g).to(dtype).cuda()
-    rope_k = torch.randn(4, 64, generator=g).to(dtype).cuda()
+    latent = torch.randn(5, 512, generator=g).to(dtype).cuda()
+    rope_k = torch.randn(5, 64, generator=g).to(dtype).cuda()
     want = kv.clone()
-    for t in range(4):
-        b, p = int(seq_ids[t]), int(positions[t])
-        page = int(table[b, p // 64])
-        want[page, p % 64, 0, :512] = latent[t]
-        want[page, p % 64, 0, 512:] = rope_k[t]
-    op("mla_append_kv")(kv, latent, rope_k, table, seq_ids, positions)
+    ref("mla_append_kv")(want, latent, rope_k, table, seq_ids, positions)
+    op("mla_append_kv")(latent, rope_k, kv, table, positions, seq_ids=seq_ids)
     assert torch.equal(kv, want)
-    # Gather reads the tokens back in sequence order.
-    got = op("mla_gather")(kv, table, lens_t)
-    rows = []
-    for b, L in enumerate(lens):
-        for p in range(L):
-            rows.append(kv[int(table[b, p // 64]), p % 64, 0])
-    assert got.shape == (sum(lens), 576) and torch.equal(got, torch.stack(rows))
-    # The CPU implementation gives the same bytes.
-    assert torch.equal(got.cpu(), op("mla_gather")(kv.cpu(), table.cpu(), lens_t.cpu()))
+    # Strided sources: latent and rope_k as column slices of one [T, 576] buffer.
+    both = torch.randn(5, 576, generator=g).to(dtype).cuda()
+    ref("mla_append_kv")(want, both[:, :512], both[:, 512:], table, seq_ids, positions)
+    op("mla_append_kv")(both[:, :512], both[:, 512:], kv, table, positions, seq_ids=seq_ids)
+    assert torch.equal(kv, want)
+    # Gather reads the tokens back in sequence order, as the reference and the CPU kernel do.
+    got, cu = op("mla_gather")(kv, table, lens_t)
+    assert got.is_cuda and got.shape == (sum(lens), 576)
+    assert torch.equal(got, ref("mla_gather")(kv, table, lens_t))
+    assert torch.equal(cu.cpu(), torch.tensor([0, 0, 5, 69, 199], dtype=torch.int32))
+    got_cpu, _ = op("mla_gather")(kv.cpu(), table.cpu(), lens_t.cpu())
+    assert torch.equal(got.cpu(), got_cpu)
