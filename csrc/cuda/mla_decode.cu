@@ -27,6 +27,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include <climits>
 #include <cmath>
 #include <string>
 
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(DecodeMetadataArgs a
     const long long carry = s_carry;
     if (b < a.batch) {
       a.metadata[2 * b] = static_cast<int32_t>(carry + excl);
-      a.metadata[2 * b + 1] = static_cast<int32_t>(chunk);
+      a.metadata[2 * b + 1] = static_cast<int32_t>(min(chunk, static_cast<int64_t>(INT_MAX / 64 * 64)));
     }
     __syncthreads();  // everyone read s_carry (and the scan storage is free) before the update
     if (threadIdx.x == 0) s_carry = carry + agg;
@@ -80,7 +81,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(DecodeMetadataArgs a
   }
   if (threadIdx.x == 0) {
     a.metadata[2 * a.batch] = static_cast<int32_t>(s_carry);
-    a.metadata[2 * a.batch + 1] = static_cast<int32_t>(chunk);
+    a.metadata[2 * a.batch + 1] = 0;  // as the CPU planner
   }
 }
 
