@@ -308,6 +308,21 @@ def test_prefill_default_scale_and_small_max_seqlen():
     check_out_lse(out, lse, want_out, want_lse, torch.bfloat16)
 
 
+def test_unsupported_inputs_raise_on_cuda():
+    # Head dims beyond the CUDA instantiations, and float32 (CPU only): clear errors, and the
+    # device stays usable.
+    q, k, v, cq, ck, mq, mk = make_varlen([5], [5], 2, 2, 264, 64, torch.bfloat16, 12)
+    with pytest.raises(ValueError, match="256"):
+        op("mla_prefill")(q, k, v, cq, ck, mq, mk, 0.1, True)
+    with pytest.raises((TypeError, ValueError)):
+        op("mla_prefill")(q.float(), k.float(), v.float(), cq, ck, mq, mk, 0.1, True)
+    kv, table, lens = make_paged([70], 64, torch.bfloat16, seed=13)
+    with pytest.raises((TypeError, ValueError)):
+        op("mla_decode")(make_q(1, 1, 4, torch.bfloat16, 13).float(), kv.float(), table, lens, 512, 0.1, True)
+    torch.cuda.synchronize()
+    check_prefill([65], [65], 2, 2, 64, 64, torch.bfloat16, seed=14)
+
+
 # ---- RoPE and the paged cache helpers -----------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
