@@ -81,9 +81,9 @@ struct RopeArgs {
   void* out;                 // [rows, D] contiguous, rows = T * (product of middle dims)
   const void* x;             // [T, M, D] with strides x_stride_t, x_stride_m (last dim contiguous)
   const void* positions;     // [T]
+  const float* inv_freq;     // [dim / 2]
   bool positions_int64;
   int64_t tokens, middle, dim, x_stride_t, x_stride_m;
-  float base;
   bool half_output;
   DType dtype;
   Device device;

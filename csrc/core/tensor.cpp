@@ -135,6 +135,18 @@ void check_nonnull(const char* op, const char* arg, const TensorView& t) {
                                std::to_string(t.numel()) + " elements");
 }
 
+void check_cuda_built(const char* op, const char* arg, const TensorView& t) {
+#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (t.device.type == DeviceType::CUDA)
+    fail(ErrorKind::Runtime, prefix(op, arg) + "is on " + device_name(t.device) +
+                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
+#else
+  (void)op;
+  (void)arg;
+  (void)t;
+#endif
+}
+
 int64_t row_stride(const char* op, const char* arg, const TensorView& t) {
   check_last_dim_contiguous(op, arg, t);
   if (t.ndim <= 1) return t.ndim == 1 ? t.shape[0] : 1;

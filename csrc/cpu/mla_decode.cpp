@@ -23,14 +23,6 @@ std::string arg_prefix(const char* op, const char* arg) {
   return std::string(op) + ": argument '" + arg + "' ";
 }
 
-void check_no_cuda(const char* op, const char* arg, const TensorView& t) {
-#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
-  if (t.device.type == DeviceType::CUDA)
-    fail(ErrorKind::Runtime, arg_prefix(op, arg) + "is on " + device_name(t.device) +
-                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
-#endif
-}
-
 void check_workers(const char* op, int64_t num_workers) {
   if (num_workers < 1 || num_workers > (int64_t{1} << 20))
     fail(ErrorKind::Value, arg_prefix(op, "num_workers") + "must be in [1, 2^20], got " +
@@ -101,7 +93,7 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
   check_size(op, "metadata", metadata, 1, 2, "first split, keys per split");
   check_contiguous(op, "metadata", metadata);
   check_same_device(op, "metadata", metadata, "cache_seqlens", cache_seqlens);
-  check_no_cuda(op, "cache_seqlens", cache_seqlens);
+  check_cuda_built(op, "cache_seqlens", cache_seqlens);
   DecodeMetadataArgs a{};
   a.metadata = metadata.ptr<int32_t>();
   a.cache_seqlens = cache_seqlens.ptr<int32_t>();
@@ -203,7 +195,7 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   if (workspace.numel() < ws_bytes)
     fail(ErrorKind::Value, arg_prefix(op, "workspace") + "must hold at least " + std::to_string(ws_bytes) +
                                " bytes (mla_decode_workspace_size), got " + std::to_string(workspace.numel()));
-  check_no_cuda(op, "q", q);
+  check_cuda_built(op, "q", q);
 
   MlaDecodeArgs a{};
   a.out = out.data;

@@ -39,15 +39,6 @@ void check_x_dtype(const char* op, const char* arg, const TensorView& t) {
   else check_dtype(op, arg, t, {DType::BFloat16, DType::Float16, DType::Float32});
 }
 
-void check_no_cuda(const char* op, const char* arg, const TensorView& t) {
-#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
-  if (t.device.type == DeviceType::CUDA)
-    fail(ErrorKind::Runtime, std::string(op) + ": argument '" + arg + "' is on " +
-                                 device_name(t.device) +
-                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
-#endif
-}
-
 // An int32 (or float32) tensor of exactly `shape`, contiguous, on ref's device.
 void check_aux(const char* op, const char* arg, const TensorView& t, DType dtype,
                std::initializer_list<int64_t> shape, const char* what, const char* ref_arg,
@@ -143,7 +134,7 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
   if (!std::isfinite(routed_scaling_factor))
     fail(ErrorKind::Value, arg_prefix(op, "routed_scaling_factor") + "must be finite, got " +
                                std::to_string(routed_scaling_factor));
-  check_no_cuda(op, "hidden", hidden);
+  check_cuda_built(op, "hidden", hidden);
   MoeRouteArgs a{};
   a.topk_ids = topk_ids.ptr<int32_t>();
   a.topk_weights = topk_weights.ptr<float>();
@@ -181,7 +172,7 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
   check_ids(op, topk_ids, -1, "");
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "topk_ids", topk_ids);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "topk_ids", topk_ids);
-  check_no_cuda(op, "topk_ids", topk_ids);
+  check_cuda_built(op, "topk_ids", topk_ids);
   MoeLayoutArgs a{};
   a.counts = counts.ptr<int32_t>();
   a.offsets = offsets.ptr<int32_t>();
@@ -227,7 +218,7 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
   check_same_device(op, "x_perm", x_perm, "x", x);
   check_aux(op, "row_token", row_token, DType::Int32, {R}, "the rows of x_perm", "x", x);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k]", "x", x);
-  check_no_cuda(op, "x", x);
+  check_cuda_built(op, "x", x);
   MoeDispatchArgs a{};
   a.x_perm = x_perm.data;
   a.row_token = row_token.ptr<int32_t>();
@@ -313,7 +304,7 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
   check_same_dtype(op, "y", y, "x", x);
   check_contiguous(op, "y", y);
   check_same_device(op, "y", y, "x", x);
-  check_no_cuda(op, "x", x);
+  check_cuda_built(op, "x", x);
   MoeCombineArgs a{};
   a.y = y.data;
   a.expert_out = expert_out.data;

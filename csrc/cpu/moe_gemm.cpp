@@ -98,10 +98,7 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
     if (H % 8 != 0 || F % 8 != 0)
       value_error("on CUDA the hidden size (" + std::to_string(H) + ") and the intermediate size (" +
                   std::to_string(F) + ") must be multiples of 8 (16-byte TMA rows)");
-#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
-    fail(ErrorKind::Runtime, std::string(op) + ": argument 'x_perm' is on " + device_name(x.device) +
-                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
-#endif
+    check_cuda_built(op, "x_perm", x);
   }
   const int64_t need = moe_grouped_swiglu_workspace_size(R, H, F, E, x.dtype, x.device);
   if (workspace.size(0) < need)

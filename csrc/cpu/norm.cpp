@@ -35,11 +35,7 @@ NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView
   if (!(eps >= 0.0) || !std::isfinite(eps))
     fail(ErrorKind::Value, std::string(op) + ": argument 'eps' must be finite and >= 0, got " +
                                std::to_string(eps));
-#if !defined(LONGCAT_WITH_CUDA_RUNTIME)
-  if (x.device.type == DeviceType::CUDA)
-    fail(ErrorKind::Runtime, std::string(op) + ": argument 'x' is on " + device_name(x.device) +
-                                 " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
-#endif
+  check_cuda_built(op, "x", x);
   NormArgs a{};
   a.out = out.data;
   a.x = x.data;

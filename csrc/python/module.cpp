@@ -13,7 +13,9 @@ namespace longcat::python {
 void register_norm(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
+void register_kv_cache(nb::module_& m);
 void register_mla_decode(nb::module_& m);
+void register_mla_prefill(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -51,5 +53,7 @@ NB_MODULE(_C, m) {
   longcat::python::register_norm(m);
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
+  longcat::python::register_kv_cache(m);
   longcat::python::register_mla_decode(m);
+  longcat::python::register_mla_prefill(m);
 }

@@ -44,15 +44,17 @@ struct SparseWindow {
 
 // ---- RoPE ----------------------------------------------------------------------------------
 // Interleaved (DeepSeek / LongCat-Flash) rotary embedding on the last dim D (even) of x:
-//   theta_i = positions[t] * base^(-2i / D),  i in [0, D/2), computed in fp32 as transformers
+//   theta_i = float(positions[t]) * inv_freq[i],  i in [0, D/2)                 (fp32)
 //   a = x[2i], b = x[2i+1];  a' = a cos - b sin;  b' = b cos + a sin   (fp32, one rounding)
 //   half_output = true  (transformers' apply_rotary_pos_emb_interleave): out[i] = a', out[i + D/2] = b'
 //   half_output = false (rotation in place of the pairs):               out[2i] = a', out[2i+1] = b'
-// x [T, ..., D] (any number of middle dims, last dim contiguous, float32 / bfloat16, float16 on
-// CUDA); out: x's shape and dtype, contiguous, may be x itself (in place) when contiguous;
+// inv_freq [D/2] float32 contiguous: base^(-2i/D) for plain RoPE (LongCat-Flash: base 1e7), or
+// any scaled variant (YaRN, ...) computed by the caller, so results match the caller's tables
+// bit for bit. x [T, D] or [T, M, D] (last dim contiguous, float32 / bfloat16, float16 on
+// CUDA); out: x's shape and dtype, contiguous, may be x itself (in place) when x is contiguous;
 // positions [T] int32 or int64 (>= 0).
 LONGCAT_API void rope_interleaved(const TensorView& out, const TensorView& x,
-                                  const TensorView& positions, double base = 1e7,
+                                  const TensorView& positions, const TensorView& inv_freq,
                                   bool half_output = true, Stream stream = nullptr);
 
 // ---- Cache writes and reads ----------------------------------------------------------------

@@ -89,6 +89,8 @@ LONGCAT_API void check_last_dim_contiguous(const char* op, const char* arg, cons
 LONGCAT_API void check_same_device(const char* op, const char* arg, const TensorView& t,
                                    const char* ref_arg, const TensorView& ref);
 LONGCAT_API void check_nonnull(const char* op, const char* arg, const TensorView& t);
+// A CUDA tensor given to a build without CUDA kernels -> Error(Runtime) naming the argument.
+LONGCAT_API void check_cuda_built(const char* op, const char* arg, const TensorView& t);
 [[noreturn]] LONGCAT_API void fail(ErrorKind kind, const std::string& msg);
 
 // For ops over rows of the last dimension: the leading dimensions of `t` must collapse into a

@@ -1,8 +1,8 @@
 // longcat: the whole public C++ API. Link the CMake target longcat::kernels.
 #pragma once
 
-#include "longcat/build_config.h"
 #include "longcat/attention.h"
+#include "longcat/build_config.h"
 #include "longcat/common.h"
 #include "longcat/moe.h"
 #include "longcat/moe_gemm.h"

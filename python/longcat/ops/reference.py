@@ -120,29 +120,108 @@ def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torc
     return (topk_weights.float()[..., None] * src).sum(dim=1).to(x.dtype)
 
 
-# ---- attention: MLA decode over the paged latent cache, SSA window ---------------------------
+# ---- paged latent KV cache and RoPE (csrc/include/longcat/attention.h) -------------------------
 
+def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = 1e7,
+                     half_output: bool = True, inv_freq: torch.Tensor | None = None) -> torch.Tensor:
+    """Interleaved (DeepSeek / LongCat-Flash) RoPE over the last dim, fp32 math, one rounding.
+    half_output: transformers' layout (rotated even elements, then rotated odd elements)."""
+    d = x.shape[-1]
+    if inv_freq is None:  # as transformers' default RoPE
+        inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    angles = positions.float()[:, None] * inv_freq[None, :]          # [T, D/2]
+    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (d // 2,)
+    cos, sin = angles.cos().view(shape), angles.sin().view(shape)
+    xf = x.float()
+    a, b = xf[..., 0::2], xf[..., 1::2]
+    ra, rb = a * cos - b * sin, b * cos + a * sin
+    out = torch.cat([ra, rb], -1) if half_output else torch.stack([ra, rb], -1).flatten(-2)
+    return out.to(x.dtype)
+
+
+def mla_append_kv(kv_cache: torch.Tensor, latent: torch.Tensor, rope_k: torch.Tensor,
+                  block_table: torch.Tensor, seq_ids: torch.Tensor, positions: torch.Tensor) -> None:
+    """Write token t's [latent | rope_k] into page block_table[seq, pos // page_size], row
+    pos % page_size, in place."""
+    page_size = kv_cache.shape[1]
+    for t in range(latent.shape[0]):
+        s, p = int(seq_ids[t]), int(positions[t])
+        page = int(block_table[s, p // page_size])
+        kv_cache[page, p % page_size, 0] = torch.cat([latent[t], rope_k[t]])
+
+
+def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
+               cache_seqlens: torch.Tensor) -> torch.Tensor:
+    """Each sequence's cached tokens [L_b, 576], packed in batch order: [sum L_b, 576]."""
+    page_size = kv_cache.shape[1]
+    rows = []
+    for b in range(block_table.shape[0]):
+        length = int(cache_seqlens[b])
+        pages = block_table[b, : (length + page_size - 1) // page_size].long()
+        rows.append(kv_cache[pages, :, 0].reshape(-1, kv_cache.shape[-1])[:length])
+    return torch.cat(rows) if rows else kv_cache.new_empty(0, kv_cache.shape[-1])
 def attention_visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = True,
-                      window: dict | None = None) -> torch.Tensor:
-    """Boolean mask [len(q_pos), len(k_pos)]: may the query at absolute position p see key j?
-    The rule of csrc/include/longcat/attention.h: j <= p when causal, and with a window
-    ``{"mode": "blocks"|"tokens", "sink": s, "local": l, "block_size": bs}``:
-    blocks: ``j // bs < s`` or ``j // bs >= p // bs - l + 1``; tokens: ``j < s`` or ``j >= p - l + 1``."""
+                      window: dict | None = None, num_keys: int | None = None) -> torch.Tensor:
+    """The visibility rule of ``csrc/include/longcat/attention.h`` as a bool mask [len(q_pos), len(k_pos)].
+
+    A query at absolute position p sees key j iff j <= p (causal) and, with a window,
+    ``mode == "blocks"`` (bs = block_size): ``j // bs < sink`` or ``j // bs >= p // bs - local + 1``;
+    ``mode == "tokens"``: ``j < sink`` or ``j >= p - local + 1``. Without ``causal`` every key
+    0 .. num_keys - 1 is visible (a window then needs causal; callers check)."""
     p = q_pos[:, None]
     j = k_pos[None, :]
-    vis = j <= p if causal else torch.ones(p.shape[0], j.shape[1], dtype=torch.bool, device=q_pos.device)
-    vis = vis & (j >= 0) & (p >= 0)
+    if not causal:
+        return torch.ones(p.shape[0], j.shape[1], dtype=torch.bool, device=q_pos.device)
+    vis = j <= p
     if window is not None:
-        s, l = int(window["sink"]), int(window["local"])
         if window["mode"] == "blocks":
-            bs = int(window["block_size"])
-            vis = vis & ((j // bs < s) | (j // bs >= p // bs - l + 1))
-        elif window["mode"] == "tokens":
-            vis = vis & ((j < s) | (j >= p - l + 1))
+            bs = window["block_size"]
+            kb, qb = j // bs, p // bs
+            vis = vis & ((kb < window["sink"]) | (kb >= qb - window["local"] + 1))
         else:
-            raise ValueError(f"window['mode'] must be 'blocks' or 'tokens', got {window['mode']!r}")
+            vis = vis & ((j < window["sink"]) | (j >= p - window["local"] + 1))
     return vis
 
+
+def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                cu_seqlens_k: torch.Tensor, softmax_scale: float, causal: bool = True,
+                window: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Varlen prefill attention, one sequence at a time in fp32 (FlashAttention varlen layout).
+
+    q ``[total_q, h, d_qk]``, k ``[total_k, h_k, d_qk]``, v ``[total_k, h_k, d_v]`` with
+    h % h_k == 0 (query head i reads key head i // (h / h_k)); cu_seqlens int32 prefix sums.
+    Causal is bottom-right aligned: query i of a sequence with len_q queries and len_k keys sits
+    at position ``i + len_k - len_q``. ``window``: None (full attention) or
+    ``{"mode": "blocks"|"tokens", "sink": int, "local": int, "block_size": int}``, see
+    ``attention_visible``. Returns ``out [total_q, h, d_v]`` in q's dtype and
+    ``lse [h, total_q]`` fp32 (natural log of the softmax denominator of the scaled scores); a
+    query that sees no key gets out 0 and lse +inf."""
+    total_q, h, _ = q.shape
+    h_k, dv = k.shape[1], v.shape[2]
+    out = torch.zeros(total_q, h, dv, dtype=torch.float32, device=q.device)
+    lse = torch.full((h, total_q), float("inf"), dtype=torch.float32, device=q.device)
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for b in range(len(cq) - 1):
+        q0, q1, k0, k1 = cq[b], cq[b + 1], ck[b], ck[b + 1]
+        len_q, len_k = q1 - q0, k1 - k0
+        if len_q == 0:
+            continue
+        qf = q[q0:q1].float().transpose(0, 1)                                   # [h, len_q, d]
+        kf = k[k0:k1].float().repeat_interleave(h // h_k, dim=1).transpose(0, 1)  # [h, len_k, d]
+        vf = v[k0:k1].float().repeat_interleave(h // h_k, dim=1).transpose(0, 1)
+        q_pos = torch.arange(len_q, device=q.device) + (len_k - len_q)
+        vis = attention_visible(q_pos, torch.arange(len_k, device=q.device), causal, window)
+        s = (qf @ kf.transpose(1, 2)) * softmax_scale
+        s = s.masked_fill(~vis, float("-inf"))
+        row_lse = torch.logsumexp(s, dim=-1)                                    # [h, len_q], -inf if empty
+        seen = vis.any(-1)                                                      # [len_q]
+        p = torch.where(seen[None, :, None], torch.exp(s - row_lse[..., None]), torch.zeros_like(s))
+        out[q0:q1] = (p @ vf).transpose(0, 1)
+        lse[:, q0:q1] = torch.where(seen[None, :], row_lse, torch.full_like(row_lse, float("inf")))
+    return out.to(q.dtype), lse
+
+
+# ---- MLA decode over the paged latent cache (with the SSA window) ----------------------------
 
 def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor,
                cache_seqlens: torch.Tensor, head_dim_v: int = 512, softmax_scale: float | None = None,

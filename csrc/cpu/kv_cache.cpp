@@ -1,0 +1,277 @@
+// Paged latent KV cache writes and reads (mla_append_kv, mla_gather) and interleaved RoPE:
+// argument checks and the choice of backend. The cache ops are row copies done here; the RoPE
+// kernel is in rope_kernels.inc. Semantics: longcat/attention.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/attention_args.h"
+#include "cpu/isa_dispatch.h"
+#include "cpu/parallel.h"
+#include "longcat/attention.h"
+
+namespace longcat {
+namespace cpu {
+LONGCAT_DECLARE_ISA_FN(void, rope_interleaved, const RopeArgs&)
+}  // namespace cpu
+
+namespace {
+
+constexpr int64_t kLatent = 512, kRope = 64, kEntry = kLatent + kRope;
+
+std::string arg_prefix(const char* op, const char* arg) {
+  return std::string(op) + ": argument '" + arg + "' ";
+}
+
+void check_cache_dtype(const char* op, const char* arg, const TensorView& t) {
+  if (t.device.type == DeviceType::CPU) check_dtype(op, arg, t, {DType::BFloat16, DType::Float32});
+  else check_dtype(op, arg, t, {DType::BFloat16, DType::Float16, DType::Float32});
+}
+
+// kv_cache [num_pages, page_size, 1, 576], contiguous.
+void check_kv_cache(const char* op, const TensorView& kv) {
+  check_cache_dtype(op, "kv_cache", kv);
+  check_ndim(op, "kv_cache", kv, 4);
+  check_size(op, "kv_cache", kv, 2, 1, "1 (one latent KV head)");
+  check_size(op, "kv_cache", kv, 3, kEntry, "576 (512 latent + 64 rope)");
+  check_contiguous(op, "kv_cache", kv);
+  if (kv.shape[1] < 1) fail(ErrorKind::Value, arg_prefix(op, "kv_cache") + "must have page_size >= 1, got " + shape_str(kv));
+}
+
+// block_table [batch, max_pages] int32 with a unit stride along pages.
+void check_block_table(const char* op, const TensorView& bt, const TensorView& kv) {
+  check_dtype(op, "block_table", bt, {DType::Int32});
+  check_ndim(op, "block_table", bt, 2);
+  check_same_device(op, "block_table", bt, "kv_cache", kv);
+  if (bt.shape[1] > 1 && bt.strides[1] != 1)
+    fail(ErrorKind::Value, arg_prefix(op, "block_table") + "must be contiguous along its last dim");
+}
+
+void check_vector(const char* op, const char* arg, const TensorView& t, int64_t n, const char* what,
+                  const TensorView& ref) {
+  check_dtype(op, arg, t, {DType::Int32});
+  check_ndim(op, arg, t, 1);
+  check_size(op, arg, t, 0, n, what);
+  check_contiguous(op, arg, t);
+  check_same_device(op, arg, t, "kv_cache", ref);
+}
+
+}  // namespace
+
+// ---- rope_interleaved ------------------------------------------------------------------------
+
+void rope_interleaved(const TensorView& out, const TensorView& x, const TensorView& positions,
+                      const TensorView& inv_freq, bool half_output, Stream stream) {
+  const char* op = "rope_interleaved";
+  check_cache_dtype(op, "x", x);
+  if (x.ndim < 2 || x.ndim > 3)
+    fail(ErrorKind::Value, arg_prefix(op, "x") + "must have shape [T, D] or [T, heads, D], got " + shape_str(x));
+  const int64_t D = x.size(-1);
+  if (D < 2 || D % 2 != 0 || D > 4096)
+    fail(ErrorKind::Value, arg_prefix(op, "x") + "must have an even last dim in [2, 4096], got " + shape_str(x));
+  check_last_dim_contiguous(op, "x", x);
+  check_same_dtype(op, "out", out, "x", x);
+  check_same_shape(op, "out", out, "x", x);
+  check_contiguous(op, "out", out);
+  check_same_device(op, "out", out, "x", x);
+  check_dtype(op, "positions", positions, {DType::Int32, DType::Int64});
+  check_ndim(op, "positions", positions, 1);
+  check_size(op, "positions", positions, 0, x.shape[0], "x.shape[0] (one position per token)");
+  check_contiguous(op, "positions", positions);
+  check_same_device(op, "positions", positions, "x", x);
+  check_dtype(op, "inv_freq", inv_freq, {DType::Float32});
+  check_ndim(op, "inv_freq", inv_freq, 1);
+  check_size(op, "inv_freq", inv_freq, 0, D / 2, "x.shape[-1] / 2");
+  check_contiguous(op, "inv_freq", inv_freq);
+  check_same_device(op, "inv_freq", inv_freq, "x", x);
+  check_cuda_built(op, "x", x);
+  RopeArgs a{};
+  a.out = out.data;
+  a.x = x.data;
+  a.positions = positions.data;
+  a.positions_int64 = positions.dtype == DType::Int64;
+  a.tokens = x.shape[0];
+  a.middle = x.ndim == 3 ? x.shape[1] : 1;
+  a.dim = D;
+  a.x_stride_t = x.strides[0];
+  a.x_stride_m = x.ndim == 3 ? x.strides[1] : D;
+  a.inv_freq = inv_freq.ptr<float>();
+  a.half_output = half_output;
+  a.dtype = x.dtype;
+  a.device = x.device;
+  if (a.tokens == 0 || a.middle == 0) return;
+  // In place is allowed only as exact aliasing; a partial overlap would read rotated values.
+  if (out.data != x.data) {
+    const char* xb = static_cast<const char*>(x.data);
+    const char* ob = static_cast<const char*>(out.data);
+    const int64_t bytes = out.numel() * dtype_size(out.dtype);
+    const int64_t xspan = ((a.tokens - 1) * a.x_stride_t + (a.middle - 1) * a.x_stride_m + D) * dtype_size(x.dtype);
+    if (ob < xb + xspan && xb < ob + bytes)
+      fail(ErrorKind::Value, arg_prefix(op, "out") + "overlaps 'x' without being x itself");
+  } else if (!x.is_contiguous()) {
+    fail(ErrorKind::Value, arg_prefix(op, "out") + "may be x only when x is contiguous");
+  }
+  if (x.device.type == DeviceType::CPU) {
+    const int64_t* p64 = a.positions_int64 ? positions.ptr<int64_t>() : nullptr;
+    const int32_t* p32 = a.positions_int64 ? nullptr : positions.ptr<int32_t>();
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      const int64_t p = p64 ? p64[t] : p32[t];
+      if (p < 0)
+        fail(ErrorKind::Value, arg_prefix(op, "positions") + "must be >= 0, got " + std::to_string(p) +
+                                   " at index " + std::to_string(t));
+    }
+  }
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (x.device.type == DeviceType::CUDA) return cuda::rope_interleaved(a, stream);
+#endif
+  (void)stream;
+  LONGCAT_ISA_CALL(rope_interleaved, a);
+}
+
+// ---- mla_append_kv ---------------------------------------------------------------------------
+
+void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const TensorView& rope_k,
+                   const TensorView& block_table, const TensorView& seq_ids,
+                   const TensorView& positions, Stream stream) {
+  const char* op = "mla_append_kv";
+  check_kv_cache(op, kv_cache);
+  check_same_dtype(op, "latent", latent, "kv_cache", kv_cache);
+  check_same_dtype(op, "rope_k", rope_k, "kv_cache", kv_cache);
+  check_ndim(op, "latent", latent, 2);
+  check_size(op, "latent", latent, 1, kLatent, "512 (kv_lora_rank)");
+  check_ndim(op, "rope_k", rope_k, 2);
+  check_size(op, "rope_k", rope_k, 1, kRope, "64 (qk_rope_head_dim)");
+  const int64_t T = latent.shape[0];
+  check_size(op, "rope_k", rope_k, 0, T, "latent.shape[0]");
+  check_same_device(op, "latent", latent, "kv_cache", kv_cache);
+  check_same_device(op, "rope_k", rope_k, "kv_cache", kv_cache);
+  check_block_table(op, block_table, kv_cache);
+  check_vector(op, "seq_ids", seq_ids, T, "latent.shape[0]", kv_cache);
+  check_vector(op, "positions", positions, T, "latent.shape[0]", kv_cache);
+  check_cuda_built(op, "kv_cache", kv_cache);
+  AppendKvArgs a{};
+  a.kv_cache = kv_cache.data;
+  a.latent = latent.data;
+  a.rope_k = rope_k.data;
+  a.block_table = block_table.ptr<int32_t>();
+  a.seq_ids = seq_ids.ptr<int32_t>();
+  a.positions = positions.ptr<int32_t>();
+  a.tokens = T;
+  a.num_pages = kv_cache.shape[0];
+  a.page_size = kv_cache.shape[1];
+  a.batch = block_table.shape[0];
+  a.max_pages = block_table.shape[1];
+  a.block_table_stride = block_table.strides[0];
+  a.latent_stride = T ? row_stride(op, "latent", latent) : kLatent;
+  a.rope_stride = T ? row_stride(op, "rope_k", rope_k) : kRope;
+  a.dtype = kv_cache.dtype;
+  a.device = kv_cache.device;
+  if (T == 0) return;
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (kv_cache.device.type == DeviceType::CUDA) return cuda::mla_append_kv(a, stream);
+#endif
+  (void)stream;
+  // Check every destination before writing any, so a bad id leaves the cache untouched.
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t s = a.seq_ids[t], p = a.positions[t];
+    if (s < 0 || s >= a.batch)
+      fail(ErrorKind::Value, arg_prefix(op, "seq_ids") + "must be in [0, " + std::to_string(a.batch) +
+                                 ") (block_table rows), got " + std::to_string(s) + " at index " + std::to_string(t));
+    if (p < 0 || p / a.page_size >= a.max_pages)
+      fail(ErrorKind::Value, arg_prefix(op, "positions") + "must be in [0, max_pages * page_size = " +
+                                 std::to_string(a.max_pages * a.page_size) + "), got " + std::to_string(p) +
+                                 " at index " + std::to_string(t));
+    const int64_t page = a.block_table[s * a.block_table_stride + p / a.page_size];
+    if (page < 0 || page >= a.num_pages)
+      fail(ErrorKind::Value, arg_prefix(op, "block_table") + "entry [" + std::to_string(s) + ", " +
+                                 std::to_string(p / a.page_size) + "] = " + std::to_string(page) +
+                                 " is not a page of kv_cache (num_pages " + std::to_string(a.num_pages) + ")");
+  }
+  const int64_t es = dtype_size(a.dtype);
+  cpu::parallel_for(T, 64, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t s = a.seq_ids[t], p = a.positions[t];
+      const int64_t page = a.block_table[s * a.block_table_stride + p / a.page_size];
+      char* dst = static_cast<char*>(a.kv_cache) + ((page * a.page_size + p % a.page_size) * kEntry) * es;
+      std::memcpy(dst, static_cast<const char*>(a.latent) + t * a.latent_stride * es, kLatent * es);
+      std::memcpy(dst + kLatent * es, static_cast<const char*>(a.rope_k) + t * a.rope_stride * es, kRope * es);
+    }
+  });
+}
+
+// ---- mla_gather ------------------------------------------------------------------------------
+
+void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorView& block_table,
+                const TensorView& cache_seqlens, const TensorView& cu_seqlens, Stream stream) {
+  const char* op = "mla_gather";
+  check_kv_cache(op, kv_cache);
+  check_block_table(op, block_table, kv_cache);
+  const int64_t B = block_table.shape[0];
+  check_vector(op, "cache_seqlens", cache_seqlens, B, "block_table.shape[0] (batch)", kv_cache);
+  check_vector(op, "cu_seqlens", cu_seqlens, B + 1, "batch + 1", kv_cache);
+  check_same_dtype(op, "out", out, "kv_cache", kv_cache);
+  check_ndim(op, "out", out, 2);
+  check_size(op, "out", out, 1, kEntry, "576");
+  check_contiguous(op, "out", out);
+  check_same_device(op, "out", out, "kv_cache", kv_cache);
+  check_cuda_built(op, "kv_cache", kv_cache);
+  GatherKvArgs a{};
+  a.out = out.data;
+  a.kv_cache = kv_cache.data;
+  a.block_table = block_table.ptr<int32_t>();
+  a.cache_seqlens = cache_seqlens.ptr<int32_t>();
+  a.cu_seqlens = cu_seqlens.ptr<int32_t>();
+  a.batch = B;
+  a.num_pages = kv_cache.shape[0];
+  a.page_size = kv_cache.shape[1];
+  a.max_pages = block_table.shape[1];
+  a.block_table_stride = block_table.strides[0];
+  a.total = out.shape[0];
+  a.dtype = kv_cache.dtype;
+  a.device = kv_cache.device;
+  if (B == 0) return;
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (kv_cache.device.type == DeviceType::CUDA) return cuda::mla_gather(a, stream);
+#endif
+  (void)stream;
+  if (a.cu_seqlens[0] != 0)
+    fail(ErrorKind::Value, arg_prefix(op, "cu_seqlens") + "must start at 0, got " + std::to_string(a.cu_seqlens[0]));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t L = a.cache_seqlens[b];
+    if (L < 0)
+      fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must be >= 0, got " + std::to_string(L) +
+                                 " at index " + std::to_string(b));
+    if (a.cu_seqlens[b + 1] - a.cu_seqlens[b] != L)
+      fail(ErrorKind::Value, arg_prefix(op, "cu_seqlens") + "must be the prefix sum of cache_seqlens; entry " +
+                                 std::to_string(b + 1) + " is " + std::to_string(a.cu_seqlens[b + 1]));
+    if ((L + a.page_size - 1) / a.page_size > a.max_pages)
+      fail(ErrorKind::Value, arg_prefix(op, "block_table") + "has " + std::to_string(a.max_pages) +
+                                 " pages per sequence, too few for cache_seqlens[" + std::to_string(b) +
+                                 "] = " + std::to_string(L) + " with page_size " + std::to_string(a.page_size));
+    for (int64_t i = 0; i < (L + a.page_size - 1) / a.page_size; ++i) {
+      const int64_t page = a.block_table[b * a.block_table_stride + i];
+      if (page < 0 || page >= a.num_pages)
+        fail(ErrorKind::Value, arg_prefix(op, "block_table") + "entry [" + std::to_string(b) + ", " +
+                                   std::to_string(i) + "] = " + std::to_string(page) +
+                                   " is not a page of kv_cache (num_pages " + std::to_string(a.num_pages) + ")");
+    }
+  }
+  if (a.cu_seqlens[B] != a.total)
+    fail(ErrorKind::Value, arg_prefix(op, "out") + "must have cu_seqlens[-1] = " + std::to_string(a.cu_seqlens[B]) +
+                               " rows, got " + shape_str(out));
+  const int64_t es = dtype_size(a.dtype);
+  cpu::parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t L = a.cache_seqlens[b];
+      for (int64_t p = 0; p < L; p += a.page_size) {
+        const int64_t page = a.block_table[b * a.block_table_stride + p / a.page_size];
+        const int64_t n = std::min<int64_t>(a.page_size, L - p);
+        std::memcpy(static_cast<char*>(a.out) + (a.cu_seqlens[b] + p) * kEntry * es,
+                    static_cast<const char*>(a.kv_cache) + page * a.page_size * kEntry * es, n * kEntry * es);
+      }
+    }
+  });
+}
+
+}  // namespace longcat

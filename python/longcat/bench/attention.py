@@ -1,0 +1,209 @@
+"""Attention benchmark: MLA decode over the paged latent cache, MLA prefill, streaming sparse
+attention (SSA) decode and prefill, and the Zig-Zag per-token decode estimate.
+
+Peers, measured in the same run:
+- MLA decode: the plain-torch path users write (gather the pages, then
+  ``scaled_dot_product_attention`` with the one latent KV head shared by all query heads), and
+  the roofline ``max(KV bytes / copy bandwidth, FLOPs / matmul FLOP/s)``, where the copy
+  bandwidth and the best of torch's bf16 and fp32 matmul throughput are measured now.
+  FLOPs per query head and key: 2 * (576 + 512); bytes: the KV pages read (576 values per token).
+- MLA prefill: ``scaled_dot_product_attention(is_causal=True)`` per sequence.
+- SSA prefill: ``torch.compile``d FlexAttention with the same sink + local block mask (compile
+  time excluded), and full causal SDPA.
+- SSA decode: MLA decode at the same context (the "cost does not grow" claim).
+- Zig-Zag: per-token decode cost of a stack of 56 attention sublayers (LongCat-Flash) with half
+  of them SSA, from the measured per-layer times, against all-MLA.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from longcat.bench.common import BenchResult, copy_bandwidth_gbs, machine_info, measure
+from longcat.ops import mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
+
+H_Q, D_QK, D_V, PAGE = 64, 576, 512, 64
+SINK_BLOCKS, LOCAL_BLOCKS, BLOCK = 1, 7, 128
+SUBLAYERS = 56  # LongCat-Flash: 28 layers x 2 attention sublayers
+
+
+def matmul_tflops(device: str, quick: bool) -> dict:
+    """Throughput of torch's bf16 and fp32 matmul at a large square shape (the compute roof)."""
+    n = 1024 if quick else 2048
+    out = {}
+    for dt in (torch.bfloat16, torch.float32):
+        a = torch.randn(n, n, device=device).to(dt)
+        b = torch.randn(n, n, device=device).to(dt)
+        t = measure(lambda: a @ b, device, min_time=0.1 if quick else 0.3, min_iters=3)
+        out[str(dt).replace("torch.", "")] = 2 * n ** 3 / t / 1e12
+    return out
+
+
+def paged(batch: int, context: int, device: str, dtype=torch.bfloat16, seed: int = 0):
+    """A cache holding `batch` sequences of `context` tokens in permuted pages."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    pages_per = (context + PAGE - 1) // PAGE
+    kv = (torch.randn(batch * pages_per, PAGE, 1, D_QK, generator=g) * 0.5).to(dtype).to(device)
+    table = torch.randperm(batch * pages_per, generator=g).to(torch.int32).view(batch, pages_per).to(device)
+    lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+    return kv, table, lens
+
+
+def torch_decode(q, kv, table, lens, scale):
+    """Gather the pages, then SDPA with one shared latent head (enable_gqa), as users do in torch."""
+    b, s_q, h, _ = q.shape
+    L = int(lens[0])
+    keys = kv[table.long()].reshape(b, -1, D_QK)[:, :L]                    # [b, L, 576]
+    k = keys[:, None]                                                         # [b, 1, L, 576]
+    v = keys[:, None, :, :D_V]
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale, enable_gqa=True)
+
+
+def _roof_s(nbytes: float, flops: float, bw: float, tflops: float) -> float:
+    return max(nbytes / (bw * 1e9), flops / (tflops * 1e12))
+
+
+def bench_decode(result, device, quick, bw, peak, min_time):
+    batches, contexts = ([1, 8], [1024, 8192]) if quick else ([1, 8, 32], [1024, 8192, 32768])
+    scale = 192 ** -0.5
+    for b in batches:
+        for L in contexts:
+            kv, table, lens = paged(b, L, device)
+            q = torch.randn(b, 1, H_Q, D_QK, device=device).to(kv.dtype)
+            md = mla_decode_metadata(lens, 1)
+            ours = lambda: mla_decode(q, kv, table, lens, D_V, scale, True, md)  # noqa: E731
+            peer = lambda: torch_decode(q, kv, table, lens, scale)  # noqa: E731
+            out = ours()[0]
+            torch.testing.assert_close(out.float(), peer().transpose(1, 2).float(), atol=2e-2, rtol=2e-2)
+            big = b * L >= 256 * 1024
+            t = measure(ours, device, min_time, min_iters=3 if big else 5, warmup=1 if big else 3)
+            tp = measure(peer, device, min_time, min_iters=2 if big else 5, warmup=1 if big else 3)
+            nbytes = b * L * D_QK * kv.element_size()
+            flops = 2.0 * b * H_Q * L * (D_QK + D_V)
+            roof = _roof_s(nbytes, flops, bw, peak)
+            result.add(op="mla_decode", batch=b, context=L, longcat_ms=t * 1e3, torch_ms=tp * 1e3,
+                       vs_torch=tp / t, **{"GB/s": nbytes / t / 1e9, "TFLOP/s": flops / t / 1e12,
+                                          "of_roofline": roof / t})
+
+
+def bench_prefill(result, device, quick, min_time):
+    heads = 2 if quick else 8
+    for T in ([2048] if quick else [4096, 16384]):
+        g = torch.Generator().manual_seed(T)
+        q = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
+        k = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
+        v = torch.randn(T, heads, 128, generator=g).to(torch.bfloat16).to(device)
+        cu = torch.tensor([0, T], dtype=torch.int32, device=device)
+        ours = lambda: mla_prefill(q, k, v, cu, cu, T, T)  # noqa: E731
+        qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
+        peer = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)  # noqa: E731
+        torch.testing.assert_close(ours()[0].float(), peer()[0].transpose(0, 1).float(), atol=2e-2, rtol=2e-2)
+        it = 2 if T >= 16384 else 3
+        t = measure(ours, device, min_time, min_iters=it, warmup=1)
+        tp = measure(peer, device, min_time, min_iters=it, warmup=1)
+        flops = 2.0 * heads * (T * (T + 1) / 2) * (192 + 128)
+        result.add(op=f"mla_prefill h{heads} 192/128", context=T, longcat_ms=t * 1e3, torch_ms=tp * 1e3,
+                   vs_torch=tp / t, **{"TFLOP/s": flops / t / 1e12})
+
+
+def flex_ssa(T: int, heads: int, device: str):
+    """torch.compile'd FlexAttention with the SSA block mask (sink + local blocks, causal)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def mask(b, h, qi, ki):
+        qb, kb = qi // BLOCK, ki // BLOCK
+        return (ki <= qi) & ((kb < SINK_BLOCKS) | (kb >= qb - LOCAL_BLOCKS + 1))
+
+    block_mask = create_block_mask(mask, None, None, T, T, device=device, BLOCK_SIZE=BLOCK)
+    compiled = torch.compile(flex_attention)
+    return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
+
+
+def bench_ssa_prefill(result, device, quick, min_time):
+    heads = 2 if quick else 4
+    T = 8192 if quick else 32768
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
+    k = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
+    v = torch.randn(T, heads, 128, generator=g).to(torch.bfloat16).to(device)
+    cu = torch.tensor([0, T], dtype=torch.int32, device=device)
+    ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T, sink_blocks=SINK_BLOCKS,  # noqa: E731
+                               local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
+    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
+    flex = flex_ssa(T, heads, device)
+    peer = lambda: flex(qt, kt, vt)  # noqa: E731
+    torch.testing.assert_close(ours()[0].float(), peer()[0].transpose(0, 1).float(), atol=2e-2, rtol=2e-2)
+    full = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)  # noqa: E731
+    t = measure(ours, device, min_time, min_iters=3, warmup=1)
+    tp = measure(peer, device, min_time, min_iters=3, warmup=1)
+    tf = measure(full, device, min_time, min_iters=1, warmup=0)
+    result.add(op=f"ssa_prefill h{heads} vs FlexAttention", context=T, longcat_ms=t * 1e3, torch_ms=tp * 1e3,
+               vs_torch=tp / t)
+    result.add(op=f"ssa_prefill h{heads} vs causal SDPA", context=T, longcat_ms=t * 1e3, torch_ms=tf * 1e3,
+               vs_torch=tf / t)
+
+
+def bench_ssa_decode(result, device, quick, min_time):
+    """SSA decode across contexts (b=1) and MLA decode at the longest; returns per-layer times."""
+    contexts = [4096, 32768] if quick else [4096, 16384, 65536, 131072, 1 << 20]
+    scale = 192 ** -0.5
+    times = {}
+    for L in contexts:
+        kv, table, lens = paged(1, L, device, seed=L)
+        q = torch.randn(1, 1, H_Q, D_QK, device=device).to(kv.dtype)
+        win = dict(sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
+        md_ssa = mla_decode_metadata(lens, 1, **win)
+        t = measure(lambda: ssa_decode(q, kv, table, lens, D_V, scale, True, md_ssa, **win), device, min_time)
+        md = mla_decode_metadata(lens, 1)
+        tm = measure(lambda: mla_decode(q, kv, table, lens, D_V, scale, True, md), device, min_time,
+                     min_iters=3, warmup=1)
+        times[L] = (t, tm)
+        result.add(op="ssa_decode (b=1) vs mla_decode", batch=1, context=L, longcat_ms=t * 1e3,
+                   torch_ms=tm * 1e3, vs_torch=tm / t)
+    return times
+
+
+def zigzag_estimate(result, times):
+    """Per-token decode attention cost of 56 sublayers, half SSA, from the measured layer times;
+    contexts beyond those measured scale MLA linearly (its cost is linear in context) and keep
+    SSA flat (it reads a fixed number of keys)."""
+    L_max = max(times)
+    for L in (131072, 1 << 20):
+        measured = L in times
+        t_ssa, t_mla = times[L] if measured else (times[L_max][0], times[L_max][1] * L / L_max)
+        all_mla = SUBLAYERS * t_mla
+        zz = SUBLAYERS // 2 * t_mla + SUBLAYERS // 2 * t_ssa
+        result.add(op="zig-zag 50% SSA vs all-MLA (per token, 56 sublayers)", batch=1, context=L,
+                   longcat_ms=zz * 1e3, torch_ms=all_mla * 1e3, vs_torch=all_mla / zz,
+                   note="from measured layers" if measured else f"MLA scaled from {L_max}")
+
+
+def run(device: str = "cpu", quick: bool = False) -> BenchResult:
+    min_time = 0.05 if quick else 0.3
+    bw = copy_bandwidth_gbs(device, quick)
+    mm = matmul_tflops(device, quick)
+    peak = max(mm.values())
+    result = BenchResult(
+        area="attention",
+        title=f"Attention on {device} (median per call; copy bandwidth {bw:.1f} GB/s, "
+              f"matmul {peak * 1e3:.0f} GFLOP/s)",
+        columns=["op", "batch", "context", "longcat_ms", "torch_ms", "vs_torch", "GB/s", "TFLOP/s",
+                 "of_roofline", "note"],
+        context={"machine": machine_info(device), "copy_bandwidth_gbs": bw, "matmul_tflops": mm,
+                 "note": "torch_ms is the peer named in the op column: gather+SDPA for mla_decode, "
+                         "causal SDPA for mla_prefill, compiled FlexAttention / causal SDPA for "
+                         "ssa_prefill, mla_decode for ssa_decode, all-MLA for zig-zag. "
+                         "of_roofline = max(bytes/copy_bw, flops/matmul) / time"},
+    )
+    bench_decode(result, device, quick, bw, peak, min_time)
+    bench_prefill(result, device, quick, min_time)
+    times = bench_ssa_decode(result, device, quick, min_time)
+    zigzag_estimate(result, times)
+    bench_ssa_prefill(result, device, quick, min_time)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    from longcat.cli import main as cli_main
+
+    cli_main(["bench", "attention", *(argv or [])])

@@ -1,0 +1,193 @@
+"""Paged latent KV cache ops and interleaved RoPE: ``rope_interleaved``, ``mla_append_kv``,
+``mla_gather``. Semantics: the functions of the same names in ``reference``; the C++ contract is
+``csrc/include/longcat/attention.h``.
+
+Cache layout (FlashMLA's): ``kv_cache[num_pages, page_size, 1, 576]`` holds, per token, the
+normalised KV latent (512) followed by the rotated rope key (64); ``block_table[batch,
+max_pages]`` int32 lists each sequence's pages in order.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from longcat import _C
+from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+
+LONGCAT_ROPE_BASE = 1e7  # rope_theta of LongCat-Flash
+
+
+def _check_int(op: str, name: str, t: torch.Tensor, dtypes=(torch.int32,)) -> None:
+    if t.dtype not in dtypes:
+        names = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: argument '{name}' must be {names}, got {str(t.dtype).replace('torch.', '')}")
+
+
+def rope_inv_freq(dim: int, base: float = LONGCAT_ROPE_BASE, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``1 / base^(arange(0, dim, 2) / dim)`` in fp32, computed exactly as transformers' default
+    RoPE does, so rotated values match it bit for bit (torch's pow is not correctly rounded;
+    a one-ulp change of a frequency moves the angle by ~position * 1e-7 radians)."""
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_inv_freq(dim: int, base: float, device: torch.device) -> torch.Tensor:
+    return rope_inv_freq(dim, base, device)
+
+
+@torch.library.custom_op("longcat::rope_interleaved", mutates_args=())
+def _rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor, half_output: bool) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _C.rope_interleaved(out, view(x), positions, inv_freq, half_output, stream_of(x))
+    return out
+
+
+@_rope.register_fake
+def _(x, positions, inv_freq, half_output):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _rope_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1], inputs[2])
+    ctx.half_output = inputs[3]
+
+
+def _rope_backward(ctx, grad_out):
+    # The rotation is orthogonal: its gradient is the inverse rotation (angle -theta) of grad_out,
+    # brought back to the input's interleaved layout.
+    positions, inv_freq = ctx.saved_tensors
+    g = grad_out.float()
+    d = g.shape[-1]
+    ang = positions.float()[:, None] * inv_freq[None, :]
+    shape = (g.shape[0],) + (1,) * (g.dim() - 2) + (d // 2,)
+    cos, sin = ang.cos().view(shape), ang.sin().view(shape)
+    ga, gb = (g[..., : d // 2], g[..., d // 2:]) if ctx.half_output else (g[..., 0::2], g[..., 1::2])
+    grad_x = torch.stack([ga * cos + gb * sin, gb * cos - ga * sin], -1).flatten(-2)
+    return grad_x.to(grad_out.dtype), None, None, None
+
+
+_rope.register_autograd(_rope_backward, setup_context=_rope_setup)
+
+
+def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = LONGCAT_ROPE_BASE,
+                     half_output: bool = True, out: torch.Tensor | None = None,
+                     inv_freq: torch.Tensor | None = None) -> torch.Tensor:
+    """Interleaved (DeepSeek-style) rotary embedding over x's last dim ``D`` (even, <= 4096).
+
+    Pair ``(x[2i], x[2i+1])`` of token ``t`` is rotated by ``positions[t] * inv_freq[i]`` in
+    fp32 and rounded once; ``inv_freq`` defaults to ``rope_inv_freq(D, base)`` (plain RoPE, base
+    1e7 as LongCat-Flash) — pass your own for scaled variants (YaRN, ...). ``half_output=True``
+    writes transformers' layout (``apply_rotary_pos_emb_interleave``: rotated even elements,
+    then rotated odd ones), so q and k rotated here match transformers' LongcatFlash; ``False``
+    keeps each pair in place.
+
+    x: ``[T, D]`` or ``[T, heads, D]``, float32 / bfloat16 (float16 on CUDA), last dim contiguous
+    (e.g. ``q[..., 128:]``); positions: ``[T]`` int32 or int64, >= 0. Returns a new contiguous
+    tensor, or writes ``out`` (x's shape and dtype, contiguous; may be x itself when x is
+    contiguous). Differentiable in x (without ``out``).
+    """
+    op = "rope_interleaved"
+    check_tensors(op, x=x, positions=positions)
+    _check_int(op, "positions", positions, (torch.int32, torch.int64))
+    if inv_freq is None:
+        if x.dim() == 0 or x.shape[-1] % 2 != 0:
+            raise ValueError(f"{op}: argument 'x' must have an even last dim, got shape {list(x.shape)}")
+        base = float(base)
+        if not base > 1.0 or base == float("inf"):
+            raise ValueError(f"{op}: argument 'base' must be a finite number > 1, got {base}")
+        inv_freq = (rope_inv_freq(x.shape[-1], base, x.device) if torch.compiler.is_compiling()
+                    else _cached_inv_freq(x.shape[-1], base, x.device))
+    else:
+        check_tensors(op, x=x, inv_freq=inv_freq)
+    half_output = bool(half_output)
+    if out is not None:
+        check_tensors(op, x=x, out=out)
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError(f"{op}(out=...) does not support autograd; call it without out")
+        _C.rope_interleaved(out, view(x), positions, inv_freq, half_output, stream_of(x))
+        return out
+    if eager_fast_path(x):
+        res = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _C.rope_interleaved(res, x, positions, inv_freq, half_output, stream_of(x))
+        return res
+    return _rope(x, positions, inv_freq, half_output)
+
+
+@torch.library.custom_op("longcat::mla_append_kv", mutates_args=("kv_cache",))
+def _append(kv_cache: torch.Tensor, latent: torch.Tensor, rope_k: torch.Tensor,
+            block_table: torch.Tensor, seq_ids: torch.Tensor, positions: torch.Tensor) -> None:
+    _C.mla_append_kv(kv_cache, view(latent), view(rope_k), block_table, seq_ids, positions,
+                     stream_of(kv_cache))
+
+
+@_append.register_fake
+def _(kv_cache, latent, rope_k, block_table, seq_ids, positions):
+    return None
+
+
+def mla_append_kv(latent: torch.Tensor, rope_k: torch.Tensor, kv_cache: torch.Tensor,
+                  block_table: torch.Tensor, positions: torch.Tensor,
+                  seq_ids: torch.Tensor | None = None) -> None:
+    """Write new tokens into the paged cache, in place.
+
+    latent ``[T, 512]`` (the normalised KV latent) and rope_k ``[T, 64]`` (already rotated), in
+    kv_cache's dtype, last dim contiguous; kv_cache ``[num_pages, page_size, 1, 576]``;
+    block_table ``[batch, max_pages]`` int32. Token t goes to sequence ``seq_ids[t]`` (int32
+    ``[T]``) at position ``positions[t]``. Two shorthands: ``positions`` of shape ``[batch, s]``
+    with ``T = batch * s`` (each row one sequence's new tokens, the decode step) and seq_ids
+    omitted; or a single sequence (batch 1) with seq_ids omitted.
+
+    On CPU a bad seq id, position or page id raises ValueError before anything is written.
+    """
+    op = "mla_append_kv"
+    check_tensors(op, kv_cache=kv_cache, latent=latent, rope_k=rope_k, block_table=block_table,
+                  positions=positions)
+    _check_int(op, "block_table", block_table)
+    _check_int(op, "positions", positions)
+    if seq_ids is None:
+        if positions.dim() == 2:
+            b, s = positions.shape
+            if b != block_table.shape[0]:
+                raise ValueError(f"{op}: argument 'positions' of shape [batch, s] must have batch = "
+                                 f"block_table.shape[0] = {block_table.shape[0]}, got {list(positions.shape)}")
+            seq_ids = torch.arange(b, dtype=torch.int32, device=positions.device).repeat_interleave(s)
+        elif block_table.shape[0] == 1:
+            seq_ids = torch.zeros(positions.shape, dtype=torch.int32, device=positions.device)
+        else:
+            raise ValueError(f"{op}: argument 'seq_ids' is required when block_table has "
+                             f"{block_table.shape[0]} sequences and positions is 1-D")
+    else:
+        check_tensors(op, kv_cache=kv_cache, seq_ids=seq_ids)
+        _check_int(op, "seq_ids", seq_ids)
+    positions = positions.reshape(-1)
+    if not seq_ids.is_contiguous():
+        seq_ids = seq_ids.contiguous()
+    if not positions.is_contiguous():
+        positions = positions.contiguous()
+    if eager_fast_path(latent, rope_k):
+        _C.mla_append_kv(kv_cache, latent, rope_k, block_table, seq_ids, positions, stream_of(kv_cache))
+        return
+    _append(kv_cache, latent, rope_k, block_table, seq_ids, positions)
+
+
+def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
+               cache_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read every sequence's cached tokens back, packed: returns ``(kv [sum L_b, 576],
+    cu_seqlens [batch + 1] int32)``. For debugging and reference implementations. Reads the
+    lengths on the host (a sync on CUDA)."""
+    op = "mla_gather"
+    check_tensors(op, kv_cache=kv_cache, block_table=block_table, cache_seqlens=cache_seqlens)
+    _check_int(op, "block_table", block_table)
+    _check_int(op, "cache_seqlens", cache_seqlens)
+    if cache_seqlens.dim() != 1:
+        raise ValueError(f"{op}: argument 'cache_seqlens' must be 1-D [batch], got {list(cache_seqlens.shape)}")
+    if bool((cache_seqlens < 0).any()):
+        raise ValueError(f"{op}: argument 'cache_seqlens' must be >= 0, got {cache_seqlens.tolist()}")
+    cu = torch.zeros(cache_seqlens.shape[0] + 1, dtype=torch.int32, device=cache_seqlens.device)
+    torch.cumsum(cache_seqlens, 0, out=cu[1:])
+    total = int(cu[-1])
+    out = torch.empty(total, kv_cache.shape[-1], dtype=kv_cache.dtype,
+                      device=kv_cache.device)
+    _C.mla_gather(out, kv_cache, block_table, cache_seqlens.contiguous(), cu, stream_of(kv_cache))
+    return out, cu
