@@ -81,6 +81,11 @@ def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Opti
     if num_workers is None:
         num_workers = _default_workers(cache_seqlens.device)
     num_workers = _int_arg(op, "num_workers", num_workers, 1)
+    if cache_seqlens.device.type == "cuda" and num_workers > _default_workers(cache_seqlens.device):
+        # mla_decode sizes its CUDA workspace for the SM count and cannot read the plan without
+        # a sync; a plan with more splits would not fit, so refuse it here.
+        raise ValueError(f"{op}: argument 'num_workers' must be <= the device's SM count "
+                         f"({_default_workers(cache_seqlens.device)}) on CUDA, got {num_workers}")
     if sink_blocks is None and sink_tokens is None and window_tokens is None:
         mode, sink, local, bs = "none", 1, 7, 128
     else:
