@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from longcat.bench.common import BenchResult, copy_bandwidth_gbs, machine_info, measure
 from longcat.ops import mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
+from longcat.ops.mla_prefill import ssa_block_mask
 
 H_Q, D_QK, D_V, PAGE = 64, 576, 512, 64
 SINK_BLOCKS, LOCAL_BLOCKS, BLOCK = 1, 7, 128
@@ -109,15 +110,12 @@ def bench_prefill(result, device, quick, min_time):
                    vs_torch=tp / t, **{"TFLOP/s": flops / t / 1e12})
 
 
-def flex_ssa(T: int, heads: int, device: str):
+def flex_ssa(T: int, device: str):
     """torch.compile'd FlexAttention with the SSA block mask (sink + local blocks, causal)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
 
-    def mask(b, h, qi, ki):
-        qb, kb = qi // BLOCK, ki // BLOCK
-        return (ki <= qi) & ((kb < SINK_BLOCKS) | (kb >= qb - LOCAL_BLOCKS + 1))
-
-    block_mask = create_block_mask(mask, None, None, T, T, device=device, BLOCK_SIZE=BLOCK)
+    block_mask = ssa_block_mask(T, sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK,
+                                device=device)
     compiled = torch.compile(flex_attention)
     return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
 
@@ -133,7 +131,7 @@ def bench_ssa_prefill(result, device, quick, min_time):
     ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T, sink_blocks=SINK_BLOCKS,  # noqa: E731
                                local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
-    flex = flex_ssa(T, heads, device)
+    flex = flex_ssa(T, device)
     peer = lambda: flex(qt, kt, vt)  # noqa: E731
     torch.testing.assert_close(ours()[0].float(), peer()[0].transpose(0, 1).float(), atol=2e-2, rtol=2e-2)
     full = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)  # noqa: E731

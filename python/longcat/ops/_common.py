@@ -43,3 +43,25 @@ def stream_of(t: torch.Tensor) -> int:
 def view(t: torch.Tensor) -> torch.Tensor:
     """A tensor DLPack accepts: torch refuses to export tensors that require grad."""
     return t.detach() if t.requires_grad else t
+
+
+def int_arg(op: str, name: str, value: object, minimum: int) -> int:
+    """An int argument >= minimum (bools refused), or TypeError / ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: argument '{name}' must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{op}: argument '{name}' must be >= {minimum}, got {value}")
+    return value
+
+
+def ssa_window(op: str, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens):
+    """The SSA window of ssa_prefill / ssa_decode as the kernels take it: (mode, sink, local,
+    block_size). Token-exact mode when sink_tokens or window_tokens is given (window_tokens is
+    then required, sink_tokens defaults to 0); block mode otherwise."""
+    if sink_tokens is not None or window_tokens is not None:
+        if window_tokens is None:
+            raise ValueError(f"{op}: argument 'window_tokens' is required in token mode (sink_tokens was given)")
+        sink = 0 if sink_tokens is None else int_arg(op, "sink_tokens", sink_tokens, 0)
+        return "tokens", sink, int_arg(op, "window_tokens", window_tokens, 1), 1
+    return ("blocks", int_arg(op, "sink_blocks", sink_blocks, 0), int_arg(op, "local_blocks", local_blocks, 1),
+            int_arg(op, "block_size", block_size, 1))

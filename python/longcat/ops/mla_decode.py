@@ -20,29 +20,9 @@ from typing import Optional
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_tensors, eager_fast_path, int_arg, ssa_window, stream_of, view
 
 _DIM_QK, _DIM_V = 576, 512
-
-
-def _int_arg(op: str, name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: argument '{name}' must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{op}: argument '{name}' must be >= {low}, got {value}")
-    return value
-
-
-def _window(op: str, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens):
-    """(mode, sink, local, block_size) for the C++ API. Token-exact mode when sink_tokens or
-    window_tokens is given (window_tokens is then required, sink_tokens defaults to 0)."""
-    if sink_tokens is not None or window_tokens is not None:
-        if window_tokens is None:
-            raise ValueError(f"{op}: argument 'window_tokens' is required in token mode (sink_tokens was given)")
-        sink = 0 if sink_tokens is None else _int_arg(op, "sink_tokens", sink_tokens, 0)
-        return "tokens", sink, _int_arg(op, "window_tokens", window_tokens, 1), 1
-    return ("blocks", _int_arg(op, "sink_blocks", sink_blocks, 0), _int_arg(op, "local_blocks", local_blocks, 1),
-            _int_arg(op, "block_size", block_size, 1))
 
 
 def _default_workers(device: torch.device) -> int:
@@ -77,10 +57,10 @@ def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Opti
     """
     op = "mla_decode_metadata"
     check_tensors(op, cache_seqlens=cache_seqlens)
-    s_q = _int_arg(op, "s_q", s_q, 1)
+    s_q = int_arg(op, "s_q", s_q, 1)
     if num_workers is None:
         num_workers = _default_workers(cache_seqlens.device)
-    num_workers = _int_arg(op, "num_workers", num_workers, 1)
+    num_workers = int_arg(op, "num_workers", num_workers, 1)
     if cache_seqlens.device.type == "cuda" and num_workers > _default_workers(cache_seqlens.device):
         # mla_decode sizes its CUDA workspace for the SM count and cannot read the plan without
         # a sync; a plan with more splits would not fit, so refuse it here.
@@ -89,7 +69,7 @@ def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Opti
     if sink_blocks is None and sink_tokens is None and window_tokens is None:
         mode, sink, local, bs = "none", 1, 7, 128
     else:
-        mode, sink, local, bs = _window(op, 1 if sink_blocks is None else sink_blocks, local_blocks, block_size,
+        mode, sink, local, bs = ssa_window(op, 1 if sink_blocks is None else sink_blocks, local_blocks, block_size,
                                         sink_tokens, window_tokens)
     return _metadata(cache_seqlens, s_q, num_workers, bool(causal), mode, sink, local, bs)
 
@@ -144,7 +124,7 @@ def _check(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scal
     if q.shape[-1] != _DIM_QK:
         raise ValueError(f"{op}: argument 'q' must have size 576 in dimension 3 (512 latent + 64 rope "
                          f"values), got {q.shape[-1]} (shape {list(q.shape)})")
-    head_dim_v = _int_arg(op, "head_dim_v", head_dim_v, 1)
+    head_dim_v = int_arg(op, "head_dim_v", head_dim_v, 1)
     if head_dim_v != _DIM_V:
         raise ValueError(f"{op}: argument 'head_dim_v' must be 512, got {head_dim_v}")
     if softmax_scale is None:
@@ -204,5 +184,5 @@ def ssa_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     ``mla_decode_metadata`` with the same window (computed here when None). Forward only.
     """
     op = "ssa_decode"
-    window = _window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
+    window = ssa_window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
     return _run(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window)

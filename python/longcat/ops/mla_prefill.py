@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_tensors, eager_fast_path, int_arg, ssa_window, stream_of, view
 
 __all__ = ["mla_prefill", "ssa_prefill", "ssa_block_mask"]
 
@@ -44,14 +44,6 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_s
     return _outputs(q, v)
 
 
-def _check_int(op: str, name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: argument '{name}' must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{op}: argument '{name}' must be >= {minimum}, got {value}")
-    return value
-
-
 def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
          causal, window_mode, sink, local, block_size):
     check_tensors(op, q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
@@ -59,8 +51,8 @@ def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, so
         if t.dim() != 3:
             raise ValueError(f"{op}: argument '{name}' must have 3 dimensions [tokens, heads, head_dim], "
                              f"got {t.dim()} (shape {list(t.shape)})")
-    _check_int(op, "max_seqlen_q", max_seqlen_q, 0)
-    _check_int(op, "max_seqlen_k", max_seqlen_k, 0)
+    int_arg(op, "max_seqlen_q", max_seqlen_q, 0)
+    int_arg(op, "max_seqlen_k", max_seqlen_k, 0)
     if not isinstance(causal, bool):
         raise TypeError(f"{op}: argument 'causal' must be a bool, got {type(causal).__name__}")
     if softmax_scale is None:
@@ -99,19 +91,6 @@ def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
                 softmax_scale, causal, "none", 1, 7, 128)
 
 
-def _window(op: str, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens):
-    """(mode, sink, local, block_size) for the kernels, checked."""
-    _check_int(op, "sink_blocks", sink_blocks, 0)
-    _check_int(op, "local_blocks", local_blocks, 1)
-    _check_int(op, "block_size", block_size, 1)
-    if sink_tokens is None and window_tokens is None:
-        return "blocks", sink_blocks, local_blocks, block_size
-    sink = sink_blocks * block_size if sink_tokens is None else _check_int(op, "sink_tokens", sink_tokens, 0)
-    local = (local_blocks * block_size if window_tokens is None
-             else _check_int(op, "window_tokens", window_tokens, 1))
-    return "tokens", sink, local, block_size
-
-
 def ssa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
                 softmax_scale: float | None = None, causal: bool = True, *, sink_blocks: int = 1,
@@ -127,8 +106,8 @@ def ssa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     query sees between ``(local_blocks - 1) * block_size + 1`` and ``local_blocks * block_size``
     recent keys, plus the sink.
 
-    Token-exact mode (when ``sink_tokens`` or ``window_tokens`` is given; the other defaults to
-    ``sink_blocks * block_size`` / ``local_blocks * block_size``): query p sees key j iff
+    Token-exact mode (when ``sink_tokens`` or ``window_tokens`` is given; ``window_tokens`` is
+    then required and ``sink_tokens`` defaults to 0, as in ``ssa_decode``): query p sees key j iff
     ``j <= p`` and ``j < sink_tokens`` or ``j >= p - window_tokens + 1`` (the window holds exactly
     ``window_tokens`` keys, p included).
 
@@ -138,7 +117,7 @@ def ssa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     op = "ssa_prefill"
     if causal is not True:
         raise ValueError(f"{op}: a sparse window requires causal=True, got causal={causal!r}")
-    mode, sink, local, bs = _window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
+    mode, sink, local, bs = ssa_window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
     return _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
                 causal, mode, sink, local, bs)
 
@@ -152,8 +131,8 @@ def ssa_block_mask(seq_len: int, *, sink_blocks: int = 1, local_blocks: int = 7,
     (benchmarks, tests). Needs torch >= 2.5."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    mode, sink, local, bs = _window("ssa_block_mask", sink_blocks, local_blocks, block_size,
-                                    sink_tokens, window_tokens)
+    mode, sink, local, bs = ssa_window("ssa_block_mask", sink_blocks, local_blocks, block_size,
+                                       sink_tokens, window_tokens)
     if mode == "blocks":
         def mask_mod(b, h, q_idx, kv_idx):
             kb, qb = kv_idx // bs, q_idx // bs
