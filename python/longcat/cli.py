@@ -1,4 +1,4 @@
-"""The ``longcat`` command: ``longcat info`` and ``longcat bench <area>``."""
+"""The ``longcat`` command: ``longcat info``, ``longcat bench <area>`` and ``longcat envs ...``."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--out", default=None,
                          help="folder for <area>.json/.md (default $LONGCAT_BENCH_DIR or bench-results)")
     p_bench.set_defaults(func=cmd_bench)
+    from longcat.envs.cli import add_parser as add_envs_parser
+
+    add_envs_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.device.startswith("cuda"):
         import torch

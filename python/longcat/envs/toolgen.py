@@ -336,6 +336,9 @@ class ToolRuntime:
             return ToolResult.fail(f"arguments are not JSON-serialisable: {e}")
         if size > MAX_ARGUMENT_BYTES:
             return ToolResult.fail(f"arguments of {size} bytes exceed the limit of {MAX_ARGUMENT_BYTES} bytes")
+        if isinstance(arguments, dict):   # null for an optional argument means left out (OpenAI strict mode)
+            arguments = {k: v for k, v in arguments.items()
+                         if not (v is None and k in tool.params and not tool.params[k].required)}
         errs = validate_arguments(tool.parameters_schema, arguments)
         if errs:
             return ToolResult.fail(f"invalid arguments for {name}: " + "; ".join(errs))
