@@ -213,6 +213,10 @@ def _around(now: str, rng: random.Random, kind: str) -> str:
     return d.date().isoformat() if kind == "date" else d.isoformat(timespec="seconds")
 
 
+_CLOCK_PROVIDER = re.compile(r"date|time|year|month|day_of|century|unix|iso8601|past|future",
+                             re.IGNORECASE)
+
+
 def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
     """A random valid value of a spec field (``spec.Field``) that is not a key or reference."""
     rng = vg.rng
@@ -231,7 +235,17 @@ def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
         hi = float(f.max) if f.max is not None else max(lo + 10.0, 500.0)
         return round(rng.uniform(lo, hi), 2)
     v = None
-    if f.faker:
+    if f.faker and _CLOCK_PROVIDER.search(f.faker):
+        # Faker's date/time providers read the wall clock: values would change from one second
+        # to the next. Deterministic stand-ins around the domain clock instead.
+        low = f.faker.lower()
+        if "date_time" in low or "iso8601" in low or "unix" in low:
+            v = _around(now, rng, "datetime")
+        elif "date" in low or "year" in low or "month" in low or "century" in low:
+            v = _around(now, rng, "date")
+        else:
+            v = _time(vg.faker, rng)
+    elif f.faker:
         prov = getattr(vg.faker, f.faker, None)
         if callable(prov):
             try:

@@ -37,27 +37,17 @@ MAX_MESSAGE_CHARS = 20000
 
 
 def openai_tool_schema(tool) -> dict:
-    """OpenAI function-calling form of a ``spec.Tool``."""
-    try:
-        from .schemas import to_openai   # envs-core's exporter when present
+    """OpenAI function-calling form of a ``spec.Tool`` (``schemas.openai_tool``)."""
+    from .schemas import openai_tool
 
-        return to_openai(tool)
-    except Exception:   # noqa: BLE001 - same shape built here
-        return {"type": "function",
-                "function": {"name": tool.name, "description": tool.description,
-                             "parameters": tool.parameters_schema}}
+    return openai_tool(tool)
 
 
 def mcp_tool_schema(tool) -> dict:
-    """MCP ``Tool`` form (``inputSchema``, read-only hint) of a ``spec.Tool``."""
-    try:
-        from .schemas import to_mcp
+    """MCP ``Tool`` form (``inputSchema``, annotations) of a ``spec.Tool``."""
+    from .schemas import mcp_tool
 
-        return to_mcp(tool)
-    except Exception:   # noqa: BLE001
-        return {"name": tool.name, "description": tool.description,
-                "inputSchema": tool.parameters_schema,
-                "annotations": {"readOnlyHint": tool.mode == "read"}}
+    return mcp_tool(tool)
 
 
 def _words(name: str) -> list[str]:

@@ -103,7 +103,8 @@ def _label(name: str) -> str:
     return humanize(name.replace("_id", " id"))
 
 
-def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping) -> str:
+def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping,
+                    mine: Mapping | None = None) -> str:
     """The action of one write step as a phrase: 'cancel pending order for order #W000003
     (reason: no longer needed)'."""
     kp = tool.options.get("key_param")
@@ -117,6 +118,8 @@ def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping) -> str:
             if (pn, v) in created:
                 parts.append(f"for the {created[(pn, v)]} you just created" if pn == kp
                              else f"using the new {created[(pn, v)]}")
+            elif mine and mine.get(p.key if p is not None else None) == v:
+                parts.append("on my account")
             else:
                 parts.append(f"for {_label(pn)} {v}" if pn == kp else f"with {_label(pn)} {v}")
         else:
@@ -173,35 +176,70 @@ def _pick_rubric(domain, calls, results, rng: random.Random):
     return rng.choice(options)
 
 
-def _persona(ctx, calls, rng) -> dict:
-    """A Faker persona, overridden by the database row of the user the path is about."""
+def _person_entity(domain):
+    """The entity of the people who call (has a user-held field and a name), or None."""
+    best = None
+    for e in domain.entities.values():
+        held = any(f.key in domain.user_held for f in e.fields.values() if f.key)
+        named = any(n in e.fields for n in ("first_name", "name", "full_name", "last_name"))
+        if held and named:
+            return e
+        if named and best is None and any(n in e.fields for n in ("email", "phone")):
+            best = e
+    return best
+
+
+def _persona(ctx, calls) -> tuple[dict, dict]:
+    """A Faker persona, overridden by the database row of the person the path is about (found
+    through a key argument, a user-held value, or a foreign key of a record the path touches).
+    Also returns {person key: value} so the instruction can say "my account"."""
+    from .db import q, row_from_db
+
     d = ctx.domain
     persona = ctx.vg.persona()
+    pe = _person_entity(d)
+    if pe is None:
+        return persona, {}
+    pk_key = pe.pk.key or pe.primary_key
+    fk_to_person = {en: fn for en, e in d.entities.items() for fn, f in e.fields.items()
+                    if f.ref and f.ref[0] == pe.name and f.ref[1] == pe.primary_key}
+    key_entity = {e.pk.key or e.primary_key: e for e in d.entities.values()}
+    row = None
     for name, args in calls:
         t = d.tools[name]
         for pn, v in args.items():
             p = t.params.get(pn)
-            if not p or p.key not in d.user_held or not p.field:
+            if p is None or v is None:
                 continue
-            en, fn = p.field
-            row = ctx.runtime.state.get(en, v) if fn == d.entities[en].primary_key else None
-            if row is None:
-                from .db import q, row_from_db
-                e = d.entities[en]
-                r = ctx.conn.execute(f"SELECT {', '.join(map(q, e.fields))} FROM {q(en)} "
-                                     f"WHERE {q(fn)} = ? LIMIT 1", [v]).fetchone()
-                row = row_from_db(e, r) if r else None
-            if not row:
-                continue
-            for src, dst in (("first_name", "first_name"), ("last_name", "last_name"),
-                             ("name", "name"), ("full_name", "name"), ("email", "email"),
-                             ("phone", "phone")):
-                if row.get(src):
-                    persona[dst] = row[src]
-            if row.get("first_name") and row.get("last_name"):
-                persona["name"] = f"{row['first_name']} {row['last_name']}"
-            return persona
-    return persona
+            if p.key == pk_key:
+                row = ctx.runtime.state.get(pe.name, v)
+            elif p.field and p.field[0] == pe.name and p.key in d.user_held:
+                r = ctx.conn.execute(f"SELECT {', '.join(map(q, pe.fields))} FROM {q(pe.name)} "
+                                     f"WHERE {q(p.field[1])} = ? LIMIT 1", [v]).fetchone()
+                row = row_from_db(pe, r) if r else None
+            elif p.key in key_entity and key_entity[p.key].name in fk_to_person:
+                other = ctx.runtime.state.get(key_entity[p.key].name, v)
+                if other and other.get(fk_to_person[key_entity[p.key].name]) is not None:
+                    row = ctx.runtime.state.get(pe.name, other[fk_to_person[key_entity[p.key].name]])
+            if row:
+                break
+        if row:
+            break
+    if not row:
+        return persona, {}
+    for src, dst in (("first_name", "first_name"), ("last_name", "last_name"), ("name", "name"),
+                     ("full_name", "name"), ("email", "email"), ("phone", "phone")):
+        if row.get(src):
+            persona[dst] = row[src]
+    if row.get("first_name") and row.get("last_name"):
+        persona["name"] = f"{row['first_name']} {row['last_name']}"
+    mine = {pk_key: row[pe.primary_key]}
+    # how the user proves who they are: a user-held field of their row (email, phone, ...)
+    for fn, f in pe.fields.items():
+        if f.key in d.user_held and row.get(fn) is not None:
+            mine["_identify"] = (fn, row[fn])
+            break
+    return persona, mine
 
 
 def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
@@ -254,7 +292,7 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     ctx.open_state(tpl, patch)
     initial_hash = db_hash(ctx.conn, d)
     initial_tables = table_hashes(ctx.conn, d)
-    persona = _persona(ctx, calls, rng)
+    persona, mine = _persona(ctx, calls)
     results = ctx.replay(calls)
     if results is None:
         stats.drop("gold fails")
@@ -324,13 +362,18 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
             if rng.random() < 0.4:
                 hide.add(pn)
                 hidden[pn] = v
-        intents.append(_article_phrase(t, args, hide, created))
+        intents.append(_article_phrase(t, args, hide, created, mine))
         if t.kind == "create" and isinstance(data, dict) and t.entity:
             pk = d.entities[t.entity].primary_key
             for n2, a2 in calls[i + 1:]:
                 for pn2, v2 in a2.items():
                     if v2 == data.get(pk):
                         created[(pn2, v2)] = humanize(t.entity)
+    if mine.get("_identify") and any(v == next(iter(mine.values())) for _, a in calls
+                                     for v in a.values()):
+        fn, v = mine["_identify"]
+        if v not in known.values():
+            known[fn] = v
     rubric = _pick_rubric(d, calls, results, rng)
     style = persona.get("style", "polite")
     sents = [rng.choice(_OPENINGS.get(style, _OPENINGS["polite"])),
@@ -339,7 +382,9 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         sents.append(rng.choice(_KNOWN).format(label=_label(pn), value=v))
     for j, phrase in enumerate(intents):
         s = rng.choice(_INTENT).format(action=phrase)
-        sents.append(("Then " + s[0].lower() + s[1:]) if j else s)
+        if j:
+            s = "Then " + (s if s.startswith("I ") or s.startswith("I'") else s[0].lower() + s[1:])
+        sents.append(s)
     rubrics = []
     if rubric is not None:
         what, value, src = rubric
