@@ -8,4 +8,5 @@ AREAS = {
     "moe": "longcat.bench.moe",
     "moe_gemm": "longcat.bench.moe_gemm",
     "moe_route": "longcat.bench.moe_route",
+    "envs": "longcat.bench.envs",
 }
