@@ -14,17 +14,19 @@ import re
 import string
 from typing import Any, Callable, Mapping, Sequence
 
-_FAKER = None
+_FAKERS: dict = {}
 
 
-def faker_instance():
-    """The process-wide Faker (en_US), created on first use."""
-    global _FAKER
-    if _FAKER is None:
+def faker_instance(slot: str = "values"):
+    """A process-wide Faker (en_US) per slot, created on first use. Separate slots keep
+    template generation (which may happen in the middle of building an environment, on a cache
+    miss) from disturbing the seeded sequence of the environment's own values."""
+    fk = _FAKERS.get(slot)
+    if fk is None:
         from faker import Faker
 
-        _FAKER = Faker("en_US")
-    return _FAKER
+        fk = _FAKERS[slot] = Faker("en_US")
+    return fk
 
 
 _BASE_DATE = _dt.date(2026, 1, 1)
@@ -100,12 +102,14 @@ def hint_for(name: str, hint: str | None = None) -> str | None:
     if hint and hint in _HINTS:
         return hint
     low = (name or "").lower()
-    for key in _NAME_RULES:
-        if key in low:
-            # "updated_at"/"created_at" and "*_date" are dates; "*_time" times, etc.
-            return key
     if low.endswith("_at"):
-        return "datetime"
+        return "datetime"                 # created_at, updated_at
+    parts = low.split("_")
+    for key in _NAME_RULES:
+        kp = key.split("_")
+        # whole words only: "updated" must not read as "date"
+        if any(parts[i:i + len(kp)] == kp for i in range(len(parts) - len(kp) + 1)):
+            return key
     return None
 
 
@@ -113,8 +117,8 @@ class ValueGen:
     """Seeded value factory. ``reseed(seed)`` makes the following values a function of the seed
     only; ``value(...)`` draws one value for a field description."""
 
-    def __init__(self, seed: int = 0):
-        self.faker = faker_instance()
+    def __init__(self, seed: int = 0, slot: str = "values"):
+        self.faker = faker_instance(slot)
         self.rng = random.Random()
         self.reseed(seed)
 
@@ -268,7 +272,7 @@ def generate_rows(domain, seed: int, rows: int = 6) -> dict[str, list[dict]]:
     without foreign keys, twice as many for the others (a user has several orders). Foreign keys
     point at generated rows, unique fields are unique, enums and bounds hold, nullable fields
     are sometimes null."""
-    vg = ValueGen(seed)
+    vg = ValueGen(seed, slot="rows")
     rng = vg.rng
     data: dict[str, list[dict]] = {}
     for en in domain.entity_order():
