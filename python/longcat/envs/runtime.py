@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .noise import NoiseConfig, ToolNoise, noisy_instruction
+from .noise import CURSOR_ARG, NoiseConfig, ToolNoise, noisy_instruction
 from .tasks import _label, communicated
 
 __all__ = ["Environment", "ScriptedUser", "openai_tool_schema", "mcp_tool_schema", "STOP"]
@@ -210,8 +210,15 @@ class Environment:
         self.done = False
         messages = [{"role": "system", "content": self.system_prompt()},
                     {"role": "user", "content": text}]
-        return {"system_prompt": messages[0]["content"], "tools": self.tool_schemas("openai"),
-                "messages": messages}
+        tools = self.tool_schemas("openai")
+        if self.noise is not None and "paginated" in self.noise.tool_types:
+            # paged results are continued with a cursor: advertise it on the READ tools
+            for t in tools:
+                if self.domain.tools[t["function"]["name"]].mode == "read":
+                    params = t["function"]["parameters"]
+                    params["properties"] = {**params.get("properties", {}), CURSOR_ARG: {
+                        "type": "string", "description": "next_cursor of a paged result"}}
+        return {"system_prompt": messages[0]["content"], "tools": tools, "messages": messages}
 
     def _call_dict(self, name: str, arguments) -> dict:
         if name not in self._tool_set:
