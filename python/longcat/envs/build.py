@@ -47,7 +47,12 @@ def build_block(domain: str, seed: int, start: int, count: int, tasks_per_env: i
     stats = SynthStats()
     envs, tasks = [], []
     for i in range(start, start + count):
-        env = build_environment(ctx, seed, i, uses)
+        try:
+            env = build_environment(ctx, seed, i, uses)
+        except Exception as e:  # noqa: BLE001 - one bad environment must not end the build
+            env = {"env_id": f"{domain}-{seed}-{i:06d}", "domain": domain, "seed": seed,
+                   "index": i, "verified": False, "tools": [], "dropped_tools": [],
+                   "chain_calls": [], "error": f"{type(e).__name__}: {e}"}
         envs.append(env)
         if not env["verified"]:
             continue
@@ -57,7 +62,12 @@ def build_block(domain: str, seed: int, start: int, count: int, tasks_per_env: i
                 break
             if calls is None:
                 continue
-            task = synthesize_task(ctx, env, ci, stats)
+            try:
+                task = synthesize_task(ctx, env, ci, stats)
+            except Exception as e:  # noqa: BLE001
+                stats.candidates += 1
+                stats.drop(f"task error: {type(e).__name__}: {e}"[:200])
+                task = None
             if task is not None:
                 tasks.append(task)
                 made += 1
@@ -102,7 +112,8 @@ def build(domains: Sequence[str], count: int, seed: int, out: str | os.PathLike,
                              else (os.cpu_count() or 1), len(blocks))
     t0 = time.perf_counter()
     per_domain: dict[str, dict] = {d: {"envs": 0, "verified": 0, "tasks": 0, "tools": [],
-                                       "candidates": 0, "dropped": {}, "dropped_tools": 0}
+                                       "candidates": 0, "dropped": {}, "dropped_tools": 0,
+                                       "errors": 0, "first_error": None}
                                    for d in domains}
     tau2: dict[str, list] = {d: [] for d in domains}
     results: dict[int, dict] = {}
@@ -120,6 +131,9 @@ def build(domains: Sequence[str], count: int, seed: int, out: str | os.PathLike,
                 pd["envs"] += 1
                 pd["verified"] += int(e["verified"])
                 pd["dropped_tools"] += len(e["dropped_tools"])
+                if "error" in e:
+                    pd["errors"] += 1
+                    pd["first_error"] = pd["first_error"] or e["error"]
                 if e["verified"]:
                     pd["tools"].append(len(e["tools"]))
             for t in r["tasks"]:

@@ -291,10 +291,14 @@ def generate_rows(domain, seed: int, rows: int = 6) -> dict[str, list[dict]]:
                     ren, rfn = f.ref
                     pool = [r[rfn] for r in (out if ren == en else data.get(ren, []))
                             if r.get(rfn) is not None]
+                    if f.unique:     # one-to-one: each target at most once
+                        pool = [v for v in pool if v not in seen[fn]]
                     if not pool or (f.nullable and rng.random() < 0.15):
-                        row[fn] = None if f.nullable else (pool[0] if pool else None)
+                        row[fn] = None if f.nullable or not pool else pool[0]
                     else:
                         row[fn] = rng.choice(pool)
+                    if f.unique and row[fn] is not None:
+                        seen[fn].add(row[fn])
                     continue
                 if f.nullable and rng.random() < 0.1:
                     row[fn] = None

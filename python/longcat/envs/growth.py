@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, MutableMapping, Sequence
 
@@ -400,16 +401,29 @@ def _build_once(ctx: DomainContext, seed: int, index: int, uses: MutableMapping[
     inst = Instantiator(d, ctx.conn, ctx.runtime, ctx.vg)
     inst.patch = patch
     init = {"snap": template_db(d, template_seed, ctx.rows), "n": 0, "own": False}
+    removed = [0]
+
+    def version() -> int:
+        # changes to the initial state so far (repairs added + repairs left out)
+        return inst.repairs + removed[0]
 
     def reset():
         # The initial state is the template plus the repairs so far; re-snapshot only when a
         # repair was added (restoring a snapshot is far cheaper than re-applying updates).
-        if init["n"] != len(patch):
+        if init["n"] != version():
             restore(ctx.conn, template_db(d, template_seed, ctx.rows))
-            apply_patch(ctx.conn, d, patch)
+            # A repair made mid-path may point at a row that path created: on the initial
+            # state it cannot apply, so it is left out (the paths that needed it then fail
+            # their replay and their tools are dropped).
+            for p in list(patch):
+                try:
+                    apply_patch(ctx.conn, d, [p])
+                except sqlite3.Error:
+                    patch.remove(p)
+                    removed[0] += 1
             if init["own"]:
                 init["snap"].close()
-            init.update(snap=snapshot(ctx.conn), n=len(patch), own=True)
+            init.update(snap=snapshot(ctx.conn), n=version(), own=True)
         else:
             restore(ctx.conn, init["snap"])
         inst.pool = {}
@@ -424,12 +438,12 @@ def _build_once(ctx: DomainContext, seed: int, index: int, uses: MutableMapping[
         return calls
 
     sequences: list[list] = []                 # [label, calls]: each must replay cleanly
-    recorded_at: list[int] = []                # len(patch) when each sequence started
+    recorded_at: list[int] = []                # version() when each sequence started
     chain_calls: list[list | None] = []
     covered: dict[str, int] = {}               # tool -> index of the sequence that ran it
     for ci, chain in enumerate(growth.chains):
         reset()
-        start = len(patch)
+        start = version()
         calls = run(chain, repair=True)
         chain_calls.append(calls)
         if calls is None:
@@ -451,7 +465,7 @@ def _build_once(ctx: DomainContext, seed: int, index: int, uses: MutableMapping[
         return calls
 
     if chain_calls and chain_calls[0] is not None:
-        start = len(patch)
+        start = version()
         pass_calls = single_pass([t for t in growth.tools if t not in covered])
         if pass_calls:
             sequences.append(["pass", pass_calls])
@@ -467,7 +481,7 @@ def _build_once(ctx: DomainContext, seed: int, index: int, uses: MutableMapping[
             except ValueError:
                 continue
             reset()
-            start = len(patch)
+            start = version()
             calls = run(path, repair=True, use_db=True)
             if calls:
                 sequences.append([f"path:{t}", calls])
@@ -479,7 +493,7 @@ def _build_once(ctx: DomainContext, seed: int, index: int, uses: MutableMapping[
         # same by determinism; only the others need the check.
         ok = []
         for (_, calls), start in zip(sequences, recorded_at):
-            if start == len(patch):
+            if start == version():
                 ok.append(True)
                 continue
             reset()

@@ -191,6 +191,9 @@ class Environment:
             for a in task.get("gold_actions", []):
                 protected += [str(v) for v in a["arguments"].values()]
             protected += [str(r["info"]) for r in task.get("rubrics", [])]
+            prof = task.get("user_profile", {})
+            protected += [str(prof[k]) for k in ("name", "first_name", "last_name", "email")
+                          if prof.get(k)]
             amb = {k: (str(v), f"the {_label(k)} on my account")
                    for k, v in task.get("known_info", {}).items()}
             extra = task.get("user_profile", {}).get("facts", [])
