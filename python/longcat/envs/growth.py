@@ -334,6 +334,9 @@ class DomainContext:
         self.rows = rows
         self.conn = connect(self.domain)
         self.runtime = ToolRuntime(self.domain, self.conn)
+        # Replays re-run calls whose postconditions were already checked when they were first
+        # made (same tool code): they skip the postcondition reads.
+        self.replayer = ToolRuntime(self.domain, self.conn, check_post=False)
         self.vg = ValueGen(0)
 
     @property
@@ -353,7 +356,7 @@ class DomainContext:
         at the first error."""
         out = []
         for name, args in calls:
-            res = self.runtime.call(name, dict(args))
+            res = self.replayer.call(name, dict(args))
             if res.is_error:
                 return None
             out.append(res.data)

@@ -309,7 +309,7 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     for i in writes[-2:]:
         ctx.open_state(tpl, patch)
         for n, a in calls[:i] + calls[i + 1:]:
-            ctx.runtime.call(n, dict(a))
+            ctx.replayer.call(n, dict(a))
         if db_hash(ctx.conn, d) == expected_hash:
             stats.drop("missing step still passes")
             return None
@@ -327,7 +327,7 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         bad[wi] = [wname, {**wargs, pn: nv}]
         ctx.open_state(tpl, patch)
         for n, a in bad:
-            ctx.runtime.call(n, dict(a))
+            ctx.replayer.call(n, dict(a))
         if db_hash(ctx.conn, d) == expected_hash:
             stats.drop("wrong argument still passes")
             return None
