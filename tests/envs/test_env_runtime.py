@@ -227,3 +227,26 @@ def test_ambiguity_noise_keeps_task_solvable(pairs):
     reply, *_ = env.step({"type": "message", "content": f"What is your {k.replace('_', ' ')}?"})
     assert str(v) in reply["content"]
     env.close()
+
+
+def test_noise_never_truncates_or_pages_a_write(pairs):
+    """Re-running a write is not a safe recovery: truncation and pagination are READ-only."""
+    from longcat.envs.noise import TRUNCATION_MARK
+
+    n_writes = 0
+    for env_rec, task in pairs:
+        env = Environment(env_rec, noise=NoiseConfig(["truncated", "paginated"], 1.0, seed=0))
+        obs = env.reset(task)
+        reads = {t["function"]["name"] for t in obs["tools"]
+                 if env.domain.tools[t["function"]["name"]].mode == "read"}
+        for t in obs["tools"]:
+            has_cursor = "cursor" in t["function"]["parameters"]["properties"]
+            assert has_cursor == (t["function"]["name"] in reads)
+        for a in task["gold_actions"]:
+            o, *_ = env.step({"type": "tool_call", "name": a["name"], "arguments": a["arguments"]})
+            if env.domain.tools[a["name"]].mode == "write":
+                n_writes += 1
+                assert not o["content"].endswith(TRUNCATION_MARK)
+                assert "next_cursor" not in o["content"]
+        env.close()
+    assert n_writes > 0

@@ -203,9 +203,9 @@ class Environment:
         self.user = ScriptedUser(task, text, hidden)
         self.tool_call = self._call_dict
         if self.noise is not None and self.noise.tool_types:
-            tools = self.domain.tools
+            specs = self.domain.tools
             self.tool_call = ToolNoise(self._call_dict, self.noise, env_key=key,
-                                       is_read=lambda n: n not in tools or tools[n].mode == "read")
+                                       is_read=lambda n: n not in specs or specs[n].mode == "read")
         self.agent_messages: list[str] = []
         self.steps = 0
         self.tool_calls = 0
