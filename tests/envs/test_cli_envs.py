@@ -70,11 +70,25 @@ def test_stats_and_eval(build_dir, capsys):
     (["envs", "build", "--count", "0", "--out", "X"], "--count"),
     (["envs", "build", "--workers", "0", "--out", "X"], "--workers"),
     (["envs", "stats", "/nonexistent-folder-for-test"], "summary.json"),
+    (["envs", "build", "--growth", "tau", "--out", "X"], "KEY=VALUE"),
+    (["envs", "build", "--growth", "min_tools=abc", "--out", "X"], "min_tools"),
+    (["envs", "build", "--growth", "chain_min=9", "--out", "X"], "chain_min"),
     (["envs", "eval", "/nonexistent-folder-for-test"], "summary.json"),
 ])
 def test_bad_arguments(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_growth_options(tmp_path):
+    out = tmp_path / "g"
+    assert main(["envs", "build", "--domains", "retail", "--count", "2", "--out", str(out),
+                 "--workers", "1", "--no-progress", "--growth", "min_tools=24",
+                 "--growth", "max_tools=30", "--growth", "tau=1.0"]) == 0
+    envs = list(read_jsonl(out / "environments.jsonl"))
+    for e in envs:
+        assert e["verified"] and 24 <= len(e["tools"]) <= 30
+        assert "fused" not in e["chain_kinds"]
 
 
 def test_plan_blocks():

@@ -22,7 +22,34 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks-per-env", type=int, default=1, help="tasks per environment (default 1)")
     p.add_argument("--block", type=int, default=None,
                    help="environments per work unit (default 25; part of what the seed fixes)")
+    p.add_argument("--growth", action="append", default=[], metavar="KEY=VALUE",
+                   help="a GrowthConfig setting, e.g. --growth tau=0.6 --growth min_tools=24 "
+                        "(see longcat.envs.growth.GrowthConfig)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def growth_config(items: list[str]):
+    """GrowthConfig from KEY=VALUE strings (values typed as the field's default)."""
+    from dataclasses import fields
+
+    from .growth import GrowthConfig
+
+    if not items:
+        return None
+    known = {f.name: f for f in fields(GrowthConfig)}
+    kw = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise ValueError(f"--growth: expected KEY=VALUE with KEY one of {sorted(known)}, "
+                             f"got {it!r}")
+        typ = type(known[key].default)
+        try:
+            kw[key] = typ(val) if typ is not bool else val.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise ValueError(f"--growth {key}: expected a {typ.__name__}, got {val!r}") from None
+    return GrowthConfig(**kw)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -35,9 +62,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers: expected >= 1, got {args.workers}")
     names = parse_domains(args.domains)
+    cfg = growth_config(args.growth)
     summary = build(names, args.count, args.seed, args.out, workers=args.workers,
                     tasks_per_env=args.tasks_per_env, block=args.block or BLOCK,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, cfg=cfg)
     print(f"built {summary['envs']} environments ({summary['verified']} verified) and "
           f"{summary['tasks']} tasks over {len(names)} domains in {summary['seconds']:.1f} s "
           f"({summary['envs_per_second']:.1f} verified envs/s, "
