@@ -9,7 +9,10 @@ For each tool, on a small deterministic database (``make_rows``):
    that this precondition fails, call, and require an ``isError`` result and an unchanged hash;
 3. **bad arguments**: missing required arguments, an unknown argument, a wrongly typed argument,
    an SQL-looking string and an oversized argument must each give ``isError`` and leave the hash
-   unchanged.
+   unchanged (an SQL-looking string may also succeed, as plain data, but every table survives).
+
+Every case is kept in ``ToolCheck.cases`` (label, arguments, expectation, outcome), so the JSON
+report of ``longcat envs check --json`` lists the generated tests themselves.
 
 A tool passes when its success case passes and every case that could be constructed passes; a
 violation that cannot be constructed is counted (``unconstructed``) but is not a failure. The
@@ -125,6 +128,7 @@ class ToolCheck:
     bad_args_passed: int = 0
     bad_args_total: int = 0
     failures: list = dc_field(default_factory=list)
+    cases: list = dc_field(default_factory=list)   # {case, arguments, expect, passed, result}
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -153,6 +157,15 @@ class DomainReport:
                 "unconstructed_violations": sum(t.unconstructed for t in self.tools),
                 "failures": [{"tool": t.tool, "problems": t.failures} for t in self.failures()],
                 "per_tool": [t.to_dict() for t in self.tools]}
+
+
+def _case(label: str, args, expect: str, passed: bool, r) -> dict:
+    """One generated test case as report data (long strings shortened)."""
+    def short(v):
+        return f"<{len(v)} characters>" if isinstance(v, str) and len(v) > 80 else v
+    shown = {k: short(v) for k, v in args.items()} if isinstance(args, dict) else short(args)
+    return {"case": label, "arguments": shown, "expect": expect, "passed": bool(passed),
+            "result": r.text[:200]}
 
 
 def _direct_params(node):
@@ -227,10 +240,8 @@ class _Checker:
             vals = [v for v in base if (lo is None or v >= lo) and (hi is None or v <= hi)] or [lo if lo is not None else hi]
             return [float(v) if t == "number" else int(v) for v in vals]
         if t == "string":
-            if s.get("format") == "date":
-                return ["2025-02-01"]
-            if s.get("format") == "date-time":
-                return ["2025-02-01T09:00:00"]
+            if s.get("format") in ("date", "date-time"):
+                return self.times(s["format"])
             return ["sample text"][: 1] if s.get("maxLength", 99) >= 11 else ["x"]
         if t == "array":
             return [[]]
@@ -300,16 +311,36 @@ class _Checker:
                 return True
         except C.ConditionEvalError:
             pass
+        done = False
         if isinstance(node, C.Not):
-            return self.repair(tool, node.item, args, rng, not want)
-        if isinstance(node, C.BoolOp):
+            done = self.repair(tool, node.item, args, rng, not want)
+        elif isinstance(node, C.BoolOp):
             if (node.op == "and") == want:   # all items must become `want`
-                return all(self.repair(tool, x, args, rng, want) for x in node.items)
-            return any(self.repair(tool, x, args, rng, want) for x in node.items)
-        if isinstance(node, C.Compare):
-            return self.repair_compare(tool, node, args, rng, want)
-        if isinstance(node, C.Call) and node.fn == "exists":
-            return self.repair_exists(tool, node, args, rng, want)
+                done = all(self.repair(tool, x, args, rng, want) for x in node.items)
+            else:
+                done = any(self.repair(tool, x, args, rng, want) for x in node.items)
+        elif isinstance(node, C.Compare):
+            done = self.repair_compare(tool, node, args, rng, want)
+        elif isinstance(node, C.Call) and node.fn == "exists":
+            done = self.repair_exists(tool, node, args, rng, want)
+        if done and self._holds(node, {p: args.get(p) for p in tool.params}) == want:
+            return True
+        return self.search_params(tool, node, args, rng, want)
+
+    def search_params(self, tool: Tool, node, args: dict, rng, want: bool) -> bool:
+        """Last resort: one argument at a time, try its candidate values on the whole node (parts
+        repaired one by one can undo each other, as in `not exists(...) or field(...) == $x`)."""
+        names = [n.name for n in C.walk(node) if isinstance(n, C.Param) and n.name in tool.params]
+        for name in dict.fromkeys(names):
+            old = args.get(name, _MISSING)
+            for v in self.param_values(tool, name, rng):
+                args[name] = v
+                if self._holds(node, {p: args.get(p) for p in tool.params}) == want:
+                    return True
+            if old is _MISSING:
+                args.pop(name, None)
+            else:
+                args[name] = old
         return False
 
     def set_row(self, entity: str, key, fname: str, v) -> bool:
@@ -324,9 +355,20 @@ class _Checker:
         except sqlite3.Error:
             return False
 
+    def times(self, fmt: str) -> list[str]:
+        """Dates around the domain clock: after it first (bookings), then before it, then far out."""
+        now = datetime.fromisoformat(self.domain.now)
+        vals = [now + timedelta(days=30), now - timedelta(days=30), now + timedelta(days=400),
+                datetime(2000, 1, 1)]
+        return [v.date().isoformat() if fmt == "date" else v.strftime("%Y-%m-%dT%H:%M:%S") for v in vals]
+
     def param_values(self, tool: Tool, pname: str, rng) -> list:
         vals = self.candidates(tool, pname, rng)
         s = tool.params[pname].schema
+        if s.get("format") in ("date", "date-time"):
+            vals = vals + [v for v in self.times(s["format"]) if v not in vals]
+        if isinstance(s.get("type"), list) and "null" in s["type"]:
+            vals = vals + [None]
         if s.get("type") in ("integer", "number") and "enum" not in s:
             extra = [-10**6, 10**6, -1, 0, 1]
             lo, hi = s.get("minimum"), s.get("maximum")
@@ -392,7 +434,11 @@ class _Checker:
         vals = [] if target is None else [target]
         if isinstance(target, list):
             vals = list(target)
+        if f.type in ("date", "datetime"):
+            vals += self.times("date" if f.type == "date" else "date-time")
         vals.append(self.fresh(f, rng))
+        if f.nullable:
+            vals.append(None)
         if f.ref:
             vals += self.column(*f.ref)
         return vals
@@ -444,7 +490,9 @@ class _Checker:
 
     def schema_ok(self, tool, args) -> bool:
         from .toolgen import validate_arguments
-        return not validate_arguments(tool.parameters_schema, {k: v for k, v in args.items() if v is not None})
+        # as the runtime does: null for an optional argument means left out
+        return not validate_arguments(tool.parameters_schema, {k: v for k, v in args.items()
+                                                               if v is not None or tool.params[k].required})
 
     def missing_value(self, f: Field):
         if f.type == "integer":
@@ -484,6 +532,7 @@ class _Checker:
         h = D.db_hash(self.conn, self.domain)
         r = self.rt.call(tool.name, args)
         ok = r.is_error and D.db_hash(self.conn, self.domain) == h
+        res.cases.append(_case(label, args, "error", ok, r))
         if not ok:
             res.failures.append(f"{label}: expected an error and an unchanged database, got "
                                 f"isError={r.is_error}: {r.text[:160]}")
@@ -503,6 +552,7 @@ class _Checker:
             h = D.db_hash(self.conn, self.domain)
             ie = self.rt.stats.internal_errors
             r = self.rt.call(tool.name, args)
+            res.cases.append(_case("success", args, "ok", not r.is_error, r))
             if r.is_error:
                 res.failures.append(f"success case {args}: {r.text[:200]}")
             elif self.rt.stats.internal_errors != ie:
@@ -555,6 +605,7 @@ class _Checker:
         r = self.rt.call(tool.name, args)
         tables = {x[0] for x in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         ok = set(self.domain.entities) <= tables and (not r.is_error or D.db_hash(self.conn, self.domain) == h)
+        res.cases.append(_case("SQL-looking string", args, "ok or error, tables intact", ok, r))
         if not ok:
             res.failures.append(f"SQL-looking string: tables or state damaged ({r.text[:120]})")
         return ok

@@ -145,6 +145,10 @@ def _run(func):
         from .spec import SpecError
         try:
             return func(args)
+        except BrokenPipeError:   # `longcat envs show ... | head`
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except (SpecError, ValueError, KeyError, FileNotFoundError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             print(f"longcat envs: error: {msg}", file=sys.stderr)

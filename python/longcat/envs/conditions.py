@@ -14,7 +14,8 @@ Grammar (keywords are lower case)::
     and     := not ('and' not)*
     not     := 'not' not | cmp
     cmp     := arith (('=='|'!='|'<'|'<='|'>'|'>='|'in'|'not in') arith)?
-    arith   := unary (('+'|'-'|'*') unary)*
+    arith   := term (('+'|'-') term)*
+    term    := unary ('*' unary)*
     unary   := '-' unary | atom
     atom    := NUMBER | STRING | WORD | 'null' | 'true' | 'false' | '[' items ']' | '(' cond ')'
              | $param | $result.field | $now | call
@@ -245,10 +246,17 @@ class _Parser:
         return left
 
     def arith(self):
-        node = self.unary()
-        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-", "*"):
+        node = self.term()
+        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
             op = self.take()[1]
-            node = BinOp(op, node, self.unary())
+            node = BinOp(op, node, self.term())
+        return node
+
+    def term(self):
+        node = self.unary()
+        while self.peek()[0] == "op" and self.peek()[1] == "*":
+            self.take()
+            node = BinOp("*", node, self.unary())
         return node
 
     def unary(self):

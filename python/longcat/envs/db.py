@@ -62,9 +62,10 @@ def _column(f: Field, is_pk: bool) -> str:
     elif f.type == "boolean":
         checks.append(f"{q(f.name)} IN (0, 1)")
     elif f.type == "date":
-        checks.append(f"date({q(f.name)}) IS {q(f.name)}")
+        # through julianday, because SQLite's date() accepts day 31 in any month
+        checks.append(f"date(julianday({q(f.name)})) IS {q(f.name)}")
     elif f.type == "datetime":
-        checks.append(f"strftime('%Y-%m-%dT%H:%M:%S', {q(f.name)}) IS {q(f.name)}")
+        checks.append(f"strftime('%Y-%m-%dT%H:%M:%S', julianday({q(f.name)})) IS {q(f.name)}")
     elif f.type == "integer":
         checks.append(f"typeof({q(f.name)}) = 'integer'")
     elif f.type == "number":

@@ -212,6 +212,8 @@ class Tool:
                 "additionalProperties": False}
 
     def expand(self) -> dict:
+        """The full tool definition as JSON-able data (``requires`` here ignores the domain's
+        user-held keys; ``Domain.expand`` applies them)."""
         return {"name": self.name, "kind": self.kind, "mode": self.mode, "entity": self.entity,
                 "description": self.description, "parameters": self.parameters_schema,
                 "returns": self.returns,
@@ -278,7 +280,8 @@ class Domain:
                                        for f in e.fields.values()}}
         return {"domain": self.name, "description": self.description, "now": self.now,
                 "user_held": sorted(self.user_held), "entities": ents,
-                "tools": [t.expand() for t in self.tools.values()]}
+                "tools": [dict(t.expand(), requires=sorted(t.requires(self.user_held)))
+                          for t in self.tools.values()]}
 
 
 def _jsonable(v):
@@ -292,11 +295,17 @@ def _jsonable(v):
 
 # ------------------------------------------------------------------------------------- loading
 def domains_dir() -> Path:
-    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` at the repository root."""
+    """Where the domain files live: $LONGCAT_ENVS_DIR, else ``envs/`` of the source tree (a
+    checkout or an editable install), else the copy installed with the package
+    (``longcat/data/envs``, see CMakeLists.txt)."""
     env = os.environ.get("LONGCAT_ENVS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "envs"
+    here = Path(__file__).resolve()
+    source = here.parents[3] / "envs"
+    if source.is_dir() and (here.parents[3] / "pyproject.toml").is_file():
+        return source
+    return here.parents[1] / "data" / "envs"
 
 
 def domain_names(directory: str | Path | None = None) -> list[str]:
@@ -754,6 +763,8 @@ def _build_tool(ctx: _Ctx, dom: Domain, td: dict, path: str) -> Tool:
         fs = _fields_opt(ctx, dom, e, td, "fields", path)
         if e.primary_key in fs:
             ctx.err(f"{path}.fields", "the primary key cannot be updated")
+        if not fs and not td.get("set"):
+            ctx.err(f"{path}.fields", "update_fields needs fields or set (it would change nothing)")
         opts["fields"] = fs
         kp = opts["key_param"]
         for fn in fs:
@@ -794,7 +805,7 @@ def _build_tool(ctx: _Ctx, dom: Domain, td: dict, path: str) -> Tool:
         kp = opts["key_param"]
         for other in dom.entities.values():
             for rf in other.fields.values():
-                if rf.ref and rf.ref[0] == e.name and other.name != e.name:
+                if rf.ref and rf.ref[0] == e.name:   # self references too (a manager of employees)
                     key_field = rf.ref[1]
                     val = f"${kp}" if key_field == e.primary_key else f"field({e.name}, ${kp}, {key_field})"
                     pre.append({"cond": f"not exists({other.name}, {rf.name}={val})",
@@ -982,9 +993,21 @@ def _cond(ctx: _Ctx, dom: Domain, e: Entity | None, params: dict, cond, msg, pat
                     ctx.err(path, f"{where} names unknown result field {rf!r} (fields: {list(props)})")
     for en, fn, lit in C.enum_comparisons(node):
         f = dom.entities[en].fields[fn]
-        if f.type == "enum" and lit is not None and lit not in f.values:
+        if lit is None:
+            continue
+        if f.type == "enum" and lit not in f.values:
             ctx.err(path, f"{where}: {lit!r} is not a value of {en}.{fn} ({f.values})")
+        fits = {"string": isinstance(lit, str), "date": isinstance(lit, str), "datetime": isinstance(lit, str),
+                "enum": True, "boolean": isinstance(lit, bool),
+                "integer": isinstance(lit, (int, float)) and not isinstance(lit, bool),
+                "number": isinstance(lit, (int, float)) and not isinstance(lit, bool)}[f.type]
+        if not fits:
+            ctx.err(path, f"{where}: {C._lit_text(lit)} cannot equal {en}.{fn}, a {f.type} field")
     for n in C.walk(node):
+        if isinstance(n, C.Call):
+            for k, v in n.filters.items():
+                if isinstance(v, C.ListLit):
+                    ctx.err(path, f"{where}: filter {k}= takes one value, not a list (use 'in' with field())")
         if isinstance(n, C.Call) and n.fn == "sum":
             f = dom.entities[n.entity].fields[n.name]
             if f.type not in ("integer", "number"):

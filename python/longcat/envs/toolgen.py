@@ -123,6 +123,8 @@ def _validate(schema: dict, v, path: str, errs: list):
         errs.append(f"{path}: expected one of {schema['enum']}, got {_short(v)}")
         return
     if isinstance(v, str):
+        if "\x00" in v:   # SQLite's LIKE and text functions stop at NUL
+            errs.append(f"{path}: strings may not contain NUL characters")
         if "maxLength" in schema and len(v) > schema["maxLength"]:
             errs.append(f"{path}: string of {len(v)} characters exceeds maxLength {schema['maxLength']}")
         fmt = schema.get("format")
@@ -143,18 +145,18 @@ def _validate(schema: dict, v, path: str, errs: list):
                 _validate(schema["items"], x, f"{path}[{i}]", errs)
     if isinstance(v, dict):
         props = schema.get("properties", {})
+        top = path == "arguments"   # top-level names are written bare: "order_id: ..."
         for r in schema.get("required", []):
             if r not in v:
-                errs.append(f"{path + '.' if path != 'arguments' else ''}{r}: missing required argument"
-                            if path == "arguments" else f"{path}.{r}: missing")
+                errs.append(f"{r}: missing required argument" if top else f"{path}.{r}: missing")
         if schema.get("additionalProperties") is False:
             for k in v:
                 if k not in props:
-                    errs.append(f"{k}: unknown argument (expected: {sorted(props)})" if path == "arguments"
-                                else f"{path}.{k}: unknown field")
+                    errs.append(f"{_clip(k)}: unknown argument (expected: {sorted(props)})" if top
+                                else f"{path}.{_clip(k)}: unknown field")
         for k, x in v.items():
             if k in props:
-                _validate(props[k], x, k if path == "arguments" else f"{path}.{k}", errs)
+                _validate(props[k], x, k if top else f"{path}.{k}", errs)
 
 
 def _valid_date(v: str) -> bool:
@@ -183,6 +185,10 @@ def _json_type(v) -> str:
         if isinstance(v, t):
             return n
     return type(v).__name__
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= 60 else name[:57] + "..."
 
 
 def _short(v) -> str:
@@ -311,7 +317,11 @@ class ToolRuntime:
 
     def call(self, name: str, arguments: Any = None) -> ToolResult:
         self.stats.calls += 1
-        res = self._call(name, arguments)
+        try:
+            res = self._call(name, arguments)
+        except Exception as e:   # e.g. a hook that committed or closed the transaction itself
+            self.stats.internal_errors += 1
+            res = ToolResult.fail(f"internal error: {type(e).__name__}: {e}")
         if res.is_error:
             self.stats.errors += 1
         return res
