@@ -58,7 +58,7 @@ class GrowthConfig:
     tau: float = 0.5             # fuse when p > tau
     bias: float = 0.0
     w_size: float = 0.6          # weight of log(1 + |D_n|)
-    w_complexity: float = 0.5    # weight of c(E_n)
+    w_complexity: float = 0.3    # weight of c(E_n)
     w_search: float = 0.5        # weight of g(D_n) - 1
     depth_weight: float = 0.25   # in c: longest dependency path's weight
     search_attempts: int = 8     # chain-search budget for g
