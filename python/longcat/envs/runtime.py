@@ -50,6 +50,9 @@ def mcp_tool_schema(tool) -> dict:
     return mcp_tool(tool)
 
 
+_GENERIC = {"name", "type", "status", "date", "time", "number", "code", "kind", "amount", "at"}
+
+
 def _words(name: str) -> list[str]:
     base = name.lower()
     forms = {base, base.replace("_", " "), _label(name).lower()}
@@ -57,7 +60,8 @@ def _words(name: str) -> list[str]:
         forms.add(base[:-3].replace("_", " ") + " id")
         forms.add(base[:-3].replace("_", " ") + " number")
     parts = [w for w in base.split("_") if w not in ("id",)]
-    if len(parts) > 1:
+    # "first_name" also answers to "first name", but not to a bare "name" (too generic)
+    if len(parts) > 1 and parts[-1] not in _GENERIC:
         forms.add(parts[-1])
     return sorted(f for f in forms if len(f) >= 3)
 
