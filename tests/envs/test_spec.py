@@ -20,6 +20,7 @@ def test_domains_load_with_60_plus_tools(retail, airline):
 def test_expand_is_full_json(retail):
     data = json.loads(json.dumps(retail.expand()))
     assert data["domain"] == "retail"
+    assert "pending orders" in data["policy"] and data["hooks"] == "longcat.envs.hooks.retail"
     tools = {t["name"]: t for t in data["tools"]}
     t = tools["cancel_pending_order"]
     assert t["mode"] == "write"

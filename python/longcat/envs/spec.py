@@ -279,6 +279,7 @@ class Domain:
                                                           if k not in ("name", "entity", "has_default")})
                                        for f in e.fields.values()}}
         return {"domain": self.name, "description": self.description, "now": self.now,
+                "policy": self.policy, "hooks": self.hooks,
                 "user_held": sorted(self.user_held), "entities": ents,
                 "tools": [dict(t.expand(), requires=sorted(t.requires(self.user_held)))
                           for t in self.tools.values()]}
