@@ -9,4 +9,5 @@ AREAS = {
     "moe_gemm": "longcat.bench.moe_gemm",
     "moe_route": "longcat.bench.moe_route",
     "attention": "longcat.bench.attention",
+    "envs": "longcat.bench.envs",
 }

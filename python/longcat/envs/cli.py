@@ -182,3 +182,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         configure(sp)
         sp.set_defaults(func=_run(func))
     return p
+
+
+# envs-synth's subcommands (build, stats, eval) register themselves through add_subcommand.
+from . import cli_synth  # noqa: E402,F401
