@@ -14,26 +14,6 @@ using namespace nb::literals;
 
 namespace longcat::python {
 
-namespace {
-
-// window_mode "none" (full attention), "blocks" or "tokens"; the numbers are checked by the C++ API.
-std::optional<SparseWindow> make_window(const char* op, const std::string& mode, int64_t sink,
-                                        int64_t local, int64_t block_size) {
-  if (mode == "none") return std::nullopt;
-  SparseWindow w;
-  if (mode == "blocks") w.mode = SparseWindow::Mode::Blocks;
-  else if (mode == "tokens") w.mode = SparseWindow::Mode::Tokens;
-  else
-    fail(ErrorKind::Value, std::string(op) + ": argument 'window_mode' must be 'none', 'blocks' or 'tokens', got '" +
-                               mode + "'");
-  w.sink = sink;
-  w.local = local;
-  w.block_size = block_size;
-  return w;
-}
-
-}  // namespace
-
 void register_mla_decode(nb::module_& m) {
   m.def("mla_decode_max_splits", &longcat::mla_decode_max_splits, "batch"_a, "num_workers"_a,
         "Upper bound batch + num_workers on the splits mla_decode_metadata plans.");

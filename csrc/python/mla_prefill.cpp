@@ -2,6 +2,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <optional>
 #include <string>
 
 #include "longcat/attention.h"
@@ -23,20 +24,9 @@ void register_mla_prefill(nb::module_& m) {
         TensorView o = to_view(out, op, "out"), l = to_view(lse, op, "lse"), qv = to_view(q, op, "q"),
                    kv = to_view(k, op, "k"), vv = to_view(v, op, "v"),
                    cq = to_view(cu_seqlens_q, op, "cu_seqlens_q"), ck = to_view(cu_seqlens_k, op, "cu_seqlens_k");
-        SparseWindow w;
-        const SparseWindow* wp = nullptr;
-        if (window_mode == "blocks" || window_mode == "tokens") {
-          w.mode = window_mode == "blocks" ? SparseWindow::Mode::Blocks : SparseWindow::Mode::Tokens;
-          w.sink = sink;
-          w.local = local;
-          w.block_size = block_size;
-          wp = &w;
-        } else if (window_mode != "none") {
-          fail(ErrorKind::Value, std::string(op) + ": argument 'window_mode' must be 'none', 'blocks' or "
-                                 "'tokens', got '" + window_mode + "'");
-        }
+        const std::optional<SparseWindow> w = make_window(op, window_mode, sink, local, block_size);
         nb::gil_scoped_release release;
-        longcat::mla_prefill(o, l, qv, kv, vv, cq, ck, max_seqlen_q, max_seqlen_k, softmax_scale, causal, wp,
+        longcat::mla_prefill(o, l, qv, kv, vv, cq, ck, max_seqlen_q, max_seqlen_k, softmax_scale, causal, w ? &*w : nullptr,
                              reinterpret_cast<Stream>(stream));
       },
       "out"_a, "lse"_a, "q"_a, "k"_a, "v"_a, "cu_seqlens_q"_a, "cu_seqlens_k"_a, "max_seqlen_q"_a,

@@ -99,14 +99,12 @@ def test_bad_actions_are_error_observations_and_change_nothing(env_task, bad):
             action["name"] = write["name"]
         if action.get("name") == "__HIDDEN__":
             hidden = [t for t in env.domain.tools if t not in env.tools]
-            if not hidden:
-                pytest.skip("environment has every tool of the domain")
+            assert hidden, "the fixture environment must leave some of the domain's tools out"
             action["name"] = hidden[0]
         strings = [p for p, s in wtool.parameters_schema["properties"].items()
                    if s.get("type") == "string"]
         if action.get("arguments") == "__SQL__":
-            if not strings:
-                pytest.skip("no string parameter")
+            assert strings, "the fixture task's write tool must take a string parameter"
             action["arguments"] = {**write["arguments"],
                                    strings[0]: "x'; DROP TABLE users; --"}
         elif action.get("arguments") == "__HUGE__":
@@ -215,11 +213,8 @@ def test_all_noise_together_and_determinism(pairs):
 
 def test_ambiguity_noise_keeps_task_solvable(pairs):
     """A known value moved into held-back info is revealed when the agent asks for it."""
-    for env_rec, task in pairs:
-        if task["known_info"]:
-            break
-    else:
-        pytest.skip("no task with known info")
+    env_rec, task = next(((e, t) for e, t in pairs if t["known_info"]), (None, None))
+    assert task is not None, "the fixture must hold a task whose user knows some values"
     env = Environment(env_rec, noise=NoiseConfig(["ambiguity"], 1.0, seed=0))
     obs = env.reset(task)
     k, v = next(iter(task["known_info"].items()))

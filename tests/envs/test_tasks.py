@@ -176,10 +176,10 @@ def test_perturbed_gold_fails(built):
 
 def test_dropped_tasks_are_counted(built):
     ctx, envs, _, _ = built
-    env = next(e for e in envs if e["verified"])
-    reads = [[n, a] for n, a in env["chain_calls"][0] if ctx.domain.tools[n].mode == "read"]
-    if not reads:
-        pytest.skip("seed chain of this environment has no read")
+    chains = [(e, [[n, a] for n, a in e["chain_calls"][0] if ctx.domain.tools[n].mode == "read"])
+              for e in envs if e["verified"]]
+    env, reads = next(((e, r) for e, r in chains if r), (None, None))
+    assert reads, "the fixture must hold a verified environment whose seed chain has a read"
     fake = dict(env, chain_calls=[reads])
     stats = SynthStats()
     assert synthesize_task(ctx, fake, 0, stats) is None
