@@ -1,4 +1,4 @@
-// Helpers shared by the attention CUDA kernels (internal): device guard, launch check, and the
+// Helpers shared by the attention CUDA kernels (internal): the launch helpers of launch.cuh and the
 // sm_80-style tensor-core primitives (cp.async, ldmatrix, mma.sync m16n8k16), all valid on sm_90a.
 //
 // Fragment layouts of mma.sync.m16n8k16.row.col (g = lane / 4, c = lane % 4):
@@ -14,25 +14,13 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/launch.cuh"
 #include "longcat/common.h"
 
 namespace longcat::cuda::attn {
 
-inline void check_launch(const char* op) {
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(ErrorKind::Runtime, std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(e));
-}
-
-// Launch on the tensors' device, whatever the caller's current device, and restore it.
-struct DeviceGuard {
-  int prev = 0;
-  explicit DeviceGuard(int dev) {
-    cudaGetDevice(&prev);
-    if (prev != dev) cudaSetDevice(dev);
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
+using ::longcat::cuda::check_launch;
+using ::longcat::cuda::DeviceGuard;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

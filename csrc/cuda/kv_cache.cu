@@ -19,9 +19,6 @@
 namespace longcat::cuda {
 namespace {
 
-using attn::check_launch;
-using attn::DeviceGuard;
-
 constexpr int kWarps = 4;
 constexpr int kRowElems = 576;  // 512 latent + 64 rope values per cached token
 

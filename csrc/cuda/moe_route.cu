@@ -20,6 +20,7 @@
 #include <string>
 
 #include "cuda/dtype.cuh"
+#include "cuda/launch.cuh"
 #include "core/moe_args.h"
 
 namespace longcat::cuda {
@@ -43,21 +44,6 @@ __device__ __forceinline__ float4 load4(const T* p) {
 
 constexpr int kRouteThreads = 256;
 constexpr int kRouteWarps = kRouteThreads / 32;
-
-void check_launch(const char* op) {
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(ErrorKind::Runtime, std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(e));
-}
-
-struct DeviceGuard {
-  int prev = 0;
-  explicit DeviceGuard(int dev) {
-    cudaGetDevice(&prev);
-    if (prev != dev) cudaSetDevice(dev);
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
 
 // ---- router ------------------------------------------------------------------------------------
 
