@@ -3,7 +3,7 @@ folder), check every name and shape against the model, and only then copy them i
 
 A bad update raises before any live tensor is touched, so the old weights keep serving. After the
 copy the model's derived inference weights (e.g. absorbed MLA projections) are recomputed through
-its ``refresh_inference_weights()`` hook when it has one.
+its ``refresh_inference_weights()`` hook (``LongcatFlashForCausalLM.load_weights`` calls it itself).
 """
 from __future__ import annotations
 
@@ -38,25 +38,17 @@ def read_weights(source: WeightsSource) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
-def _live_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters and persistent buffers, by state-dict name."""
-    return dict(model.state_dict(keep_vars=True))
+def _check_values(weights: Mapping[str, torch.Tensor]) -> None:
+    for name, t in weights.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"update_weights: tensor {name!r} must be a torch.Tensor, got {type(t).__name__}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"update_weights: tensor {name!r} holds NaN or inf")
 
 
-def _convert(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoint names -> the model's (packing per-expert tensors etc.) when the model knows how."""
-    convert = getattr(model, "convert_checkpoint_state_dict", None)
-    return convert(weights) if callable(convert) else weights
-
-
-def apply_weights(model: torch.nn.Module, source: WeightsSource, strict: bool = True) -> int:
-    """Validate, then copy ``source`` into ``model`` in place; returns the number of tensors copied.
-
-    strict: every parameter / persistent buffer of the model must be given (a partial update
-    otherwise leaves old tensors serving silently); ``strict=False`` allows updating a subset.
-    """
-    weights = _convert(model, read_weights(source))
-    live = _live_tensors(model)
+def _apply_generic(model: torch.nn.Module, weights: dict[str, torch.Tensor], strict: bool) -> None:
+    """Names as the model's state dict; all checked before the first copy."""
+    live = dict(model.state_dict(keep_vars=True))
     unexpected = sorted(k for k in weights if k not in live)
     if unexpected:
         raise ValueError(f"update_weights: unexpected tensor(s) not in the model: {unexpected[:5]}"
@@ -67,19 +59,45 @@ def apply_weights(model: torch.nn.Module, source: WeightsSource, strict: bool = 
             raise ValueError(f"update_weights: missing tensor(s) (pass strict=False for a partial update): "
                              f"{missing[:5]}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
     for name, t in weights.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"update_weights: tensor {name!r} must be a torch.Tensor, got {type(t).__name__}")
         if tuple(t.shape) != tuple(live[name].shape):
             raise ValueError(f"update_weights: tensor {name!r} must have shape {list(live[name].shape)}, "
                              f"got {list(t.shape)}")
         if t.is_floating_point() != live[name].is_floating_point():
             raise TypeError(f"update_weights: tensor {name!r} must be {live[name].dtype}-compatible, got {t.dtype}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"update_weights: tensor {name!r} holds NaN or inf")
     with torch.no_grad():
         for name, t in weights.items():
             live[name].copy_(t)
     refresh = getattr(model, "refresh_inference_weights", None)
     if callable(refresh):
         refresh()
+
+
+def _apply_with_loader(model: torch.nn.Module, weights: dict[str, torch.Tensor], strict: bool) -> None:
+    """A model with its own checkpoint-name loader (``LongcatFlashForCausalLM.load_weights``,
+    which copies as it goes): dry-run it first on a meta-device twin, which checks every name
+    and shape without touching memory, then load for real (it refreshes the derived weights)."""
+    twin = type(model)(model.config, dtype=model.dtype, device="meta")
+    try:
+        twin.load_weights(weights, strict=strict)
+    except KeyError as e:  # unexpected name: one exception type for every bad update
+        raise ValueError(f"update_weights: {e.args[0]}") from None
+    except ValueError as e:
+        raise ValueError(f"update_weights: {e}") from None
+    model.load_weights(weights, strict=strict)
+
+
+def apply_weights(model: torch.nn.Module, source: WeightsSource, strict: bool = True) -> int:
+    """Validate, then copy ``source`` into ``model`` in place, then recompute its derived
+    inference weights; returns the number of tensors given. A bad name, shape or value raises
+    ValueError / TypeError before any live tensor changes.
+
+    strict: every tensor of the model must be given (a partial update otherwise leaves old
+    tensors serving silently); ``strict=False`` updates a subset.
+    """
+    weights = read_weights(source)
+    _check_values(weights)
+    if callable(getattr(model, "load_weights", None)):
+        _apply_with_loader(model, weights, strict)
+    else:
+        _apply_generic(model, weights, strict)
     return len(weights)
