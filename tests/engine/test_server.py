@@ -141,25 +141,62 @@ def test_completions(client):
     assert r.usage.prompt_tokens == 4
 
 
-def test_update_weights_changes_policy_version(server, client, checkpoint):
+def test_update_weights_changes_policy_version(server, client, checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     url = server.base_url + "/v1/update_weights"
-    before = chat(client, temperature=0, max_tokens=4, extra_body={"ignore_eos": True})
+    greedy = dict(temperature=0, max_tokens=4, logprobs=True, extra_body={"ignore_eos": True, "return_token_ids": True})
+    before = chat(client, **greedy).choices[0]
     r = httpx.post(url, json={"path": str(checkpoint), "version": 5}, timeout=60)
     assert r.status_code == 200 and r.json()["success"] and r.json()["policy_version"] == 5
-    after = chat(client, temperature=0, max_tokens=4, logprobs=True, extra_body={"ignore_eos": True})
-    assert after.choices[0].policy_version == 5
-    assert {e.policy_version for e in after.choices[0].logprobs.content} == {5}
-    assert after.choices[0].message.content == before.choices[0].message.content   # same weights reloaded
+    after = chat(client, **greedy).choices[0]
+    assert after.policy_version == 5 and after.policy_versions == [5] * 4
+    assert {e.policy_version for e in after.logprobs.content} == {5}
+    assert after.token_ids == before.token_ids          # the same weights reloaded
     assert client.models.list().data[0].policy_version == 5
-    # SGLang's route and names; a bad path is refused and the old weights keep serving
+    # other weights (lm_head negated) give other greedy tokens
+    flipped = {k: -v if k == "lm_head.weight" else v for k, v in load_file(checkpoint / "model.safetensors").items()}
+    save_file(flipped, str(tmp_path / "flipped.safetensors"))
+    r = httpx.post(url, json={"path": str(tmp_path / "flipped.safetensors"), "version": 6}, timeout=60)
+    assert r.status_code == 200
+    other = chat(client, **greedy).choices[0]
+    assert other.policy_version == 6 and other.token_ids != before.token_ids
+    # SGLang's route and names bring the original back
     r = httpx.post(server.base_url + "/update_weights_from_disk",
-                   json={"model_path": str(checkpoint), "weight_version": 6}, timeout=60)
-    assert r.status_code == 200 and r.json()["policy_version"] == 6
-    r = httpx.post(url, json={"path": str(checkpoint / "missing"), "version": 7}, timeout=60)
+                   json={"model_path": str(checkpoint), "weight_version": 7}, timeout=60)
+    assert r.status_code == 200 and r.json()["policy_version"] == 7
+    assert chat(client, **greedy).choices[0].token_ids == before.token_ids
+    # a bad update is refused and the old weights keep serving
+    r = httpx.post(url, json={"path": str(checkpoint / "missing"), "version": 8}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "path"
     r = httpx.post(url, json={"path": str(checkpoint)}, timeout=60)
     assert r.status_code == 400 and "version" in r.json()["error"]["message"]
-    assert chat(client, max_tokens=2).choices[0].policy_version == 6
+    r = httpx.post(url, content="{oops", headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    last = chat(client, **greedy).choices[0]
+    assert last.policy_version == 7 and last.token_ids == before.token_ids
+
+
+def test_update_during_a_stream_shows_in_token_versions(server, client, checkpoint):
+    import threading
+
+    v0 = server.engine.version
+    body = {"model": MODEL, "messages": USER, "max_tokens": 200, "stream": True, "ignore_eos": True,
+            "logprobs": True}
+    update = threading.Thread(target=httpx.post, args=(server.base_url + "/v1/update_weights",),
+                              kwargs={"json": {"path": str(checkpoint), "version": v0 + 1}, "timeout": 60})
+    versions = []
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            for c in json.loads(line[6:])["choices"]:
+                versions += [e["policy_version"] for e in (c.get("logprobs") or {}).get("content", [])]
+            if versions and not update.is_alive() and update.ident is None:
+                update.start()
+    update.join()
+    assert len(versions) == 200 and versions == sorted(versions)
+    assert versions[0] == v0 and versions[-1] == v0 + 1
 
 
 @pytest.mark.parametrize("body, status, param", [
