@@ -356,3 +356,43 @@ def test_api_key(scripted):
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(scripted.base_url + "/health").status_code == 200
     assert scripted.client.models.list().data[0].id == "scripted"
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+def test_generate_command(checkpoint, capsys):
+    from longcat.engine import LLM, SamplingParams
+
+    args = ["generate", "--model", str(checkpoint), "--prompt", "What is 2 + 2?", "--max-tokens", "5",
+            "--max-model-len", "128", "--max-num-seqs", "2"]
+    assert longcat_main(args) == 0
+    printed = capsys.readouterr().out
+    llm = LLM(str(checkpoint), max_model_len=128, max_num_seqs=2)
+    want = llm.generate("What is 2 + 2?", SamplingParams(temperature=0, max_tokens=5))[0].outputs[0].text
+    assert printed == want + "\n"
+    assert longcat_main(args + ["--chat", "--temperature", "0.7", "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--model", ".", "--port", "0"], "--port: expected a value in [1, 65535], got 0"),
+    (["serve", "--model", ".", "--port", "http"], "--port: expected an integer, got 'http'"),
+    (["generate", "--model", ".", "--prompt", "x", "--max-tokens", "0"], "--max-tokens: expected a value >= 1"),
+    (["generate", "--model", ".", "--prompt", "x", "--temperature", "-1"], "--temperature: expected a value in"),
+    (["serve", "--model", ".", "--max-num-seqs", "0"], "--max-num-seqs: expected a value >= 1"),
+    (["models", "init", "--out", "x", "--dtype", "int8"], "--dtype: invalid choice"),
+])
+def test_command_line_bounds(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        longcat_main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_command_errors_name_the_argument(tmp_path, capsys):
+    assert longcat_main(["serve", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "no config.json" in err
+    assert longcat_main(["models", "init", "--preset", "longcat-flash", "--out", str(tmp_path / "big")]) == 2
+    assert "vocab_size 131072" in capsys.readouterr().err
+    assert longcat_main(["models", "init", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "preset: expected one of" in capsys.readouterr().err
