@@ -30,6 +30,7 @@ _ALIASES = {
     "intermediate_size": "ffn_hidden_size",
     "moe_intermediate_size": "expert_ffn_hidden_size",
 }
+_WRITTEN = {"architectures": ["LongcatFlashForCausalLM"], "model_type": "longcat_flash"}
 # Fields real configs carry that the model does not read: kept verbatim, without a warning.
 _PASSTHROUGH = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype",
                 "use_cache", "output_router_logits", "initializer_range", "attention_dropout",
@@ -217,6 +218,9 @@ class LongcatFlashConfig:
                 d.setdefault("rope_theta", rope.pop("rope_theta"))
             if rope.get("rope_type", "default") != "default":
                 d.setdefault("rope_scaling", rope)
+        for key, value in _WRITTEN.items():   # to_dict writes these: not extra when unchanged
+            if d.get(key) == value:
+                del d[key]
         unknown = []
         for key, value in d.items():
             if key in names:
@@ -233,7 +237,7 @@ class LongcatFlashConfig:
     def to_dict(self) -> dict:
         """A ``config.json`` dict transformers reads (``model_type`` longcat_flash, RoPE written both
         as transformers 5's ``rope_parameters`` and as the older top-level ``rope_theta``)."""
-        out = {"architectures": ["LongcatFlashForCausalLM"], "model_type": "longcat_flash"}
+        out = copy.deepcopy(_WRITTEN)
         out.update(copy.deepcopy(self.extra))
         for f in dataclasses.fields(self):
             if f.name != "extra":

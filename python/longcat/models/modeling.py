@@ -480,11 +480,13 @@ class LongcatFlashForCausalLM(nn.Module):
 
         return load_pretrained(cls, path, dtype=dtype, device=device)
 
-    def save_pretrained(self, path, max_shard_size: int | str = "5GB") -> None:
-        """Write ``config.json`` and safetensors in Hugging Face's layout (see ``longcat.models.weights``)."""
+    def save_pretrained(self, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
+        """Write ``config.json`` and safetensors in Hugging Face's layout (see
+        ``longcat.models.weights.save_pretrained``; ``zero_expert_slots=True`` for a folder
+        transformers 5 loads)."""
         from longcat.models.weights import save_pretrained
 
-        save_pretrained(self, path, max_shard_size=max_shard_size)
+        save_pretrained(self, path, max_shard_size=max_shard_size, zero_expert_slots=zero_expert_slots)
 
     def load_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
                      strict: bool = True) -> None:

@@ -237,10 +237,15 @@ def _parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * unit)
 
 
-def save_pretrained(model, path, max_shard_size: int | str = "5GB") -> None:
+def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
     """Write ``config.json`` and the weights (``model.safetensors``, or shards of at most
     ``max_shard_size`` bytes plus ``model.safetensors.index.json``). Existing safetensors files
-    and index in ``path`` are removed first, so a folder never mixes two checkpoints."""
+    and index in ``path`` are removed first, so a folder never mixes two checkpoints.
+
+    ``zero_expert_slots``: also write zero ``experts.e.{gate,up}_proj`` tensors for the zero
+    experts. transformers (5.x) allocates gate/up weights for them and refuses a checkpoint
+    without; the original LongCat-Flash checkpoints have none, and for the 560B shape they would
+    add ~360 GB, so this is off by default."""
     from safetensors.torch import save_file
 
     limit = _parse_size(max_shard_size)
@@ -257,6 +262,14 @@ def save_pretrained(model, path, max_shard_size: int | str = "5GB") -> None:
         f.write("\n")
 
     tensors = hf_state_dict(model)
+    if zero_expert_slots:
+        c = model.config
+        F, H = c.expert_ffn_hidden_size, c.hidden_size
+        zeros = torch.zeros(F, H, dtype=model.dtype)
+        for layer in range(c.num_layers):
+            for e in range(c.n_routed_experts, c.n_routed_experts + c.zero_expert_num):
+                for part in ("gate_proj", "up_proj"):
+                    tensors[_expert_name(layer, e, part)] = zeros
     shards: list[list[str]] = [[]]
     size = 0
     for name, t in tensors.items():
