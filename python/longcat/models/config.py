@@ -278,6 +278,11 @@ class LongcatFlashConfig:
         if name not in PRESETS:
             raise ValueError(f"LongcatFlashConfig.from_preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}")
         d = PRESETS[name].to_dict()
+        # Derived fields follow their sources unless overridden themselves.
+        for derived, sources in (("qk_head_dim", ("qk_nope_head_dim", "qk_rope_head_dim")),
+                                 ("head_dim", ("qk_rope_head_dim",)), ("num_key_value_heads", ("num_attention_heads",))):
+            if derived not in overrides and any(s in overrides for s in sources):
+                del d[derived]
         d.update(overrides)
         return cls.from_dict(d)
 
