@@ -275,6 +275,7 @@ class ScriptedEngine:
 
     async def generate(self, prompt, params, request_id=None):
         tok = self.tokenizer
+        self.last_params = params
         ids = tok(self.script)["input_ids"]
         outs = [CompletionOutput(index=i, logprobs=[] if params.logprobs is not None else None)
                 for i in range(params.n)]
@@ -346,6 +347,17 @@ def test_scripted_malformed_call_is_content(scripted):
     streamed = "".join(ch.choices[0].delta.content or "" for ch in scripted.client.chat.completions.create(
         model="scripted", messages=USER, tools=TOOLS, stream=True))
     assert streamed == scripted.engine.script
+
+
+def test_chat_stops_at_end_of_turn_unless_ignore_eos(scripted):
+    scripted.engine.script = "Hello"
+    im_end = scripted.engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    scripted.client.chat.completions.create(model="scripted", messages=USER, stop=["\n\n"])
+    assert scripted.engine.last_params.stop_token_ids == [im_end] and scripted.engine.last_params.stop == ["\n\n"]
+    scripted.client.chat.completions.create(model="scripted", messages=USER, extra_body={"ignore_eos": True})
+    assert scripted.engine.last_params.stop_token_ids is None and scripted.engine.last_params.ignore_eos
+    scripted.client.completions.create(model="scripted", prompt="Hi")
+    assert scripted.engine.last_params.stop_token_ids is None
 
 
 def test_api_key(scripted):

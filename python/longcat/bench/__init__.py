@@ -11,4 +11,5 @@ AREAS = {
     "attention": "longcat.bench.attention",
     "envs": "longcat.bench.envs",
     "model": "longcat.bench.model",
+    "serve": "longcat.bench.serve",
 }

@@ -200,7 +200,9 @@ class _Server:
             raise APIError(str(e), param=_param_of(str(e))) from None
         prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
                                                     tokenize=False)
-        params = body.sampling_params(body.max_new_tokens(), body.num_logprobs(), self.chat_stops or None)
+        # <|im_end|> ends a chat turn as EOS ends a text; ignore_eos ignores both
+        stops = None if body.ignore_eos else (self.chat_stops or None)
+        params = body.sampling_params(body.max_new_tokens(), body.num_logprobs(), stops)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         first, gen = await self.submit(prompt, params, rid, "messages")
         if body.stream:
