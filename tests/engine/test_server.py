@@ -408,3 +408,18 @@ def test_command_errors_name_the_argument(tmp_path, capsys):
     assert "vocab_size 131072" in capsys.readouterr().err
     assert longcat_main(["models", "init", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "preset: expected one of" in capsys.readouterr().err
+
+
+def test_bench_serve_quick(tmp_path):
+    from longcat.bench import AREAS
+    from longcat.bench.common import report
+    from longcat.bench.serve import run
+
+    assert AREAS["serve"] == "longcat.bench.serve"
+    result = run(quick=True)
+    assert [r["concurrency"] for r in result.rows] == [1, 8]
+    for r in result.rows:
+        assert r["engine tok/s"] > 0 and r["http tok/s"] > 0 and r["http ttft ms"] > 0
+        assert r["http/engine wall"] == pytest.approx(r["http wall"] / r["engine wall"])
+    path = report(result, str(tmp_path))
+    assert json.loads(open(path).read())["rows"] == result.rows

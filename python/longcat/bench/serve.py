@@ -59,7 +59,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     from longcat.serve import ServerThread, build_app
 
     if device != "cpu":
-        raise ValueError(f"device: the serving benchmark runs on cpu (the engine loads checkpoints there), got {device!r}")
+        raise ValueError(f"device: the serving benchmark runs on cpu (the engine loads checkpoints there), "
+                         f"got {device!r}")
     levels = [1, 8] if quick else [1, 8, 32]
     max_tokens = 16 if quick else 64
     repeats = 2 if quick else 3

@@ -33,7 +33,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from longcat.engine.async_engine import AsyncEngine, EngineDeadError
-from longcat.engine.chat import ToolCallParser, chat_stop_token_ids, normalize_messages, normalize_tools
+from longcat.engine.chat import (ToolCallParser, chat_stop_token_ids, normalize_messages, normalize_tools,
+                                 parse_assistant_text)
 from longcat.engine.types import Completion, CompletionOutput, SamplingParams
 from longcat.serve.protocol import (APIError, ChatCompletionRequest, CompletionRequest, UpdateWeightsRequest,
                                     error_body)
@@ -80,7 +81,8 @@ class TokenText:
 
 
 def _param_of(message: str) -> Optional[str]:
-    """The field a ValueError names: "SamplingParams.top_p must ..." -> "top_p", "messages[0].role: ..." -> "messages"."""
+    """The field a ValueError names: "SamplingParams.top_p must ..." -> "top_p",
+    "messages[0].role: ..." -> "messages[0].role"."""
     head = message.split(" ", 1)[0].rstrip(":")
     if head.startswith("SamplingParams."):
         return head.split(".", 1)[1]
@@ -216,19 +218,17 @@ class _Server:
         return JSONResponse(resp)
 
     def chat_choice(self, body: ChatCompletionRequest, out: CompletionOutput) -> dict:
-        events = []
         if body.parse_tools():
-            parser = ToolCallParser()
-            events = parser.feed(out.text) + parser.finish()
+            parsed = parse_assistant_text(out.text)
+            content, calls = parsed.content, parsed.tool_calls
         else:
-            events = [out.text]
-        calls = [e for e in events if isinstance(e, dict)]
-        content = "".join(e for e in events if isinstance(e, str))
-        message: dict = {"role": "assistant", "content": (content.strip() or None) if calls else content}
+            content, calls = out.text, []
+        message: dict = {"role": "assistant", "content": content}
         if calls:
             message["tool_calls"] = calls
+        top_n = body.top_logprobs or 0
         choice = {"index": out.index, "message": message,
-                  "logprobs": ({"content": self._chat_token_logprobs(out, 0, len(out.token_ids), body.top_logprobs or 0),
+                  "logprobs": ({"content": self._chat_token_logprobs(out, 0, len(out.token_ids), top_n),
                                 "refusal": None} if body.logprobs else None),
                   "finish_reason": "tool_calls" if calls and out.finish_reason == "stop" else out.finish_reason,
                   "stop_reason": out.stop_reason,
