@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from longcat.cli import main as longcat_main
-from longcat.engine import AsyncEngine, Completion, CompletionOutput
+from longcat.engine import AsyncEngine, Completion, CompletionOutput, EngineDeadError
 from longcat.engine.chat import render_prompt
 from longcat.serve import ServerThread, build_app
 
@@ -265,6 +265,7 @@ class ScriptedEngine:
 
     def __init__(self, tokenizer, script=""):
         self.tokenizer, self.script, self.version = tokenizer, script, 2
+        self.die_after = None       # tokens after which the "step loop" fails
         self.engine = SimpleNamespace(max_len=256)
 
     async def start(self):
@@ -280,6 +281,8 @@ class ScriptedEngine:
         outs = [CompletionOutput(index=i, logprobs=[] if params.logprobs is not None else None)
                 for i in range(params.n)]
         for k in range(1, len(ids) + 1):
+            if k == self.die_after:
+                raise EngineDeadError("engine step failed: RuntimeError('scripted')")
             for o in outs:
                 o.token_ids, o.versions = ids[:k], [self.version] * k
                 o.text = tok.decode(ids[:k], skip_special_tokens=True)
@@ -358,6 +361,22 @@ def test_chat_stops_at_end_of_turn_unless_ignore_eos(scripted):
     assert scripted.engine.last_params.stop_token_ids is None and scripted.engine.last_params.ignore_eos
     scripted.client.completions.create(model="scripted", prompt="Hi")
     assert scripted.engine.last_params.stop_token_ids is None
+
+
+def test_engine_failure_mid_request(scripted):
+    scripted.engine.script, scripted.engine.die_after = "one two three four", 3
+    try:
+        with pytest.raises(openai.InternalServerError):
+            scripted.client.chat.completions.create(model="scripted", messages=USER)
+        body = {"model": "scripted", "messages": USER, "stream": True}
+        headers = {"authorization": "Bearer sk-test"}
+        with httpx.stream("POST", scripted.base_url + "/v1/chat/completions", json=body, headers=headers) as r:
+            lines = [ln for ln in r.iter_lines() if ln]
+        assert r.status_code == 200 and lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["error"]["type"] == "server_error"
+    finally:
+        scripted.engine.die_after = None
+    assert scripted.client.chat.completions.create(model="scripted", messages=USER).choices[0].message.content
 
 
 def test_api_key(scripted):
