@@ -359,6 +359,12 @@ def test_chat_stops_at_end_of_turn_unless_ignore_eos(scripted):
     assert scripted.engine.last_params.stop_token_ids == [im_end] and scripted.engine.last_params.stop == ["\n\n"]
     scripted.client.chat.completions.create(model="scripted", messages=USER, extra_body={"ignore_eos": True})
     assert scripted.engine.last_params.stop_token_ids is None and scripted.engine.last_params.ignore_eos
+    # the sampling fields reach the engine as given; max_completion_tokens wins over max_tokens
+    scripted.client.chat.completions.create(model="scripted", messages=USER, temperature=0.5, top_p=0.9, seed=11,
+                                            max_tokens=50, max_completion_tokens=7, n=2,
+                                            extra_body={"top_k": 5, "min_p": 0.1})
+    p = scripted.engine.last_params
+    assert (p.temperature, p.top_p, p.seed, p.max_tokens, p.n, p.top_k, p.min_p) == (0.5, 0.9, 11, 7, 2, 5, 0.1)
     scripted.client.completions.create(model="scripted", prompt="Hi")
     assert scripted.engine.last_params.stop_token_ids is None
 
