@@ -10,4 +10,5 @@ AREAS = {
     "moe_route": "longcat.bench.moe_route",
     "attention": "longcat.bench.attention",
     "envs": "longcat.bench.envs",
+    "engine": "longcat.bench.engine",
 }
