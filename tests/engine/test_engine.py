@@ -334,3 +334,27 @@ def test_llm_generate_orders_and_chat(toy, char_tokenizer):
                                                                          ignore_eos=True))
     expected = llm.generate("user: hi\nassistant:", SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
     assert chat[0].outputs[0].token_ids == expected[0].outputs[0].token_ids
+
+
+def test_text_matches_a_full_decode_with_leading_spaces(toy):
+    """A sentencepiece-style tokenizer (Metaspace: "▁" marks a space, dropped at the start of a
+    decode): the streamed text is the full decode's continuation, leading space included."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for i in range(68):
+        vocab[f"\u2581w{i}"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>")
+    engine = _engine(toy, tokenizer)
+    prompt = [7, 8, 9]
+    req = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
+    _run(engine)
+    ids = req.outputs[0].token_ids
+    full = tokenizer.decode(prompt + ids, skip_special_tokens=True)
+    head = tokenizer.decode(prompt, skip_special_tokens=True)
+    assert full.startswith(head) and req.outputs[0].text == full[len(head):]
+    assert req.outputs[0].text.startswith(" ")

@@ -11,5 +11,6 @@ AREAS = {
     "attention": "longcat.bench.attention",
     "envs": "longcat.bench.envs",
     "model": "longcat.bench.model",
+    "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
 }

@@ -22,7 +22,7 @@ from longcat.engine.weights import WeightsSource, apply_weights
 from longcat.models.paged import PagedBatch
 
 Prompt = Union[str, Seq[int]]
-LATENT_DIM = 576  # values per token per attention sublayer in the paged cache (512 latent + 64 rope)
+DETOKENIZE_CONTEXT = 5  # prompt tokens decoded before the first output token (leading spaces, merges)
 
 
 @dataclass
@@ -341,8 +341,12 @@ class LLMEngine:
 
     def _detokenize(self, seq: Sequence, final: bool = False) -> str:
         """Text added by the newest tokens (vLLM's windowed incremental decode: the window starts
-        a few tokens back so merges and leading spaces come out as in a full decode)."""
-        ids = seq.output.token_ids
+        a few tokens back, into the prompt at first, so merges and leading spaces come out as in
+        a full decode; a token that ends inside a UTF-8 character waits for the next one)."""
+        ids = seq.token_ids
+        if seq.read_offset == 0:  # first output token: start the window in the prompt's tail
+            seq.read_offset = seq.num_prompt
+            seq.prefix_offset = max(0, seq.num_prompt - DETOKENIZE_CONTEXT)
         decode = self.tokenizer.decode
         prefix = decode(ids[seq.prefix_offset:seq.read_offset], skip_special_tokens=True)
         full = decode(ids[seq.prefix_offset:], skip_special_tokens=True)

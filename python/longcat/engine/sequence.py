@@ -34,7 +34,7 @@ class Sequence:
     page_keys: list[int] = field(default_factory=list)  # prefix-cache keys of the leading full pages
     kv_epoch: int = 0                # weights epoch of the cached latents (stale ones are never shared)
     full_text: str = ""              # detokenized output, before stop-string cutting
-    prefix_offset: int = 0           # incremental detokenizer window (indices into output ids)
+    prefix_offset: int = 0           # incremental detokenizer window (indices into token_ids)
     read_offset: int = 0
 
     @property
