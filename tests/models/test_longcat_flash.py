@@ -420,6 +420,8 @@ def test_original_checkpoint_style_config_aliases_and_unknown_fields():
     assert out["mystery_knob"] == [1, 2] and out["attention_method"] == "MLA"
     with warnings.catch_warnings(record=True):
         assert LongcatFlashConfig.from_dict(out) == c
+    with pytest.warns(UserWarning, match="'num_hidden_layers' \\(56\\) is not 2 \\* num_layers \\(4\\)"):
+        assert LongcatFlashConfig.from_dict({**PRESETS["tiny"].to_dict(), "num_hidden_layers": 56}).num_layers == 2
     with pytest.raises(ValueError, match="'num_local_experts' \\(5\\) conflicts with 'n_routed_experts' \\(4\\)"):
         LongcatFlashConfig.from_dict({**PRESETS["tiny"].to_dict(), "num_local_experts": 5})
 
