@@ -89,6 +89,24 @@ class MLP(nn.Module):
         return F.linear(F.silu(gate) * up, self.down_proj.weight)
 
 
+def _check_batch(batch: PagedBatch) -> None:
+    """Shape checks that need no host read of device data."""
+    T, B = batch.input_ids.shape[0], batch.seq_lens.shape[0]
+    if batch.input_ids.dim() != 1 or batch.positions.shape != batch.input_ids.shape:
+        raise ValueError(f"forward_paged: 'input_ids' and 'positions' must be 1-D of one length, got "
+                         f"{list(batch.input_ids.shape)} and {list(batch.positions.shape)}")
+    if batch.cu_seqlens_q.shape != (B + 1,) or batch.block_table.dim() != 2 or batch.block_table.shape[0] != B:
+        raise ValueError(f"forward_paged: 'cu_seqlens_q' must be [B + 1] and 'block_table' [B, max_pages] for "
+                         f"B = len(seq_lens) = {B}, got {list(batch.cu_seqlens_q.shape)} and "
+                         f"{list(batch.block_table.shape)}")
+    for name in ("cu_seqlens_q", "seq_lens", "block_table"):
+        if getattr(batch, name).dtype != torch.int32:
+            raise TypeError(f"forward_paged: '{name}' must be int32, got {getattr(batch, name).dtype}")
+    if batch.max_q_len <= 1 and T != B:
+        raise ValueError(f"forward_paged: 'max_q_len' is {batch.max_q_len} but the batch has {T} new tokens for "
+                         f"{B} sequences")
+
+
 class _StepPlan:
     """What one ``forward_paged`` step shares across all layers: token/sequence bookkeeping, the
     decode split plans and the prefill cu_seqlens, computed once."""
@@ -482,6 +500,7 @@ class LongcatFlashForCausalLM(nn.Module):
         if kv_caches[0].dtype != self.dtype:
             raise ValueError(f"forward_paged: the caches must have the model's dtype {self.dtype}, got "
                              f"{kv_caches[0].dtype}")
+        _check_batch(batch)
         if batch.input_ids.shape[0] == 0:
             return torch.empty(0, self.config.vocab_size, dtype=torch.float32, device=self.device)
         plan = _StepPlan(self, batch)
