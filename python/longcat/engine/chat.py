@@ -161,14 +161,43 @@ Event = Union[str, dict]
 class ToolCallParser:
     """Incremental reader of generated text: ``feed(delta)`` and ``finish()`` return events,
     each either content text (str) or a complete OpenAI tool call (dict). Text that may be the
-    start of a ``<tool_call>`` tag is held back until it is known not to be."""
+    start of a ``<tool_call>`` tag is held back until it is known not to be. Whitespace next to
+    a call is the template's formatting, not content: trailing whitespace of text waits for
+    more text and is dropped when a call follows, as is whitespace right after a call (so the
+    streamed content equals the one-shot content)."""
 
     def __init__(self, make_id: Callable[[], str] = new_tool_call_id):
         self.make_id = make_id
         self.buffer = ""
         self.in_call = False
+        self.pending_space = ""
+        self.after_call = False
+        self.calls = 0
 
     def feed(self, delta: str) -> list[Event]:
+        return self._tidy(self._scan(delta))
+
+    def _tidy(self, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for e in events:
+            if isinstance(e, dict):
+                self.pending_space, self.after_call = "", True
+                self.calls += 1
+                out.append(e)
+                continue
+            if self.after_call:
+                e = e.lstrip()
+                if not e:
+                    continue
+                self.after_call = False
+            text = self.pending_space + e
+            body = text.rstrip()
+            self.pending_space = text[len(body):]
+            if body:
+                out.append(body)
+        return out
+
+    def _scan(self, delta: str) -> list[Event]:
         self.buffer += delta
         events: list[Event] = []
         while True:
@@ -197,12 +226,17 @@ class ToolCallParser:
         """The rest: an unclosed block that parses is a call (generation stopped at the end of
         the turn), anything else is content."""
         rest, self.buffer = self.buffer, ""
+        events: list[Event] = [rest] if rest else []
         if self.in_call:
             self.in_call = False
             call = _parse_call(rest[len(TOOL_CALL_START):], self.make_id)
             if call is not None:
-                return [call]
-        return [rest] if rest else []
+                events = [call]
+        events = self._tidy(events)
+        if self.pending_space and not self.calls:   # plain text keeps its exact ending
+            events.append(self.pending_space)
+        self.pending_space = ""
+        return events
 
 
 def _partial_suffix(text: str, tag: str) -> int:
