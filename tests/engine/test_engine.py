@@ -358,3 +358,31 @@ def test_text_matches_a_full_decode_with_leading_spaces(toy):
     head = tokenizer.decode(prompt, skip_special_tokens=True)
     assert full.startswith(head) and req.outputs[0].text == full[len(head):]
     assert req.outputs[0].text.startswith(" ")
+
+
+def test_no_page_leaks_after_many_mixed_requests(toy):
+    """Random arrivals, n > 1, sampling, prefix hits, preemption (a small cache) and aborts: at
+    the end every page is free again and every refcount is zero."""
+    import random
+
+    rng = random.Random(0)
+    engine = _engine(toy, num_pages=12, max_num_batched_tokens=16, max_num_seqs=6)
+    shared = _prompts(1, [9], seed=20)[0]
+    reqs = []
+    for i in range(20):
+        prompt = shared + [rng.randrange(3, 64)] if i % 3 == 0 else _prompts(1, [rng.randrange(1, 14)], seed=i)[0]
+        params = SamplingParams(n=rng.choice([1, 1, 2, 3]), temperature=rng.choice([0, 0.8]), seed=i,
+                                max_tokens=rng.randrange(1, 12), ignore_eos=True)
+        reqs.append(engine.add_request(prompt, params, request_id=f"q{i}"))
+        if i % 7 == 3:
+            engine.abort(f"q{i - 2}")
+        engine.step()
+    _run(engine)
+    assert engine.scheduler.num_preemptions > 0
+    assert all(r.finished for r in reqs)
+    assert sum(o.finish_reason == "abort" for r in reqs for o in r.outputs) > 0
+    for r in reqs:
+        for o in r.outputs:
+            if o.finish_reason == "length":
+                assert len(o.token_ids) == r.params.max_tokens
+    _assert_no_leak(engine)

@@ -38,13 +38,16 @@ from longcat.bench.common import BenchResult, machine_info
 SAMPLE_PROMPTS = 4  # rows compared token by token against transformers before timing
 
 
-def _median_time(fn, reps: int) -> float:
-    times = []
+def _interleaved_medians(fns: dict, reps: int) -> dict:
+    """Median seconds per call of each fn, the fns taking turns in every repeat (so a change in
+    the machine's load during the run hits both sides alike)."""
+    times: dict = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 @contextlib.contextmanager
@@ -158,7 +161,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     batches = [1, 8] if quick else [1, 8, 32]
     prompt_len, gen = (16, 8) if quick else (64, 32)
     prefill_len = 128 if quick else 512
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
 
     torch.manual_seed(0)
     config = LongcatFlashConfig.from_preset("small")
@@ -213,21 +216,20 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     for b in batches:
         ids = prompts(b, prompt_len)
         ours_generate(llm, ids, 2), hf_generate(hf, ids, 2)  # warm-up
-        ours_full = _median_time(lambda: ours_generate(llm, ids, gen), reps)
-        ours_first = _median_time(lambda: ours_generate(llm, ids, 1), reps)
-        hf_full = _median_time(lambda: hf_generate(hf, ids, gen), reps)
-        hf_first = _median_time(lambda: hf_generate(hf, ids, 1), reps)
-        mine_tps = b * (gen - 1) / (ours_full - ours_first)
-        theirs_tps = b * (gen - 1) / (hf_full - hf_first)
+        t = _interleaved_medians({
+            "ours_full": lambda: ours_generate(llm, ids, gen), "hf_full": lambda: hf_generate(hf, ids, gen),
+            "ours_first": lambda: ours_generate(llm, ids, 1), "hf_first": lambda: hf_generate(hf, ids, 1)}, reps)
+        mine_tps = b * (gen - 1) / (t["ours_full"] - t["ours_first"])
+        theirs_tps = b * (gen - 1) / (t["hf_full"] - t["hf_first"])
         result.add(case="decode", batch=b, tokens=f"{prompt_len}+{gen}", longcat=mine_tps, transformers=theirs_tps,
                    vs_transformers=mine_tps / theirs_tps, unit="tokens/s")
 
     ids = prompts(1, prefill_len)
     with torch.inference_mode():
-        hf(ids, logits_to_keep=1)
-        t_hf = _median_time(lambda: hf(ids, logits_to_keep=1), reps)
-    ours_generate(llm, ids, 1)
-    t_ours = _median_time(lambda: ours_generate(llm, ids, 1), reps)
+        hf(ids, logits_to_keep=1), ours_generate(llm, ids, 1)  # warm-up
+        t = _interleaved_medians({"ours": lambda: ours_generate(llm, ids, 1),
+                                  "hf": lambda: hf(ids, logits_to_keep=1)}, reps)
+    t_ours, t_hf = t["ours"], t["hf"]
     result.add(case="prefill", batch=1, tokens=prefill_len, longcat=prefill_len / t_ours,
                transformers=prefill_len / t_hf, vs_transformers=t_hf / t_ours, unit="tokens/s")
 

@@ -38,6 +38,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []   # in arrival order: the last one is preempted first
         self.epoch = 0                      # weights epoch: part of every prefix-cache key
+        self.num_preemptions = 0            # sequences sent back for recompute (out of pages, weight update)
 
     # ---- queues ----------------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class Scheduler:
         self._release(seq)
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)
+        self.num_preemptions += 1
 
     def preempt_all(self) -> None:
         """Requeue every running sequence, keeping their order (after a weight update)."""

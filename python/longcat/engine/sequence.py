@@ -64,5 +64,4 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return self.error is not None or (
-            len(self.seqs) == self.params.n and all(s.finished for s in self.seqs))
+        return self.error is not None or all(o.finish_reason is not None for o in self.outputs)
