@@ -11,6 +11,7 @@ since the skeleton still computes a little.
 """
 from __future__ import annotations
 
+import inspect
 import tempfile
 
 import torch
@@ -50,13 +51,15 @@ def _ours(model, B, min_time, device):
 
 def _peer(hf, ids, min_time, device):
     B, P = ids.shape
+    # transformers 5 renamed past_key_values to cache
+    key = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
     with torch.no_grad():
         t_prefill = measure(lambda: hf(input_ids=ids, use_cache=True), device, min_time, warmup=1, min_iters=3)
-        cache = hf(input_ids=ids, use_cache=True).cache
+        cache = getattr(hf(input_ids=ids, use_cache=True), key)
         last, pos = ids[:, -1:], torch.full((B, 1), P, device=ids.device)
 
         def step():
-            hf(input_ids=last, cache=cache, position_ids=pos, use_cache=True)
+            hf(input_ids=last, position_ids=pos, use_cache=True, **{key: cache})
             cache.crop(-1)
 
         t_decode = measure(step, device, min_time)
@@ -71,7 +74,11 @@ def _skeleton(config: LongcatFlashConfig) -> LongcatFlashConfig:
 
 
 def run(device: str = "cpu", quick: bool = False) -> BenchResult:
-    from transformers import LongcatFlashForCausalLM as HFModel
+    try:
+        from transformers import LongcatFlashForCausalLM as HFModel
+    except ImportError as e:
+        raise ImportError("bench model: the peer is transformers' LongcatFlashForCausalLM; "
+                          "pip install 'longcat[bench]' (transformers >= 4.57)") from e
 
     min_time = 0.3 if quick else 1.0
     presets = ["tiny"] if quick else ["tiny", "small"]

@@ -286,7 +286,8 @@ class LongcatFlashConfig:
         d = PRESETS[name].to_dict()
         # Derived fields follow their sources unless overridden themselves.
         for derived, sources in (("qk_head_dim", ("qk_nope_head_dim", "qk_rope_head_dim")),
-                                 ("head_dim", ("qk_rope_head_dim",)), ("num_key_value_heads", ("num_attention_heads",))):
+                                 ("head_dim", ("qk_rope_head_dim",)), ("num_key_value_heads", ("num_attention_heads",)),
+                                 ("num_hidden_layers", ("num_layers",))):
             if derived not in overrides and any(s in overrides for s in sources):
                 del d[derived]
         d.update(overrides)

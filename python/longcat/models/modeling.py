@@ -116,10 +116,8 @@ class _StepPlan:
         self.positions = batch.positions
         self.positions32 = batch.positions.to(torch.int32)
         self.block_table = batch.block_table
-        self.seq_lens = batch.seq_lens
         B = batch.seq_lens.shape[0]
         T = batch.input_ids.shape[0]
-        self.num_tokens = T
         self.window = model._ssa_window_kwargs
         self.has_ssa = model._has_ssa
         if batch.max_q_len <= 1:  # decode-only step: one token per sequence, nothing to split
@@ -264,17 +262,14 @@ class MLA(nn.Module):
 
         if plan.prefill is None:                        # decode only: every row is a decode row
             o = self._decode(q[..., :nope], q_rot, cache, plan.decode, w)
-        else:
+        elif plan.prefill["rows"] is None:              # prefill only: every row is a prefill row
+            o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, plan.prefill)
+        else:                                           # mixed: each kind on its rows
             o = x.new_empty(T, nh, self.v_dim)
-            p = plan.prefill
-            rows = p["rows"]
-            if rows is None:
-                o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, p)
-            else:
-                o[rows] = self._prefill(q[rows, :, :nope], q_rot[rows], latent[rows], k_rot[rows], cache, p)
-            if plan.decode is not None:
-                d = plan.decode["rows"]
-                o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
+            r = plan.prefill["rows"]
+            o[r] = self._prefill(q[r, :, :nope], q_rot[r], latent[r], k_rot[r], cache, plan.prefill)
+            d = plan.decode["rows"]
+            o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
         return self.o_proj(o.reshape(T, nh * self.v_dim))
 
     def _decode(self, q_nope, q_rot, cache, d, w):
@@ -492,8 +487,10 @@ class LongcatFlashForCausalLM(nn.Module):
     def forward_paged(self, batch: PagedBatch, kv_caches: Sequence[torch.Tensor]) -> torch.Tensor:
         """Append the batch's latents to ``kv_caches`` and return float32 logits
         ``[len(logits_indices), vocab]`` (see ``PagedModel``). The caches must be in the model's
-        dtype. Host reads: none for a decode-only step (``max_q_len == 1``); one read of
-        ``cu_seqlens_q`` / ``seq_lens`` per step otherwise (plus the MoE's dispatch sizes)."""
+        dtype. Host reads: none of its own for a decode-only step (``max_q_len == 1``); one read
+        of ``cu_seqlens_q`` / ``seq_lens`` per step otherwise, plus, per sublayer, the lengths
+        ``mla_gather`` reads when a prefill chunk has a cached prefix, and the MoE's dispatch
+        sizes (a data-dependent shape) per layer."""
         if len(kv_caches) != self.config.num_hidden_layers:
             raise ValueError(f"forward_paged: 'kv_caches' must hold one cache per attention sublayer "
                              f"({self.config.num_hidden_layers}), got {len(kv_caches)}")
