@@ -1,4 +1,5 @@
-"""The ``longcat`` command: ``longcat info``, ``longcat bench <area>`` and ``longcat envs ...``."""
+"""The ``longcat`` command: ``longcat info``, ``longcat bench <area>``, ``longcat envs ...``, ``longcat serve``,
+``longcat generate`` and ``longcat models init``."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     from longcat.envs.cli import add_parser as add_envs_parser
 
     add_envs_parser(sub)
+    from longcat.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.device.startswith("cuda"):
         import torch

@@ -1,0 +1,569 @@
+"""LongCat-Flash (and its Zig-Zag variant) as a torch module over the longcat kernels.
+
+Numerically the model is transformers' ``LongcatFlashForCausalLM`` (same parameter names, same
+ScMoE dataflow, MLA with LongCat's LoRA scalings, interleaved RoPE, fp32 router with zero
+experts); it adds streaming sparse attention (SSA) on the sublayers the Zig-Zag ``layer_type``
+marks '1', and a paged inference path (``forward_paged``, the ``PagedModel`` contract).
+
+Which op runs where:
+
+- Training forward (``model(input_ids, ...)``, differentiable): RMSNorm (``ops.rms_norm``),
+  RoPE (``ops.rope_interleaved``) and the MoE (``longcat.nn.MoE``: ``moe_route``,
+  ``moe_dispatch``, ``moe_grouped_swiglu``, ``moe_combine``) run the kernels with their autograd
+  formulas; attention runs torch's ``scaled_dot_product_attention`` with the kernels' visibility
+  rule (``reference.attention_visible``) as the mask, because ``mla_prefill`` / ``ssa_prefill``
+  have no backward.
+- ``forward_paged`` (inference): the same norms, RoPE and MoE kernels; ``mla_append_kv`` writes
+  each sublayer's 576-wide latent; prefill chunks (``q_len > 1``) up-project the latents (the new
+  ones, or the whole sequence gathered with ``mla_gather`` when a prefix is cached) and run
+  ``mla_prefill`` / ``ssa_prefill`` for all of them in one call; decode rows (``q_len == 1``)
+  run the absorbed form (``mla_decode`` / ``ssa_decode`` over the cache, one split plan per
+  step for the MLA and one for the SSA sublayers).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longcat import ops
+from longcat.models.config import CACHE_LATENT_DIM, CACHE_ROPE_DIM, LongcatFlashConfig
+from longcat.models.paged import PagedBatch
+from longcat.nn import MoE, MoEConfig
+from longcat.ops._common import ssa_window
+
+_CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
+_LATENT_NORM_EPS = 1e-6  # transformers builds q_a / kv_a norms without eps: the class default
+
+
+def _derived(module: nn.Module, sources: Sequence[torch.Tensor], compute) -> dict:
+    """Inference-only tensors computed from ``sources`` (fused or absorbed copies of parameters),
+    recomputed whenever a source changed: a new tensor, dtype or an in-place update (an optimizer
+    step or ``load_weights`` bumps its version). They are copies, never folded into the
+    parameters, so recomputing is idempotent: no scale is ever applied twice."""
+    key = tuple((p.data_ptr(), p._version, p.dtype) for p in sources)
+    cached = module.__dict__.get("_derived_cache")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, compute())
+        module.__dict__["_derived_cache"] = cached
+    return cached[1]
+
+
+def _forget_derived(module: nn.Module) -> None:
+    module.__dict__.pop("_derived_cache", None)
+
+
+class RMSNorm(nn.Module):
+    """transformers' LongcatFlashRMSNorm (fp32 statistics, rounded, times weight) on ``ops.rms_norm``."""
+
+    def __init__(self, size: int, eps: float, dtype=None, device=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
+class MLP(nn.Module):
+    """Dense SwiGLU MLP: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, hidden: int, inner: int, dtype=None, device=None):
+        super().__init__()
+        kw = dict(bias=False, dtype=dtype, device=device)
+        self.gate_proj = nn.Linear(hidden, inner, **kw)
+        self.up_proj = nn.Linear(hidden, inner, **kw)
+        self.down_proj = nn.Linear(inner, hidden, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def forward_paged(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: gate and up as one GEMM over a fused copy of their weights."""
+        w = _derived(self, (self.gate_proj.weight, self.up_proj.weight),
+                     lambda: torch.cat([self.gate_proj.weight, self.up_proj.weight], 0))
+        gate, up = F.linear(x, w).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj.weight)
+
+
+def _check_batch(batch: PagedBatch) -> None:
+    """Shape checks that need no host read of device data."""
+    T, B = batch.input_ids.shape[0], batch.seq_lens.shape[0]
+    if batch.input_ids.dim() != 1 or batch.positions.shape != batch.input_ids.shape:
+        raise ValueError(f"forward_paged: 'input_ids' and 'positions' must be 1-D of one length, got "
+                         f"{list(batch.input_ids.shape)} and {list(batch.positions.shape)}")
+    if batch.cu_seqlens_q.shape != (B + 1,) or batch.block_table.dim() != 2 or batch.block_table.shape[0] != B:
+        raise ValueError(f"forward_paged: 'cu_seqlens_q' must be [B + 1] and 'block_table' [B, max_pages] for "
+                         f"B = len(seq_lens) = {B}, got {list(batch.cu_seqlens_q.shape)} and "
+                         f"{list(batch.block_table.shape)}")
+    for name in ("cu_seqlens_q", "seq_lens", "block_table"):
+        if getattr(batch, name).dtype != torch.int32:
+            raise TypeError(f"forward_paged: '{name}' must be int32, got {getattr(batch, name).dtype}")
+    if batch.max_q_len <= 1 and T != B:
+        raise ValueError(f"forward_paged: 'max_q_len' is {batch.max_q_len} but the batch has {T} new tokens for "
+                         f"{B} sequences")
+
+
+class _StepPlan:
+    """What one ``forward_paged`` step shares across all layers: token/sequence bookkeeping, the
+    decode split plans and the prefill cu_seqlens, computed once."""
+
+    def __init__(self, model: "LongcatFlashForCausalLM", batch: PagedBatch):
+        device = batch.input_ids.device
+        self.positions = batch.positions
+        self.positions32 = batch.positions.to(torch.int32)
+        self.block_table = batch.block_table
+        B = batch.seq_lens.shape[0]
+        T = batch.input_ids.shape[0]
+        self.window = model._ssa_window_kwargs
+        self.has_ssa = model._has_ssa
+        if batch.max_q_len <= 1:  # decode-only step: one token per sequence, nothing to split
+            self.seq_ids = torch.arange(B, dtype=torch.int32, device=device)
+            self._plan_decode(batch.block_table, batch.seq_lens, None)
+            self.prefill = None
+            return
+        cu = batch.cu_seqlens_q.tolist()           # one host read per step (not per layer)
+        q_lens = [cu[i + 1] - cu[i] for i in range(B)]
+        k_lens = batch.seq_lens.tolist()
+        self.seq_ids = torch.repeat_interleave(torch.arange(B, dtype=torch.int32, device=device),
+                                               torch.tensor(q_lens, device=device), output_size=T)
+        dec = [b for b in range(B) if q_lens[b] == 1]
+        pre = [b for b in range(B) if q_lens[b] > 1]
+        if dec:
+            rows = torch.tensor([cu[b] for b in dec], dtype=torch.long, device=device)
+            seqs = torch.tensor(dec, dtype=torch.long, device=device)
+            self._plan_decode(batch.block_table[seqs], batch.seq_lens[seqs], rows)
+        else:
+            self.decode = None
+        pq = [q_lens[b] for b in pre]
+        pk = [k_lens[b] for b in pre]
+        rows = torch.cat([torch.arange(cu[b], cu[b + 1], device=device) for b in pre])
+        seqs = torch.tensor(pre, dtype=torch.long, device=device)
+        cu_q = torch.tensor([0] + pq, dtype=torch.int32, device=device).cumsum(0, dtype=torch.int32)
+        cu_k = torch.tensor([0] + pk, dtype=torch.int32, device=device).cumsum(0, dtype=torch.int32)
+        # Without a cached prefix the keys are exactly the new tokens: no gather from the cache.
+        gather = any(k != q for q, k in zip(pq, pk))
+        self.prefill = dict(rows=None if (len(pre) == B) else rows, cu_q=cu_q, cu_k=cu_k, max_q=max(pq),
+                            max_k=max(pk), gather=gather, block_table=batch.block_table[seqs],
+                            seq_lens=batch.seq_lens[seqs])
+
+    def _plan_decode(self, block_table, seq_lens, rows):
+        md = ops.mla_decode_metadata(seq_lens, 1)
+        md_ssa = ops.mla_decode_metadata(seq_lens, 1, **self.window) if self.has_ssa else None
+        self.decode = dict(rows=rows, block_table=block_table, seq_lens=seq_lens, md=md, md_ssa=md_ssa)
+
+
+class MLA(nn.Module):
+    """Multi-head latent attention with LongCat's LoRA scalings (one attention sublayer).
+
+    ``sublayer`` is the global attention-sublayer index (``2 * layer + i``, transformers'
+    ``layer_idx``), which the Zig-Zag ``layer_type`` indexes; ``window`` the SSA window (keyword
+    arguments of ``ssa_prefill`` / ``ssa_decode``) or None for full attention."""
+
+    def __init__(self, config: LongcatFlashConfig, sublayer: int, window: dict | None, dtype=None, device=None):
+        super().__init__()
+        c = config
+        self.sublayer = sublayer
+        self.window = window
+        self.num_heads = c.num_attention_heads
+        self.nope, self.rope, self.v_dim = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
+        self.qk_dim = c.qk_head_dim
+        self.q_scale, self.kv_scale = c.q_lora_scale, c.kv_lora_scale
+        self.softmax_scale = c.softmax_scale
+        self.rope_theta = float(c.rope_theta)
+        kw = dict(bias=False, dtype=dtype, device=device)
+        self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, **kw)
+        self.q_a_layernorm = RMSNorm(c.q_lora_rank, _LATENT_NORM_EPS, dtype, device)
+        self.q_b_proj = nn.Linear(c.q_lora_rank, self.num_heads * self.qk_dim, **kw)
+        self.kv_a_proj_with_mqa = nn.Linear(c.hidden_size, c.kv_lora_rank + c.qk_rope_head_dim, **kw)
+        self.kv_a_layernorm = RMSNorm(c.kv_lora_rank, _LATENT_NORM_EPS, dtype, device)
+        self.kv_b_proj = nn.Linear(c.kv_lora_rank, self.num_heads * (self.nope + self.v_dim), **kw)
+        self.o_proj = nn.Linear(self.num_heads * self.v_dim, c.hidden_size, **kw)
+        if window is not None:
+            mode, sink, local, bs = ssa_window("MLA", window.get("sink_blocks", 1), window.get("local_blocks", 7),
+                                               window.get("block_size", 128), window.get("sink_tokens"),
+                                               window.get("window_tokens"))
+            self.visibility = {"mode": mode, "sink": sink, "local": local, "block_size": bs}
+        else:
+            self.visibility = None
+
+    # ---- inference weights (derived copies, see _derived) --------------------------------------
+
+    def inference_weights(self) -> dict:
+        srcs = (self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight, self.q_b_proj.weight, self.kv_b_proj.weight,
+                self.kv_a_layernorm.weight)
+        return _derived(self, srcs, self._compute_inference_weights)
+
+    def _compute_inference_weights(self) -> dict:
+        nh, nope = self.num_heads, self.nope
+        kv_b = self.kv_b_proj.weight.view(nh, nope + self.v_dim, CACHE_LATENT_DIM)
+
+        def scaled(w, s):  # a LoRA scale folded into a copy, rounded once
+            return w if s == 1.0 else (w.float() * s).to(w.dtype)
+
+        return {
+            # q_a and kv_a read the same input: one GEMM.
+            "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
+            "w_qb": scaled(self.q_b_proj.weight, self.q_scale),
+            "kv_norm_w": scaled(self.kv_a_layernorm.weight, self.kv_scale),
+            "w_uk": kv_b[:, :nope].contiguous(),                    # [nh, nope, 512]: q_nope -> latent
+            "w_uv_t": kv_b[:, nope:].transpose(1, 2).contiguous(),  # [nh, 512, v]: latent out -> v
+        }
+
+    # ---- training forward --------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x ``[B, S, H]``, positions ``[S]`` or ``[B, S]`` int64, mask: None (causal) or bool
+        ``[B, 1, S, S]`` (True = visible). Differentiable."""
+        B, S, _ = x.shape
+        nh = self.num_heads
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))).view(B, S, nh, self.qk_dim) * self.q_scale
+        kv = self.kv_a_proj_with_mqa(x)
+        latent = self.kv_a_layernorm(kv[..., :CACHE_LATENT_DIM]) * self.kv_scale
+        pos = positions.expand(B, S).reshape(-1)
+        base = self.rope_theta
+        q_rot = ops.rope_interleaved(q[..., self.nope:].reshape(B * S, nh, self.rope), pos, base)
+        k_rot = ops.rope_interleaved(kv[..., CACHE_LATENT_DIM:].reshape(B * S, self.rope), pos, base)
+        q_rot, k_rot = q_rot.view(B, S, nh, self.rope), k_rot.view(B, S, 1, self.rope)
+        kvb = self.kv_b_proj(latent).view(B, S, nh, self.nope + self.v_dim)
+        k = torch.cat([kvb[..., :self.nope], k_rot.expand(B, S, nh, self.rope)], -1)
+        q = torch.cat([q[..., :self.nope], q_rot], -1)
+        v = kvb[..., self.nope:]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if mask is None and self.visibility is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
+        else:
+            if self.visibility is not None:
+                ar = torch.arange(S, device=x.device)
+                vis = ops.reference.attention_visible(ar, ar, True, self.visibility)
+                mask = vis[None, None] if mask is None else mask & vis[None, None]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.softmax_scale)
+        return self.o_proj(o.transpose(1, 2).reshape(B, S, nh * self.v_dim))
+
+    # ---- paged inference ----------------------------------------------------------------------
+
+    def forward_paged(self, x: torch.Tensor, cache: torch.Tensor, plan: _StepPlan) -> torch.Tensor:
+        """x ``[T, H]`` (the step's new tokens); appends their latents to ``cache`` and returns
+        the attention output ``[T, H]``."""
+        w = self.inference_weights()
+        T = x.shape[0]
+        nh, nope, rope = self.num_heads, self.nope, self.rope
+        qa_kv = F.linear(x, w["w_a"])
+        q_lora = qa_kv.shape[1] - _CACHE_DIM
+        q = F.linear(ops.rms_norm(qa_kv[:, :q_lora], self.q_a_layernorm.weight, _LATENT_NORM_EPS), w["w_qb"])
+        q = q.view(T, nh, self.qk_dim)
+        latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
+        k_rot = ops.rope_interleaved(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions, self.rope_theta)
+        q_rot = ops.rope_interleaved(q[..., nope:], plan.positions, self.rope_theta)
+        ops.mla_append_kv(latent, k_rot, cache, plan.block_table, plan.positions32, plan.seq_ids)
+
+        if plan.prefill is None:                        # decode only: every row is a decode row
+            o = self._decode(q[..., :nope], q_rot, cache, plan.decode, w)
+        elif plan.prefill["rows"] is None:              # prefill only: every row is a prefill row
+            o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, plan.prefill)
+        else:                                           # mixed: each kind on its rows
+            o = x.new_empty(T, nh, self.v_dim)
+            r = plan.prefill["rows"]
+            o[r] = self._prefill(q[r, :, :nope], q_rot[r], latent[r], k_rot[r], cache, plan.prefill)
+            d = plan.decode["rows"]
+            o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
+        return self.o_proj(o.reshape(T, nh * self.v_dim))
+
+    def _decode(self, q_nope, q_rot, cache, d, w):
+        """Absorbed MLA: q_nope is projected into the latent space with kv_b's key half, so the
+        kernel reads the 576-wide cache directly; its 512-wide output goes back through kv_b's
+        value half."""
+        b = q_nope.shape[0]
+        nh = self.num_heads
+        q_latent = torch.bmm(q_nope.transpose(0, 1), w["w_uk"]).transpose(0, 1)   # [b, nh, 512]
+        q_full = torch.cat([q_latent, q_rot], -1).unsqueeze(1)                    # [b, 1, nh, 576]
+        if self.window is None:
+            out, _ = ops.mla_decode(q_full, cache, d["block_table"], d["seq_lens"],
+                                    softmax_scale=self.softmax_scale, metadata=d["md"])
+        else:
+            out, _ = ops.ssa_decode(q_full, cache, d["block_table"], d["seq_lens"], softmax_scale=self.softmax_scale,
+                                    metadata=d["md_ssa"], **self.window)
+        return torch.bmm(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv_t"]).transpose(0, 1)
+
+    def _prefill(self, q_nope, q_rot, latent, k_rot, cache, p):
+        """Non-absorbed MLA over packed prefill chunks: the keys' latents (the new ones, or the
+        whole sequence from the cache when a prefix is cached) are up-projected with kv_b."""
+        nh, nope = self.num_heads, self.nope
+        if p["gather"]:
+            kv, _ = ops.mla_gather(cache, p["block_table"], p["seq_lens"])
+            latent, k_rot = kv[:, :CACHE_LATENT_DIM], kv[:, CACHE_LATENT_DIM:]
+        Tk = latent.shape[0]
+        kvb = self.kv_b_proj(latent).view(Tk, nh, nope + self.v_dim)
+        k = kvb.new_empty(Tk, nh, self.qk_dim)
+        k[..., :nope] = kvb[..., :nope]
+        k[..., nope:] = k_rot[:, None, :]
+        q = torch.cat([q_nope, q_rot], -1)
+        args = (q, k, kvb[..., nope:], p["cu_q"], p["cu_k"], p["max_q"], p["max_k"], self.softmax_scale)
+        if self.window is None:
+            out, _ = ops.mla_prefill(*args, causal=True)
+        else:
+            out, _ = ops.ssa_prefill(*args, causal=True, **self.window)
+        return out
+
+
+class DecoderLayer(nn.Module):
+    """LongCat-Flash's shortcut-connected MoE (ScMoE) layer, as transformers'
+    ``LongcatFlashDecoderLayer``::
+
+        h = x + MLA_0(in_ln0(x)); n = post_ln0(h)
+        moe = MoE(n)                                   # starts after the first attention
+        h = h + MLP_0(n)
+        h = h + MLA_1(in_ln1(h))
+        out = h + MLP_1(post_ln1(h)) + moe             # joins at the very end
+    """
+
+    def __init__(self, config: LongcatFlashConfig, layer: int, windows: Sequence[dict | None], dtype=None,
+                 device=None):
+        super().__init__()
+        c = config
+        self.self_attn = nn.ModuleList([MLA(c, 2 * layer + i, windows[2 * layer + i], dtype, device) for i in (0, 1)])
+        self.mlps = nn.ModuleList([MLP(c.hidden_size, c.ffn_hidden_size, dtype, device) for _ in (0, 1)])
+        self.input_layernorm = nn.ModuleList([RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device) for _ in (0, 1)])
+        self.post_attention_layernorm = nn.ModuleList(
+            [RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device) for _ in (0, 1)])
+        self.mlp = MoE(MoEConfig.from_hf(c), dtype=dtype or torch.float32, device=device)
+
+    def forward(self, x, attn):
+        """``attn(i, normed)`` runs attention sublayer i (the training or the paged form)."""
+        h = x + attn(0, self.input_layernorm[0](x))
+        n = self.post_attention_layernorm[0](h)
+        moe = self.mlp(n)
+        h = h + self.mlps[0](n)
+        h = h + attn(1, self.input_layernorm[1](h))
+        return h + self.mlps[1](self.post_attention_layernorm[1](h)) + moe
+
+
+class LongcatFlashModel(nn.Module):
+    """Embedding, decoder layers, final norm (transformers' ``model.*`` names)."""
+
+    def __init__(self, config: LongcatFlashConfig, dtype=None, device=None):
+        super().__init__()
+        c = config
+        zz = c.zigzag
+        windows = [zz.window_kwargs() if zz is not None and zz.is_ssa(i) else None for i in range(c.num_hidden_layers)]
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size, c.pad_token_id, dtype=dtype, device=device)
+        self.layers = nn.ModuleList([DecoderLayer(c, i, windows, dtype, device) for i in range(c.num_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype, device)
+
+
+class LongcatFlashForCausalLM(nn.Module):
+    """LongCat-Flash causal LM. ``model(input_ids, attention_mask=None, labels=None)`` is the
+    differentiable training forward (logits, or the mean next-token loss when labels are given);
+    ``make_kv_caches`` / ``forward_paged`` are the engine's paged inference path (``PagedModel``).
+
+    Parameters carry transformers' names, except the MoE's (``mlp.router_weight``,
+    ``mlp.e_score_correction_bias``, ``mlp.w13``, ``mlp.w2``, see ``longcat.nn.MoE``);
+    ``from_pretrained`` / ``save_pretrained`` / ``load_weights`` translate. Works in float32 and
+    bfloat16 (the router weight stays float32, as in transformers)."""
+
+    def __init__(self, config: LongcatFlashConfig, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        if not isinstance(config, LongcatFlashConfig):
+            raise TypeError(f"LongcatFlashForCausalLM: 'config' must be a LongcatFlashConfig, got {type(config).__name__}")
+        dtype = dtype or torch.float32
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"LongcatFlashForCausalLM: 'dtype' must be float32, bfloat16 or float16, got {dtype}")
+        self.config = config
+        self.model = LongcatFlashModel(config, dtype, device)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype, device=device)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        zz = config.zigzag
+        self._has_ssa = zz is not None and bool(zz.ssa_layers)
+        self._ssa_window_kwargs = zz.window_kwargs() if self._has_ssa else {}
+        if torch.device(device or "cpu").type != "meta":
+            self.reset_parameters()
+
+    # ---- basics -------------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def attention_sublayers(self) -> list[MLA]:
+        return [attn for layer in self.model.layers for attn in layer.self_attn]
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float | None = None) -> None:
+        """transformers' init: linear / embedding / expert / router weights ~ N(0, initializer_range),
+        norms 1, correction bias 0."""
+        std = self.config.initializer_range if std is None else std
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.normal_(0.0, std)
+                if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                    m.weight[m.padding_idx].zero_()
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+            elif isinstance(m, MoE):
+                m.reset_parameters(std)
+                m.e_score_correction_bias.zero_()
+
+    def _apply(self, fn, recurse=True):
+        # .to(bfloat16) must not round the router: transformers keeps classifier.weight in fp32.
+        super()._apply(fn, recurse)
+        for layer in self.model.layers:
+            r = layer.mlp.router_weight
+            if r.dtype != torch.float32 and r.device.type != "meta":
+                r.data = r.data.float()
+            b = layer.mlp.e_score_correction_bias
+            if b.dtype != torch.float32:
+                layer.mlp.e_score_correction_bias = b.float()
+        return self
+
+    def refresh_inference_weights(self) -> None:
+        """Recompute the derived inference weights (absorbed MLA matrices, fused projections,
+        LoRA scales folded into copies) from the current parameters. ``forward_paged`` also
+        notices parameter updates by itself (new tensors or in-place changes); calling this is
+        never wrong and idempotent."""
+        for layer in self.model.layers:
+            for attn in layer.self_attn:
+                _forget_derived(attn)
+                attn.inference_weights()
+            for mlp in layer.mlps:
+                _forget_derived(mlp)
+
+    # ---- training forward -----------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids ``[B, S]`` int64; attention_mask ``[B, S]`` (1 = token, 0 = padding; padded
+        keys are hidden from every query); labels ``[B, S]`` (-100 = ignored): the loss is the mean
+        cross entropy of predicting ``labels[:, t + 1]`` from position t, as transformers.
+        position_ids default to ``0 .. S-1``. Returns logits ``[B, S, vocab]`` in the model dtype,
+        or the float32 scalar loss when labels are given."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"LongcatFlashForCausalLM.forward: 'input_ids' must be [batch, seq], got shape "
+                             f"{list(input_ids.shape)}")
+        B, S = input_ids.shape
+        positions = torch.arange(S, device=input_ids.device) if position_ids is None else position_ids
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"LongcatFlashForCausalLM.forward: 'attention_mask' must have input_ids' shape "
+                                 f"{list(input_ids.shape)}, got {list(attention_mask.shape)}")
+            keys = attention_mask.bool()[:, None, None, :]
+            causal = torch.ones(S, S, dtype=torch.bool, device=input_ids.device).tril()
+            # A padded query would see no key at all (NaN); let it see itself, its output is unused.
+            mask = (causal & keys) | torch.eye(S, dtype=torch.bool, device=input_ids.device)
+        h = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            h = layer(h, lambda i, x, layer=layer: layer.self_attn[i](x, positions, mask))
+        logits = self.lm_head(self.model.norm(h))
+        if labels is None:
+            return logits
+        shift = labels[:, 1:].reshape(-1)
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shift, ignore_index=-100)
+
+    # ---- paged inference (the PagedModel contract) ---------------------------------------------
+
+    def make_kv_caches(self, num_pages: int, page_size: int = 64, dtype: torch.dtype | None = None,
+                       device: torch.device | str | None = None) -> list[torch.Tensor]:
+        """One zeroed latent cache ``[num_pages, page_size, 1, 576]`` per attention sublayer
+        (``2 * num_layers``), in the model's dtype and device unless given."""
+        for name, v in (("num_pages", num_pages), ("page_size", page_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"make_kv_caches: '{name}' must be an int >= 1, got {v!r}")
+        dtype = dtype or self.dtype
+        device = device or self.device
+        return [torch.zeros(num_pages, page_size, 1, _CACHE_DIM, dtype=dtype, device=device)
+                for _ in range(self.config.num_hidden_layers)]
+
+    @torch.inference_mode()
+    def forward_paged(self, batch: PagedBatch, kv_caches: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Append the batch's latents to ``kv_caches`` and return float32 logits
+        ``[len(logits_indices), vocab]`` (see ``PagedModel``). The caches must be in the model's
+        dtype. Host reads: none of its own for a decode-only step (``max_q_len == 1``); one read
+        of ``cu_seqlens_q`` / ``seq_lens`` per step otherwise, plus, per sublayer, the lengths
+        ``mla_gather`` reads when a prefill chunk has a cached prefix, and the MoE's dispatch
+        sizes (a data-dependent shape) per layer."""
+        if len(kv_caches) != self.config.num_hidden_layers:
+            raise ValueError(f"forward_paged: 'kv_caches' must hold one cache per attention sublayer "
+                             f"({self.config.num_hidden_layers}), got {len(kv_caches)}")
+        if kv_caches[0].dtype != self.dtype:
+            raise ValueError(f"forward_paged: the caches must have the model's dtype {self.dtype}, got "
+                             f"{kv_caches[0].dtype}")
+        _check_batch(batch)
+        if batch.input_ids.shape[0] == 0:
+            return torch.empty(0, self.config.vocab_size, dtype=torch.float32, device=self.device)
+        plan = _StepPlan(self, batch)
+        # DecoderLayer's dataflow with each residual add fused into the norm that follows it; the
+        # MoE output joins the residual stream in the next layer's first norm (same sums, same
+        # roundings as transformers: a + b is commutative).
+        layers = self.model.layers
+        eps = self.config.rms_norm_eps
+        add_norm = ops.fused_add_rms_norm
+        h = self.model.embed_tokens(batch.input_ids)
+        x = ops.rms_norm(h, layers[0].input_layernorm[0].weight, eps)
+        for li, layer in enumerate(layers):
+            attn, mlps = layer.self_attn, layer.mlps
+            n, h = add_norm(attn[0].forward_paged(x, kv_caches[2 * li], plan), h, layer.post_attention_layernorm[0].weight, eps)
+            moe = layer.mlp(n)
+            x, h = add_norm(mlps[0].forward_paged(n), h, layer.input_layernorm[1].weight, eps)
+            n, h = add_norm(attn[1].forward_paged(x, kv_caches[2 * li + 1], plan), h,
+                            layer.post_attention_layernorm[1].weight, eps)
+            h = h + mlps[1].forward_paged(n)
+            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+            x, h = add_norm(moe, h, nxt, eps)
+        x = x.index_select(0, batch.logits_indices)        # x: the final norm of h
+        return F.linear(x, self.lm_head.weight).float()
+
+    # ---- weights ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        """Load a Hugging Face layout checkpoint (see ``longcat.models.weights``)."""
+        from longcat.models.weights import load_pretrained
+
+        return load_pretrained(cls, path, dtype=dtype, device=device)
+
+    def save_pretrained(self, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
+        """Write ``config.json`` and safetensors in Hugging Face's layout (see
+        ``longcat.models.weights.save_pretrained``; ``zero_expert_slots=True`` for a folder
+        transformers 5 loads)."""
+        from longcat.models.weights import save_pretrained
+
+        save_pretrained(self, path, max_shard_size=max_shard_size, zero_expert_slots=zero_expert_slots)
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+                     strict: bool = True) -> None:
+        """In-memory update from tensors named as transformers / the original checkpoints name
+        them (or as this module's ``state_dict``), e.g. the engine's ``update_weights``. Copies in
+        place (the caches' and optimizers' references stay valid) and refreshes the inference
+        weights. ``strict``: every parameter must be given."""
+        from longcat.models.weights import load_weights
+
+        load_weights(self, weights, strict=strict)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters under transformers' names (per-expert expert weights, as checkpoints)."""
+        from longcat.models.weights import hf_state_dict
+
+        return hf_state_dict(self)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refresh_inference_weights()
+        return result
+
+    def num_parameters(self) -> int:
+        seen, n = set(), 0
+        for p in self.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+        return n + sum(layer.mlp.e_score_correction_bias.numel() for layer in self.model.layers)
