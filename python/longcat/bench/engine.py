@@ -233,11 +233,15 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     result.add(case="prefill", batch=1, tokens=prefill_len, longcat=prefill_len / t_ours,
                transformers=prefill_len / t_hf, vs_transformers=t_hf / t_ours, unit="tokens/s")
 
-    split = _step_split(llm, prompts(8, prompt_len).tolist(), steps=4 if quick else 10)
-    for part in ("step", "model", "engine", "native", "python"):
-        result.add(case=f"decode step b8: {part}", batch=8, longcat=split[part] * 1e3, unit="ms")
+    splits = {}
+    for b in (1, 8):
+        split = splits[b] = _step_split(llm, prompts(b, prompt_len).tolist(), steps=4 if quick else 10)
+        for part in ("step", "model", "engine", "native", "python"):
+            result.add(case=f"decode step b{b}: {part}", batch=b, longcat=split[part] * 1e3, unit="ms")
+        result.add(case=f"decode step b{b}: python overhead", batch=b, longcat=100 * split["python"] / split["step"],
+                   unit="% of step")
+    split = splits[8]
     python_share = split["python"] / split["step"]
-    result.add(case="decode step b8: python overhead", batch=8, longcat=100 * python_share, unit="% of step")
 
     meta = _meta_560b()
     result.add(case="560B: parameters (bf16)", longcat=meta["param_bytes"] / 1e9, unit="GB")
@@ -253,7 +257,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         "threads": threads,
         "agreement_with_transformers_fp32": agree_fp32,
         f"agreement_with_transformers_{str(dtype).replace('torch.', '')}": agree,
-        "decode_step_b8_native_ms": split["native_breakdown_ms"],
+        "decode_step_b1_native_ms": splits[1]["native_breakdown_ms"],
+        "decode_step_b8_native_ms": splits[8]["native_breakdown_ms"],
         "560B_params": meta["params"],
         "560B_attention_sublayers": meta["sublayers"],
         "targets": (f"decode vs transformers: b8 {decode8:.2f}x (target >= 3), b1 {decode1:.2f}x "

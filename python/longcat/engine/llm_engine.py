@@ -153,6 +153,8 @@ class LLMEngine:
         text, ids = self._encode(prompt)
         if request_id is None:
             request_id = f"req-{next(self._arrivals)}"
+            while request_id in self.requests:  # a caller may have used this name
+                request_id = f"req-{next(self._arrivals)}"
         elif request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         req = Request(request_id, text, ids, params, next(self._arrivals),
