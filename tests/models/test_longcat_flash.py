@@ -178,12 +178,12 @@ def test_paged_prefill_batch_equals_transformers(pair):
 def test_decode_token_by_token_equals_full_forward(pair):
     hf, ours, _ = pair
     g = torch.Generator().manual_seed(5)
-    seqs = [torch.randint(0, 256, (n,), generator=g) for n in (23, 17)]
+    seqs = [torch.randint(0, 256, (n,), generator=g) for n in (15, 10)]
     want = [hf_logits(hf, s[None])[0] for s in seqs]
-    pages = Pages(ours, 2, 24, page_size=4)
+    pages = Pages(ours, 2, 16, page_size=4)
     pages.step([(0, seqs[0][:3]), (1, seqs[1][:2])])
-    for t in range(3, 23):  # both decode together while both have tokens left, then seq 0 alone
-        chunks = [(0, seqs[0][t:t + 1])] + ([(1, seqs[1][t - 1:t])] if t - 1 < 17 else [])
+    for t in range(3, 15):  # both decode together while both have tokens left, then seq 0 alone
+        chunks = [(0, seqs[0][t:t + 1])] + ([(1, seqs[1][t - 1:t])] if t - 1 < 10 else [])
         outs = pages.step(chunks)
         assert_logits_close(outs[0][0], want[0][t])
         if len(outs) > 1:
@@ -420,6 +420,8 @@ def test_original_checkpoint_style_config_aliases_and_unknown_fields():
     assert out["mystery_knob"] == [1, 2] and out["attention_method"] == "MLA"
     with warnings.catch_warnings(record=True):
         assert LongcatFlashConfig.from_dict(out) == c
+    with pytest.warns(UserWarning, match="'num_hidden_layers' \\(56\\) is not 2 \\* num_layers \\(4\\)"):
+        assert LongcatFlashConfig.from_dict({**PRESETS["tiny"].to_dict(), "num_hidden_layers": 56}).num_layers == 2
     with pytest.raises(ValueError, match="'num_local_experts' \\(5\\) conflicts with 'n_routed_experts' \\(4\\)"):
         LongcatFlashConfig.from_dict({**PRESETS["tiny"].to_dict(), "num_local_experts": 5})
 
@@ -473,3 +475,37 @@ def test_560b_counts_on_meta_device():
     assert 31.3e9 <= counts["active_max"] <= 31.5e9
     assert 26.5e9 <= counts["active_expected"] <= 27.5e9 and counts["ffn_experts_per_token_expected"] == 8
     assert model.make_kv_caches.__self__ is model and c.num_hidden_layers == 56
+
+
+def test_poisoned_page_read_shows_up(pair):
+    # The NaN poisoning above would catch a stray read: a poisoned row the sequence owns does show up.
+    _, ours, _ = pair
+    s = torch.randint(0, 256, (9,), generator=torch.Generator().manual_seed(13))
+    pages = Pages(ours, 1, 12, page_size=4)
+    pages.step([(0, s[:8])])
+    pages.caches[1][pages.block_table[0, 1], 2] = float("nan")    # token 6 of sublayer 1
+    (out,) = pages.step([(0, s[8:9])])
+    assert torch.isnan(out).all()
+
+
+def test_paged_model_contract_and_bad_batches(pair):
+    from longcat.models import PagedModel
+
+    _, ours, _ = pair
+    assert isinstance(ours, PagedModel)
+    caches = ours.make_kv_caches(4, 4)
+    assert len(caches) == 4 and caches[0].shape == (4, 4, 1, 576) and caches[0].dtype == torch.float32
+    good = dict(input_ids=torch.tensor([5, 6]), positions=torch.tensor([0, 0]),
+                cu_seqlens_q=torch.tensor([0, 1, 2], dtype=torch.int32), seq_lens=torch.tensor([1, 1], dtype=torch.int32),
+                block_table=torch.tensor([[0], [1]], dtype=torch.int32), logits_indices=torch.tensor([0, 1]), max_q_len=1)
+    assert ours.forward_paged(PagedBatch(**good), caches).shape == (2, 256)
+    for change, error, match in [
+        (dict(max_q_len=1, input_ids=torch.tensor([5, 6, 7]), positions=torch.tensor([0, 0, 1])), ValueError,
+         "'max_q_len' is 1 but the batch has 3 new tokens for 2 sequences"),
+        (dict(seq_lens=torch.tensor([1, 1])), TypeError, "'seq_lens' must be int32"),
+        (dict(block_table=torch.tensor([[0]], dtype=torch.int32)), ValueError, "'block_table' \\[B, max_pages\\]"),
+    ]:
+        with pytest.raises(error, match=match):
+            ours.forward_paged(PagedBatch(**{**good, **change}), caches)
+    with pytest.raises(ValueError, match="one cache per attention sublayer \\(4\\), got 3"):
+        ours.forward_paged(PagedBatch(**good), caches[:3])

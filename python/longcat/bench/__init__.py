@@ -10,5 +10,6 @@ AREAS = {
     "moe_route": "longcat.bench.moe_route",
     "attention": "longcat.bench.attention",
     "envs": "longcat.bench.envs",
+    "model": "longcat.bench.model",
     "engine": "longcat.bench.engine",
 }

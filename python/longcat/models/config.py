@@ -204,13 +204,18 @@ class LongcatFlashConfig:
                     raise ValueError(f"LongcatFlashConfig: '{alias}' ({value!r}) conflicts with '{name}' ({d[name]!r})")
                 d.setdefault(name, value)
         if "num_hidden_layers" in d:
+            # num_layers decides when present: some transformers versions wrote num_hidden_layers
+            # as an independent field left at its default (56) whatever num_layers was.
             n = d.pop("num_hidden_layers")
-            if "num_layers" in d and 2 * d["num_layers"] != n:
-                raise ValueError(f"LongcatFlashConfig: 'num_hidden_layers' ({n}) must be 2 * num_layers "
-                                 f"({2 * d['num_layers']})")
-            if not isinstance(n, int) or n % 2:
-                raise ValueError(f"LongcatFlashConfig: 'num_hidden_layers' must be an even int, got {n!r}")
-            d.setdefault("num_layers", n // 2)
+            if "num_layers" in d:
+                if 2 * d["num_layers"] != n:
+                    warnings.warn(f"LongcatFlashConfig: 'num_hidden_layers' ({n}) is not 2 * num_layers "
+                                  f"({2 * d['num_layers']}); using num_layers", stacklevel=2)
+            elif isinstance(n, bool) or not isinstance(n, int) or n < 2 or n % 2:
+                raise ValueError(f"LongcatFlashConfig: 'num_hidden_layers' must be an even int >= 2 (two "
+                                 f"attention sublayers per decoder layer), got {n!r}")
+            else:
+                d["num_layers"] = n // 2
         rope = d.pop("rope_parameters", None)
         if rope is not None:
             rope = dict(rope)
@@ -244,6 +249,7 @@ class LongcatFlashConfig:
                 out[f.name] = copy.deepcopy(getattr(self, f.name))
         if out["streaming_sparse_attention"] is None:
             del out["streaming_sparse_attention"]
+        out["num_hidden_layers"] = self.num_hidden_layers   # for readers that size caches by it
         rope = {"rope_theta": float(self.rope_theta), "rope_type": "default"}
         if self.rope_scaling:
             rope.update(self.rope_scaling)
@@ -278,6 +284,12 @@ class LongcatFlashConfig:
         if name not in PRESETS:
             raise ValueError(f"LongcatFlashConfig.from_preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}")
         d = PRESETS[name].to_dict()
+        # Derived fields follow their sources unless overridden themselves.
+        for derived, sources in (("qk_head_dim", ("qk_nope_head_dim", "qk_rope_head_dim")),
+                                 ("head_dim", ("qk_rope_head_dim",)), ("num_key_value_heads", ("num_attention_heads",)),
+                                 ("num_hidden_layers", ("num_layers",))):
+            if derived not in overrides and any(s in overrides for s in sources):
+                del d[derived]
         d.update(overrides)
         return cls.from_dict(d)
 

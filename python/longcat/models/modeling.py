@@ -38,6 +38,24 @@ _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
 _LATENT_NORM_EPS = 1e-6  # transformers builds q_a / kv_a norms without eps: the class default
 
 
+def _derived(module: nn.Module, sources: Sequence[torch.Tensor], compute) -> dict:
+    """Inference-only tensors computed from ``sources`` (fused or absorbed copies of parameters),
+    recomputed whenever a source changed: a new tensor, dtype or an in-place update (an optimizer
+    step or ``load_weights`` bumps its version). They are copies, never folded into the
+    parameters, so recomputing is idempotent: no scale is ever applied twice."""
+    key = tuple((p.data_ptr(), p._version, p.dtype) for p in sources)
+    cached = module.__dict__.get("_derived_cache")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, compute())
+        module.__dict__["_derived_cache"] = cached
+    return cached[1]
+
+
+def _forget_derived(module: nn.Module) -> None:
+    module.__dict__.pop("_derived_cache", None)
+
+
 class RMSNorm(nn.Module):
     """transformers' LongcatFlashRMSNorm (fp32 statistics, rounded, times weight) on ``ops.rms_norm``."""
 
@@ -63,6 +81,31 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
+    def forward_paged(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: gate and up as one GEMM over a fused copy of their weights."""
+        w = _derived(self, (self.gate_proj.weight, self.up_proj.weight),
+                     lambda: torch.cat([self.gate_proj.weight, self.up_proj.weight], 0))
+        gate, up = F.linear(x, w).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj.weight)
+
+
+def _check_batch(batch: PagedBatch) -> None:
+    """Shape checks that need no host read of device data."""
+    T, B = batch.input_ids.shape[0], batch.seq_lens.shape[0]
+    if batch.input_ids.dim() != 1 or batch.positions.shape != batch.input_ids.shape:
+        raise ValueError(f"forward_paged: 'input_ids' and 'positions' must be 1-D of one length, got "
+                         f"{list(batch.input_ids.shape)} and {list(batch.positions.shape)}")
+    if batch.cu_seqlens_q.shape != (B + 1,) or batch.block_table.dim() != 2 or batch.block_table.shape[0] != B:
+        raise ValueError(f"forward_paged: 'cu_seqlens_q' must be [B + 1] and 'block_table' [B, max_pages] for "
+                         f"B = len(seq_lens) = {B}, got {list(batch.cu_seqlens_q.shape)} and "
+                         f"{list(batch.block_table.shape)}")
+    for name in ("cu_seqlens_q", "seq_lens", "block_table"):
+        if getattr(batch, name).dtype != torch.int32:
+            raise TypeError(f"forward_paged: '{name}' must be int32, got {getattr(batch, name).dtype}")
+    if batch.max_q_len <= 1 and T != B:
+        raise ValueError(f"forward_paged: 'max_q_len' is {batch.max_q_len} but the batch has {T} new tokens for "
+                         f"{B} sequences")
+
 
 class _StepPlan:
     """What one ``forward_paged`` step shares across all layers: token/sequence bookkeeping, the
@@ -73,10 +116,8 @@ class _StepPlan:
         self.positions = batch.positions
         self.positions32 = batch.positions.to(torch.int32)
         self.block_table = batch.block_table
-        self.seq_lens = batch.seq_lens
         B = batch.seq_lens.shape[0]
         T = batch.input_ids.shape[0]
-        self.num_tokens = T
         self.window = model._ssa_window_kwargs
         self.has_ssa = model._has_ssa
         if batch.max_q_len <= 1:  # decode-only step: one token per sequence, nothing to split
@@ -148,31 +189,26 @@ class MLA(nn.Module):
             self.visibility = {"mode": mode, "sink": sink, "local": local, "block_size": bs}
         else:
             self.visibility = None
-        self._inference: dict | None = None
 
-    # ---- inference weights (derived, never folded into the parameters) ----------------------
+    # ---- inference weights (derived copies, see _derived) --------------------------------------
 
     def inference_weights(self) -> dict:
-        """The absorbed-form weights, recomputed whenever a source parameter changed (in place:
-        an optimizer step or ``load_weights`` bumps its version). They are derived copies, so
-        recomputing is idempotent: no scale is ever folded twice."""
-        srcs = (self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight, self.kv_b_proj.weight,
+        srcs = (self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight, self.q_b_proj.weight, self.kv_b_proj.weight,
                 self.kv_a_layernorm.weight)
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in srcs)
-        if self._inference is None or self._inference["key"] != key:
-            self._inference = self._compute_inference_weights(key)
-        return self._inference
+        return _derived(self, srcs, self._compute_inference_weights)
 
-    @torch.no_grad()
-    def _compute_inference_weights(self, key) -> dict:
+    def _compute_inference_weights(self) -> dict:
         nh, nope = self.num_heads, self.nope
         kv_b = self.kv_b_proj.weight.view(nh, nope + self.v_dim, CACHE_LATENT_DIM)
+
+        def scaled(w, s):  # a LoRA scale folded into a copy, rounded once
+            return w if s == 1.0 else (w.float() * s).to(w.dtype)
+
         return {
-            "key": key,
             # q_a and kv_a read the same input: one GEMM.
             "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
-            # The kv LoRA scale folded into a copy of the latent norm's weight.
-            "kv_norm_w": (self.kv_a_layernorm.weight.float() * self.kv_scale).to(self.kv_a_layernorm.weight.dtype),
+            "w_qb": scaled(self.q_b_proj.weight, self.q_scale),
+            "kv_norm_w": scaled(self.kv_a_layernorm.weight, self.kv_scale),
             "w_uk": kv_b[:, :nope].contiguous(),                    # [nh, nope, 512]: q_nope -> latent
             "w_uv_t": kv_b[:, nope:].transpose(1, 2).contiguous(),  # [nh, 512, v]: latent out -> v
         }
@@ -217,10 +253,8 @@ class MLA(nn.Module):
         nh, nope, rope = self.num_heads, self.nope, self.rope
         qa_kv = F.linear(x, w["w_a"])
         q_lora = qa_kv.shape[1] - _CACHE_DIM
-        q = self.q_b_proj(ops.rms_norm(qa_kv[:, :q_lora], self.q_a_layernorm.weight, _LATENT_NORM_EPS))
+        q = F.linear(ops.rms_norm(qa_kv[:, :q_lora], self.q_a_layernorm.weight, _LATENT_NORM_EPS), w["w_qb"])
         q = q.view(T, nh, self.qk_dim)
-        if self.q_scale != 1.0:
-            q = q * self.q_scale
         latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
         k_rot = ops.rope_interleaved(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions, self.rope_theta)
         q_rot = ops.rope_interleaved(q[..., nope:], plan.positions, self.rope_theta)
@@ -228,17 +262,14 @@ class MLA(nn.Module):
 
         if plan.prefill is None:                        # decode only: every row is a decode row
             o = self._decode(q[..., :nope], q_rot, cache, plan.decode, w)
-        else:
+        elif plan.prefill["rows"] is None:              # prefill only: every row is a prefill row
+            o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, plan.prefill)
+        else:                                           # mixed: each kind on its rows
             o = x.new_empty(T, nh, self.v_dim)
-            p = plan.prefill
-            rows = p["rows"]
-            if rows is None:
-                o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, p)
-            else:
-                o[rows] = self._prefill(q[rows, :, :nope], q_rot[rows], latent[rows], k_rot[rows], cache, p)
-            if plan.decode is not None:
-                d = plan.decode["rows"]
-                o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
+            r = plan.prefill["rows"]
+            o[r] = self._prefill(q[r, :, :nope], q_rot[r], latent[r], k_rot[r], cache, plan.prefill)
+            d = plan.decode["rows"]
+            o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
         return self.o_proj(o.reshape(T, nh * self.v_dim))
 
     def _decode(self, q_nope, q_rot, cache, d, w):
@@ -247,9 +278,8 @@ class MLA(nn.Module):
         value half."""
         b = q_nope.shape[0]
         nh = self.num_heads
-        q_full = q_nope.new_empty(b, 1, nh, _CACHE_DIM)
-        q_full[:, 0, :, :CACHE_LATENT_DIM] = torch.bmm(q_nope.transpose(0, 1), w["w_uk"]).transpose(0, 1)
-        q_full[:, 0, :, CACHE_LATENT_DIM:] = q_rot
+        q_latent = torch.bmm(q_nope.transpose(0, 1), w["w_uk"]).transpose(0, 1)   # [b, nh, 512]
+        q_full = torch.cat([q_latent, q_rot], -1).unsqueeze(1)                    # [b, 1, nh, 576]
         if self.window is None:
             out, _ = ops.mla_decode(q_full, cache, d["block_table"], d["seq_lens"],
                                     softmax_scale=self.softmax_scale, metadata=d["md"])
@@ -396,12 +426,16 @@ class LongcatFlashForCausalLM(nn.Module):
         return self
 
     def refresh_inference_weights(self) -> None:
-        """Recompute the derived inference weights (absorbed MLA matrices, fused projections)
-        from the current parameters. ``forward_paged`` also notices in-place updates by itself;
-        call this after swapping parameter tensors wholesale. Idempotent."""
-        for attn in self.attention_sublayers:
-            attn._inference = None
-            attn.inference_weights()
+        """Recompute the derived inference weights (absorbed MLA matrices, fused projections,
+        LoRA scales folded into copies) from the current parameters. ``forward_paged`` also
+        notices parameter updates by itself (new tensors or in-place changes); calling this is
+        never wrong and idempotent."""
+        for layer in self.model.layers:
+            for attn in layer.self_attn:
+                _forget_derived(attn)
+                attn.inference_weights()
+            for mlp in layer.mlps:
+                _forget_derived(mlp)
 
     # ---- training forward -----------------------------------------------------------------------
 
@@ -453,23 +487,40 @@ class LongcatFlashForCausalLM(nn.Module):
     def forward_paged(self, batch: PagedBatch, kv_caches: Sequence[torch.Tensor]) -> torch.Tensor:
         """Append the batch's latents to ``kv_caches`` and return float32 logits
         ``[len(logits_indices), vocab]`` (see ``PagedModel``). The caches must be in the model's
-        dtype. Host reads: none for a decode-only step (``max_q_len == 1``); one read of
-        ``cu_seqlens_q`` / ``seq_lens`` per step otherwise (plus the MoE's dispatch sizes)."""
+        dtype. Host reads: none of its own for a decode-only step (``max_q_len == 1``); one read
+        of ``cu_seqlens_q`` / ``seq_lens`` per step otherwise, plus, per sublayer, the lengths
+        ``mla_gather`` reads when a prefill chunk has a cached prefix, and the MoE's dispatch
+        sizes (a data-dependent shape) per layer."""
         if len(kv_caches) != self.config.num_hidden_layers:
             raise ValueError(f"forward_paged: 'kv_caches' must hold one cache per attention sublayer "
                              f"({self.config.num_hidden_layers}), got {len(kv_caches)}")
         if kv_caches[0].dtype != self.dtype:
             raise ValueError(f"forward_paged: the caches must have the model's dtype {self.dtype}, got "
                              f"{kv_caches[0].dtype}")
+        _check_batch(batch)
         if batch.input_ids.shape[0] == 0:
             return torch.empty(0, self.config.vocab_size, dtype=torch.float32, device=self.device)
         plan = _StepPlan(self, batch)
+        # DecoderLayer's dataflow with each residual add fused into the norm that follows it; the
+        # MoE output joins the residual stream in the next layer's first norm (same sums, same
+        # roundings as transformers: a + b is commutative).
+        layers = self.model.layers
+        eps = self.config.rms_norm_eps
+        add_norm = ops.fused_add_rms_norm
         h = self.model.embed_tokens(batch.input_ids)
-        for li, layer in enumerate(self.model.layers):
-            attn = layer.self_attn
-            h = layer(h, lambda i, x: attn[i].forward_paged(x, kv_caches[2 * li + i], plan))
-        h = h.index_select(0, batch.logits_indices)
-        return self.lm_head(self.model.norm(h)).float()
+        x = ops.rms_norm(h, layers[0].input_layernorm[0].weight, eps)
+        for li, layer in enumerate(layers):
+            attn, mlps = layer.self_attn, layer.mlps
+            n, h = add_norm(attn[0].forward_paged(x, kv_caches[2 * li], plan), h, layer.post_attention_layernorm[0].weight, eps)
+            moe = layer.mlp(n)
+            x, h = add_norm(mlps[0].forward_paged(n), h, layer.input_layernorm[1].weight, eps)
+            n, h = add_norm(attn[1].forward_paged(x, kv_caches[2 * li + 1], plan), h,
+                            layer.post_attention_layernorm[1].weight, eps)
+            h = h + mlps[1].forward_paged(n)
+            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+            x, h = add_norm(moe, h, nxt, eps)
+        x = x.index_select(0, batch.logits_indices)        # x: the final norm of h
+        return F.linear(x, self.lm_head.weight).float()
 
     # ---- weights ------------------------------------------------------------------------------
 
