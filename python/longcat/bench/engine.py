@@ -280,8 +280,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
 
 
 if __name__ == "__main__":
-    from longcat.bench.common import report
-
     import sys
+
+    from longcat.bench.common import report
 
     report(run(quick="--quick" in sys.argv))
