@@ -424,6 +424,8 @@ class LongcatFlashForCausalLM(nn.Module):
     def _apply(self, fn, recurse=True):
         # .to(bfloat16) must not round the router: transformers keeps classifier.weight in fp32.
         super()._apply(fn, recurse)
+        if self.config.tie_word_embeddings:  # to_empty() and device moves can make new Parameters
+            self.lm_head.weight = self.model.embed_tokens.weight
         for layer in self.model.layers:
             r = layer.mlp.router_weight
             if r.dtype != torch.float32 and r.device.type != "meta":
