@@ -122,3 +122,29 @@ def test_bad_input(toy):
     too_long, good = _run(main())
     assert len(too_long) == 1 and too_long[0].finished and "max_model_len" in too_long[0].error
     assert good[-1].outputs[0].token_ids == greedy_reference(toy, [5, 6], 8)
+
+
+def test_a_failing_model_ends_every_stream_and_refuses_new_work():
+    from longcat.engine import EngineDeadError
+
+    model = ToyPagedModel(vocab_size=64)
+
+    async def main():
+        engine = _engine(model)
+        await engine.start()
+        first = await _collect(engine, [5, 6])  # healthy first
+        assert engine.error is None
+
+        def broken(batch, caches):
+            raise RuntimeError("kernel exploded")
+
+        model.forward_paged = broken
+        with pytest.raises(EngineDeadError, match="kernel exploded"):
+            await _collect(engine, [7, 8])
+        assert isinstance(engine.error, RuntimeError)
+        with pytest.raises(EngineDeadError):
+            await _collect(engine, [9])
+        await engine.shutdown()
+        return first
+
+    assert _run(main())[-1].finished

@@ -386,3 +386,25 @@ def test_no_page_leaks_after_many_mixed_requests(toy):
             if o.finish_reason == "length":
                 assert len(o.token_ids) == r.params.max_tokens
     _assert_no_leak(engine)
+
+
+def test_update_weights_keeping_the_old_cache(toy):
+    """recompute_kv=False: running requests keep their cached latents (no re-prefill) and go on
+    under the new weights; their pages never enter the prefix cache of the new version."""
+    model = ToyPagedModel(vocab_size=64, seed=0)
+    new_state = {k: v.clone() for k, v in ToyPagedModel(vocab_size=64, seed=1).state_dict().items()}
+    engine = _engine(model)
+    prompt = _prompts(1, [12], seed=14)[0]
+    req = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
+    for _ in range(3):
+        engine.step()
+    computed = req.seqs[0].num_computed
+    engine.update_weights(new_state, version=2, recompute_kv=False)
+    engine.step()
+    assert req.seqs[0].num_computed == computed + 1  # no re-prefill
+    _run(engine)
+    o = req.outputs[0]
+    k = o.versions.index(2)
+    assert o.versions == [0] * k + [2] * (10 - k) and len(o.token_ids) == 10
+    assert engine.allocator.num_cached == 0
+    _assert_no_leak(engine)

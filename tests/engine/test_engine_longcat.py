@@ -42,11 +42,11 @@ def _prompts(lengths, seed=0):
 @pytest.mark.parametrize("preset", ["tiny", "tiny-zigzag"])
 def test_continuous_batching_equals_each_request_alone_and_the_full_forward(preset):
     model = _model(preset)
-    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
-    prompts = _prompts([70, 5, 33, 1], seed=1)  # 70 tokens: SSA windows (16 + 32) are active
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    prompts = _prompts([60, 5, 33, 1], seed=1)  # 60 tokens: SSA windows (16 + 32) are active
     engine = LLMEngine(model, None, EngineArgs(page_size=16, num_pages=64, max_num_batched_tokens=40))
     reqs = []
-    for p in prompts:  # arrivals at different steps; the 70-token prompt is chunked (budget 40)
+    for p in prompts:  # arrivals at different steps; the 60-token prompt is chunked (budget 40)
         reqs.append(engine.add_request(p, params))
         engine.step()
     while engine.has_unfinished():
@@ -54,7 +54,7 @@ def test_continuous_batching_equals_each_request_alone_and_the_full_forward(pres
     alone = LLM(model, page_size=16, num_pages=64)
     for p, r in zip(prompts, reqs):
         solo = alone.generate([p], params)[0].outputs[0].token_ids
-        assert r.outputs[0].token_ids == solo == _greedy(model, p, 6)
+        assert r.outputs[0].token_ids == solo == _greedy(model, p, 4)
     assert engine.allocator.num_free == engine.num_pages
 
 
@@ -73,7 +73,7 @@ def test_logprobs_and_n_samples(tiny):
                        for t, v in zip(top.indices.tolist(), top.values.tolist()))
 
 
-def test_update_weights_mid_flight(tiny):
+def test_update_weights_mid_flight():
     model = _model(seed=0)
     new = _model(seed=1)
     engine = LLMEngine(model, None, EngineArgs(page_size=16, num_pages=32))
@@ -82,12 +82,13 @@ def test_update_weights_mid_flight(tiny):
     for _ in range(3):
         engine.step()
     before = list(req.outputs[0].token_ids)
+    old_head = model.lm_head.weight.clone()
     weights = new.hf_state_dict()
     with pytest.raises(ValueError, match="embed_tokens"):
         engine.update_weights({**weights, "model.embed_tokens.weight": torch.zeros(3, 3)}, version=1)
     with pytest.raises(ValueError, match="unexpected"):
         engine.update_weights({**weights, "model.layers.9.foo": torch.zeros(1)}, version=1)
-    assert torch.equal(model.lm_head.weight, _model(seed=0).lm_head.weight)
+    assert torch.equal(model.lm_head.weight, old_head)  # the bad updates touched nothing
     engine.update_weights(weights, version=1)
     while engine.has_unfinished():
         engine.step()

@@ -509,3 +509,15 @@ def test_paged_model_contract_and_bad_batches(pair):
             ours.forward_paged(PagedBatch(**{**good, **change}), caches)
     with pytest.raises(ValueError, match="one cache per attention sublayer \\(4\\), got 3"):
         ours.forward_paged(PagedBatch(**good), caches[:3])
+
+
+def test_tied_embeddings(tmp_path):
+    c = LongcatFlashConfig.from_preset("tiny", tie_word_embeddings=True)
+    model = LongcatFlashForCausalLM(c)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model.num_parameters() == count_parameters(c)["total"]
+    model.save_pretrained(tmp_path)
+    back = LongcatFlashForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(3, 4096, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids), model(ids), rtol=0, atol=0)

@@ -7,12 +7,17 @@ one token per sequence with the cache, then ``crop(-1)`` so every timed step see
 context. ``overhead_bound`` estimates the fixed per-step cost (Python, op dispatch, kernel
 launches): the decode step of a skeleton model with the same layers and ops but near-zero
 compute (hidden 64, one head, 8-wide experts), as a share of the real step; an upper bound,
-since the skeleton still computes a little.
+since the skeleton still computes a little. On a shared machine the wall-clock medians include
+time the process waits for a core; the ``*_cpu_ms`` columns (process CPU time, medians) and
+the load average in the context tell how much.
 """
 from __future__ import annotations
 
 import inspect
+import os
+import statistics
 import tempfile
+import time
 
 import torch
 
@@ -41,12 +46,24 @@ def _batches(B: int, P: int, vocab: int, device: str, seed: int = 0):
     return ids.to(device), prefill, decode, B * pages_per
 
 
+def _cpu_ms(fn, iters: int = 20) -> float:
+    """Median process CPU time per call in ms (what the call costs, whoever else runs)."""
+    fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return statistics.median(times) * 1e3
+
+
 def _ours(model, B, min_time, device):
     ids, prefill, decode, pages = _batches(B, PROMPT, model.config.vocab_size, device)
     caches = model.make_kv_caches(pages, PAGE)
     t_prefill = measure(lambda: model.forward_paged(prefill, caches), device, min_time, warmup=1, min_iters=3)
     t_decode = measure(lambda: model.forward_paged(decode, caches), device, min_time)
-    return ids, t_prefill, t_decode
+    cpu = _cpu_ms(lambda: model.forward_paged(decode, caches)) if device == "cpu" else float("nan")
+    return ids, t_prefill, t_decode, cpu
 
 
 def _peer(hf, ids, min_time, device):
@@ -63,7 +80,8 @@ def _peer(hf, ids, min_time, device):
             cache.crop(-1)
 
         t_decode = measure(step, device, min_time)
-    return t_prefill, t_decode
+        cpu = _cpu_ms(step) if device == "cpu" else float("nan")
+    return t_prefill, t_decode, cpu
 
 
 def _skeleton(config: LongcatFlashConfig) -> LongcatFlashConfig:
@@ -87,10 +105,11 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         area="model",
         title=f"LongCat-Flash forward_paged vs transformers ({device}, prompt {PROMPT}, medians)",
         columns=["preset", "dtype", "batch", "params_M", "prefill_ms", "hf_prefill_ms", "prefill_speedup",
-                 "decode_ms", "hf_decode_ms", "decode_speedup", "decode_tok/s", "overhead_bound"],
-        context={"machine": machine_info(device),
+                 "decode_ms", "hf_decode_ms", "decode_speedup", "decode_tok/s", "decode_cpu_ms", "hf_decode_cpu_ms",
+                 "cpu_speedup", "overhead_bound"],
+        context={"machine": machine_info(device), "loadavg_start": os.getloadavg()[0],
                  "note": "hf_* = transformers LongcatFlashForCausalLM (eager attention, DynamicCache) with the "
-                         "same weights; overhead_bound = skeleton-model decode step / decode step"},
+                         "same weights; overhead_bound = skeleton-model decode step / decode step (CPU times on cpu)"},
     )
     for preset in presets:
         config = LongcatFlashConfig.from_preset(preset)
@@ -103,14 +122,17 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                 hf = HFModel.from_pretrained(folder, dtype=dtype, attn_implementation="eager").eval().to(device)
             model.to(device)
             for B in ((1, 8) if not quick else (1,)):
-                ids, t_pre, t_dec = _ours(model, B, min_time, device)
-                h_pre, h_dec = _peer(hf, ids, min_time, device)
-                _, _, s_dec = _ours(skeleton, B, min_time, device)
+                ids, t_pre, t_dec, c_dec = _ours(model, B, min_time, device)
+                h_pre, h_dec, hc_dec = _peer(hf, ids, min_time, device)
+                _, _, s_dec, sc_dec = _ours(skeleton, B, min_time, device)
+                bound = sc_dec / c_dec if device == "cpu" else s_dec / t_dec
                 result.add(preset=preset, dtype=str(dtype).replace("torch.", ""), batch=B,
                            params_M=count_parameters(config)["total"] / 1e6,
                            prefill_ms=t_pre * 1e3, hf_prefill_ms=h_pre * 1e3, prefill_speedup=h_pre / t_pre,
                            decode_ms=t_dec * 1e3, hf_decode_ms=h_dec * 1e3, decode_speedup=h_dec / t_dec,
-                           **{"decode_tok/s": B / t_dec}, overhead_bound=min(1.0, s_dec / t_dec))
+                           **{"decode_tok/s": B / t_dec}, decode_cpu_ms=c_dec, hf_decode_cpu_ms=hc_dec,
+                           cpu_speedup=hc_dec / c_dec, overhead_bound=min(1.0, bound))
+    result.context["loadavg_end"] = os.getloadavg()[0]
     return result
 
 

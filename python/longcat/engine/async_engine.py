@@ -49,6 +49,12 @@ class AsyncEngine:
     def version(self) -> int:
         return self.engine.version
 
+    @property
+    def error(self) -> Optional[BaseException]:
+        """None while the step loop is healthy; the error that stopped it otherwise (a server's
+        /health answers 503 then)."""
+        return self._dead
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -61,7 +67,8 @@ class AsyncEngine:
         """Abort what is running, stop the step loop and wait for it."""
         if self._thread is None:
             return
-        await self._call(self._abort_all)
+        if self._dead is None:
+            await self._call(self._abort_all)
         self._stop = True
         self._wake.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)

@@ -97,6 +97,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self._arrivals = itertools.count()
+        self._auto_ids = itertools.count()
         self._rng = random.Random(args.seed)
         self.num_steps = 0
 
@@ -152,7 +153,9 @@ class LLMEngine:
             raise ValueError(f"SamplingParams.n must be <= max_num_seqs ({self.args.max_num_seqs}), got {params.n}")
         text, ids = self._encode(prompt)
         if request_id is None:
-            request_id = f"req-{next(self._arrivals)}"
+            request_id = f"req-{next(self._auto_ids)}"
+            while request_id in self.requests:  # a caller may have used this name
+                request_id = f"req-{next(self._auto_ids)}"
         elif request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         req = Request(request_id, text, ids, params, next(self._arrivals),

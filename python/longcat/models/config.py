@@ -33,9 +33,7 @@ _ALIASES = {
 _WRITTEN = {"architectures": ["LongcatFlashForCausalLM"], "model_type": "longcat_flash"}
 # Fields real configs carry that the model does not read: kept verbatim, without a warning.
 _PASSTHROUGH = {"architectures", "auto_map", "model_type", "transformers_version", "torch_dtype", "dtype",
-                "use_cache", "output_router_logits", "initializer_range", "attention_dropout",
-                "attention_method", "_name_or_path", "num_key_value_heads", "qk_head_dim", "head_dim",
-                "ep_size", "tie_word_embeddings"}
+                "use_cache", "output_router_logits", "attention_method", "_name_or_path", "ep_size"}
 
 
 @dataclass

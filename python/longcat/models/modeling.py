@@ -36,6 +36,7 @@ from longcat.ops._common import ssa_window
 
 _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
 _LATENT_NORM_EPS = 1e-6  # transformers builds q_a / kv_a norms without eps: the class default
+_MLP_KERNEL_MAX_ROWS = 4  # see MLP.forward_paged
 
 
 def _derived(module: nn.Module, sources: Sequence[torch.Tensor], compute) -> dict:
@@ -82,10 +83,17 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
     def forward_paged(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: gate and up as one GEMM over a fused copy of their weights."""
-        w = _derived(self, (self.gate_proj.weight, self.up_proj.weight),
-                     lambda: torch.cat([self.gate_proj.weight, self.up_proj.weight], 0))
-        gate, up = F.linear(x, w).chunk(2, dim=-1)
+        """Inference: gate and up as one GEMM over a fused copy of their weights. For a few rows
+        on CPU (decode of small batches) the whole MLP runs as longcat's grouped SwiGLU kernel
+        with one group: measured 1.4-2.5x faster than torch's two GEMMs up to 4 rows, slower
+        from 8 on (process CPU time, the ``small`` preset's 512 x 1024 MLP, 1 thread)."""
+        w13 = _derived(self, (self.gate_proj.weight, self.up_proj.weight),
+                       lambda: torch.cat([self.gate_proj.weight, self.up_proj.weight], 0))
+        T = x.shape[0]
+        if T <= _MLP_KERNEL_MAX_ROWS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+            offsets = torch.tensor([0, T], dtype=torch.int32)
+            return ops.moe_grouped_swiglu(x, offsets, w13[None], self.down_proj.weight[None])
+        gate, up = F.linear(x, w13).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, self.down_proj.weight)
 
 
@@ -416,6 +424,8 @@ class LongcatFlashForCausalLM(nn.Module):
     def _apply(self, fn, recurse=True):
         # .to(bfloat16) must not round the router: transformers keeps classifier.weight in fp32.
         super()._apply(fn, recurse)
+        if self.config.tie_word_embeddings:  # to_empty() and device moves can make new Parameters
+            self.lm_head.weight = self.model.embed_tokens.weight
         for layer in self.model.layers:
             r = layer.mlp.router_weight
             if r.dtype != torch.float32 and r.device.type != "meta":
