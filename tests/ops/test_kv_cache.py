@@ -192,3 +192,16 @@ def test_gather_bad_input():
         mla_gather(kv, table, torch.tensor([1, 2, 3], dtype=torch.int32))
     with pytest.raises(ValueError, match="576"):
         mla_gather(kv[..., :512], table, lens)
+
+
+def test_rope_trains_after_a_first_call_under_inference_mode():
+    # The engine decodes under inference_mode, then RL trains in the same process: the cached
+    # frequency table must not be an inference tensor.
+    from longcat.ops.kv_cache import _cached_inv_freq
+
+    _cached_inv_freq.cache_clear()
+    with torch.inference_mode():
+        rope_interleaved(torch.randn(3, 2, 64), torch.arange(3))
+    x = torch.randn(3, 2, 64, requires_grad=True)
+    rope_interleaved(x, torch.arange(3)).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

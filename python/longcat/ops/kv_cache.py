@@ -33,7 +33,10 @@ def rope_inv_freq(dim: int, base: float = LONGCAT_ROPE_BASE, device: torch.devic
 
 @functools.lru_cache(maxsize=64)
 def _cached_inv_freq(dim: int, base: float, device: torch.device) -> torch.Tensor:
-    return rope_inv_freq(dim, base, device)
+    # A normal tensor even when first asked for under torch.inference_mode (the engine's decode):
+    # an inference tensor cannot be saved for backward, and RL trains right after generating.
+    with torch.inference_mode(False):
+        return rope_inv_freq(dim, base, device)
 
 
 @torch.library.custom_op("longcat::rope_interleaved", mutates_args=())
