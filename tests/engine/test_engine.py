@@ -336,6 +336,19 @@ def test_llm_generate_orders_and_chat(toy, char_tokenizer):
     assert chat[0].outputs[0].token_ids == expected[0].outputs[0].token_ids
 
 
+def test_llm_chat_stops_at_the_end_of_turn_token(toy, char_tokenizer, monkeypatch):
+    from longcat.engine import chat as chat_module
+
+    llm = LLM(toy, tokenizer=char_tokenizer, page_size=4, num_pages=64)
+    char_tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    free = llm.generate("hi", SamplingParams(temperature=0, max_tokens=6))[0].outputs[0]
+    end_of_turn = free.token_ids[2]          # pretend the third greedy token is <|im_end|>
+    monkeypatch.setattr(chat_module, "chat_stop_token_ids", lambda tok: [end_of_turn])
+    reply = llm.chat([{"role": "user", "content": "hi"}], SamplingParams(temperature=0, max_tokens=6))[0].outputs[0]
+    stop_at = free.token_ids.index(end_of_turn)
+    assert reply.finish_reason == "stop" and reply.token_ids == free.token_ids[:stop_at + 1]
+
+
 def test_text_matches_a_full_decode_with_leading_spaces(toy):
     """A sentencepiece-style tokenizer (Metaspace: "▁" marks a space, dropped at the start of a
     decode): the streamed text is the full decode's continuation, leading space included."""

@@ -1,6 +1,8 @@
 """``LLM``: offline generation (vLLM's ``LLM``): a list of prompts in, a list of Completions out."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from typing import Optional, Sequence, Union
 
@@ -117,11 +119,17 @@ class LLM:
         list of them, through the tokenizer's chat template."""
         if self.tokenizer is None:
             raise ValueError("chat: the engine has no tokenizer (and so no chat template)")
+        from longcat.engine.chat import chat_stop_token_ids
+
         convs = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         prompts = [list(self.tokenizer.apply_chat_template(c, tools=tools, add_generation_prompt=True,
                                                            tokenize=True, return_dict=True)["input_ids"])
                    for c in convs]
-        return self.generate(prompts, sampling_params)
+        # A reply ends at the end-of-turn token as well as at EOS, unless ignore_eos (as the server).
+        params = dataclasses.replace(sampling_params or SamplingParams())
+        if not params.ignore_eos:
+            params.stop_token_ids = sorted(set(params.stop_token_ids or []) | set(chat_stop_token_ids(self.tokenizer)))
+        return self.generate(prompts, params)
 
     def update_weights(self, state_dict_or_path: WeightsSource, version: int, **kwargs) -> None:
         """New policy weights (see ``LLMEngine.update_weights``)."""

@@ -380,7 +380,7 @@ class _Server:
             "max_model_len": self.engine.engine.max_len, "policy_version": self.engine.version}]}
 
     def health(self) -> JSONResponse:
-        dead = getattr(self.engine, "_dead", None)
+        dead = getattr(self.engine, "error", None)
         if dead is not None:
             return JSONResponse(error_body(f"engine step failed: {dead!r}", "server_error"), status_code=503)
         return JSONResponse({"status": "ok", "policy_version": self.engine.version})
