@@ -5,8 +5,9 @@ and the parameter accounting (total and active parameters per token).
 Field names are transformers' (and the original checkpoints'); the aliases transformers accepts
 (``num_local_experts``, ``num_experts_per_tok``, ``intermediate_size``, ``moe_intermediate_size``,
 ``num_hidden_layers`` = 2 x ``num_layers``) are read too. RoPE comes either as transformers 5's
-``rope_parameters`` dict or as the older top-level ``rope_theta`` / ``rope_scaling``. Fields the
-model does not use are kept so they round-trip; unknown ones also warn.
+``rope_parameters`` dict or as the older top-level ``rope_theta`` / ``rope_scaling``; the default
+RoPE and YaRN are supported. Fields the model does not use are kept so they round-trip; unknown
+ones also warn.
 """
 from __future__ import annotations
 
