@@ -308,6 +308,28 @@ def test_zigzag_equals_masked_transformers(tmp_path, ssa, window, length):
         assert_logits_close(out[0], want[t])
 
 
+# ---- YaRN RoPE ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("yarn", [
+    {"factor": 4.0, "original_max_position_embeddings": 16},                                   # attention factor
+    {"factor": 8.0, "original_max_position_embeddings": 16, "mscale": 1.0, "mscale_all_dim": 1.0},  # softmax mscale
+])
+def test_yarn_rope_equals_transformers(tmp_path, yarn):
+    hf = hf_checkpoint(tmp_path, seed=2, rope_parameters={"rope_type": "yarn", "rope_theta": 1e7, **yarn})
+    ours = LongcatFlashForCausalLM.from_pretrained(tmp_path)
+    assert ours.config.rope_type == "yarn"
+    s = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(14))
+    want = hf_logits(hf, s[None])[0]
+    with torch.no_grad():
+        assert_logits_close(ours(s[None])[0], want)
+    pages = Pages(ours, 1, 40)
+    (out,) = pages.step([(0, s[:36])])
+    assert_logits_close(out, want[:36])
+    for t in range(36, 40):
+        (out,) = pages.step([(0, s[t:t + 1])])
+        assert_logits_close(out[0], want[t])
+
+
 # ---- bf16 ------------------------------------------------------------------------------------------
 
 def test_bf16_within_bf16_tolerance(pair):
@@ -442,7 +464,8 @@ def test_config_save_and_json_round_trip(tmp_path):
     ({"num_key_value_heads": 1}, ValueError, "'num_key_value_heads' must be num_attention_heads"),
     ({"streaming_sparse_attention": {"sink_size": 1, "recent_size": 4, "sparsity": 0.5, "layer_type": "01"}},
      ValueError, "one character per attention sublayer \\(4\\), got 2"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, NotImplementedError, "rope type 'yarn'"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}, NotImplementedError, "rope type 'longrope'"),
+    ({"rope_scaling": {"rope_type": "yarn"}}, ValueError, "YaRN 'rope_scaling' needs 'factor'"),
     ({"zero_expert_type": "const"}, ValueError, "'zero_expert_type' must be 'identity'"),
 ])
 def test_config_validation_names_the_field(change, error, match):

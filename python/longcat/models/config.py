@@ -5,14 +5,16 @@ and the parameter accounting (total and active parameters per token).
 Field names are transformers' (and the original checkpoints'); the aliases transformers accepts
 (``num_local_experts``, ``num_experts_per_tok``, ``intermediate_size``, ``moe_intermediate_size``,
 ``num_hidden_layers`` = 2 x ``num_layers``) are read too. RoPE comes either as transformers 5's
-``rope_parameters`` dict or as the older top-level ``rope_theta`` / ``rope_scaling``. Fields the
-model does not use are kept so they round-trip; unknown ones also warn.
+``rope_parameters`` dict or as the older top-level ``rope_theta`` / ``rope_scaling``; the default
+RoPE and YaRN are supported. Fields the model does not use are kept so they round-trip; unknown
+ones also warn.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -114,7 +116,55 @@ class LongcatFlashConfig:
 
     @property
     def softmax_scale(self) -> float:
-        return self.qk_head_dim ** -0.5
+        """192^-0.5, times YaRN's mscale(factor, mscale_all_dim)^2 when that is set (as transformers)."""
+        scale = self.qk_head_dim ** -0.5
+        r = self.rope_scaling or {}
+        if self.rope_type == "yarn" and r.get("mscale_all_dim"):
+            m = _yarn_mscale(self._yarn_factor(), r["mscale_all_dim"])
+            scale *= m * m
+        return scale
+
+    def _yarn_factor(self) -> float:
+        r = self.rope_scaling or {}
+        if r.get("factor") is not None:
+            return float(r["factor"])
+        return self.max_position_embeddings / r.get("original_max_position_embeddings", self.max_position_embeddings)
+
+    def rope_parameters(self) -> tuple[list[float], float]:
+        """``(inv_freq, attention_factor)`` of the RoPE over the ``qk_rope_head_dim`` dims, as
+        transformers computes them (default RoPE, or YaRN when ``rope_scaling`` says so): the
+        rotation angle of pair i at position p is ``p * inv_freq[i]``, and the rotated q / k
+        values are multiplied by ``attention_factor`` (1 without YaRN)."""
+        import torch
+
+        dim, base = self.qk_rope_head_dim, float(self.rope_theta)
+        pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+        if self.rope_type == "default":
+            return (1.0 / pos_freqs).tolist(), 1.0
+        r = self.rope_scaling
+        factor = self._yarn_factor()
+        original = r.get("original_max_position_embeddings", self.max_position_embeddings)
+        attention_factor = r.get("attention_factor")
+        if attention_factor is None:
+            if r.get("mscale") and r.get("mscale_all_dim"):
+                attention_factor = _yarn_mscale(factor, r["mscale"]) / _yarn_mscale(factor, r["mscale_all_dim"])
+            else:
+                attention_factor = _yarn_mscale(factor)
+        beta_fast, beta_slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
+
+        def correction_dim(rotations):
+            return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if r.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+        extrapolation = 1 - ramp
+        inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+        return inv_freq.tolist(), float(attention_factor)
 
     @property
     def q_lora_scale(self) -> float:
@@ -171,9 +221,13 @@ class LongcatFlashConfig:
             bad("rms_norm_eps", "> 0")
         if not float(self.rope_theta) > 1.0:
             bad("rope_theta", "> 1")
-        if self.rope_type != "default":
+        if self.rope_type not in ("default", "yarn"):
             raise NotImplementedError(f"LongcatFlashConfig: rope type {self.rope_type!r} (rope_scaling) is not "
-                                      f"supported; only the default RoPE of LongCat-Flash-Chat is implemented")
+                                      f"supported; 'default' and 'yarn' are")
+        if self.rope_type == "yarn" and self.rope_scaling.get("factor") is None \
+                and "original_max_position_embeddings" not in self.rope_scaling:
+            raise ValueError("LongcatFlashConfig: YaRN 'rope_scaling' needs 'factor' or "
+                             "'original_max_position_embeddings'")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             bad("pad_token_id", f"None or in [0, vocab_size = {self.vocab_size})")
         if self.streaming_sparse_attention is not None:
@@ -294,6 +348,10 @@ class LongcatFlashConfig:
     def parameter_counts(self) -> dict:
         """See ``count_parameters``."""
         return count_parameters(self)
+
+
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
 def count_parameters(config: LongcatFlashConfig) -> dict:

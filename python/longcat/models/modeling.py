@@ -181,7 +181,8 @@ class MLA(nn.Module):
         self.qk_dim = c.qk_head_dim
         self.q_scale, self.kv_scale = c.q_lora_scale, c.kv_lora_scale
         self.softmax_scale = c.softmax_scale
-        self.rope_theta = float(c.rope_theta)
+        inv_freq, self.rope_factor = c.rope_parameters()
+        self._inv_freq = {torch.device("cpu"): torch.tensor(inv_freq, dtype=torch.float32)}  # per device
         kw = dict(bias=False, dtype=dtype, device=device)
         self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, **kw)
         self.q_a_layernorm = RMSNorm(c.q_lora_rank, _LATENT_NORM_EPS, dtype, device)
@@ -197,6 +198,14 @@ class MLA(nn.Module):
             self.visibility = {"mode": mode, "sink": sink, "local": local, "block_size": bs}
         else:
             self.visibility = None
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Interleaved RoPE in transformers' layout; YaRN's attention factor scales the result."""
+        inv_freq = self._inv_freq.get(x.device)
+        if inv_freq is None:
+            inv_freq = self._inv_freq[x.device] = self._inv_freq[torch.device("cpu")].to(x.device)
+        out = ops.rope_interleaved(x, positions, inv_freq=inv_freq)
+        return out if self.rope_factor == 1.0 else out * self.rope_factor
 
     # ---- inference weights (derived copies, see _derived) --------------------------------------
 
@@ -232,9 +241,8 @@ class MLA(nn.Module):
         kv = self.kv_a_proj_with_mqa(x)
         latent = self.kv_a_layernorm(kv[..., :CACHE_LATENT_DIM]) * self.kv_scale
         pos = positions.expand(B, S).reshape(-1)
-        base = self.rope_theta
-        q_rot = ops.rope_interleaved(q[..., self.nope:].reshape(B * S, nh, self.rope), pos, base)
-        k_rot = ops.rope_interleaved(kv[..., CACHE_LATENT_DIM:].reshape(B * S, self.rope), pos, base)
+        q_rot = self.rotate(q[..., self.nope:].reshape(B * S, nh, self.rope), pos)
+        k_rot = self.rotate(kv[..., CACHE_LATENT_DIM:].reshape(B * S, self.rope), pos)
         q_rot, k_rot = q_rot.view(B, S, nh, self.rope), k_rot.view(B, S, 1, self.rope)
         kvb = self.kv_b_proj(latent).view(B, S, nh, self.nope + self.v_dim)
         k = torch.cat([kvb[..., :self.nope], k_rot.expand(B, S, nh, self.rope)], -1)
@@ -264,8 +272,8 @@ class MLA(nn.Module):
         q = F.linear(ops.rms_norm(qa_kv[:, :q_lora], self.q_a_layernorm.weight, _LATENT_NORM_EPS), w["w_qb"])
         q = q.view(T, nh, self.qk_dim)
         latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
-        k_rot = ops.rope_interleaved(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions, self.rope_theta)
-        q_rot = ops.rope_interleaved(q[..., nope:], plan.positions, self.rope_theta)
+        k_rot = self.rotate(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions)
+        q_rot = self.rotate(q[..., nope:], plan.positions)
         ops.mla_append_kv(latent, k_rot, cache, plan.block_table, plan.positions32, plan.seq_ids)
 
         if plan.prefill is None:                        # decode only: every row is a decode row
