@@ -544,3 +544,29 @@ def test_tied_embeddings(tmp_path):
     ids = torch.randint(3, 4096, (1, 8))
     with torch.no_grad():
         torch.testing.assert_close(back(ids), model(ids), rtol=0, atol=0)
+
+
+def test_save_pretrained_failing_part_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import safetensors.torch as st
+
+    torch.manual_seed(0)
+    first = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset("tiny"))
+    first.save_pretrained(tmp_path)
+    assert oct(os.stat(tmp_path / "model.safetensors").st_mode & 0o777) != oct(0o600)
+    second = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset("tiny"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        second.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    again = LongcatFlashForCausalLM.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    # A sharded save over a single-file checkpoint leaves only the shards and the index.
+    second.save_pretrained(tmp_path, max_shard_size=2_000_000)
+    names = sorted(f for f in os.listdir(tmp_path) if f.endswith(".safetensors"))
+    assert names and all(f.startswith("model-") for f in names)
+    loaded = LongcatFlashForCausalLM.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(second.state_dict().values(), loaded.state_dict().values()))

@@ -239,8 +239,10 @@ def _parse_size(size: int | str) -> int:
 
 def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
     """Write ``config.json`` and the weights (``model.safetensors``, or shards of at most
-    ``max_shard_size`` bytes plus ``model.safetensors.index.json``). Existing safetensors files
-    and index in ``path`` are removed first, so a folder never mixes two checkpoints.
+    ``max_shard_size`` bytes plus ``model.safetensors.index.json``). Every file is written under a
+    temporary name and renamed into place only when all are complete, then the previous
+    checkpoint's stale shards are removed: a save that fails part-way (disk full, a crash) leaves
+    the previous checkpoint in ``path`` loadable, and a folder never mixes two checkpoints.
 
     ``zero_expert_slots``: also write zero ``experts.e.{gate,up}_proj`` tensors for the zero
     experts. transformers (5.x) allocates gate/up weights for them and refuses a checkpoint
@@ -251,15 +253,21 @@ def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_
     limit = _parse_size(max_shard_size)
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
-    for f in os.listdir(path):
-        if f == _INDEX or (f.startswith("model") and f.endswith(".safetensors")):
-            os.remove(os.path.join(path, f))
+    written: list[str] = []          # final names, each complete under ".tmp-" + name
+
+    def tmp(name: str) -> str:
+        return os.path.join(path, ".tmp-" + name)
+
+    def write_json(name: str, obj) -> None:
+        with open(tmp(name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        written.append(name)
+
     d = model.config.to_dict()
     d["dtype"] = str(model.dtype).replace("torch.", "")
     d.pop("torch_dtype", None)
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(d, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json("config.json", d)
 
     tensors = hf_state_dict(model)
     if zero_expert_slots:
@@ -285,9 +293,22 @@ def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_
         file = _SINGLE if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
         # Clones: the expert tensors are views of w13 / w2, and safetensors refuses shared storage.
         save_file({k: tensors[k].detach().to("cpu").clone().contiguous() for k in names},
-                  os.path.join(path, file), metadata={"format": "pt"})
+                  tmp(file), metadata={"format": "pt"})
+        written.append(file)
         weight_map.update({k: file for k in names})
     if n > 1:
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        with open(os.path.join(path, _INDEX), "w", encoding="utf-8") as f:
-            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        write_json(_INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    mode = 0o666 & ~_umask()         # safetensors creates 0600 files; use the usual permissions
+    for name in written:
+        os.chmod(tmp(name), mode)
+        os.replace(tmp(name), os.path.join(path, name))
+    for f in os.listdir(path):       # shards of a previous checkpoint that this one does not have
+        if f not in written and (f == _INDEX or (f.startswith("model") and f.endswith(".safetensors"))):
+            os.remove(os.path.join(path, f))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
