@@ -65,12 +65,17 @@ LONGCAT_HD inline int64_t num_keys(const KeyRanges& r) {
 }
 
 // The split-KV plan (attention.h, mla_decode_metadata), written once for both backends:
-// chunk = max(64, round_up(ceil(sum_b (keys_b + 64) / num_workers), 64)); sequence b gets
+// chunk = max(min_chunk, round_up(ceil(sum_b (keys_b + 64) / num_workers), 64)); sequence b gets
 // max(1, ceil(keys_b / chunk)) splits, so the total is <= batch + num_workers.
-LONGCAT_HD inline int64_t decode_split_chunk(int64_t total_cost, int64_t num_workers) {
+// min_chunk: 64 on CPU, where a split is one thread's loop over its keys. On CUDA a split is a
+// CTA per 64-row tile that loads 64 query rows (74 KB) and writes 128 KB of fp32 partials for
+// the combine; below 256 keys (295 KB of bf16 K/V) that overhead would outweigh the keys it
+// streams (FlashMLA likewise charges 5 pages of fixed cost per sequence part).
+constexpr int64_t kDecodeMinChunkCpu = 64, kDecodeMinChunkCuda = 256;
+LONGCAT_HD inline int64_t decode_split_chunk(int64_t total_cost, int64_t num_workers, int64_t min_chunk) {
   int64_t per = (total_cost + num_workers - 1) / num_workers;
   per = (per + 63) / 64 * 64;
-  return per < 64 ? 64 : per;
+  return per < min_chunk ? min_chunk : per;
 }
 LONGCAT_HD inline int64_t decode_num_splits(int64_t keys, int64_t chunk) {
   int64_t s = (keys + chunk - 1) / chunk;

@@ -109,7 +109,7 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
   // Each sequence also costs a fixed 64 keys' worth (its setup, its combine), as in FlashMLA.
   int64_t total = 0;
   for (int64_t b = 0; b < batch; ++b) total += visible_count(w, a.cache_seqlens[b], s_q, causal) + 64;
-  const int64_t chunk = decode_split_chunk(total, num_workers);
+  const int64_t chunk = decode_split_chunk(total, num_workers, kDecodeMinChunkCpu);
   int64_t first = 0;
   for (int64_t b = 0; b < batch; ++b) {
     a.metadata[2 * b] = static_cast<int32_t>(first);

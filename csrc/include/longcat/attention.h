@@ -80,9 +80,11 @@ LONGCAT_API void mla_gather(const TensorView& out, const TensorView& kv_cache,
 // Split-KV plan, computed once per decode step and reused by every layer:
 //   metadata [batch + 1, 2] int32: metadata[b, 0] = index of sequence b's first split (prefix
 //   sum; metadata[batch, 0] = total splits S), metadata[b, 1] = keys per split of sequence b (a
-//   multiple of 64). A sequence with no visible key gets one split. The planner balances the
-//   visible keys of all sequences over `num_workers` (CPU threads or CUDA SM groups), so
-//   S <= batch + num_workers. `window` (SSA) makes the plan cover only the visible keys.
+//   multiple of 64; at least 64 on CPU, 256 on CUDA). A sequence with no visible key gets one
+//   split. The planner balances the visible keys of all sequences over `num_workers` (CPU
+//   threads; on CUDA, FlashMLA's num_sm_parts = SMs / ceil(s_q * h_q / 64), the SM groups that
+//   each run one CTA per 64-row tile), so S <= batch + num_workers. `window` (SSA) makes the
+//   plan cover only the visible keys.
 LONGCAT_API int64_t mla_decode_max_splits(int64_t batch, int64_t num_workers);
 LONGCAT_API void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seqlens,
                                      int64_t s_q, int64_t num_workers,

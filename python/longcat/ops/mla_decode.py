@@ -25,9 +25,15 @@ from longcat.ops._common import check_tensors, eager_fast_path, int_arg, ssa_win
 _DIM_QK, _DIM_V = 576, 512
 
 
-def _default_workers(device: torch.device) -> int:
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _default_workers(device: torch.device, rows: int = 1) -> int:
+    """CPU: the library's threads. CUDA: FlashMLA's num_sm_parts, the SMs divided by the 64-row
+    tiles of one sequence's ``rows = s_q * h_q`` query rows (each split runs one CTA per tile)."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, _sm_count(device) // -(-rows // 64))
     return _C.num_threads()
 
 
@@ -43,12 +49,14 @@ def _metadata(cache_seqlens, s_q, num_workers, causal, mode, sink, local, block_
 def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Optional[int] = None, *,
                         causal: bool = True, sink_blocks: Optional[int] = None, local_blocks: int = 7,
                         block_size: int = 128, sink_tokens: Optional[int] = None,
-                        window_tokens: Optional[int] = None) -> torch.Tensor:
+                        window_tokens: Optional[int] = None, h_q: Optional[int] = None) -> torch.Tensor:
     """The split-KV plan ``[batch + 1, 2]`` int32 for one decode step (like FlashMLA's
     get_mla_metadata): ``[b, 0]`` the first split of sequence b (``[batch, 0]`` = total splits
-    S), ``[b, 1]`` keys per split. It balances the keys each sequence can see over
-    ``num_workers`` (None: the library's CPU threads on CPU, the SM count on CUDA), so a batch
-    of one long sequence still uses every core; ``S <= batch + num_workers``.
+    S), ``[b, 1]`` keys per split (at least 64 on CPU, 256 on CUDA). It balances the keys each
+    sequence can see over ``num_workers``, so a batch of one long sequence still uses every
+    core; ``S <= batch + num_workers``. None: the library's CPU threads on CPU; on CUDA
+    FlashMLA's num_sm_parts, the SM count divided by the 64-row tiles of ``s_q * h_q`` query
+    rows (give the query heads ``h_q``; without it the plan assumes one tile).
 
     Full attention by default; give ``sink_blocks`` (with ``local_blocks``, ``block_size``) or
     ``sink_tokens`` / ``window_tokens`` to plan for ``ssa_decode`` with that window, which then
@@ -58,14 +66,15 @@ def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Opti
     op = "mla_decode_metadata"
     check_tensors(op, cache_seqlens=cache_seqlens)
     s_q = int_arg(op, "s_q", s_q, 1)
+    rows = s_q * (1 if h_q is None else int_arg(op, "h_q", h_q, 1))
     if num_workers is None:
-        num_workers = _default_workers(cache_seqlens.device)
+        num_workers = _default_workers(cache_seqlens.device, rows)
     num_workers = int_arg(op, "num_workers", num_workers, 1)
-    if cache_seqlens.device.type == "cuda" and num_workers > _default_workers(cache_seqlens.device):
+    if cache_seqlens.device.type == "cuda" and num_workers > _sm_count(cache_seqlens.device):
         # mla_decode sizes its CUDA workspace for the SM count and cannot read the plan without
         # a sync; a plan with more splits would not fit, so refuse it here.
         raise ValueError(f"{op}: argument 'num_workers' must be <= the device's SM count "
-                         f"({_default_workers(cache_seqlens.device)}) on CUDA, got {num_workers}")
+                         f"({_sm_count(cache_seqlens.device)}) on CUDA, got {num_workers}")
     if sink_blocks is None and sink_tokens is None and window_tokens is None:
         mode, sink, local, bs = "none", 1, 7, 128
     else:
@@ -85,9 +94,11 @@ def _outputs(q: torch.Tensor, head_dim_v: int):
 def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
                  mode, sink, local, block_size):
     b, s_q, h_q, _ = q.shape
-    workers = _default_workers(q.device)
+    # The workspace holds any plan mla_decode_metadata accepts (<= SM count on CUDA).
+    workers = _sm_count(q.device) if q.device.type == "cuda" else _default_workers(q.device)
     if metadata is None:
-        metadata = _metadata(cache_seqlens, s_q, workers, causal, mode, sink, local, block_size)
+        metadata = _metadata(cache_seqlens, s_q, _default_workers(q.device, s_q * h_q), causal, mode, sink, local,
+                             block_size)
     elif q.device.type == "cpu" and metadata.dim() == 2 and metadata.shape[0] == b + 1 and b > 0:
         # A plan made for more workers (e.g. on another machine) needs a larger workspace.
         workers = max(workers, int(metadata[b, 0]) - b)
