@@ -15,6 +15,7 @@
 #include "core/attention_args.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -121,6 +122,7 @@ int elem_bytes(DType t) { return t == DType::Float32 ? 4 : 2; }
 }  // namespace
 
 void rope_interleaved(const RopeArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::rope_interleaved");
   const int64_t rows = a.tokens * a.middle;
   if (rows == 0 || a.dim == 0) return;
   if ((rows + kWarps - 1) / kWarps > 0x7fffffff)
@@ -140,6 +142,7 @@ void rope_interleaved(const RopeArgs& a, Stream stream) {
 }
 
 void mla_append_kv(const AppendKvArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_append_kv");
   if (a.tokens == 0) return;
   DeviceGuard guard(a.device.index);
   const int64_t blocks = (a.tokens + kWarps - 1) / kWarps;
@@ -150,6 +153,7 @@ void mla_append_kv(const AppendKvArgs& a, Stream stream) {
 }
 
 void mla_gather(const GatherKvArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_gather");
   if (a.total == 0) return;
   if (a.batch <= 0)
     throw Error(ErrorKind::Value, "mla_gather: cu_seqlens ends at " + std::to_string(a.total) +

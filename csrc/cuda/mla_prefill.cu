@@ -22,6 +22,7 @@
 #include "core/attention_args.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -253,6 +254,7 @@ void dispatch(const MlaPrefillArgs& a, cudaStream_t s) {
 }  // namespace
 
 void mla_prefill(const MlaPrefillArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_prefill");
   if (a.d_qk > 256 || a.dv > 256 || a.d_qk % 8 != 0 || a.dv % 8 != 0)
     throw Error(ErrorKind::Value, "mla_prefill: the CUDA kernel supports head dims that are multiples of 8 up to 256, "
                                   "got d_qk " + std::to_string(a.d_qk) + " and d_v " + std::to_string(a.dv));

@@ -22,6 +22,7 @@
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
 #include "core/moe_args.h"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -381,6 +382,7 @@ void launch_combine(const MoeCombineArgs& a, cudaStream_t s) {
 }  // namespace
 
 void moe_route(const MoeRouteArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_route");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   switch (a.dtype) {
@@ -391,6 +393,7 @@ void moe_route(const MoeRouteArgs& a, Stream stream) {
 }
 
 void moe_dispatch_layout(const MoeLayoutArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_dispatch_layout");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   if (a.n_routed > 0) cudaMemsetAsync(a.counts, 0, a.n_routed * sizeof(int32_t), s);
@@ -407,6 +410,7 @@ void moe_dispatch_layout(const MoeLayoutArgs& a, Stream stream) {
 }
 
 void moe_dispatch(const MoeDispatchArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_dispatch");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t n = a.tokens * a.top_k;
@@ -430,6 +434,7 @@ void moe_dispatch(const MoeDispatchArgs& a, Stream stream) {
 }
 
 void moe_combine(const MoeCombineArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_combine");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   switch (a.dtype) {
