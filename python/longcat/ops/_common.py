@@ -25,10 +25,15 @@ def check_tensors(op: str, **tensors: object) -> None:
                              f"({first.device}), got {t.device}")
 
 
+_profiler_enabled = torch._C._autograd._profiler_enabled
+
+
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """True when the op may call the kernel directly, skipping the dispatcher (tens of us per call):
-    not while torch.compile traces, not when autograd must record the op, not for meta tensors."""
-    if torch.compiler.is_compiling() or tensors[0].device.type == "meta":
+    not while torch.compile traces, not when autograd must record the op, not for meta tensors,
+    and not while a torch.profiler is recording, so that the dispatcher records the op under its
+    registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``)."""
+    if torch.compiler.is_compiling() or tensors[0].device.type == "meta" or _profiler_enabled():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
