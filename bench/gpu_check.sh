@@ -96,7 +96,9 @@ if [ -n "$have" ] && [ "$have" = "$want" ]; then
   echo "== prebuilt CUDA objects match the sources: $(tr '\n' ' ' < "$objects/SOURCES")"
   build_limit=150
 else
-  echo "== prebuilt CUDA objects ${have:+are stale (made from other sources)}${have:-are missing}: compiling csrc/cuda here"
+  why="are missing (no $objects/SOURCES)"
+  [ -n "$have" ] && why="are stale (compiled from other sources than these)"
+  echo "== prebuilt CUDA objects $why: compiling csrc/cuda here"
   objects=""
   build_limit=330
 fi

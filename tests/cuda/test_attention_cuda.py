@@ -7,8 +7,9 @@ NaN in the output), unused table entries set to a huge page id, cache lengths 0 
 65 / 1000 / 8200 in one batch, s_q 1 / 2 / 4, h_q 1 / 16 / 64 / 128 (one and two 64-row tiles),
 bf16 and fp16, several worker counts (one split per sequence up to many), the device planner
 against the plan rule (num_sm_parts = SMs / 64-row tiles, at least 256 keys per split), query rows
-s_q * h_q that split across tiles mid-query, a side stream, and a cache over 2^31 elements. SSA decode and prefill check the window edges (127 / 128 / 129 tokens,
-exactly sink + local blocks, one more), token mode, and equality with full attention when the
+s_q * h_q that split across tiles mid-query, a side stream, and a cache over 2^31 elements. SSA
+decode and prefill check the window edges (127 / 128 / 129 tokens, exactly sink + local blocks,
+one more), token mode, and equality with full attention when the
 context fits in the window. Prefill covers the LongCat 192/128 shape, 64/64, the generic 128 and
 256 instantiations with odd multiples of 8, GQA, chunked prefill (more keys than queries), fewer
 keys than queries (rows that see nothing), non-causal, and strided (non-16-byte) inputs.
