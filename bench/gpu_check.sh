@@ -22,8 +22,9 @@
 # machine without a GPU: the script builds, then stops with "no GPU").
 #
 # Stages, each under `timeout` (seconds): build 150 (330 when compiling CUDA there; the variable
-# LONGCAT_GPU_BUILD_LIMIT_S overrides it), tests/cuda 200 (pytest --timeout 90 per test), memcheck 30
-# + racecheck 30, benchmarks 110 + 60 + 40.
+# LONGCAT_GPU_BUILD_LIMIT_S overrides it), tests/cuda 210 (pytest --timeout 90 per test), memcheck 30
+# + racecheck 30, benchmarks 130 + 50 + 30; and all of them within 570 s (LONGCAT_GPU_BUDGET_S),
+# so that the summary is written before the device tool's 600 s limit.
 # Exit status: 0 when every stage passed, 1 when one failed, 2 on setup errors, 3 without a GPU.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,16 +38,26 @@ exec > >(tee -a "$out/gpu_check.log") 2>&1
 start=$SECONDS
 export PYTHONUNBUFFERED=1
 
-# stage NAME LIMIT CMD...: runs CMD under timeout, records name, exit status, seconds, limit.
-# With STAGE_LOG=FILE the command's output goes to FILE instead of the log.
+# The whole check ends within LONGCAT_GPU_BUDGET_S (default 570: the device tool stops a command
+# at 600 s), so the summary is always written: a stage gets at most what is left of it.
+budget=${LONGCAT_GPU_BUDGET_S:-570}
+
+# stage NAME LIMIT CMD...: runs CMD under timeout (SIGINT first: pytest still writes its report),
+# records name, exit status, seconds, limit. With STAGE_LOG=FILE the output goes to FILE.
 stage() {
-  local name=$1 limit=$2 t0=$SECONDS rc
+  local name=$1 limit=$2 t0=$SECONDS rc left=$((budget - SECONDS - 15))
   shift 2
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 5 ]; then
+    echo "== [$name] skipped: the ${budget} s budget is spent"
+    printf '%s\t124\t0\t0\n' "$name" >> "$work/stages.tsv"
+    return 124
+  fi
   echo "== [$name] (limit ${limit} s) $*"
   if [ -n "${STAGE_LOG:-}" ]; then
-    timeout --kill-after=10 "$limit" "$@" > "$STAGE_LOG" 2>&1
+    timeout -s INT --kill-after=15 "$limit" "$@" > "$STAGE_LOG" 2>&1
   else
-    timeout --kill-after=10 "$limit" "$@"
+    timeout -s INT --kill-after=15 "$limit" "$@"
   fi
   rc=$?
   [ $rc = 124 ] || [ $rc = 137 ] && echo "== [$name] TIMED OUT after ${limit} s"
@@ -106,9 +117,9 @@ fi
 # ---- build: pip --no-index into a scratch folder, with CUTLASS required --------------------------
 site=$work/site
 build_cmd=("$py" -m pip install -v --no-build-isolation --no-deps --no-index --disable-pip-version-check
-  --target "$site" -Cbuild-dir="$work/build" -Ccmake.define.LONGCAT_CUDA=ON
-  -Ccmake.define.CUTLASS_DIR="$cutlass" -Ccmake.define.LONGCAT_REQUIRE_CUTLASS=ON
-  -Ccmake.define.LONGCAT_CUDA_OBJECTS="$objects" .)
+  --target "$site" --config-settings=build-dir="$work/build" --config-settings=cmake.define.LONGCAT_CUDA=ON
+  --config-settings=cmake.define.CUTLASS_DIR="$cutlass" --config-settings=cmake.define.LONGCAT_REQUIRE_CUTLASS=ON
+  --config-settings=cmake.define.LONGCAT_CUDA_OBJECTS="$objects" .)
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 build_limit=${LONGCAT_GPU_BUILD_LIMIT_S:-$build_limit}  # a slower machine than the H200's 16 cores
 STAGE_LOG=$work/build.log stage build "$build_limit" "${build_cmd[@]}"
@@ -142,7 +153,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 # ---- tests/cuda ----------------------------------------------------------------------------------
 timeout_opt=()
 "$py" -c 'import pytest_timeout' 2>/dev/null && timeout_opt=(--timeout=90)
-stage tests_cuda 200 "$py" -m pytest tests/cuda -q -rfE -p no:cacheprovider "${timeout_opt[@]}" \
+stage tests_cuda 210 "$py" -m pytest tests/cuda -q -rfE -p no:cacheprovider "${timeout_opt[@]}" \
   --junitxml="$work/tests_cuda.xml"
 
 # ---- compute-sanitizer on small decode, prefill, grouped-GEMM and routing cases ------------------
@@ -162,7 +173,7 @@ else
 fi
 
 # ---- quick GPU benchmarks --------------------------------------------------------------------------
-for spec in attention:110 moe_gemm:60 moe_route:40; do
+for spec in attention:130 moe_gemm:50 moe_route:30; do
   area=${spec%%:*}
   stage "bench_$area" "${spec##*:}" "$py" -m longcat.cli bench "$area" --device cuda --quick --out "$work/bench"
 done
