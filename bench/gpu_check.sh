@@ -2,7 +2,7 @@
 # The GPU check: build longcat with its CUDA kernels on an H200 machine, run tests/cuda, a short
 # compute-sanitizer pass (memcheck + racecheck) and the quick GPU benchmarks, in about 6 minutes of
 # GPU time, and leave at most 8 files in $OUT: gpu_check.log, summary.json, summary.md and one
-# markdown table per benchmark area (attention.md, moe_gemm.md, moe_route.md).
+# markdown table per benchmark area (mla.md, moe_gemm.md, moe_route.md).
 #
 # Through the device tool, from the repository root of a CPU machine with nvcc:
 #   1. bash tools/gpu_prepare.sh        (once per source change: fills the ignored .gpu/, ~30 MB:
@@ -173,7 +173,7 @@ else
 fi
 
 # ---- quick GPU benchmarks --------------------------------------------------------------------------
-for spec in attention:130 moe_gemm:50 moe_route:30; do
+for spec in mla:130 moe_gemm:50 moe_route:30; do
   area=${spec%%:*}
   stage "bench_$area" "${spec##*:}" "$py" -m longcat.cli bench "$area" --device cuda --quick --out "$work/bench"
 done

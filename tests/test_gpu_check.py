@@ -40,13 +40,13 @@ def make_work(tmp_path, failing_stage=False):
     work = tmp_path / "work"
     (work / "bench").mkdir(parents=True)
     rows = ["build\t0\t40\t150", "tests_cuda\t%d\t90\t200" % (1 if failing_stage else 0),
-            "sanitizer_memcheck\t0\t25\t30", "sanitizer_racecheck\t124\t30\t30", "bench_attention\t0\t70\t110"]
+            "sanitizer_memcheck\t0\t25\t30", "sanitizer_racecheck\t124\t30\t30", "bench_mla\t0\t70\t110"]
     (work / "stages.tsv").write_text("\n".join(rows) + "\n")
     (work / "build_info.json").write_text(json.dumps({"version": "0.1.0", "cuda": "on", "cutlass": "4.2.0"}))
     (work / "tests_cuda.xml").write_text(JUNIT)
     (work / "sanitizer_memcheck.txt").write_text("decode: ok (3.1 s)\n========= ERROR SUMMARY: 0 errors\n")
     (work / "sanitizer_racecheck.txt").write_text("decode: ok (9.0 s)\n")
-    for area in ("attention", "moe_gemm", "moe_route"):
+    for area in ("mla", "moe_gemm", "moe_route"):
         (work / "bench" / f"{area}.json").write_text(json.dumps({"area": area, "rows": [{"op": "x"}]}))
         (work / "bench" / f"{area}.md").write_text(f"## {area}\n")
     return work
@@ -66,9 +66,9 @@ def test_summary(tmp_path):
                                 "message": "AssertionError: out differs"}]
     assert summary["sanitizer"]["memcheck"]["summary"] == ["========= ERROR SUMMARY: 0 errors"]
     assert summary["sanitizer"]["racecheck"]["cases_ok"] == ["decode: ok (9.0 s)"]
-    assert set(summary["benchmarks"]) == {"attention", "moe_gemm", "moe_route"}
+    assert set(summary["benchmarks"]) == {"mla", "moe_gemm", "moe_route"}
     files = sorted(os.listdir(out))
-    assert files == ["attention.md", "gpu_check.log", "moe_gemm.md", "moe_route.md", "summary.json", "summary.md"]
+    assert files == ["gpu_check.log", "mla.md", "moe_gemm.md", "moe_route.md", "summary.json", "summary.md"]
     assert len(files) <= 8
     md = (out / "summary.md").read_text()
     assert "| sanitizer_racecheck | timeout (exit 124) | 30 | 30 |" in md and "test_b" in md

@@ -51,10 +51,9 @@ def decode():
     want, want_lse = reference.mla_decode(q.cpu(), kv.cpu(), table.cpu(), lens.cpu(), 512, 0.05)
     close(out, want)
     close(lse, want_lse, 1e-3)
-    win = {"sink_blocks": 1, "local_blocks": 1, "block_size": 64}
-    out, _ = ops.ssa_decode(q, kv, table, lens, 512, 0.05, True, **win)
-    want, _ = reference.mla_decode(q.cpu(), kv.cpu(), table.cpu(), lens.cpu(), 512, 0.05,
-                                   window={"mode": "blocks", "sink": 1, "local": 1, "block_size": 64})
+    window = ops.SsaWindow(sink=1, local=1, block_size=64)
+    out, _ = ops.ssa_decode(q, kv, table, lens, 512, 0.05, True, window=window)
+    want, _ = reference.mla_decode(q.cpu(), kv.cpu(), table.cpu(), lens.cpu(), 512, 0.05, window=window)
     close(out, want)
 
 
@@ -67,9 +66,9 @@ def prefill():
     ck = torch.tensor([0, 5, 135], dtype=torch.int32).to(DEV)
     out, _ = ops.mla_prefill(q, k, v, cq, ck, 70, 130)
     close(out, reference.mla_prefill(q, k, v, cq, ck, 192 ** -0.5, causal=True)[0])
-    out, _ = ops.ssa_prefill(q, k, v, cq, ck, 70, 130, sink_blocks=1, local_blocks=2, block_size=16)
-    want, _ = reference.mla_prefill(q, k, v, cq, ck, 192 ** -0.5, causal=True,
-                                    window={"mode": "blocks", "sink": 1, "local": 2, "block_size": 16})
+    window = ops.SsaWindow(sink=1, local=2, block_size=16)
+    out, _ = ops.ssa_prefill(q, k, v, cq, ck, 70, 130, window=window)
+    want, _ = reference.mla_prefill(q, k, v, cq, ck, 192 ** -0.5, causal=True, window=window)
     close(out, want)
 
 
