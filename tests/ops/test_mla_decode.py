@@ -463,6 +463,10 @@ def test_bad_options(case):
         mla_decode_metadata(sl, 1, 0)
     with pytest.raises(ValueError, match=r"'s_q' must be >= 1, got 0"):
         mla_decode_metadata(sl, 0)
+    with pytest.raises(ValueError, match=r"mla_decode_metadata: argument 'h_q' must be >= 1, got 0"):
+        mla_decode_metadata(sl, 1, h_q=0)
+    # On CPU the query heads do not change the plan (CUDA divides its SMs by the 64-row tiles).
+    assert torch.equal(mla_decode_metadata(sl, 2, h_q=128), mla_decode_metadata(sl, 2))
     with pytest.raises(ValueError, match=r"'kv_cache' must be on the device of 'q' \(cpu\), got meta"):
         mla_decode(q, torch.empty(kv.shape, dtype=kv.dtype, device="meta"), bt, sl)
     with pytest.raises(ValueError, match=r"window.block_size"):  # the C++ API checks the window too
