@@ -116,18 +116,29 @@ fi
 
 # ---- build: pip --no-index into a scratch folder, with CUTLASS required --------------------------
 site=$work/site
-build_cmd=("$py" -m pip install -v --no-build-isolation --no-deps --no-index --disable-pip-version-check
-  --target "$site" --config-settings=build-dir="$work/build" --config-settings=cmake.define.LONGCAT_CUDA=ON
-  --config-settings=cmake.define.CUTLASS_DIR="$cutlass" --config-settings=cmake.define.LONGCAT_REQUIRE_CUTLASS=ON
-  --config-settings=cmake.define.LONGCAT_CUDA_OBJECTS="$objects" .)
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-build_limit=${LONGCAT_GPU_BUILD_LIMIT_S:-$build_limit}  # a slower machine than the H200's 16 cores
-STAGE_LOG=$work/build.log stage build "$build_limit" "${build_cmd[@]}"
+# build STAGE OBJECTS LIMIT: a fresh scratch build; OBJECTS "" compiles csrc/cuda here.
+build() {
+  rm -rf "$site" "$work/build"
+  STAGE_LOG=$work/build.log stage "$1" "${LONGCAT_GPU_BUILD_LIMIT_S:-$3}" \
+    "$py" -m pip install -v --no-build-isolation --no-deps --no-index --disable-pip-version-check --target "$site" \
+    --config-settings=build-dir="$work/build" --config-settings=cmake.define.LONGCAT_CUDA=ON \
+    --config-settings=cmake.define.CUTLASS_DIR="$cutlass" --config-settings=cmake.define.LONGCAT_REQUIRE_CUTLASS=ON \
+    --config-settings=cmake.define.LONGCAT_CUDA_OBJECTS="$2" .
+}
+build build "$objects" "$build_limit"
 rc=$?
+if [ $rc != 0 ] && [ $rc != 124 ] && [ -n "$objects" ]; then
+  # Objects this machine's toolchain cannot link: it compiles them itself.
+  grep -E 'CMake Error|error:|undefined reference' "$work/build.log" | head -10
+  echo "== the build with the prebuilt CUDA objects failed (exit $rc): compiling csrc/cuda here instead"
+  build build_cuda_here "" 330
+  rc=$?
+fi
 if [ $rc != 0 ]; then
   grep -E 'CMake Error|error:|FATAL' "$work/build.log" | head -20
   tail -30 "$work/build.log"
-  [ $rc = 124 ] || [ $rc = 137 ] && fail_setup "the build timed out after ${build_limit} s" 1
+  [ $rc = 124 ] || [ $rc = 137 ] && fail_setup "the build timed out" 1
   fail_setup "the build failed (exit $rc, log above)" 1
 fi
 grep -E 'longcat: (CUDA=|linking)' "$work/build.log"

@@ -74,6 +74,15 @@ def test_summary(tmp_path):
     assert "| sanitizer_racecheck | timeout (exit 124) | 30 | 30 |" in md and "test_b" in md
 
 
+def test_summary_of_a_recovered_build(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "stages.tsv").write_text("build\t1\t20\t150\nbuild_cuda_here\t0\t150\t330\n")
+    assert gpu_check_summary.main(["--work", str(work), "--out", str(out)]) == 0
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert stages[0]["status"] == "failed, recovered by build_cuda_here" and stages[1]["status"] == "passed"
+
+
 def test_summary_of_a_stopped_check(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()

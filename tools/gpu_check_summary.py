@@ -28,6 +28,10 @@ def read_stages(work: Path) -> list[dict]:
         rc = int(rc)
         status = "passed" if rc == 0 else "timeout" if rc in (124, 137) else "skipped" if rc == -1 else "failed"
         stages.append({"stage": name, "status": status, "exit": rc, "seconds": int(seconds), "limit_s": int(limit)})
+    # gpu_check.sh compiles the CUDA files itself when the prebuilt objects do not link there.
+    names = {s["stage"]: s for s in stages}
+    if names.get("build", {}).get("status") == "failed" and names.get("build_cuda_here", {}).get("status") == "passed":
+        names["build"]["status"] = "failed, recovered by build_cuda_here"
     return stages
 
 
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     info_path = args.work / "build_info.json"
     summary = {
         "status": "stopped" if args.stopped else
-                  "passed" if stages and all(s["status"] in ("passed", "skipped") for s in stages) else "failed",
+                  "passed" if stages and all(s["status"] in ("passed", "skipped") or "recovered" in s["status"]
+                                             for s in stages) else "failed",
         "stopped": args.stopped,
         "total_s": args.total_s,
         "stages": stages,
