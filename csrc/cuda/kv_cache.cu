@@ -1,5 +1,5 @@
 // Paged latent KV cache and RoPE CUDA kernels (sm_90a); semantics in
-// csrc/include/longcat/attention.h.
+// csrc/include/longcat/mla.h.
 //
 // All three are one warp per row. RoPE rotates a row into a per-warp shared buffer before any
 // write, so out may alias x (in place, including half_output where pair i moves to i and i+D/2).
@@ -12,15 +12,16 @@
 
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/kv_cache_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kRowElems = 576;  // 512 latent + 64 rope values per cached token
+constexpr int kRowElems = static_cast<int>(kMlaDimQK);  // latent + rope values per cached token
 
 // ---- RoPE ---------------------------------------------------------------------------------------
 
@@ -84,8 +85,8 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendKvArgs a) {
   E* dst = static_cast<E*>(a.kv_cache) + (page * a.page_size + pos % a.page_size) * kRowElems;
   const E* lat = static_cast<const E*>(a.latent) + t * a.latent_stride;
   const E* rope = static_cast<const E*>(a.rope_k) + t * a.rope_stride;
-  for (int d = lane; d < 512; d += 32) dst[d] = lat[d];
-  for (int d = lane; d < 64; d += 32) dst[512 + d] = rope[d];
+  for (int d = lane; d < kMlaDimV; d += 32) dst[d] = lat[d];
+  for (int d = lane; d < kMlaDimRope; d += 32) dst[kMlaDimV + d] = rope[d];
 }
 
 __global__ void __launch_bounds__(kWarps * 32) gather_kernel(GatherKvArgs a, int elem_bytes) {
@@ -121,6 +122,7 @@ int elem_bytes(DType t) { return t == DType::Float32 ? 4 : 2; }
 }  // namespace
 
 void rope_interleaved(const RopeArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::rope_interleaved");
   const int64_t rows = a.tokens * a.middle;
   if (rows == 0 || a.dim == 0) return;
   if ((rows + kWarps - 1) / kWarps > 0x7fffffff)
@@ -140,6 +142,7 @@ void rope_interleaved(const RopeArgs& a, Stream stream) {
 }
 
 void mla_append_kv(const AppendKvArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_append_kv");
   if (a.tokens == 0) return;
   DeviceGuard guard(a.device.index);
   const int64_t blocks = (a.tokens + kWarps - 1) / kWarps;
@@ -150,6 +153,7 @@ void mla_append_kv(const AppendKvArgs& a, Stream stream) {
 }
 
 void mla_gather(const GatherKvArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_gather");
   if (a.total == 0) return;
   if (a.batch <= 0)
     throw Error(ErrorKind::Value, "mla_gather: cu_seqlens ends at " + std::to_string(a.total) +

@@ -1,9 +1,10 @@
 // MLA decode CUDA kernels (sm_90a): split-KV planner, split-KV flash decoding over the paged
-// latent cache, and the combine over splits. Semantics in csrc/include/longcat/attention.h; the
-// plan is the one of the host helpers in csrc/core/attention_args.h.
+// latent cache, and the combine over splits. Semantics in csrc/include/longcat/mla.h; the
+// plan is the one of the host helpers in csrc/core/mla_args.h.
 //
-// Planner: one block; a block reduction of sum_b (keys_b + 64) gives the chunk, a block scan of
-// the per-sequence split counts gives metadata[:, 0].
+// Planner: one block; a block reduction of sum_b (keys_b + 64) gives the chunk (at least
+// kDecodeMinChunkCuda keys), a block scan of the per-sequence split counts gives metadata[:, 0].
+// num_workers is FlashMLA's num_sm_parts: SMs / (64-row tiles per sequence), chosen by the caller.
 // Decode: one CTA (16 warps) per (split, tile of 64 query rows), where the rows of a sequence
 // are its s_q * h_q (query, head) pairs flattened as i * h_q + h (all rows share the one latent
 // KV head, so one K tile serves 64 of them). The CTA walks its split's visible keys in tiles of
@@ -31,9 +32,10 @@
 #include <cmath>
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/mla_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -64,7 +66,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(DecodeMetadataArgs a
     s_carry = 0;
   }
   __syncthreads();
-  const int64_t chunk = decode_split_chunk(s_total, a.num_workers);
+  const int64_t chunk = decode_split_chunk(s_total, a.num_workers, kDecodeMinChunkCuda);
   for (int64_t b0 = 0; b0 < a.batch; b0 += kPlanThreads) {
     const int64_t b = b0 + threadIdx.x;
     const long long splits = b < a.batch ? decode_num_splits(seq_keys(a, b), chunk) : 0;
@@ -87,7 +89,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(DecodeMetadataArgs a
 
 // ---- split-KV decode --------------------------------------------------------------------------
 
-constexpr int kDqk = 576, kDv = 512;
+constexpr int kDqk = static_cast<int>(kMlaDimQK), kDv = static_cast<int>(kMlaDimV);
 constexpr int kRows = 64;        // query rows per CTA
 constexpr int kKeys = 32;        // cached tokens per tile
 constexpr int kWarps = 16, kThreads = kWarps * 32;
@@ -403,6 +405,7 @@ void launch_decode(const MlaDecodeArgs& a, cudaStream_t s) {
 }  // namespace
 
 void mla_decode_metadata(const DecodeMetadataArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_decode_metadata");
   if (a.num_workers < 1)
     throw Error(ErrorKind::Value, "mla_decode_metadata: num_workers must be >= 1, got " + std::to_string(a.num_workers));
   DeviceGuard guard(a.device.index);
@@ -411,6 +414,7 @@ void mla_decode_metadata(const DecodeMetadataArgs& a, Stream stream) {
 }
 
 void mla_decode(const MlaDecodeArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_decode");
   if (a.d_qk != kDqk || a.dv != kDv)
     throw Error(ErrorKind::Value, "mla_decode: the CUDA kernel supports q.shape[-1] = 576 and head_dim_v = 512, got " +
                                       std::to_string(a.d_qk) + " and " + std::to_string(a.dv));

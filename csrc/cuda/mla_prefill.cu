@@ -1,5 +1,5 @@
 // MLA prefill CUDA kernel (sm_90a): varlen flash attention, bottom-right causal, optional SSA
-// window. Semantics in csrc/include/longcat/attention.h.
+// window. Semantics in csrc/include/longcat/mla.h.
 //
 // One CTA of 4 warps per (head, sequence) walks that sequence's tiles of 64 queries, last first
 // (grid-stride, so a max_seqlen_q that is too small costs time, never rows). Each warp owns 16
@@ -19,9 +19,10 @@
 #include <cmath>
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/mla_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -253,6 +254,7 @@ void dispatch(const MlaPrefillArgs& a, cudaStream_t s) {
 }  // namespace
 
 void mla_prefill(const MlaPrefillArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::mla_prefill");
   if (a.d_qk > 256 || a.dv > 256 || a.d_qk % 8 != 0 || a.dv % 8 != 0)
     throw Error(ErrorKind::Value, "mla_prefill: the CUDA kernel supports head dims that are multiples of 8 up to 256, "
                                   "got d_qk " + std::to_string(a.d_qk) + " and d_v " + std::to_string(a.dv));

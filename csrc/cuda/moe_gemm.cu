@@ -22,6 +22,7 @@
 #include <string>
 
 #include "core/moe_gemm_args.h"
+#include "cuda/nvtx.cuh"
 
 #if defined(LONGCAT_HAVE_CUTLASS)
 #include "cute/tensor.hpp"
@@ -278,6 +279,7 @@ int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t 
 }
 
 void moe_grouped_swiglu(const MoeGemmArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_grouped_swiglu");
 #if defined(LONGCAT_HAVE_CUTLASS)
   if (a.rows > INT32_MAX || a.hidden > INT32_MAX / 2 || a.inter > INT32_MAX / 2 || a.experts > INT32_MAX)
     throw Error(ErrorKind::Value, std::string(kOp) + ": sizes beyond 32-bit GEMM extents on CUDA");

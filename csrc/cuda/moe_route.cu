@@ -1,5 +1,5 @@
 // MoE CUDA kernels (sm_90a): router, dispatch layout, dispatch, combine. Semantics in
-// csrc/include/longcat/moe.h.
+// csrc/include/longcat/moe_route.h.
 //
 // Router: one block of 8 warps per kTok tokens. Phase 1: each warp takes experts round-robin
 // and computes the kTok fp32 dot products of that expert's weight row with the tokens' rows
@@ -21,7 +21,8 @@
 
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
-#include "core/moe_args.h"
+#include "core/moe_route_args.h"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -381,6 +382,7 @@ void launch_combine(const MoeCombineArgs& a, cudaStream_t s) {
 }  // namespace
 
 void moe_route(const MoeRouteArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_route");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   switch (a.dtype) {
@@ -391,6 +393,7 @@ void moe_route(const MoeRouteArgs& a, Stream stream) {
 }
 
 void moe_dispatch_layout(const MoeLayoutArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_dispatch_layout");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   if (a.n_routed > 0) cudaMemsetAsync(a.counts, 0, a.n_routed * sizeof(int32_t), s);
@@ -407,6 +410,7 @@ void moe_dispatch_layout(const MoeLayoutArgs& a, Stream stream) {
 }
 
 void moe_dispatch(const MoeDispatchArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_dispatch");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t n = a.tokens * a.top_k;
@@ -430,6 +434,7 @@ void moe_dispatch(const MoeDispatchArgs& a, Stream stream) {
 }
 
 void moe_combine(const MoeCombineArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::moe_combine");
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
   switch (a.dtype) {

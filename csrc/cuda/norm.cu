@@ -12,6 +12,7 @@
 
 #include "cuda/dtype.cuh"
 #include "core/norm_args.h"
+#include "cuda/nvtx.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -128,7 +129,13 @@ void dispatch(const NormArgs& a, Stream stream) {
 
 }  // namespace
 
-void rms_norm(const NormArgs& a, Stream stream) { dispatch<false>(a, stream); }
-void fused_add_rms_norm(const NormArgs& a, Stream stream) { dispatch<true>(a, stream); }
+void rms_norm(const NormArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::rms_norm");
+  dispatch<false>(a, stream);
+}
+void fused_add_rms_norm(const NormArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::fused_add_rms_norm");
+  dispatch<true>(a, stream);
+}
 
 }  // namespace longcat::cuda

@@ -59,13 +59,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from longcat.bench import AREAS
-    from longcat.bench.common import report
+    from longcat.bench.common import profiling, report
 
     areas = list(AREAS) if args.area == "all" else [args.area]
     for area in areas:
         module = importlib.import_module(AREAS[area])
-        result = module.run(device=args.device, quick=args.quick)
+        with profiling(args.profile, area):
+            result = module.run(device=args.device, quick=args.quick)
         report(result, args.out)
+        if args.profile:
+            print(f"  traces ({sum(len(r.get('trace', [])) for r in result.rows)}) in {args.profile}: "
+                  "open in https://ui.perfetto.dev or chrome://tracing")
     return 0
 
 
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--quick", action="store_true", help="few shapes, short timings (smoke run)")
     p_bench.add_argument("--out", default=None,
                          help="folder for <area>.json/.md (default $LONGCAT_BENCH_DIR or bench-results)")
+    p_bench.add_argument("--profile", default=None, metavar="DIR",
+                         help="also write a Chrome/Perfetto trace (torch.profiler, 2 calls) of each function "
+                              "timed, per benchmark case, into DIR")
     p_bench.set_defaults(func=cmd_bench)
     from longcat.envs.cli import add_parser as add_envs_parser
 

@@ -1,7 +1,9 @@
 """Grouped expert SwiGLU GEMM on CUDA (csrc/cuda/moe_gemm.cu: CUTLASS ptr-array grouped GEMM +
 SwiGLU kernel) against the plain-torch per-expert reference, on the device: shape grid with
 empty groups, one-expert and many-expert segmentations, rows not a multiple of the 128-row
-tile, autograd through the op, and the CUDA-only argument rules (bf16 only, H and F multiples of 8)."""
+tile, LongCat-Flash's 512 routed experts (+256 zero experts, top-12) through route, dispatch,
+GEMM and combine, autograd through the op, and the CUDA-only argument rules (bf16 only, H and F
+multiples of 8). Data is generated on the device (the 6144 x 2048 x 64-expert weights are 4.8 GB)."""
 from __future__ import annotations
 
 import pytest
@@ -16,10 +18,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def make(R, H, F, E, seed=0, empty=0.3):
+    gd = torch.Generator(device="cuda").manual_seed(seed)
+    w13 = (torch.randn(E, 2 * F, H, generator=gd, device="cuda") / H ** 0.5).bfloat16()
+    w2 = (torch.randn(E, H, F, generator=gd, device="cuda") / F ** 0.5).bfloat16()
+    x = torch.randn(R, H, generator=gd, device="cuda").bfloat16()
     g = torch.Generator().manual_seed(seed)
-    w13 = (torch.randn(E, 2 * F, H, generator=g) / H ** 0.5).bfloat16().cuda()
-    w2 = (torch.randn(E, H, F, generator=g) / F ** 0.5).bfloat16().cuda()
-    x = torch.randn(R, H, generator=g).bfloat16().cuda()
     weights = torch.rand(E, generator=g)
     weights[torch.rand(E, generator=g) < empty] = 0
     if weights.sum() == 0:
@@ -40,6 +43,32 @@ def assert_matches(got, want):
 def test_grid(R, H, F, E):
     x, offsets, w13, w2 = make(R, H, F, E, seed=R + H + F + E)
     assert_matches(moe_grouped_swiglu(x, offsets, w13, w2), reference.moe_grouped_swiglu(x, offsets, w13, w2))
+
+
+def test_512_experts():
+    # 512 groups in one CUTLASS launch, most of them empty or a few rows.
+    x, offsets, w13, w2 = make(1000, 256, 128, 512, seed=5, empty=0.5)
+    assert (offsets[1:] == offsets[:-1]).any()
+    assert_matches(moe_grouped_swiglu(x, offsets, w13, w2), reference.moe_grouped_swiglu(x, offsets, w13, w2))
+
+
+def test_longcat_routing_pipeline_512_experts():
+    # LongCat-Flash's MoE at a small hidden size: 512 routed + 256 zero experts, top-12, scaling 6.
+    from longcat.ops import moe_combine, moe_dispatch, moe_route
+
+    T, H, F, nr, nz, k = 300, 128, 64, 512, 256, 12
+    g = torch.Generator(device="cuda").manual_seed(6)
+    hidden = torch.randn(T, H, generator=g, device="cuda").bfloat16()
+    router = torch.randn(nr + nz, H, generator=g, device="cuda") / H ** 0.5
+    bias = torch.randn(nr + nz, generator=g, device="cuda") * 0.01
+    _, _, w13, w2 = make(0, H, F, nr, seed=6)
+    ids, w = moe_route(hidden, router, bias, k, nr, nz, 6.0)
+    x_perm, counts, offsets, _, slot = moe_dispatch(hidden, ids, nr)
+    assert counts.shape == (nr,) and int(offsets[-1]) == int((ids < nr).sum())
+    y = moe_combine(moe_grouped_swiglu(x_perm, offsets, w13, w2), slot, ids, w, hidden, nr)
+    expert_out = reference.moe_grouped_swiglu(x_perm, offsets, w13, w2)
+    torch.testing.assert_close(y.float(), reference.moe_combine(expert_out, slot, ids, w, hidden, nr).float(),
+                               rtol=3e-2, atol=3e-2)
 
 
 def test_all_rows_in_one_expert_and_empty_groups():

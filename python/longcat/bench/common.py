@@ -1,15 +1,74 @@
-"""Timing, the machine's copy bandwidth, and the table + JSON every benchmark writes."""
+"""Timing, the machine's copy bandwidth, the table + JSON every benchmark writes, and the
+per-case profiler traces of ``longcat bench <area> --profile DIR``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 import torch
+
+
+class _TraceRecorder:
+    """Profiles each function `measure` times (2 more calls under torch.profiler, CPU + CUDA
+    activities, input shapes) and writes one Chrome/Perfetto trace per function; `BenchResult.add`
+    names the case's traces after its row (<area>_<case>_<first columns>_<n>.json) and lists them
+    in the row's ``trace`` field."""
+
+    CALLS = 2
+
+    def __init__(self, out_dir: str, area: str):
+        self.out_dir, self.area = out_dir, area
+        self.case = 0
+        self.pending: list[str] = []
+        os.makedirs(out_dir, exist_ok=True)
+
+    def capture(self, fn: Callable[[], object], device: str) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        with profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(self.CALLS):
+                fn()
+            sync(device)
+        path = os.path.join(self.out_dir, f".pending_{len(self.pending)}.json")
+        prof.export_chrome_trace(path)
+        self.pending.append(path)
+
+    def finish_case(self, row: dict, columns: list[str]) -> None:
+        self.case += 1
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(str(row.get(c, "")) for c in columns[:3])).strip("-")
+        names = []
+        for i, path in enumerate(self.pending, 1):
+            name = f"{self.area}_{self.case:02d}_{slug[:60]}_{i}.json"
+            os.replace(path, os.path.join(self.out_dir, name))
+            names.append(name)
+        self.pending = []
+        row["trace"] = names
+
+
+_recorder: Optional[_TraceRecorder] = None
+
+
+@contextlib.contextmanager
+def profiling(out_dir: Optional[str], area: str) -> Iterator[None]:
+    """While active (out_dir not None), every measured function also leaves a profiler trace in
+    out_dir, grouped by benchmark case (``longcat bench <area> --profile DIR``)."""
+    global _recorder
+    if out_dir is None:
+        yield
+        return
+    _recorder = _TraceRecorder(out_dir, area)
+    try:
+        yield
+    finally:
+        _recorder = None
 
 
 def sync(device: str) -> None:
@@ -18,8 +77,9 @@ def sync(device: str) -> None:
 
 
 def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2,
-            warmup: int = 3, max_iters: int = 2000, min_iters: int = 5) -> float:
-    """Median seconds per call of fn over repeated runs (at least min_iters, about min_time)."""
+            warmup: int = 3, max_iters: int = 2000, min_iters: int = 5, trace: bool = True) -> float:
+    """Median seconds per call of fn over repeated runs (at least min_iters, about min_time).
+    Under ``profiling`` (and with trace=True) fn then runs twice more under the profiler."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -38,6 +98,8 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+    if trace and _recorder is not None:
+        _recorder.capture(fn, device)
     return statistics.median(times)
 
 
@@ -48,7 +110,7 @@ def copy_bandwidth_gbs(device: str = "cpu", quick: bool = False) -> float:
     nbytes, min_time = ((64 << 20), 0.1) if quick else ((256 << 20), 0.5)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
-    t = measure(lambda: dst.copy_(src), device, min_time=min_time, warmup=2)
+    t = measure(lambda: dst.copy_(src), device, min_time=min_time, warmup=2, trace=False)
     return 2 * nbytes / t / 1e9
 
 
@@ -79,6 +141,8 @@ class BenchResult:
     context: dict = field(default_factory=dict)  # machine, peers' roofline numbers, notes
 
     def add(self, **row) -> None:
+        if _recorder is not None:
+            _recorder.finish_case(row, self.columns)
         self.rows.append(row)
 
 

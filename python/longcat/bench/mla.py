@@ -2,6 +2,11 @@
 attention (SSA) decode and prefill, and the Zig-Zag per-token decode estimate.
 
 Peers, measured in the same run:
+- MLA decode on CUDA, at FlashMLA's benchmark shape (batch 128, 64 or 128 query heads, s_q 1 or
+  2, 4K+ context): FlashMLA's published H800 SXM5 numbers, 3000 GB/s memory-bound and 660 TFLOP/s
+  compute-bound (its README; compute-bound once h_q * s_q >= 128 per its deep dive), with its
+  byte count b * (Q + S * 576 * 2 + O). An H200 has 1.4x the H800's memory bandwidth (4.8 vs
+  3.35 TB/s) and the same bf16 peak, so the GB/s ratio flatters us by up to 1.4x.
 - MLA decode: the plain-torch path users write (gather the pages, then one
   ``scaled_dot_product_attention`` call whose query rows all share the one latent KV head), and
   the roofline ``max(KV bytes / copy bandwidth, FLOPs / matmul FLOP/s)``, where the copy
@@ -20,12 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from longcat.bench.common import BenchResult, copy_bandwidth_gbs, machine_info, measure
-from longcat.ops import mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
+from longcat.ops import SsaWindow, mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
 from longcat.ops.mla_prefill import ssa_block_mask
 
 H_Q, D_QK, D_V, PAGE = 64, 576, 512, 64
 SINK_BLOCKS, LOCAL_BLOCKS, BLOCK = 1, 7, 128
 SUBLAYERS = 56  # LongCat-Flash: 28 layers x 2 attention sublayers
+FLASHMLA_H800_GBS, FLASHMLA_H800_TFLOPS = 3000.0, 660.0  # FlashMLA README, dense decode on H800 SXM5
 
 
 def matmul_tflops(device: str, quick: bool) -> dict:
@@ -35,7 +41,7 @@ def matmul_tflops(device: str, quick: bool) -> dict:
     for dt in (torch.bfloat16, torch.float32):
         a = torch.randn(n, n, device=device).to(dt)
         b = torch.randn(n, n, device=device).to(dt)
-        t = measure(lambda: a @ b, device, min_time=0.1 if quick else 0.3, min_iters=3)
+        t = measure(lambda: a @ b, device, min_time=0.1 if quick else 0.3, min_iters=3, trace=False)
         out[str(dt).replace("torch.", "")] = 2 * n ** 3 / t / 1e12
     return out
 
@@ -90,6 +96,35 @@ def bench_decode(result, device, quick, bw, peak, min_time):
                                           "of_roofline": roof / t})
 
 
+def bench_decode_flashmla_shape(result, device, quick, bw, peak, min_time):
+    """CUDA: FlashMLA's benchmark grid (b=128, h_kv=1), against its published H800 numbers."""
+    b = 128
+    scale = 576 ** -0.5
+    for L in ([4096] if quick else [4096, 8192]):
+        kv, table, lens = paged(b, L, device)
+        for h_q, s_q in ((64, 1), (128, 1), (128, 2)):
+            q = torch.randn(b, s_q, h_q, D_QK, device=device).to(kv.dtype)
+            md = mla_decode_metadata(lens, s_q, h_q=h_q)
+            t = measure(lambda: mla_decode(q, kv, table, lens, D_V, scale, True, md), device, min_time)
+            row = {}
+            if s_q == 1:  # the torch peer has no causal mask among new tokens
+                peer = lambda: torch_decode(q, kv, table, lens, scale)  # noqa: E731
+                tp = measure(peer, device, min_time, min_iters=3, warmup=1)
+                row = {"torch_ms": tp * 1e3, "vs_torch": tp / t}
+            nbytes = b * (s_q * h_q * D_QK * 2 + L * D_QK * 2 + s_q * h_q * D_V * 2)
+            flops = 2.0 * b * h_q * s_q * L * (D_QK + D_V)
+            gbs, tflops = nbytes / t / 1e9, flops / t / 1e12
+            if h_q * s_q >= 128:  # compute-bound
+                vs_flashmla, note = tflops / FLASHMLA_H800_TFLOPS, f"vs FlashMLA {FLASHMLA_H800_TFLOPS:.0f} TFLOP/s"
+            else:
+                vs_flashmla, note = gbs / FLASHMLA_H800_GBS, f"vs FlashMLA {FLASHMLA_H800_GBS:.0f} GB/s"
+            result.add(op=f"mla_decode FlashMLA shape h_q={h_q} s_q={s_q}", batch=b, context=L,
+                       longcat_ms=t * 1e3, **row, note=note,
+                       **{"GB/s": gbs, "TFLOP/s": tflops, "of_roofline": _roof_s(nbytes, flops, bw, peak) / t,
+                          "vs_FlashMLA_H800": vs_flashmla})
+        del kv, table
+
+
 def bench_prefill(result, device, quick, min_time):
     heads = 2 if quick else 4  # 4 heads keep the 16K SDPA peer to about a minute on 2 cores
     for T in ([2048] if quick else [4096, 16384]):
@@ -114,7 +149,7 @@ def flex_ssa(T: int, device: str):
     """torch.compile'd FlexAttention with the SSA block mask (sink + local blocks, causal)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    block_mask = ssa_block_mask(T, sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK,
+    block_mask = ssa_block_mask(T, SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK),
                                 device=device)
     compiled = torch.compile(flex_attention)
     return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
@@ -128,8 +163,8 @@ def bench_ssa_prefill(result, device, quick, min_time):
     k = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
     v = torch.randn(T, heads, 128, generator=g).to(torch.bfloat16).to(device)
     cu = torch.tensor([0, T], dtype=torch.int32, device=device)
-    ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T, sink_blocks=SINK_BLOCKS,  # noqa: E731
-                               local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
+    ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T,  # noqa: E731
+                               window=SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK))
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
     flex = flex_ssa(T, device)
     peer = lambda: flex(qt, kt, vt)  # noqa: E731
@@ -152,9 +187,9 @@ def bench_ssa_decode(result, device, quick, min_time):
     for L in contexts:
         kv, table, lens = paged(1, L, device, seed=L)
         q = torch.randn(1, 1, H_Q, D_QK, device=device).to(kv.dtype)
-        win = dict(sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
-        md_ssa = mla_decode_metadata(lens, 1, **win)
-        t = measure(lambda: ssa_decode(q, kv, table, lens, D_V, scale, True, md_ssa, **win), device, min_time)
+        win = SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK)
+        md_ssa = mla_decode_metadata(lens, 1, window=win)
+        t = measure(lambda: ssa_decode(q, kv, table, lens, D_V, scale, True, md_ssa, window=win), device, min_time)
         md = mla_decode_metadata(lens, 1)
         tm = measure(lambda: mla_decode(q, kv, table, lens, D_V, scale, True, md), device, min_time,
                      min_iters=3, warmup=1)
@@ -185,18 +220,25 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     mm = matmul_tflops(device, quick)
     peak = max(mm.values())
     result = BenchResult(
-        area="attention",
+        area="mla",
         title=f"Attention on {device} (median per call; copy bandwidth {bw:.1f} GB/s, "
               f"matmul {peak * 1e3:.0f} GFLOP/s)",
         columns=["op", "batch", "context", "longcat_ms", "torch_ms", "vs_torch", "GB/s", "TFLOP/s",
-                 "of_roofline", "note"],
+                 "of_roofline", *(["vs_FlashMLA_H800"] if device.startswith("cuda") else []), "note"],
         context={"machine": machine_info(device), "copy_bandwidth_gbs": bw, "matmul_tflops": mm,
                  "note": "torch_ms is the peer named in the op column: gather+SDPA for mla_decode, "
                          "causal SDPA for mla_prefill, compiled FlexAttention / causal SDPA for "
                          "ssa_prefill, mla_decode for ssa_decode, all-MLA for zig-zag. "
                          "of_roofline = max(bytes/copy_bw, flops/matmul) / time"},
     )
+    if device.startswith("cuda"):
+        result.context["flashmla_h800"] = {
+            "GB/s": FLASHMLA_H800_GBS, "TFLOP/s": FLASHMLA_H800_TFLOPS,
+            "source": "github.com/deepseek-ai/FlashMLA README: dense MLA decode, bf16, H800 SXM5 (660 since "
+                      "2025-04-22, 580 at first release); its benchmark grid: batch 128, h_kv 1, s_q 1-2, 4K-32K"}
     bench_decode(result, device, quick, bw, peak, min_time)
+    if device.startswith("cuda"):
+        bench_decode_flashmla_shape(result, device, quick, bw, peak, min_time)
     bench_prefill(result, device, quick, min_time)
     times = bench_ssa_decode(result, device, quick, min_time)
     zigzag_estimate(result, times)
@@ -207,4 +249,4 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
 def main(argv: list[str] | None = None) -> None:
     from longcat.cli import main as cli_main
 
-    cli_main(["bench", "attention", *(argv or [])])
+    cli_main(["bench", "mla", *(argv or [])])

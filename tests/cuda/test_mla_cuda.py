@@ -5,9 +5,11 @@ Decode follows FlashMLA's test method: randomly permuted block tables, every pag
 does not own and every row past a sequence's length filled with NaN (a read of one shows up as
 NaN in the output), unused table entries set to a huge page id, cache lengths 0 / 1 / 63 / 64 /
 65 / 1000 / 8200 in one batch, s_q 1 / 2 / 4, h_q 1 / 16 / 64 / 128 (one and two 64-row tiles),
-bf16 and fp16, several worker counts (one split per sequence up to many), and the device planner
-against the CPU one. SSA decode and prefill check the window edges (127 / 128 / 129 tokens,
-exactly sink + local blocks, one more), token mode, and equality with full attention when the
+bf16 and fp16, several worker counts (one split per sequence up to many), the device planner
+against the plan rule (num_sm_parts = SMs / 64-row tiles, at least 256 keys per split), query rows
+s_q * h_q that split across tiles mid-query, a side stream, and a cache over 2^31 elements. SSA
+decode and prefill check the window edges (127 / 128 / 129 tokens, exactly sink + local blocks,
+one more), token mode, and equality with full attention when the
 context fits in the window. Prefill covers the LongCat 192/128 shape, 64/64, the generic 128 and
 256 instantiations with odd multiples of 8, GQA, chunked prefill (more keys than queries), fewer
 keys than queries (rows that see nothing), non-causal, and strided (non-16-byte) inputs.
@@ -37,6 +39,12 @@ def op(name):
     from longcat import ops
 
     return getattr(ops, name)
+
+
+def ssa_window(**kw):
+    from longcat.ops import SsaWindow
+
+    return SsaWindow(**kw)
 
 
 def ref(name):
@@ -111,6 +119,18 @@ def test_decode_grid(s_q, h_q, dtype):
     assert (out[0] == 0).all() and torch.isinf(lse[0]).all() and (lse[0] > 0).all()
 
 
+def plan_rule(keys, num_workers, min_chunk):
+    """The split-KV plan of csrc/core/attention_args.h, in Python: chunk = max(min_chunk,
+    round_up(ceil(sum(keys + 64) / workers), 64)), max(1, ceil(keys / chunk)) splits each."""
+    per = -(-sum(k + 64 for k in keys) // num_workers)
+    chunk = max(min_chunk, -(-per // 64) * 64)
+    rows, first = [], 0
+    for k in keys:
+        rows.append([first, chunk])
+        first += max(1, -(-k // chunk))
+    return torch.tensor(rows + [[first, 0]], dtype=torch.int32)
+
+
 @pytest.mark.parametrize("num_workers", [1, 3, 16, 132])
 @pytest.mark.parametrize("causal", [True, False])
 def test_decode_splits_and_planner(num_workers, causal):
@@ -122,11 +142,118 @@ def test_decode_splits_and_planner(num_workers, causal):
     meta = op("mla_decode_metadata")(lens_t, s_q, num_workers, causal=causal)
     meta_cpu = op("mla_decode_metadata")(lens_t.cpu(), s_q, num_workers, causal=causal)
     assert meta.device.type == "cuda"
-    assert torch.equal(meta.cpu(), meta_cpu)
+    # Full attention: every cached token is visible. The two backends share the rule and differ
+    # only in the smallest split (a CUDA split is a CTA per 64-row tile: at least 256 keys).
+    assert torch.equal(meta.cpu(), plan_rule(lens, num_workers, 256))
+    assert torch.equal(meta_cpu, plan_rule(lens, num_workers, 64))
     scale = 0.05
     out, lse = op("mla_decode")(q, kv, table, lens_t, 512, scale, causal, meta)
     want_out, want_lse = decode_ref(q, kv, table, lens_t, scale, causal=causal)
     check_out_lse(out, lse, want_out, want_lse, dtype)
+
+
+@pytest.mark.parametrize("s_q,h_q", [(1, 128), (2, 128), (4, 64), (3, 40)])
+def test_decode_plan_by_tiles(s_q, h_q):
+    # FlashMLA's num_sm_parts: with s_q * h_q query rows each split runs ceil(rows / 64) CTAs, so
+    # the default plan balances the keys over SMs / tiles split slots, not over every SM.
+    lens = [4096] * 8 + [100, 0, 20000]
+    lens_t = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    parts = max(1, sms // -(-(s_q * h_q) // 64))
+    meta = op("mla_decode_metadata")(lens_t, s_q, h_q=h_q)
+    assert torch.equal(meta.cpu(), plan_rule(lens, parts, 256))
+    assert int(meta[-1, 0]) <= len(lens) + parts
+    # mla_decode without metadata plans the same way, and the result matches the reference.
+    kv, table, lens_t = make_paged(lens[8:] + [700], 64, torch.bfloat16, seed=s_q + h_q)
+    q = make_q(4, s_q, h_q, torch.bfloat16, seed=s_q)
+    out, lse = op("mla_decode")(q, kv, table, lens_t, 512, 0.05, True)
+    check_out_lse(out, lse, *decode_ref(q, kv, table, lens_t, 0.05), torch.bfloat16)
+
+
+@pytest.mark.parametrize("s_q,h_q", [(3, 40), (5, 30), (7, 19)])
+@pytest.mark.parametrize("ssa", [False, True])
+def test_decode_rows_split_across_tiles(s_q, h_q, ssa):
+    # Rows are (query i, head h) flattened as i * h_q + h; with 120 / 150 / 133 rows a 64-row tile
+    # starts and ends in the middle of a query, so rows of one tile see different causal ranges.
+    dtype = torch.bfloat16
+    lens = [1, 2, 5, 64, 129, 1000, 2500]
+    kv, table, lens_t = make_paged(lens, 64, dtype, seed=s_q * h_q)
+    q = make_q(len(lens), s_q, h_q, dtype, seed=s_q * h_q)
+    window = ssa_window(sink=1, local=2, block_size=64) if ssa else None
+    meta = op("mla_decode_metadata")(lens_t, s_q, 7, window=window)
+    if ssa:
+        out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.05, True, meta, window=window)
+    else:
+        out, lse = op("mla_decode")(q, kv, table, lens_t, 512, 0.05, True, meta)
+    assert torch.isinf(lse[0, :, :s_q - 1]).all()  # the first queries of a 1-token cache see nothing
+    check_out_lse(out, lse, *decode_ref(q, kv, table, lens_t, 0.05, window=window), dtype)
+
+
+def test_ops_run_on_the_current_stream():
+    # Inputs written on a side stream after a ~25 ms spin, then the ops on that stream: an op that
+    # launched on the legacy default stream (or planned there) would read q before the copy lands.
+    dtype = torch.bfloat16
+    kv, table, lens = make_paged([300, 1000, 5], 64, dtype, seed=60)
+    q = make_q(3, 2, 16, dtype, seed=60)
+    pq, pk, pv, cq, ck, mq, mk = make_varlen([40, 7], [90, 7], 2, 2, 192, 128, dtype, 61)
+    want_decode = op("mla_decode")(q, kv, table, lens, 512, 0.05, True)
+    want_prefill = op("mla_prefill")(pq, pk, pv, cq, ck, mq, mk, 0.07, True)
+    side = torch.cuda.Stream()
+    q2, pq2 = torch.zeros_like(q), torch.zeros_like(pq)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)
+        q2.copy_(q)
+        pq2.copy_(pq)
+        got_decode = op("mla_decode")(q2, kv, table, lens, 512, 0.05, True)
+        got_prefill = op("mla_prefill")(pq2, pk, pv, cq, ck, mq, mk, 0.07, True)
+    side.synchronize()
+    for got, want in ((got_decode, want_decode), (got_prefill, want_prefill)):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_decode_cache_over_2_pow_31_elements():
+    # 58300 pages x 64 x 576 = 2.15e9 elements (4.3 GB): page offsets past 2^31 elements must be
+    # computed in 64 bits in decode, append and gather.
+    pages, page = 58300, 64
+    need = 5.5 * 2 ** 30
+    if torch.cuda.mem_get_info()[0] < need:
+        pytest.skip(f"needs {need / 2 ** 30:.1f} GiB of free device memory")
+    assert pages * page * 576 > 2 ** 31
+    dtype = torch.bfloat16
+    kv = torch.full((pages, page, 1, 576), float("nan"), dtype=dtype, device="cuda")
+    lens = [300, 1000]
+    g = torch.Generator().manual_seed(70)
+    # Sequence 0 in the last pages; sequence 1 straddles element 2^31 (page 58254.2).
+    ids = [[pages - 1, pages - 3, pages - 2, pages - 5, pages - 4],
+           list(range(58245, 58261))]
+    table = torch.full((2, 17), BAD_PAGE, dtype=torch.int32)
+    compact = torch.full((len(ids[0]) + len(ids[1]), page, 1, 576), float("nan"))
+    compact_table = torch.full((2, 17), BAD_PAGE, dtype=torch.int32)
+    nxt = 0
+    for b, L in enumerate(lens):
+        for p, page_id in enumerate(ids[b]):
+            rows = min(page, L - p * page)
+            data = torch.randn(rows, 1, 576, generator=g).to(dtype)
+            kv[page_id, :rows] = data.cuda()
+            compact[nxt, :rows] = data.float()
+            table[b, p], compact_table[b, p] = page_id, nxt
+            nxt += 1
+    table, lens_t = table.cuda(), torch.tensor(lens, dtype=torch.int32, device="cuda")
+    q = make_q(2, 2, 16, dtype, seed=70)
+    out, lse = op("mla_decode")(q, kv, table, lens_t, 512, 0.05, True)
+    want_out, want_lse = ref("mla_decode")(q.cpu(), compact.to(dtype), compact_table, lens_t.cpu(), 512, 0.05)
+    check_out_lse(out, lse, want_out, want_lse, dtype)
+    # Append one token at the end of each sequence, then gather both back.
+    latent = torch.randn(2, 512, generator=g).to(dtype).cuda()
+    rope_k = torch.randn(2, 64, generator=g).to(dtype).cuda()
+    positions = torch.tensor([300, 1000], dtype=torch.int32, device="cuda")
+    op("mla_append_kv")(latent, rope_k, kv, table, positions,
+                        seq_ids=torch.tensor([0, 1], dtype=torch.int32, device="cuda"))
+    got, cu = op("mla_gather")(kv, table, lens_t + 1)
+    assert torch.equal(got[300, :512], latent[0]) and torch.equal(got[300, 512:], rope_k[0])
+    assert torch.equal(got[-1, :512], latent[1]) and torch.equal(got[-1, 512:], rope_k[1])
+    assert torch.isfinite(got.float()).all()
 
 
 def test_decode_default_scale_and_metadata_reuse():
@@ -172,14 +299,21 @@ SSA_LENS = [127, 128, 129, 1024, 1025, 1152, 1153, 5000, 9000]
 def test_ssa_decode_blocks(s_q, dtype):
     kv, table, lens = make_paged(SSA_LENS, 64, dtype, seed=20 + s_q)
     q = make_q(len(SSA_LENS), s_q, 64, dtype, seed=20 + s_q)
-    window = {"mode": "blocks", "sink": 1, "local": 7, "block_size": 128}
-    out, lse = op("ssa_decode")(q, kv, table, lens, 512, 0.06, True, sink_blocks=1, local_blocks=7, block_size=128)
+    window = ssa_window(sink=1, local=7, block_size=128)
+    out, lse = op("ssa_decode")(q, kv, table, lens, 512, 0.06, True, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens, 0.06, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
-    # Contexts that fit in sink + local blocks (<= 1024 tokens, even with s_q queries) equal full attention.
-    full_out, full_lse = op("mla_decode")(q, kv, table, lens, 512, 0.06, True)
+    # Contexts that fit in sink + local blocks (<= 1024 tokens, even with s_q queries) equal full
+    # attention bit for bit: alone in a batch, both plans split them the same way (in the mixed
+    # batch above the long sequences make the two plans' chunks differ, and so the rounding).
     fits = [i for i, L in enumerate(SSA_LENS) if L <= 1024]
-    assert torch.equal(out[fits], full_out[fits]) and torch.equal(lse[fits], full_lse[fits])
+    sub = (q[fits], kv, table[fits], lens[fits])
+    ssa_plan = op("mla_decode_metadata")(lens[fits], s_q, window=window, h_q=64)
+    full_plan = op("mla_decode_metadata")(lens[fits], s_q, h_q=64)
+    assert torch.equal(ssa_plan, full_plan)
+    ssa_out, ssa_lse = op("ssa_decode")(*sub, 512, 0.06, True, ssa_plan, window=window)
+    full_out, full_lse = op("mla_decode")(*sub, 512, 0.06, True, full_plan)
+    assert torch.equal(ssa_out, full_out) and torch.equal(ssa_lse, full_lse)
 
 
 @pytest.mark.parametrize("sink,local,bs", [(1, 2, 16), (0, 3, 32), (2, 1, 64)])
@@ -188,9 +322,8 @@ def test_ssa_decode_small_blocks(sink, local, bs):
     lens = [bs - 1, bs, bs + 1, (sink + local) * bs, (sink + local) * bs + 1, 777]
     kv, table, lens_t = make_paged(lens, 64, dtype, seed=bs)
     q = make_q(len(lens), 2, 16, dtype, seed=bs)
-    window = {"mode": "blocks", "sink": sink, "local": local, "block_size": bs}
-    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, True, sink_blocks=sink, local_blocks=local,
-                                block_size=bs)
+    window = ssa_window(sink=sink, local=local, block_size=bs)
+    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, True, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens_t, 0.06, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
 
@@ -201,8 +334,8 @@ def test_ssa_decode_tokens(causal):
     lens = [1, 4, 5, 104, 105, 106, 3000]
     kv, table, lens_t = make_paged(lens, 64, dtype, seed=31)
     q = make_q(len(lens), 4, 16, dtype, seed=31)
-    window = {"mode": "tokens", "sink": 4, "local": 100, "block_size": 1}
-    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, causal, sink_tokens=4, window_tokens=100)
+    window = ssa_window(sink=4, local=100, tokens=True)
+    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, causal, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens_t, 0.06, causal=causal, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
 
@@ -235,11 +368,11 @@ def make_varlen(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, seed, pad=0):
     return q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k)
 
 
-def check_prefill(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, causal=True, window=None, seed=0, pad=0, **ssa):
+def check_prefill(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, causal=True, window=None, seed=0, pad=0):
     q, k, v, cq, ck, mq, mk = make_varlen(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, seed, pad)
     scale = d_qk ** -0.5
-    if ssa:
-        out, lse = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, scale, causal, **ssa)
+    if window is not None:
+        out, lse = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, scale, causal, window=window)
     else:
         out, lse = op("mla_prefill")(q, k, v, cq, ck, mq, mk, scale, causal)
     want_out, want_lse = ref("mla_prefill")(q, k, v, cq, ck, scale, causal=causal, window=window)
@@ -274,29 +407,25 @@ def test_prefill_gqa_noncausal_strided(causal):
 def test_ssa_prefill_blocks(sink, local, bs, dtype):
     n = (sink + local) * bs
     lens = [bs - 1, bs, bs + 1, n, n + 1, 3 * n + 5]
-    window = {"mode": "blocks", "sink": sink, "local": local, "block_size": bs}
-    check_prefill(lens, lens, 4, 4, 192, 128, dtype, window=window, seed=bs,
-                  sink_blocks=sink, local_blocks=local, block_size=bs)
+    window = ssa_window(sink=sink, local=local, block_size=bs)
+    check_prefill(lens, lens, 4, 4, 192, 128, dtype, window=window, seed=bs)
     # Chunked: the queries are the last tokens of a longer context.
     lens_k = [L + 300 for L in lens]
-    check_prefill(lens, lens_k, 4, 4, 192, 128, dtype, window=window, seed=bs + 1,
-                  sink_blocks=sink, local_blocks=local, block_size=bs)
+    check_prefill(lens, lens_k, 4, 4, 192, 128, dtype, window=window, seed=bs + 1)
 
 
 def test_ssa_prefill_tokens():
     lens = [3, 4, 5, 68, 69, 70, 1000]
-    window = {"mode": "tokens", "sink": 4, "local": 65, "block_size": 1}
-    check_prefill(lens, lens, 4, 4, 192, 128, torch.float16, window=window, seed=9,
-                  sink_tokens=4, window_tokens=65)
-    check_prefill(lens, [L + 70 for L in lens], 4, 4, 192, 128, torch.bfloat16, window=window, seed=10,
-                  sink_tokens=4, window_tokens=65)
+    window = ssa_window(sink=4, local=65, tokens=True)
+    check_prefill(lens, lens, 4, 4, 192, 128, torch.float16, window=window, seed=9)
+    check_prefill(lens, [L + 70 for L in lens], 4, 4, 192, 128, torch.bfloat16, window=window, seed=10)
 
 
 def test_ssa_prefill_fits_equals_full():
     lens = [1, 500, 1024]
     q, k, v, cq, ck, mq, mk = make_varlen(lens, lens, 4, 4, 192, 128, torch.bfloat16, 10)
     full = op("mla_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True)
-    ssa = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True, sink_blocks=1, local_blocks=7, block_size=128)
+    ssa = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True, window=ssa_window(sink=1, local=7, block_size=128))
     assert torch.equal(full[0], ssa[0]) and torch.equal(full[1], ssa[1])
 
 
