@@ -139,10 +139,13 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
     const int64_t fixed = cpu_workspace_bytes(R, F, E, x.dtype, 0);
     threads = std::min<int64_t>(num_threads(), (workspace.size(0) - fixed) / cpu_moe::kThreadScratchBytes);
   }
+  // The contract is moe_grouped_swiglu_workspace_size (reported); less, down to one thread's
+  // scratch, still runs, on fewer threads (a workspace sized before set_num_threads raised it).
   const int64_t need = cuda ? moe_grouped_swiglu_workspace_size(R, H, F, E, x.dtype, x.device)
                             : cpu_workspace_bytes(R, F, E, x.dtype, std::max<int64_t>(threads, 1));
   if (workspace.size(0) < need)
-    value_error("argument 'workspace' must have at least " + std::to_string(need) +
+    value_error("argument 'workspace' must have at least " +
+                std::to_string(cuda ? need : cpu_workspace_bytes(R, F, E, x.dtype, num_threads())) +
                 " bytes (moe_grouped_swiglu_workspace_size for rows=" + std::to_string(R) + ", hidden=" +
                 std::to_string(H) + ", intermediate=" + std::to_string(F) + ", n_routed=" + std::to_string(E) +
                 "), got " + std::to_string(workspace.size(0)));

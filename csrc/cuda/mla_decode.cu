@@ -359,7 +359,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   // read the plan without a sync; on CPU mla_decode refuses it with a ValueError).
   bool nan = s1 > a.max_splits || s0 < 0 || s0 > s1;
   s1 = min(s1, a.max_splits);
-  s0 = max<int64_t>(0, min(s0, s1));
+  s0 = s0 < 0 ? 0 : min(s0, s1);
   float mx = -INFINITY;
   for (int64_t s = s0; s < s1; ++s) {
     const float l = a.workspace_lse[s * M + R];
