@@ -49,8 +49,9 @@ export PYTHONPATH="$dir/py"
 export LONGCAT_NUM_THREADS=2
 "$dir/venv/bin/python" -c 'import longcat._C as c, sys; assert "asan" in c.__file__, c.__file__' ||
   { echo "asan_test: the sanitized longcat._C is not the one imported" >&2; exit 1; }
+# --capture=sys: a sanitizer report is written to fd 2 by C code; pytest must not swallow it.
 # The safety tests, then one fast slice of each area's tests (bad input, edge cases, every ISA).
-"$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$root" \
+"$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
   "$root/tests/ops/test_safety.py" "$root/tests/ops/test_norm.py" "$root/tests/ops/test_kv_cache.py" \
   "$root/tests/ops/test_moe_route.py" "$root/tests/ops/test_moe_gemm.py" \
   "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" \
