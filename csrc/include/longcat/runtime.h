@@ -25,7 +25,9 @@ LONGCAT_API void set_cpu_isa(CpuIsa isa);
 // Threads used by CPU kernels (the caller's thread included). Default: LONGCAT_NUM_THREADS, or
 // the CPUs this process may run on.
 LONGCAT_API int num_threads();
-LONGCAT_API void set_num_threads(int n);  // n >= 1, else Error(Value)
+// n in [1, 1024], else Error(Value). The new threads start here: if the OS refuses them (thread
+// or address-space limits) Error(Runtime) is thrown and the previous count and pool stay.
+LONGCAT_API void set_num_threads(int n);
 
 // Build configuration as key/value pairs: version, cuda, cuda_archs, cutlass, nccl, ...
 LONGCAT_API std::vector<std::pair<std::string, std::string>> build_info();
