@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from longcat.models import PRESETS, LongcatFlashConfig, LongcatFlashForCausalLM, PagedBatch, count_parameters
-from longcat.ops import reference
+from longcat.ops import SsaWindow, reference
 
 transformers = pytest.importorskip("transformers")
 from transformers import AttentionInterface  # noqa: E402
@@ -274,9 +274,9 @@ def _ssa_eager(layer_type, window):
 
 @pytest.mark.parametrize("ssa,window,length", [
     ({"sink_size": 8, "recent_size": 16, "sparsity": 0.5, "layer_type": "0110"},
-     {"mode": "tokens", "sink": 8, "local": 16, "block_size": 1}, 70),
+     SsaWindow(sink=8, local=16, tokens=True), 70),
     ({"sink_size": 128, "recent_size": 128, "sparsity": 0.5, "layer_type": "1001"},
-     {"mode": "blocks", "sink": 1, "local": 1, "block_size": 128}, 300),
+     SsaWindow(sink=1, local=1, block_size=128), 300),
 ])
 def test_zigzag_equals_masked_transformers(tmp_path, ssa, window, length):
     hf = hf_checkpoint(tmp_path, seed=1)
@@ -452,7 +452,7 @@ def test_config_save_and_json_round_trip(tmp_path):
     c = PRESETS["tiny-zigzag"]
     c.save(tmp_path)
     back = LongcatFlashConfig.from_json_file(tmp_path)
-    assert back == c and back.zigzag.window_kwargs() == {"sink_tokens": 16, "window_tokens": 32}
+    assert back == c and back.zigzag.window() == SsaWindow(sink=16, local=32, tokens=True)
 
 
 @pytest.mark.parametrize("change,error,match", [

@@ -32,7 +32,6 @@ from longcat import ops
 from longcat.models.config import CACHE_LATENT_DIM, CACHE_ROPE_DIM, LongcatFlashConfig
 from longcat.models.paged import PagedBatch
 from longcat.nn import MoE, MoEConfig
-from longcat.ops._common import ssa_window
 
 _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
 _LATENT_NORM_EPS = 1e-6  # transformers builds q_a / kv_a norms without eps: the class default
@@ -191,13 +190,7 @@ class MLA(nn.Module):
         self.kv_a_layernorm = RMSNorm(c.kv_lora_rank, _LATENT_NORM_EPS, dtype, device)
         self.kv_b_proj = nn.Linear(c.kv_lora_rank, self.num_heads * (self.nope + self.v_dim), **kw)
         self.o_proj = nn.Linear(self.num_heads * self.v_dim, c.hidden_size, **kw)
-        if window is not None:
-            mode, sink, local, bs = ssa_window("MLA", window.get("sink_blocks", 1), window.get("local_blocks", 7),
-                                               window.get("block_size", 128), window.get("sink_tokens"),
-                                               window.get("window_tokens"))
-            self.visibility = {"mode": mode, "sink": sink, "local": local, "block_size": bs}
-        else:
-            self.visibility = None
+        self.visibility = window["window"] if window is not None else None   # an SsaWindow
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Interleaved RoPE in transformers' layout; YaRN's attention factor scales the result."""
