@@ -72,6 +72,17 @@ int64_t check_plan(const char* op, const int32_t* md, const int32_t* L, int64_t 
   return md[2 * batch];
 }
 
+// The split plan's shape: [batch + 1, 2] int32, contiguous, beside cache_seqlens.
+void check_metadata_shape(const char* op, const TensorView& metadata, const TensorView& cache_seqlens,
+                          int64_t batch) {
+  check_dtype(op, "metadata", metadata, {DType::Int32});
+  check_ndim(op, "metadata", metadata, 2);
+  check_size(op, "metadata", metadata, 0, batch + 1, "batch + 1 = cache_seqlens.shape[0] + 1");
+  check_size(op, "metadata", metadata, 1, 2, "first split, keys per split");
+  check_contiguous(op, "metadata", metadata);
+  check_same_device(op, "metadata", metadata, "cache_seqlens", cache_seqlens);
+}
+
 }  // namespace
 
 int64_t mla_decode_plan_splits(const TensorView& metadata, const TensorView& cache_seqlens, int64_t s_q,
@@ -82,12 +93,7 @@ int64_t mla_decode_plan_splits(const TensorView& metadata, const TensorView& cac
   const WindowArgs w = window_args(op, window);
   check_seqlens(op, cache_seqlens);
   const int64_t batch = cache_seqlens.size(0);
-  check_dtype(op, "metadata", metadata, {DType::Int32});
-  check_ndim(op, "metadata", metadata, 2);
-  check_size(op, "metadata", metadata, 0, batch + 1, "batch + 1 (mla_decode_metadata for these cache_seqlens)");
-  check_size(op, "metadata", metadata, 1, 2, "first split, keys per split");
-  check_contiguous(op, "metadata", metadata);
-  check_same_device(op, "metadata", metadata, "cache_seqlens", cache_seqlens);
+  check_metadata_shape(op, metadata, cache_seqlens, batch);
   if (cache_seqlens.device.type != DeviceType::CPU)
     fail(ErrorKind::Value, arg_prefix(op, "metadata") + "can be checked on the host only; got " +
                                device_name(cache_seqlens.device));
@@ -135,12 +141,7 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
   const WindowArgs w = window_args(op, window);
   check_seqlens(op, cache_seqlens);
   const int64_t batch = cache_seqlens.size(0);
-  check_dtype(op, "metadata", metadata, {DType::Int32});
-  check_ndim(op, "metadata", metadata, 2);
-  check_size(op, "metadata", metadata, 0, batch + 1, "batch + 1 = cache_seqlens.shape[0] + 1");
-  check_size(op, "metadata", metadata, 1, 2, "first split, keys per split");
-  check_contiguous(op, "metadata", metadata);
-  check_same_device(op, "metadata", metadata, "cache_seqlens", cache_seqlens);
+  check_metadata_shape(op, metadata, cache_seqlens, batch);
   check_cuda_built(op, "cache_seqlens", cache_seqlens);
   DecodeMetadataArgs a{};
   a.metadata = metadata.ptr<int32_t>();
