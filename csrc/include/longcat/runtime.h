@@ -26,6 +26,10 @@ LONGCAT_API void set_cpu_isa(CpuIsa isa);
 // the CPUs this process may run on.
 LONGCAT_API int num_threads();
 LONGCAT_API void set_num_threads(int n);  // n >= 1, else Error(Value)
+// The CPU's measured arithmetic peak in GFLOP/s with all kernel threads, for the active ISA copy
+// and one instruction mix: "fma" (fp32 FMA at the copy's vector width) or "bf16dot"
+// (vdpbf16ps; needs avx512bf16). The compute roof of the benchmarks' rooflines.
+LONGCAT_API double cpu_peak_gflops(const std::string& mix);
 
 // Build configuration as key/value pairs: version, cuda, cuda_archs, cutlass, nccl, ...
 LONGCAT_API std::vector<std::pair<std::string, std::string>> build_info();
