@@ -69,10 +69,14 @@ def cpu_isa_copies(device: str = "cpu") -> list[str]:
 
 
 @contextmanager
-def using_isa(name: str) -> Iterator[None]:
-    """Runs the block with the CPU kernels' ISA level set to `name`, then restores it."""
+def using_isa(name: str | None) -> Iterator[None]:
+    """Runs the block with the CPU kernels' ISA level set to `name`, then restores it (None:
+    leaves the level alone)."""
     import longcat
 
+    if name is None:
+        yield
+        return
     prev = longcat.cpu_isa()
     longcat.set_cpu_isa(name)
     try:
