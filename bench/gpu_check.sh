@@ -27,11 +27,11 @@ log "build took $((SECONDS - t0)) s"
 log "ptxas resource report"
 "$py" tools/cuda_resource_report.py --out "$out/cuda_resources.json" 2>&1 | tail -20
 
-log "tests/cuda/test_attention_cuda.py (MLA / SSA decode and prefill, RoPE, paged cache)"
-"$py" -m pytest -q tests/cuda/test_attention_cuda.py 2>&1 | tee "$out/tests_attention_cuda.txt" | tail -15
+log "tests/cuda/test_mla_cuda.py (MLA / SSA decode and prefill, RoPE, paged cache)"
+"$py" -m pytest -q tests/cuda/test_mla_cuda.py 2>&1 | tee "$out/tests_mla_cuda.txt" | tail -15
 attn_rc=${PIPESTATUS[0]}
 log "tests/cuda (the rest)"
-"$py" -m pytest -q tests/cuda --ignore=tests/cuda/test_attention_cuda.py 2>&1 | tee "$out/tests_cuda.txt" | tail -15
+"$py" -m pytest -q tests/cuda --ignore=tests/cuda/test_mla_cuda.py 2>&1 | tee "$out/tests_cuda.txt" | tail -15
 cuda_rc=${PIPESTATUS[0]}
 [ "$attn_rc" = 0 ] || cuda_rc=$attn_rc
 log "tests/ops (CPU kernels on this machine's CPU: $("$py" -c 'import longcat; print(longcat.cpu_isa())'))"
@@ -39,15 +39,15 @@ log "tests/ops (CPU kernels on this machine's CPU: $("$py" -c 'import longcat; p
 ops_rc=${PIPESTATUS[0]}
 
 areas=$("$py" -c 'from longcat.bench import AREAS; print(" ".join(AREAS))')
-log "benchmark attention (cuda): MLA decode GB/s and TFLOP/s (FlashMLA: 3000 GB/s, 660 TFLOP/s on H800)"
+log "benchmark mla (cuda): MLA decode GB/s and TFLOP/s (FlashMLA: 3000 GB/s, 660 TFLOP/s on H800)"
 case " $areas " in
-  *" attention "*)
-    LONGCAT_BENCH_DIR="$out" "$py" -m longcat.cli bench attention --device cuda 2>&1 | tee "$out/bench_attention_cuda.txt" ;;
-  *) log "no 'attention' bench area in this build (longcat.bench.AREAS: $areas)" ;;
+  *" mla "*)
+    LONGCAT_BENCH_DIR="$out" "$py" -m longcat.cli bench mla --device cuda 2>&1 | tee "$out/bench_mla_cuda.txt" ;;
+  *) log "no 'mla' bench area in this build (longcat.bench.AREAS: $areas)" ;;
 esac
 log "benchmarks (cuda, the other areas)"
 for area in $areas; do
-  [ "$area" = attention ] && continue
+  [ "$area" = mla ] && continue
   LONGCAT_BENCH_DIR="$out" "$py" -m longcat.cli bench "$area" --device cuda 2>&1 | tee -a "$out/bench_cuda.txt"
 done
 log "summary: tests/cuda rc=$cuda_rc (attention rc=$attn_rc), tests/ops rc=$ops_rc, total $((SECONDS - start)) s"

@@ -1,4 +1,4 @@
-// Thread pool behind longcat::cpu::parallel_for (see csrc/cpu/parallel.h).
+// Thread pool behind longcat::cpu::parallel_for (see csrc/core/parallel.h).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "cpu/parallel.h"
+#include "core/parallel.h"
 #include "longcat/runtime.h"
 
 #if defined(__linux__)

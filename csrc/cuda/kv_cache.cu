@@ -1,5 +1,5 @@
 // Paged latent KV cache and RoPE CUDA kernels (sm_90a); semantics in
-// csrc/include/longcat/attention.h.
+// csrc/include/longcat/mla.h.
 //
 // All three are one warp per row. RoPE rotates a row into a per-warp shared buffer before any
 // write, so out may alias x (in place, including half_output where pair i moves to i and i+D/2).
@@ -12,15 +12,15 @@
 
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/kv_cache_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
 
 namespace longcat::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kRowElems = 576;  // 512 latent + 64 rope values per cached token
+constexpr int kRowElems = static_cast<int>(kMlaDimQK);  // latent + rope values per cached token
 
 // ---- RoPE ---------------------------------------------------------------------------------------
 
@@ -84,8 +84,8 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendKvArgs a) {
   E* dst = static_cast<E*>(a.kv_cache) + (page * a.page_size + pos % a.page_size) * kRowElems;
   const E* lat = static_cast<const E*>(a.latent) + t * a.latent_stride;
   const E* rope = static_cast<const E*>(a.rope_k) + t * a.rope_stride;
-  for (int d = lane; d < 512; d += 32) dst[d] = lat[d];
-  for (int d = lane; d < 64; d += 32) dst[512 + d] = rope[d];
+  for (int d = lane; d < kMlaDimV; d += 32) dst[d] = lat[d];
+  for (int d = lane; d < kMlaDimRope; d += 32) dst[kMlaDimV + d] = rope[d];
 }
 
 __global__ void __launch_bounds__(kWarps * 32) gather_kernel(GatherKvArgs a, int elem_bytes) {

@@ -1,6 +1,6 @@
 // MLA decode CUDA kernels (sm_90a): split-KV planner, split-KV flash decoding over the paged
-// latent cache, and the combine over splits. Semantics in csrc/include/longcat/attention.h; the
-// plan is the one of the host helpers in csrc/core/attention_args.h.
+// latent cache, and the combine over splits. Semantics in csrc/include/longcat/mla.h; the
+// plan is the one of the host helpers in csrc/core/mla_args.h.
 //
 // Planner: one block; a block reduction of sum_b (keys_b + 64) gives the chunk, a block scan of
 // the per-sequence split counts gives metadata[:, 0].
@@ -31,8 +31,8 @@
 #include <cmath>
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/mla_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
 
 namespace longcat::cuda {
@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(DecodeMetadataArgs a
 
 // ---- split-KV decode --------------------------------------------------------------------------
 
-constexpr int kDqk = 576, kDv = 512;
+constexpr int kDqk = static_cast<int>(kMlaDimQK), kDv = static_cast<int>(kMlaDimV);
 constexpr int kRows = 64;        // query rows per CTA
 constexpr int kKeys = 32;        // cached tokens per tile
 constexpr int kWarps = 16, kThreads = kWarps * 32;

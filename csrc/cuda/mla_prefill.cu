@@ -1,5 +1,5 @@
 // MLA prefill CUDA kernel (sm_90a): varlen flash attention, bottom-right causal, optional SSA
-// window. Semantics in csrc/include/longcat/attention.h.
+// window. Semantics in csrc/include/longcat/mla.h.
 //
 // One CTA of 4 warps per (head, sequence) walks that sequence's tiles of 64 queries, last first
 // (grid-stride, so a max_seqlen_q that is too small costs time, never rows). Each warp owns 16
@@ -19,8 +19,8 @@
 #include <cmath>
 #include <string>
 
-#include "core/attention_args.h"
-#include "cuda/attention_common.cuh"
+#include "core/mla_args.h"
+#include "cuda/mla_common.cuh"
 #include "cuda/dtype.cuh"
 
 namespace longcat::cuda {

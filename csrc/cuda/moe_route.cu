@@ -1,5 +1,5 @@
 // MoE CUDA kernels (sm_90a): router, dispatch layout, dispatch, combine. Semantics in
-// csrc/include/longcat/moe.h.
+// csrc/include/longcat/moe_route.h.
 //
 // Router: one block of 8 warps per kTok tokens. Phase 1: each warp takes experts round-robin
 // and computes the kTok fp32 dot products of that expert's weight row with the tokens' rows
@@ -21,7 +21,7 @@
 
 #include "cuda/dtype.cuh"
 #include "cuda/launch.cuh"
-#include "core/moe_args.h"
+#include "core/moe_route_args.h"
 
 namespace longcat::cuda {
 namespace {

@@ -45,19 +45,4 @@ TensorView to_view(const Array& a, const char* op, const char* arg) {
   return v;
 }
 
-std::optional<SparseWindow> make_window(const char* op, const std::string& mode, int64_t sink,
-                                        int64_t local, int64_t block_size) {
-  if (mode == "none") return std::nullopt;
-  SparseWindow w;
-  if (mode == "blocks") w.mode = SparseWindow::Mode::Blocks;
-  else if (mode == "tokens") w.mode = SparseWindow::Mode::Tokens;
-  else
-    fail(ErrorKind::Value, std::string(op) + ": argument 'window_mode' must be 'none', 'blocks' or 'tokens', got '" +
-                               mode + "'");
-  w.sink = sink;
-  w.local = local;
-  w.block_size = block_size;
-  return w;
-}
-
 }  // namespace longcat::python

@@ -1,7 +1,7 @@
-// Bindings: paged latent KV cache writes/reads and interleaved RoPE (csrc/include/longcat/attention.h).
+// Bindings: paged latent KV cache writes/reads and interleaved RoPE (csrc/include/longcat/mla.h).
 #include <nanobind/nanobind.h>
 
-#include "longcat/attention.h"
+#include "longcat/kv_cache.h"
 #include "python/convert.h"
 
 namespace nb = nanobind;
@@ -20,7 +20,7 @@ void register_kv_cache(nb::module_& m) {
         longcat::rope_interleaved(o, xv, p, f, half_output, reinterpret_cast<Stream>(stream));
       },
       "out"_a, "x"_a, "positions"_a, "inv_freq"_a, "half_output"_a, "stream"_a = 0,
-      "Interleaved RoPE over x's last dim into out (may be x). See longcat/attention.h.");
+      "Interleaved RoPE over x's last dim into out (may be x). See longcat/mla.h.");
   m.def(
       "mla_append_kv",
       [](Array kv_cache, Array latent, Array rope_k, Array block_table, Array seq_ids, Array positions,

@@ -1,12 +1,11 @@
 // Bindings: MLA / SSA decode over the paged latent cache and its split-KV planner
-// (csrc/include/longcat/attention.h).
+// (csrc/include/longcat/mla.h).
 #include <nanobind/nanobind.h>
-#include <nanobind/stl/string.h>
+#include <nanobind/stl/optional.h>
 
 #include <optional>
-#include <string>
 
-#include "longcat/attention.h"
+#include "longcat/mla.h"
 #include "python/convert.h"
 
 namespace nb = nanobind;
@@ -22,25 +21,22 @@ void register_mla_decode(nb::module_& m) {
   m.def(
       "mla_decode_metadata",
       [](Array metadata, Array cache_seqlens, int64_t s_q, int64_t num_workers, bool causal,
-         const std::string& window_mode, int64_t sink, int64_t local, int64_t block_size, uintptr_t stream) {
+         std::optional<SsaWindow> w, uintptr_t stream) {
         const char* op = "mla_decode_metadata";
-        const std::optional<SparseWindow> w = make_window(op, window_mode, sink, local, block_size);
         TensorView md = to_view(metadata, op, "metadata"), sl = to_view(cache_seqlens, op, "cache_seqlens");
         nb::gil_scoped_release release;
         longcat::mla_decode_metadata(md, sl, s_q, num_workers, w ? &*w : nullptr, causal,
                                      reinterpret_cast<Stream>(stream));
       },
-      "metadata"_a, "cache_seqlens"_a, "s_q"_a, "num_workers"_a, "causal"_a = true, "window_mode"_a = "none",
-      "sink"_a = 1, "local"_a = 7, "block_size"_a = 128, "stream"_a = 0,
-      "Split-KV plan [batch + 1, 2] int32 (see longcat/attention.h). Writes into metadata.");
+      "metadata"_a, "cache_seqlens"_a, "s_q"_a, "num_workers"_a, "causal"_a = true, "window"_a.none() = nb::none(),
+      "stream"_a = 0,
+      "Split-KV plan [batch + 1, 2] int32 (see longcat/mla.h). Writes into metadata.");
   m.def(
       "mla_decode",
       [](Array out, Array lse, Array q, Array kv_cache, Array block_table, Array cache_seqlens,
          int64_t head_dim_v, double softmax_scale, bool causal, Array metadata, Array workspace,
-         int64_t num_workers, const std::string& window_mode, int64_t sink, int64_t local,
-         int64_t block_size, uintptr_t stream) {
+         int64_t num_workers, std::optional<SsaWindow> w, uintptr_t stream) {
         const char* op = "mla_decode";
-        const std::optional<SparseWindow> w = make_window(op, window_mode, sink, local, block_size);
         TensorView o = to_view(out, op, "out"), l = to_view(lse, op, "lse"), qv = to_view(q, op, "q"),
                    kv = to_view(kv_cache, op, "kv_cache"), bt = to_view(block_table, op, "block_table"),
                    sl = to_view(cache_seqlens, op, "cache_seqlens"), md = to_view(metadata, op, "metadata"),
@@ -50,8 +46,8 @@ void register_mla_decode(nb::module_& m) {
                             w ? &*w : nullptr, reinterpret_cast<Stream>(stream));
       },
       "out"_a, "lse"_a, "q"_a, "kv_cache"_a, "block_table"_a, "cache_seqlens"_a, "head_dim_v"_a,
-      "softmax_scale"_a, "causal"_a, "metadata"_a, "workspace"_a, "num_workers"_a, "window_mode"_a = "none",
-      "sink"_a = 1, "local"_a = 7, "block_size"_a = 128, "stream"_a = 0,
+      "softmax_scale"_a, "causal"_a, "metadata"_a, "workspace"_a, "num_workers"_a, "window"_a.none() = nb::none(),
+      "stream"_a = 0,
       "MLA decode over the paged latent cache (optionally with an SSA window). Writes into out, lse.");
 }
 

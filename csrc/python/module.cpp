@@ -14,6 +14,7 @@ void register_norm(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
 void register_kv_cache(nb::module_& m);
+void register_mla(nb::module_& m);
 void register_mla_decode(nb::module_& m);
 void register_mla_prefill(nb::module_& m);
 }
@@ -56,6 +57,7 @@ NB_MODULE(_C, m) {
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
   longcat::python::register_kv_cache(m);
+  longcat::python::register_mla(m);
   longcat::python::register_mla_decode(m);
   longcat::python::register_mla_prefill(m);
 }

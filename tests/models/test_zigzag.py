@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longcat.models import ZigZagConfig, layer_importance, select_ssa_layers
+from longcat.ops import SsaWindow
 
 LONGCAT = {"sink_size": 128, "recent_size": 896, "sparsity": 0.5, "layer_type": "01" * 28}
 
@@ -13,10 +14,11 @@ def test_parse_longcat_config():
     cfg = ZigZagConfig.from_dict(LONGCAT, num_attention_sublayers=56)
     assert cfg.ssa_layers == list(range(1, 56, 2))
     assert cfg.is_ssa(1) and not cfg.is_ssa(0)
-    assert cfg.window_kwargs() == {"sink_blocks": 1, "local_blocks": 7, "block_size": 128}
+    assert cfg.window() == SsaWindow(sink=1, local=7, block_size=128)
+    assert cfg.window_kwargs() == {"window": cfg.window()}
     assert cfg.to_dict() == LONGCAT
     odd = ZigZagConfig(sink_size=4, recent_size=100, layer_type="1")
-    assert odd.window_kwargs() == {"sink_tokens": 4, "window_tokens": 100}
+    assert odd.window() == SsaWindow(sink=4, local=100, tokens=True)
 
 
 @pytest.mark.parametrize("change,match", [

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import longcat
 from longcat import _C
-from longcat.ops import mla_decode, mla_decode_metadata, reference, ssa_decode
+from longcat.ops import SsaWindow, mla_decode, mla_decode_metadata, reference, ssa_decode
 
 DTYPES = [torch.float32, torch.bfloat16]
 UNUSED_ENTRY = 2147480000  # FlashMLA's filler for table entries past a sequence
@@ -54,13 +54,11 @@ def tolerances(dtype):
 
 
 def check(q, kv, bt, sl, causal=True, window=None, metadata=None, scale=None, lse_tol=2e-5, out_tol=None):
-    """Kernel vs reference; returns (out, lse). window: the reference's dict (None = MLA)."""
+    """Kernel vs reference; returns (out, lse). window: an SsaWindow (None = MLA)."""
     if window is None:
         out, lse = mla_decode(q, kv, bt, sl, softmax_scale=scale, causal=causal, metadata=metadata)
     else:
-        kw = (dict(sink_tokens=window["sink"], window_tokens=window["local"]) if window["mode"] == "tokens" else
-              dict(sink_blocks=window["sink"], local_blocks=window["local"], block_size=window["block_size"]))
-        out, lse = ssa_decode(q, kv, bt, sl, softmax_scale=scale, causal=causal, metadata=metadata, **kw)
+        out, lse = ssa_decode(q, kv, bt, sl, softmax_scale=scale, causal=causal, metadata=metadata, window=window)
     rout, rlse = reference.mla_decode(q, kv, bt, sl, 512, scale, causal, window)
     b, s_q, h_q, _ = q.shape
     assert out.shape == (b, s_q, h_q, 512) and out.dtype == q.dtype
@@ -165,7 +163,7 @@ def test_isa_copies(cpu_isa):
         q, kv, bt, sl = make_case([0, 65, 300], 2, 20, dtype, seed=17)
         md = mla_decode_metadata(sl, 2, num_workers=3)
         check(q, kv, bt, sl, metadata=md, lse_tol=1e-4)
-        check(q, kv, bt, sl, causal=False, window=dict(mode="blocks", sink=1, local=2, block_size=64),
+        check(q, kv, bt, sl, causal=False, window=SsaWindow(sink=1, local=2, block_size=64),
               lse_tol=1e-4)
         # few rows per sequence (the dot-product path on vector ISAs) and one or two rows (wide P V)
         for s_q, h_q in ((1, 3), (2, 1), (1, 1)):
@@ -209,13 +207,10 @@ def test_planner_property(seqlens, s_q, workers, causal, window):
     batch = len(seqlens)
     if window is None:
         md, w = mla_decode_metadata(sl, s_q, workers, causal=causal), None
-    elif window[0] == "blocks":
-        md = mla_decode_metadata(sl, s_q, workers, causal=causal, sink_blocks=window[1], local_blocks=window[2],
-                                 block_size=window[3])
-        w = dict(mode="blocks", sink=window[1], local=window[2], block_size=window[3])
     else:
-        md = mla_decode_metadata(sl, s_q, workers, causal=causal, sink_tokens=window[1], window_tokens=window[2])
-        w = dict(mode="tokens", sink=window[1], local=window[2], block_size=1)
+        w = (SsaWindow(sink=window[1], local=window[2], block_size=window[3]) if window[0] == "blocks" else
+             SsaWindow(sink=window[1], local=window[2], tokens=True))
+        md = mla_decode_metadata(sl, s_q, workers, causal=causal, window=w)
     assert md.shape == (batch + 1, 2) and md.dtype == torch.int32
     S = int(md[batch, 0])
     assert S <= batch + workers == _C.mla_decode_max_splits(batch, workers)
@@ -233,7 +228,7 @@ def test_planner_property(seqlens, s_q, workers, causal, window):
 def test_planner_window_covers_only_visible_keys():
     sl = torch.tensor([128 * 1000], dtype=torch.int32)
     full = mla_decode_metadata(sl, 1, 4)
-    ssa = mla_decode_metadata(sl, 1, 4, sink_blocks=1, local_blocks=7)
+    ssa = mla_decode_metadata(sl, 1, 4, window=SsaWindow(sink=1, local=7))
     assert int(full[1, 0]) == 4 and int(full[0, 1]) * 4 >= 128000
     assert int(ssa[0, 1]) * int(ssa[1, 0]) < 2 * 8 * 128 + 4 * 64  # planned over 8 blocks, not 1000
 
@@ -268,7 +263,7 @@ SINK, LOCAL, BS = 1, 7, 128
 
 
 def ssa_window(sink=SINK, local=LOCAL, bs=BS):
-    return dict(mode="blocks", sink=sink, local=local, block_size=bs)
+    return SsaWindow(sink=sink, local=local, block_size=bs)
 
 
 @pytest.mark.parametrize("L", [1, 127, 128, 129, (SINK + LOCAL) * BS - 1, (SINK + LOCAL) * BS,
@@ -285,7 +280,7 @@ def test_ssa_block_boundaries(L, s_q):
 def test_ssa_default_arguments_are_one_sink_seven_local_blocks():
     q, kv, bt, sl = make_case([2000, 1100], 1, 8, torch.float32, seed=22)
     a = ssa_decode(q, kv, bt, sl)
-    b = ssa_decode(q, kv, bt, sl, sink_blocks=1, local_blocks=7, block_size=128)
+    b = ssa_decode(q, kv, bt, sl, window=SsaWindow(sink=1, local=7, block_size=128))
     assert torch.equal(a[0], b[0])
     ro, rl = reference.mla_decode(q, kv, bt, sl, 512, None, True, ssa_window())
     torch.testing.assert_close(a[0], ro, **tolerances(torch.float32))
@@ -296,7 +291,7 @@ def test_ssa_default_arguments_are_one_sink_seven_local_blocks():
 @pytest.mark.parametrize("causal", [True, False])
 def test_ssa_token_mode(sink, window, L, causal):
     q, kv, bt, sl = make_case([L, 3], 3, 8, torch.float32, seed=sink + window + L)
-    check(q, kv, bt, sl, causal, window=dict(mode="tokens", sink=sink, local=window, block_size=1))
+    check(q, kv, bt, sl, causal, window=SsaWindow(sink=sink, local=window, tokens=True))
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -313,20 +308,20 @@ def test_ssa_reads_only_visible_pages():
     L, ps = 64 * 100 + 17, 64
     q, kv, bt, sl = make_case([L], 2, 8, torch.bfloat16, page_size=ps, seed=24)
     w = ssa_window(1, 2, 128)
-    want = ssa_decode(q, kv, bt, sl, sink_blocks=1, local_blocks=2)
+    want = ssa_decode(q, kv, bt, sl, window=SsaWindow(sink=1, local=2))
     p_first = L - 2
     first_local_page = (p_first // 128 - 2 + 1) * 128 // ps
     poisoned = kv.clone()
     for p in range(128 // ps, first_local_page):
         poisoned[bt[0, p]] = float("nan")
-    got = ssa_decode(q, poisoned, bt, sl, sink_blocks=1, local_blocks=2)
+    got = ssa_decode(q, poisoned, bt, sl, window=SsaWindow(sink=1, local=2))
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     check(q, kv, bt, sl, window=w, lse_tol=1e-4)
 
 
 def test_ssa_with_split_metadata():
     q, kv, bt, sl = make_case([5000, 1200, 0], 2, 16, torch.bfloat16, seed=25)
-    md = mla_decode_metadata(sl, 2, 6, sink_blocks=1, local_blocks=7)
+    md = mla_decode_metadata(sl, 2, 6, window=SsaWindow(sink=1, local=7))
     check(q, kv, bt, sl, window=ssa_window(), metadata=md, lse_tol=1e-4)
 
 
@@ -336,9 +331,9 @@ def test_opcheck():
     q, kv, bt, sl = make_case([70, 3], 2, 4, torch.float32, seed=26)
     md = mla_decode_metadata(sl, 2)
     torch.library.opcheck(torch.ops.longcat.mla_decode.default,
-                          (q, kv, bt, sl, 512, 576 ** -0.5, True, md, "none", 1, 7, 128))
+                          (q, kv, bt, sl, 512, 576 ** -0.5, True, md, None))
     torch.library.opcheck(torch.ops.longcat.mla_decode.default,
-                          (q, kv, bt, sl, 512, 0.1, False, None, "blocks", 1, 1, 16))
+                          (q, kv, bt, sl, 512, 0.1, False, None, [0, 1, 1, 16]))
 
 
 def test_torch_compile_fullgraph():
@@ -347,7 +342,7 @@ def test_torch_compile_fullgraph():
 
     def step(q, kv, bt, sl, md):
         out, lse = mla_decode(q, kv, bt, sl, metadata=md)
-        out2, _ = ssa_decode(q, kv, bt, sl, sink_blocks=1, local_blocks=1, block_size=32)
+        out2, _ = ssa_decode(q, kv, bt, sl, window=SsaWindow(sink=1, local=1, block_size=32))
         return out + out2, lse
 
     torch._dynamo.reset()
@@ -446,7 +441,7 @@ def test_bad_metadata(case):
     stale = mla_decode_metadata(torch.tensor([10, 10], dtype=torch.int32), 1, num_workers=4)  # a past step
     with pytest.raises(ValueError, match=r"'metadata' does not match cache_seqlens, s_q, causal and the window at sequence 0 \(100 visible keys, 1 splits of 64 keys\)"):
         mla_decode(q, kv, bt, sl, metadata=stale)
-    ssa_plan = mla_decode_metadata(torch.tensor([3000, 10], dtype=torch.int32), 1, 2, sink_blocks=1, local_blocks=1)
+    ssa_plan = mla_decode_metadata(torch.tensor([3000, 10], dtype=torch.int32), 1, 2, window=SsaWindow(sink=1, local=1))
     big_q, big_kv, big_bt, big_sl = make_case([3000, 10], 1, 2, torch.bfloat16, seed=30)
     with pytest.raises(ValueError, match=r"'metadata' does not match"):
         mla_decode(big_q, big_kv, big_bt, big_sl, metadata=ssa_plan)  # a plan for SSA used for full attention
@@ -456,14 +451,14 @@ def test_bad_options(case):
     q, kv, bt, sl = case
     with pytest.raises(ValueError, match=r"'softmax_scale' must be finite and > 0, got -1.0"):
         mla_decode(q, kv, bt, sl, softmax_scale=-1.0)
-    with pytest.raises(ValueError, match=r"ssa_decode: argument 'local_blocks' must be >= 1, got 0"):
-        ssa_decode(q, kv, bt, sl, local_blocks=0)
-    with pytest.raises(ValueError, match=r"'sink_blocks' must be >= 0, got -1"):
-        ssa_decode(q, kv, bt, sl, sink_blocks=-1)
-    with pytest.raises(ValueError, match=r"'window_tokens' is required in token mode"):
-        ssa_decode(q, kv, bt, sl, sink_tokens=4)
-    with pytest.raises(TypeError, match=r"'block_size' must be an int, got float"):
-        ssa_decode(q, kv, bt, sl, block_size=128.0)
+    with pytest.raises(ValueError, match=r"argument 'window.local' must be in \[1, 2\^31\], got 0"):
+        ssa_decode(q, kv, bt, sl, window=SsaWindow(local=0))
+    with pytest.raises(ValueError, match=r"'window.sink' must be in \[0, 2\^31\], got -1"):
+        ssa_decode(q, kv, bt, sl, window=SsaWindow(sink=-1, local=4, tokens=True))
+    with pytest.raises(TypeError, match=r"'window' must be a longcat.ops.SsaWindow, got tuple"):
+        ssa_decode(q, kv, bt, sl, window=("blocks", 1, 7, 128))
+    with pytest.raises(TypeError):  # the binding converts only integer fields
+        _C.mla_decode_metadata(torch.empty(3, 2, dtype=torch.int32), sl, 1, 2, True, SsaWindow(block_size=128.0))
     with pytest.raises(ValueError, match=r"mla_decode_metadata: argument 'num_workers' must be >= 1, got 0"):
         mla_decode_metadata(sl, 1, 0)
     with pytest.raises(ValueError, match=r"'s_q' must be >= 1, got 0"):
@@ -472,8 +467,8 @@ def test_bad_options(case):
         mla_decode(q, torch.empty(kv.shape, dtype=kv.dtype, device="meta"), bt, sl)
     with pytest.raises(ValueError, match=r"window.block_size"):  # the C++ API checks the window too
         md = torch.empty(3, 2, dtype=torch.int32)
-        _C.mla_decode_metadata(md, sl, 1, 2, True, "blocks", 1, 7, 0)
-    with pytest.raises(ValueError, match=r"'window_mode' must be 'none', 'blocks' or 'tokens', got 'ring'"):
+        _C.mla_decode_metadata(md, sl, 1, 2, True, SsaWindow(block_size=0))
+    with pytest.raises(TypeError):
         _C.mla_decode_metadata(torch.empty(3, 2, dtype=torch.int32), sl, 1, 2, True, "ring")
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import longcat
-from longcat.ops import mla_prefill, reference, ssa_prefill
+from longcat.ops import SsaWindow, mla_prefill, reference, ssa_prefill
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -41,12 +41,8 @@ def check(lens_q, lens_k, h=4, h_k=None, d=64, dv=64, dtype=torch.float32, causa
     s = q.shape[-1] ** -0.5 if scale is None else scale
     if window is None:
         out, lse = mla_prefill(q, k, v, cq, ck, mq, mk, scale, causal)
-    elif window["mode"] == "blocks":
-        out, lse = ssa_prefill(q, k, v, cq, ck, mq, mk, scale, sink_blocks=window["sink"],
-                               local_blocks=window["local"], block_size=window["block_size"])
     else:
-        out, lse = ssa_prefill(q, k, v, cq, ck, mq, mk, scale, sink_tokens=window["sink"],
-                               window_tokens=window["local"])
+        out, lse = ssa_prefill(q, k, v, cq, ck, mq, mk, scale, window=window)
     ro, rl = reference.mla_prefill(q, k, v, cq, ck, s, causal, window)
     assert out.shape == ro.shape and out.dtype == q.dtype and out.is_contiguous()
     assert lse.shape == (q.shape[1], q.shape[0]) and lse.dtype == torch.float32
@@ -124,11 +120,11 @@ def test_long_sequence_many_tiles():
 # ---- SSA windows ---------------------------------------------------------------------------
 
 def blocks(sink, local, bs):
-    return {"mode": "blocks", "sink": sink, "local": local, "block_size": bs}
+    return SsaWindow(sink=sink, local=local, block_size=bs)
 
 
 def tokens(sink, local):
-    return {"mode": "tokens", "sink": sink, "local": local, "block_size": 1}
+    return SsaWindow(sink=sink, local=local, tokens=True)
 
 
 @pytest.mark.parametrize("n", [127, 128, 129, 8 * 128, 8 * 128 + 1, 9 * 128, 9 * 128 + 77])
@@ -180,7 +176,7 @@ def test_ssa_token_window_boundary_is_exact():
     k[key] = 1.0
     v[key] = 1.0
     c = torch.tensor([0, n], dtype=torch.int32)
-    out, _ = ssa_prefill(q, k, v, c, c, n, n, softmax_scale=10.0, sink_tokens=2, window_tokens=3)
+    out, _ = ssa_prefill(q, k, v, c, c, n, n, softmax_scale=10.0, window=tokens(2, 3))
     sees = out[:, 0, 0] > 0.5
     assert sees.nonzero().flatten().tolist() == [20, 21, 22]
 
@@ -194,15 +190,14 @@ def test_ssa_block_window_boundary_is_exact():
     k[key] = 1.0
     v[key] = 1.0
     c = torch.tensor([0, n], dtype=torch.int32)
-    out, _ = ssa_prefill(q, k, v, c, c, n, n, softmax_scale=10.0, sink_blocks=1, local_blocks=2, block_size=4)
+    out, _ = ssa_prefill(q, k, v, c, c, n, n, softmax_scale=10.0, window=blocks(1, 2, 4))
     sees = out[:, 0, 0] > 0.5
     assert sees.nonzero().flatten().tolist() == [13, 14, 15, 16, 17, 18, 19]
 
 
-@pytest.mark.parametrize("kw,window", [(dict(sink_blocks=1, local_blocks=2, block_size=32), blocks(1, 2, 32)),
-                                       (dict(sink_tokens=5, window_tokens=40), tokens(5, 40))], ids=["blocks", "tokens"])
+@pytest.mark.parametrize("window", [blocks(1, 2, 32), tokens(5, 40)], ids=["blocks", "tokens"])
 @pytest.mark.filterwarnings("ignore:.*flex_attention called without torch.compile")
-def test_ssa_block_mask_matches_flex_attention(kw, window):
+def test_ssa_block_mask_matches_flex_attention(window):
     # The FlexAttention mask the benchmarks compare against encodes the same visibility.
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -210,11 +205,11 @@ def test_ssa_block_mask_matches_flex_attention(kw, window):
 
     n = 300
     q, k, v, cq, ck = make_inputs([n], [n], h=2, d=16, dv=16)
-    out = flex_attention(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=ssa_block_mask(n, **kw),
+    out = flex_attention(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=ssa_block_mask(n, window),
                          scale=0.25)[0].transpose(0, 1)
     want, _ = reference.mla_prefill(q, k, v, cq, ck, 0.25, True, window)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
-    got, _ = ssa_prefill(q, k, v, cq, ck, n, n, 0.25, **kw)
+    got, _ = ssa_prefill(q, k, v, cq, ck, n, n, 0.25, window=window)
     torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
 
 
@@ -287,16 +282,16 @@ def test_property_random_varlen(data):
 def test_opcheck():
     q, k, v, cq, ck = make_inputs([20, 30], [25, 30], h=2, d=16, dv=8)
     torch.library.opcheck(torch.ops.longcat.mla_prefill.default,
-                          (q, k, v, cq, ck, 30, 30, 0.25, True, "none", 1, 7, 128))
+                          (q, k, v, cq, ck, 30, 30, 0.25, True, None))
     torch.library.opcheck(torch.ops.longcat.mla_prefill.default,
-                          (q, k, v, cq, ck, 30, 30, 0.25, True, "tokens", 2, 5, 1))
+                          (q, k, v, cq, ck, 30, 30, 0.25, True, [1, 2, 5, 1]))
 
 
 def test_torch_compile_fullgraph():
     q, k, v, cq, ck = make_inputs([20, 30], [25, 30], h=2, d=16, dv=8)
 
     def f(q, k, v):
-        out, lse = ssa_prefill(q, k, v, cq, ck, 30, 30, sink_blocks=1, local_blocks=1, block_size=8)
+        out, lse = ssa_prefill(q, k, v, cq, ck, 30, 30, window=blocks(1, 1, 8))
         return out * 2, lse
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -386,14 +381,16 @@ def test_bad_window_and_scale():
     q, k, v, cq, ck = base()
     with pytest.raises(ValueError, match="requires causal=True"):
         ssa_prefill(q, k, v, cq, ck, 20, 20, causal=False)
-    with pytest.raises(ValueError, match="'local_blocks' must be >= 1, got 0"):
-        ssa_prefill(q, k, v, cq, ck, 20, 20, local_blocks=0)
-    with pytest.raises(ValueError, match="'window_tokens' must be >= 1, got 0"):
-        ssa_prefill(q, k, v, cq, ck, 20, 20, window_tokens=0)
-    with pytest.raises(ValueError, match="'sink_blocks' must be >= 0, got -1"):
-        ssa_prefill(q, k, v, cq, ck, 20, 20, sink_blocks=-1)
-    with pytest.raises(ValueError, match="'block_size' must be >= 1"):
-        ssa_prefill(q, k, v, cq, ck, 20, 20, block_size=0)
+    with pytest.raises(ValueError, match="'window.local' must be in \\[1, 2\\^31\\], got 0"):
+        ssa_prefill(q, k, v, cq, ck, 20, 20, window=blocks(1, 0, 128))
+    with pytest.raises(ValueError, match="'window.local' must be in \\[1, 2\\^31\\], got 0"):
+        ssa_prefill(q, k, v, cq, ck, 20, 20, window=tokens(1, 0))
+    with pytest.raises(ValueError, match="'window.sink' must be in \\[0, 2\\^31\\], got -1"):
+        ssa_prefill(q, k, v, cq, ck, 20, 20, window=blocks(-1, 7, 128))
+    with pytest.raises(ValueError, match="'window.block_size' must be in \\[1, 2\\^20\\]"):
+        ssa_prefill(q, k, v, cq, ck, 20, 20, window=blocks(1, 7, 0))
+    with pytest.raises(TypeError, match="'window' must be a longcat.ops.SsaWindow, got dict"):
+        ssa_prefill(q, k, v, cq, ck, 20, 20, window={"sink": 1})
     with pytest.raises(ValueError, match="'softmax_scale' must be finite and > 0"):
         mla_prefill(q, k, v, cq, ck, 20, 20, softmax_scale=-1.0)
     with pytest.raises(ValueError, match="'softmax_scale' must be finite and > 0"):
@@ -401,10 +398,10 @@ def test_bad_window_and_scale():
     # The C++ API rejects a window without causal too (callers that skip the Python checks).
     out, lse = torch.empty(30, 4, 8), torch.empty(4, 30)
     with pytest.raises(ValueError, match="requires causal=True"):
-        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, False, "blocks", 1, 7, 128)
+        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, False, SsaWindow())
     with pytest.raises(ValueError, match="'window.block_size' must be in \\[1, 2\\^20\\]"):
-        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, True, "blocks", 1, 7, 0)
-    with pytest.raises(ValueError, match="'window_mode' must be 'none', 'blocks' or 'tokens'"):
-        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, True, "sliding", 1, 7, 128)
+        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, True, blocks(1, 7, 0))
+    with pytest.raises(TypeError):
+        longcat._C.mla_prefill(out, lse, q, k, v, cq, ck, 20, 20, 0.25, True, "blocks")
     with pytest.raises(ValueError, match="'lse' must have size 30 in dimension 1"):
-        longcat._C.mla_prefill(out, lse[:, :29], q, k, v, cq, ck, 20, 20, 0.25, True, "none", 1, 7, 128)
+        longcat._C.mla_prefill(out, lse[:, :29], q, k, v, cq, ck, 20, 20, 0.25, True, None)

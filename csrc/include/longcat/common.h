@@ -7,12 +7,12 @@
 //   Stream      a cudaStream_t for CUDA tensors (nullptr = the default stream); ignored on CPU.
 //               Kept as void* so these headers need no CUDA header.
 //
-// Argument checks (check_*) build messages that name the op, the argument, what was expected
-// and what came, e.g. "rms_norm: argument 'weight' must have shape [4096], got [4095]".
+// Every op checks its arguments before touching memory; messages name the op, the argument,
+// what was expected and what came, e.g. "rms_norm: argument 'weight' must have size 4096 in
+// dimension 0 (...), got 4095" (the checks themselves are internal: csrc/core/checks.h).
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -73,29 +73,7 @@ class LONGCAT_API Error : public std::runtime_error {
   ErrorKind kind_;
 };
 
-// ---- argument checks (throw Error) ----------------------------------------------------------
-LONGCAT_API void check_dtype(const char* op, const char* arg, const TensorView& t,
-                             std::initializer_list<DType> allowed);
-LONGCAT_API void check_same_dtype(const char* op, const char* arg, const TensorView& t,
-                                  const char* ref_arg, const TensorView& ref);
-LONGCAT_API void check_ndim(const char* op, const char* arg, const TensorView& t, int ndim);
-LONGCAT_API void check_min_ndim(const char* op, const char* arg, const TensorView& t, int ndim);
-LONGCAT_API void check_size(const char* op, const char* arg, const TensorView& t, int dim,
-                            int64_t expected, const char* what);
-LONGCAT_API void check_same_shape(const char* op, const char* arg, const TensorView& t,
-                                  const char* ref_arg, const TensorView& ref);
-LONGCAT_API void check_contiguous(const char* op, const char* arg, const TensorView& t);
-LONGCAT_API void check_last_dim_contiguous(const char* op, const char* arg, const TensorView& t);
-LONGCAT_API void check_same_device(const char* op, const char* arg, const TensorView& t,
-                                   const char* ref_arg, const TensorView& ref);
-LONGCAT_API void check_nonnull(const char* op, const char* arg, const TensorView& t);
-// A CUDA tensor given to a build without CUDA kernels -> Error(Runtime) naming the argument.
-LONGCAT_API void check_cuda_built(const char* op, const char* arg, const TensorView& t);
+// Throws Error(kind, msg): what every argument check of the library ends in.
 [[noreturn]] LONGCAT_API void fail(ErrorKind kind, const std::string& msg);
-
-// For ops over rows of the last dimension: the leading dimensions of `t` must collapse into a
-// single row stride (true for contiguous tensors and for column slices like x[:, :512]).
-// Returns that stride in elements; throws naming `arg` otherwise.
-LONGCAT_API int64_t row_stride(const char* op, const char* arg, const TensorView& t);
 
 }  // namespace longcat

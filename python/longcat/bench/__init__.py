@@ -8,6 +8,6 @@ AREAS = {
     "moe": "longcat.bench.moe",
     "moe_gemm": "longcat.bench.moe_gemm",
     "moe_route": "longcat.bench.moe_route",
-    "attention": "longcat.bench.attention",
+    "mla": "longcat.bench.mla",
     "envs": "longcat.bench.envs",
 }

@@ -109,14 +109,19 @@ class ZigZagConfig:
             raise IndexError(f"ZigZagConfig: layer {layer} outside [0, {len(self.layer_type)})")
         return self.layer_type[layer] == "1"
 
-    def window_kwargs(self) -> dict:
-        """Keyword arguments for ``longcat.ops.ssa_prefill`` / ``ssa_decode``: whole blocks use the
-        block-granular mode, anything else the token-exact mode."""
+    def window(self) -> "SsaWindow":
+        """The ``longcat.ops.SsaWindow`` of the SSA layers: whole blocks use the block-granular
+        mode, anything else the token-exact mode."""
+        from longcat.ops import SsaWindow  # the kernels' type; imported here so configs load without them
+
         bs = self.block_size
         if self.sink_size % bs == 0 and self.recent_size % bs == 0:
-            return {"sink_blocks": self.sink_size // bs, "local_blocks": self.recent_size // bs,
-                    "block_size": bs}
-        return {"sink_tokens": self.sink_size, "window_tokens": self.recent_size}
+            return SsaWindow(sink=self.sink_size // bs, local=self.recent_size // bs, block_size=bs)
+        return SsaWindow(sink=self.sink_size, local=self.recent_size, tokens=True)
+
+    def window_kwargs(self) -> dict:
+        """Keyword arguments for ``longcat.ops.ssa_prefill`` / ``ssa_decode``: ``{"window": ...}``."""
+        return {"window": self.window()}
 
     def visible_keys(self, context: int) -> int:
         """Keys an SSA query at the end of a ``context``-token sequence attends to (at most
@@ -124,7 +129,7 @@ class ZigZagConfig:
         if context <= 0:
             return 0
         bs = self.block_size
-        if "sink_blocks" in self.window_kwargs():
+        if not self.window().tokens:
             p = context - 1
             local_begin = max(0, (p // bs - self.recent_size // bs + 1) * bs)
             return min(self.sink_size, local_begin) + (context - local_begin)

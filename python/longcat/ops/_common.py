@@ -1,7 +1,27 @@
 """Helpers shared by the op wrappers: argument checks that run before DLPack, and streams."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from longcat import _C
+
+_SINK, _LOCAL, _BLOCK_SIZE = _C.SSA_WINDOW_DEFAULT  # written once, in csrc/include/longcat/mla.h
+
+
+@dataclass(frozen=True)
+class SsaWindow:
+    """The SSA window of a Zig-Zag layer (C++: ``longcat::SsaWindow``, longcat/mla.h): a query
+    sees ``sink`` blocks at the sequence start and the last ``local`` blocks of ``block_size``
+    tokens up to its own; with ``tokens=True`` ``sink`` and ``local`` count single tokens.
+    The defaults are the report's 1 sink + 7 local blocks of 128. The op using the window
+    checks the values."""
+
+    sink: int = _SINK
+    local: int = _LOCAL
+    block_size: int = _BLOCK_SIZE
+    tokens: bool = False
 
 
 def check_tensor(op: str, name: str, value: object) -> torch.Tensor:
@@ -54,14 +74,24 @@ def int_arg(op: str, name: str, value: object, minimum: int) -> int:
     return value
 
 
-def ssa_window(op: str, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens):
-    """The SSA window of ssa_prefill / ssa_decode as the kernels take it: (mode, sink, local,
-    block_size). Token-exact mode when sink_tokens or window_tokens is given (window_tokens is
-    then required, sink_tokens defaults to 0); block mode otherwise."""
-    if sink_tokens is not None or window_tokens is not None:
-        if window_tokens is None:
-            raise ValueError(f"{op}: argument 'window_tokens' is required in token mode (sink_tokens was given)")
-        sink = 0 if sink_tokens is None else int_arg(op, "sink_tokens", sink_tokens, 0)
-        return "tokens", sink, int_arg(op, "window_tokens", window_tokens, 1), 1
-    return ("blocks", int_arg(op, "sink_blocks", sink_blocks, 0), int_arg(op, "local_blocks", local_blocks, 1),
-            int_arg(op, "block_size", block_size, 1))
+def window_to_op(window) -> list[int] | None:
+    """An ``SsaWindow`` as the ``torch.library`` custom ops carry it (their schemas take no
+    Python objects): ``[tokens, sink, local, block_size]``, or None for full attention."""
+    if window is None:
+        return None
+    return [int(window.tokens), window.sink, window.local, window.block_size]
+
+
+def window_from_op(fields: list[int] | None):
+    """The inverse of ``window_to_op``."""
+    if fields is None:
+        return None
+    tokens, sink, local, block_size = fields
+    return SsaWindow(sink=sink, local=local, block_size=block_size, tokens=bool(tokens))
+
+
+def check_window(op: str, window):
+    """``window`` must be a ``longcat.ops.SsaWindow`` (its values are checked by the kernel)."""
+    if not isinstance(window, SsaWindow):
+        raise TypeError(f"{op}: argument 'window' must be a longcat.ops.SsaWindow, got {type(window).__name__}")
+    return window

@@ -1,6 +1,6 @@
 """Paged latent KV cache ops and interleaved RoPE: ``rope_interleaved``, ``mla_append_kv``,
 ``mla_gather``. Semantics: the functions of the same names in ``reference``; the C++ contract is
-``csrc/include/longcat/attention.h``.
+``csrc/include/longcat/mla.h``.
 
 Cache layout (FlashMLA's): ``kv_cache[num_pages, page_size, 1, 576]`` holds, per token, the
 normalised KV latent (512) followed by the rotated rope key (64); ``block_table[batch,

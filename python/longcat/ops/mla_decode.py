@@ -3,15 +3,15 @@ decode (the same attention restricted to sink + local blocks, for Zig-Zag layers
 
 ``mla_decode`` / ``ssa_decode`` return ``(out [b, s_q, h_q, 512], lse [b, h_q, s_q] float32)``;
 semantics: ``reference.mla_decode``; the C++ contract (visibility rule, conventions) is
-``csrc/include/longcat/attention.h``. Forward only: these ops have no backward (decode runs
+``csrc/include/longcat/mla.h``. Forward only: these ops have no backward (decode runs
 without gradients).
 
 Plan once per decode step and reuse across layers::
 
     md = mla_decode_metadata(cache_seqlens, s_q)                       # full-attention layers
-    md_ssa = mla_decode_metadata(cache_seqlens, s_q, sink_blocks=1, local_blocks=7)
+    md_ssa = mla_decode_metadata(cache_seqlens, s_q, window=SsaWindow(sink=1, local=7))
     out, lse = mla_decode(q, kv_cache, block_table, cache_seqlens, metadata=md)
-    out, lse = ssa_decode(q, kv_cache, block_table, cache_seqlens, metadata=md_ssa)
+    out, lse = ssa_decode(q, kv_cache, block_table, cache_seqlens, metadata=md_ssa, window=SsaWindow(sink=1, local=7))
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from typing import Optional
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, int_arg, ssa_window, stream_of, view
+from longcat.ops._common import (SsaWindow, check_tensors, check_window, eager_fast_path, int_arg, stream_of, view,
+                                 window_from_op, window_to_op)
 
-_DIM_QK, _DIM_V = 576, 512
+_DIM_QK, _DIM_V = _C.MLA_DIM_QK, _C.MLA_DIM_V
 
 
 def _default_workers(device: torch.device) -> int:
@@ -33,26 +34,22 @@ def _default_workers(device: torch.device) -> int:
 
 # ---- planner ---------------------------------------------------------------------------------
 
-def _metadata(cache_seqlens, s_q, num_workers, causal, mode, sink, local, block_size):
+def _metadata(cache_seqlens, s_q, num_workers, causal, window):
     md = torch.empty(cache_seqlens.shape[0] + 1, 2, dtype=torch.int32, device=cache_seqlens.device)
-    _C.mla_decode_metadata(md, cache_seqlens, s_q, num_workers, causal, mode, sink, local, block_size,
-                           stream_of(cache_seqlens))
+    _C.mla_decode_metadata(md, cache_seqlens, s_q, num_workers, causal, window, stream_of(cache_seqlens))
     return md
 
 
 def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Optional[int] = None, *,
-                        causal: bool = True, sink_blocks: Optional[int] = None, local_blocks: int = 7,
-                        block_size: int = 128, sink_tokens: Optional[int] = None,
-                        window_tokens: Optional[int] = None) -> torch.Tensor:
+                        causal: bool = True, window: Optional[SsaWindow] = None) -> torch.Tensor:
     """The split-KV plan ``[batch + 1, 2]`` int32 for one decode step (like FlashMLA's
     get_mla_metadata): ``[b, 0]`` the first split of sequence b (``[batch, 0]`` = total splits
     S), ``[b, 1]`` keys per split. It balances the keys each sequence can see over
     ``num_workers`` (None: the library's CPU threads on CPU, the SM count on CUDA), so a batch
     of one long sequence still uses every core; ``S <= batch + num_workers``.
 
-    Full attention by default; give ``sink_blocks`` (with ``local_blocks``, ``block_size``) or
-    ``sink_tokens`` / ``window_tokens`` to plan for ``ssa_decode`` with that window, which then
-    covers only the visible keys. Pass the result as ``metadata=`` to every layer of the step
+    Full attention by default; give ``window`` (an ``SsaWindow``) to plan for ``ssa_decode`` with
+    that window, which then covers only the visible keys. Pass the result as ``metadata=`` to every layer of the step
     with the same cache_seqlens, s_q, causal and window.
     """
     op = "mla_decode_metadata"
@@ -66,12 +63,9 @@ def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Opti
         # a sync; a plan with more splits would not fit, so refuse it here.
         raise ValueError(f"{op}: argument 'num_workers' must be <= the device's SM count "
                          f"({_default_workers(cache_seqlens.device)}) on CUDA, got {num_workers}")
-    if sink_blocks is None and sink_tokens is None and window_tokens is None:
-        mode, sink, local, bs = "none", 1, 7, 128
-    else:
-        mode, sink, local, bs = ssa_window(op, 1 if sink_blocks is None else sink_blocks, local_blocks, block_size,
-                                        sink_tokens, window_tokens)
-    return _metadata(cache_seqlens, s_q, num_workers, bool(causal), mode, sink, local, bs)
+    if window is not None:
+        check_window(op, window)
+    return _metadata(cache_seqlens, s_q, num_workers, bool(causal), window)
 
 
 # ---- decode ------------------------------------------------------------------------------------
@@ -82,12 +76,11 @@ def _outputs(q: torch.Tensor, head_dim_v: int):
             torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device))
 
 
-def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-                 mode, sink, local, block_size):
+def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
     b, s_q, h_q, _ = q.shape
     workers = _default_workers(q.device)
     if metadata is None:
-        metadata = _metadata(cache_seqlens, s_q, workers, causal, mode, sink, local, block_size)
+        metadata = _metadata(cache_seqlens, s_q, workers, causal, window)
     elif q.device.type == "cpu" and metadata.dim() == 2 and metadata.shape[0] == b + 1 and b > 0:
         # A plan made for more workers (e.g. on another machine) needs a larger workspace.
         workers = max(workers, int(metadata[b, 0]) - b)
@@ -95,21 +88,20 @@ def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_sc
     ws = torch.empty(_C.mla_decode_workspace_size(b, s_q, h_q, head_dim_v, workers), dtype=torch.uint8,
                      device=q.device)
     _C.mla_decode(out, lse, view(q), view(kv_cache), block_table, cache_seqlens, head_dim_v, softmax_scale,
-                  causal, metadata, ws, workers, mode, sink, local, block_size, stream_of(q))
+                  causal, metadata, ws, workers, window, stream_of(q))
     return out, lse
 
 
 @torch.library.custom_op("longcat::mla_decode", mutates_args=())
 def _mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
                 head_dim_v: int, softmax_scale: float, causal: bool, metadata: Optional[torch.Tensor],
-                window_mode: str, sink: int, local: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                window: Optional[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-                        window_mode, sink, local, block_size)
+                        window_from_op(window))
 
 
 @_mla_decode.register_fake
-def _(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window_mode, sink,
-      local, block_size):
+def _(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
     return _outputs(q, head_dim_v)
 
 
@@ -141,13 +133,13 @@ def _run(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale,
     causal = bool(causal)
     if eager_fast_path(q, kv_cache):
         return _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-                            *window)
+                            window)
     return _mla_decode(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-                       *window)
+                       window_to_op(window))
 
 
 def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
-               head_dim_v: int = 512, softmax_scale: Optional[float] = None, causal: bool = True,
+               head_dim_v: int = _DIM_V, softmax_scale: Optional[float] = None, causal: bool = True,
                metadata: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """MLA decode (absorbed form) over a paged latent cache, as FlashMLA's flash_mla_with_kvcache.
 
@@ -162,27 +154,27 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     metadata: from ``mla_decode_metadata`` (computed here when None). Forward only.
     """
     return _run("mla_decode", q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal,
-                metadata, ("none", 1, 7, 128))
+                metadata, None)
 
 
 def ssa_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
-               head_dim_v: int = 512, softmax_scale: Optional[float] = None, causal: bool = True,
-               metadata: Optional[torch.Tensor] = None, *, sink_blocks: int = 1, local_blocks: int = 7,
-               block_size: int = 128, sink_tokens: Optional[int] = None,
-               window_tokens: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+               head_dim_v: int = _DIM_V, softmax_scale: Optional[float] = None, causal: bool = True,
+               metadata: Optional[torch.Tensor] = None, *,
+               window: Optional[SsaWindow] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Streaming sparse attention decode (Zig-Zag SSA layers): ``mla_decode`` where a query at
-    absolute position p sees only key j <= p with
+    absolute position p sees only key j <= p inside ``window`` (None: ``SsaWindow()``, the
+    report's 1 sink + 7 local blocks of 128):
 
-    * block mode (default, as the ZigZag kernels): ``j // block_size < sink_blocks`` or
-      ``j // block_size >= p // block_size - local_blocks + 1``, i.e. the sink blocks plus the
-      last ``local_blocks`` blocks up to and including p's own block (causal in it);
-    * token mode (``sink_tokens`` / ``window_tokens`` given): ``j < sink_tokens`` or
-      ``j >= p - window_tokens + 1`` (the window includes p itself).
+    * block mode (default, as the ZigZag kernels): ``j // block_size < sink`` or
+      ``j // block_size >= p // block_size - local + 1``, i.e. the sink blocks plus the
+      last ``local`` blocks up to and including p's own block (causal in it);
+    * token mode (``SsaWindow(sink, local, tokens=True)``): ``j < sink`` or ``j >= p - local + 1``
+      (the window includes p itself).
 
     Only those keys' pages are read, so the cost stays flat as the context grows. With
     ``causal=False`` every query uses p = cache_seqlens - 1. metadata: from
     ``mla_decode_metadata`` with the same window (computed here when None). Forward only.
     """
     op = "ssa_decode"
-    window = ssa_window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
+    window = SsaWindow() if window is None else check_window(op, window)
     return _run(op, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window)

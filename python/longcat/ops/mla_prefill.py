@@ -1,6 +1,6 @@
 """Varlen prefill attention: ``mla_prefill`` (full causal or non-causal MLA attention) and
 ``ssa_prefill`` (streaming sparse attention: sink + local window, the Zig-Zag SSA layers).
-Semantics: ``reference.mla_prefill``; the C++ contract is ``csrc/include/longcat/attention.h``.
+Semantics: ``reference.mla_prefill``; the C++ contract is ``csrc/include/longcat/mla.h``.
 
 Layout as FlashAttention's varlen API: the sequences of a batch are packed along the token dim,
 ``cu_seqlens_q`` / ``cu_seqlens_k`` (int32, ``[batch + 1]``) hold their prefix sums. Causal
@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, int_arg, ssa_window, stream_of, view
+from longcat.ops._common import (SsaWindow, check_tensors, check_window, eager_fast_path, int_arg, stream_of, view,
+                                 window_from_op, window_to_op)
 
 __all__ = ["mla_prefill", "ssa_prefill", "ssa_block_mask"]
 
@@ -29,23 +30,19 @@ def _outputs(q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 @torch.library.custom_op("longcat::mla_prefill", mutates_args=())
 def _mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                  cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
-                 softmax_scale: float, causal: bool, window_mode: str, sink: int, local: int,
-                 block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 softmax_scale: float, causal: bool, window: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
     out, lse = _outputs(q, v)
     _C.mla_prefill(out, lse, view(q), view(k), view(v), cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                   max_seqlen_k, softmax_scale, causal, window_mode, sink, local, block_size,
-                   stream_of(q))
+                   max_seqlen_k, softmax_scale, causal, window_from_op(window), stream_of(q))
     return out, lse
 
 
 @_mla_prefill.register_fake
-def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
-      window_mode, sink, local, block_size):
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window):
     return _outputs(q, v)
 
 
-def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-         causal, window_mode, sink, local, block_size):
+def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window):
     check_tensors(op, q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 3:
@@ -61,10 +58,10 @@ def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, so
     if eager_fast_path(q, k, v):
         out, lse = _outputs(q, v)
         _C.mla_prefill(out, lse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                       softmax_scale, causal, window_mode, sink, local, block_size, stream_of(q))
+                       softmax_scale, causal, window, stream_of(q))
         return out, lse
     return _mla_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                        softmax_scale, causal, window_mode, sink, local, block_size)
+                        softmax_scale, causal, window_to_op(window))
 
 
 def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
@@ -88,28 +85,27 @@ def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     Forward only (no autograd).
     """
     return _run("mla_prefill", q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                softmax_scale, causal, "none", 1, 7, 128)
+                softmax_scale, causal, None)
 
 
 def ssa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
-                softmax_scale: float | None = None, causal: bool = True, *, sink_blocks: int = 1,
-                local_blocks: int = 7, block_size: int = 128, sink_tokens: int | None = None,
-                window_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                softmax_scale: float | None = None, causal: bool = True, *,
+                window: SsaWindow | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Streaming sparse attention prefill (Zig-Zag SSA layers): ``mla_prefill`` where each query
     sees only a sink and a local window. Same tensors, conventions and outputs as ``mla_prefill``.
+    ``window``: an ``SsaWindow``; None means ``SsaWindow()`` (the report's 1 sink + 7 local
+    blocks of 128).
 
-    Block mode (default, as the published ZigZag kernels; the report's 1 sink + 7 local blocks of
-    128): a query at position p, in block ``qb = p // block_size``, sees key j iff ``j <= p`` and
-    ``j // block_size < sink_blocks`` or ``j // block_size >= qb - local_blocks + 1``: the sink
-    blocks, then the ``local_blocks`` blocks ending with its own block, causal inside it. So a
-    query sees between ``(local_blocks - 1) * block_size + 1`` and ``local_blocks * block_size``
-    recent keys, plus the sink.
+    Block mode (``SsaWindow(sink, local, block_size)``, as the published ZigZag kernels): a query
+    at position p, in block ``qb = p // block_size``, sees key j iff ``j <= p`` and
+    ``j // block_size < sink`` or ``j // block_size >= qb - local + 1``: the sink blocks, then
+    the ``local`` blocks ending with its own block, causal inside it. So a query sees between
+    ``(local - 1) * block_size + 1`` and ``local * block_size`` recent keys, plus the sink.
 
-    Token-exact mode (when ``sink_tokens`` or ``window_tokens`` is given; ``window_tokens`` is
-    then required and ``sink_tokens`` defaults to 0, as in ``ssa_decode``): query p sees key j iff
-    ``j <= p`` and ``j < sink_tokens`` or ``j >= p - window_tokens + 1`` (the window holds exactly
-    ``window_tokens`` keys, p included).
+    Token-exact mode (``SsaWindow(sink, local, tokens=True)``): query p sees key j iff ``j <= p``
+    and ``j < sink`` or ``j >= p - local + 1`` (the window holds exactly ``local`` keys, p
+    included).
 
     The cost is O(total_q * (sink + window)): key tiles no query of a tile sees are skipped.
     Requires ``causal=True`` (ValueError otherwise). Forward only (no autograd).
@@ -117,23 +113,21 @@ def ssa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     op = "ssa_prefill"
     if causal is not True:
         raise ValueError(f"{op}: a sparse window requires causal=True, got causal={causal!r}")
-    mode, sink, local, bs = ssa_window(op, sink_blocks, local_blocks, block_size, sink_tokens, window_tokens)
+    window = SsaWindow() if window is None else check_window(op, window)
     return _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-                causal, mode, sink, local, bs)
+                causal, window)
 
 
-def ssa_block_mask(seq_len: int, *, sink_blocks: int = 1, local_blocks: int = 7,
-                   block_size: int = 128, sink_tokens: int | None = None,
-                   window_tokens: int | None = None, device: str | torch.device = "cpu",
+def ssa_block_mask(seq_len: int, window: SsaWindow | None = None, *, device: str | torch.device = "cpu",
                    flex_block_size: int = 128):
     """The SSA visibility of ``ssa_prefill`` (one sequence, len_q = len_k = seq_len) as a
     FlexAttention ``BlockMask``, for comparing against ``torch.nn.attention.flex_attention``
     (benchmarks, tests). Needs torch >= 2.5."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    mode, sink, local, bs = ssa_window("ssa_block_mask", sink_blocks, local_blocks, block_size,
-                                       sink_tokens, window_tokens)
-    if mode == "blocks":
+    w = SsaWindow() if window is None else check_window("ssa_block_mask", window)
+    sink, local, bs = w.sink, w.local, w.block_size
+    if not w.tokens:
         def mask_mod(b, h, q_idx, kv_idx):
             kb, qb = kv_idx // bs, q_idx // bs
             return (kv_idx <= q_idx) & ((kb < sink) | (kb >= qb - local + 1))

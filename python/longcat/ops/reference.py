@@ -120,7 +120,7 @@ def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torc
     return (topk_weights.float()[..., None] * src).sum(dim=1).to(x.dtype)
 
 
-# ---- paged latent KV cache and RoPE (csrc/include/longcat/attention.h) -------------------------
+# ---- paged latent KV cache and RoPE (csrc/include/longcat/mla.h) -------------------------
 
 def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = 1e7,
                      half_output: bool = True, inv_freq: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,12 +161,13 @@ def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
         rows.append(kv_cache[pages, :, 0].reshape(-1, kv_cache.shape[-1])[:length])
     return torch.cat(rows) if rows else kv_cache.new_empty(0, kv_cache.shape[-1])
 def attention_visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = True,
-                      window: dict | None = None, num_keys: int | None = None) -> torch.Tensor:
-    """The visibility rule of ``csrc/include/longcat/attention.h`` as a bool mask [len(q_pos), len(k_pos)].
+                      window=None, num_keys: int | None = None) -> torch.Tensor:
+    """The visibility rule of ``csrc/include/longcat/mla.h`` as a bool mask [len(q_pos), len(k_pos)].
 
-    A query at absolute position p sees key j iff j <= p (causal) and, with a window,
-    ``mode == "blocks"`` (bs = block_size): ``j // bs < sink`` or ``j // bs >= p // bs - local + 1``;
-    ``mode == "tokens"``: ``j < sink`` or ``j >= p - local + 1``. Without ``causal`` every key
+    A query at absolute position p sees key j iff j <= p (causal) and, with a window (an
+    ``SsaWindow``), in block mode (bs = block_size): ``j // bs < sink`` or
+    ``j // bs >= p // bs - local + 1``; in token mode (``window.tokens``): ``j < sink`` or
+    ``j >= p - local + 1``. Without ``causal`` every key
     0 .. num_keys - 1 is visible (a window then needs causal; callers check)."""
     p = q_pos[:, None]
     j = k_pos[None, :]
@@ -174,26 +175,25 @@ def attention_visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = T
         return torch.ones(p.shape[0], j.shape[1], dtype=torch.bool, device=q_pos.device)
     vis = j <= p
     if window is not None:
-        if window["mode"] == "blocks":
-            bs = window["block_size"]
+        if not window.tokens:
+            bs = window.block_size
             kb, qb = j // bs, p // bs
-            vis = vis & ((kb < window["sink"]) | (kb >= qb - window["local"] + 1))
+            vis = vis & ((kb < window.sink) | (kb >= qb - window.local + 1))
         else:
-            vis = vis & ((j < window["sink"]) | (j >= p - window["local"] + 1))
+            vis = vis & ((j < window.sink) | (j >= p - window.local + 1))
     return vis
 
 
 def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 cu_seqlens_k: torch.Tensor, softmax_scale: float, causal: bool = True,
-                window: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                window=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Varlen prefill attention, one sequence at a time in fp32 (FlashAttention varlen layout).
 
     q ``[total_q, h, d_qk]``, k ``[total_k, h_k, d_qk]``, v ``[total_k, h_k, d_v]`` with
     h % h_k == 0 (query head i reads key head i // (h / h_k)); cu_seqlens int32 prefix sums.
     Causal is bottom-right aligned: query i of a sequence with len_q queries and len_k keys sits
-    at position ``i + len_k - len_q``. ``window``: None (full attention) or
-    ``{"mode": "blocks"|"tokens", "sink": int, "local": int, "block_size": int}``, see
-    ``attention_visible``. Returns ``out [total_q, h, d_v]`` in q's dtype and
+    at position ``i + len_k - len_q``. ``window``: None (full attention) or an
+    ``SsaWindow``, see ``attention_visible``. Returns ``out [total_q, h, d_v]`` in q's dtype and
     ``lse [h, total_q]`` fp32 (natural log of the softmax denominator of the scaled scores); a
     query that sees no key gets out 0 and lse +inf."""
     total_q, h, _ = q.shape
@@ -225,7 +225,7 @@ def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
 
 def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor,
                cache_seqlens: torch.Tensor, head_dim_v: int = 512, softmax_scale: float | None = None,
-               causal: bool = True, window: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               causal: bool = True, window=None) -> tuple[torch.Tensor, torch.Tensor]:
     """MLA decode (absorbed form) as FlashMLA's test reference computes it, in fp32 per sequence:
     gather sequence b's L = cache_seqlens[b] tokens through block_table (token p: page
     block_table[b, p // page_size], row p % page_size), K = all 576 values, V = the first

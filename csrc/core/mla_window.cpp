@@ -1,11 +1,11 @@
-// Validation of the SSA window shared by decode and prefill (semantics: longcat/attention.h).
+// Validation of the SSA window shared by decode and prefill (semantics: longcat/mla.h).
 #include <string>
 
-#include "core/attention_args.h"
+#include "core/mla_args.h"
 
 namespace longcat {
 
-WindowArgs window_args(const char* op, const SparseWindow* window) {
+WindowArgs window_args(const char* op, const SsaWindow* window) {
   WindowArgs w;
   if (!window) return w;
   auto bad = [&](const char* field, const char* expected, int64_t got) {
@@ -16,7 +16,7 @@ WindowArgs window_args(const char* op, const SparseWindow* window) {
   constexpr int64_t kMax = int64_t{1} << 31;
   if (window->sink < 0 || window->sink > kMax) bad("sink", "in [0, 2^31]", window->sink);
   if (window->local < 1 || window->local > kMax) bad("local", "in [1, 2^31]", window->local);
-  const bool blocks = window->mode == SparseWindow::Mode::Blocks;
+  const bool blocks = window->unit == SsaWindow::Unit::Blocks;
   if (blocks && (window->block_size < 1 || window->block_size > (int64_t{1} << 20)))
     bad("block_size", "in [1, 2^20]", window->block_size);
   w.has_window = true;

@@ -1,11 +1,11 @@
-// Bindings: MoE routing, dispatch and combine (csrc/include/longcat/moe.h).
+// Bindings: MoE routing, dispatch and combine (csrc/include/longcat/moe_route.h).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include <optional>
 
-#include "longcat/moe.h"
+#include "longcat/moe_route.h"
 #include "python/convert.h"
 
 namespace nb = nanobind;
@@ -33,7 +33,7 @@ void register_moe(nb::module_& m) {
       "topk_ids"_a, "topk_weights"_a, "hidden"_a, "weight"_a, "correction_bias"_a.none(),
       "n_routed"_a, "n_zero"_a, "routed_scaling_factor"_a = 1.0, "score"_a = "softmax",
       "renormalize"_a = false, "stream"_a = 0,
-      "Router: top-k expert ids and weights per token (see longcat/moe.h). Writes into topk_ids, topk_weights.");
+      "Router: top-k expert ids and weights per token (see longcat/moe_route.h). Writes into topk_ids, topk_weights.");
   m.def(
       "moe_dispatch_layout",
       [](Array counts, Array offsets, Array topk_ids, int64_t n_routed, int64_t align, uintptr_t stream) {

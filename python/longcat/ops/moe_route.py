@@ -1,7 +1,7 @@
 """MoE ops with LongCat-Flash's zero-computation experts: ``moe_route`` (the router),
 ``moe_dispatch`` (group token rows by expert for a grouped GEMM) and ``moe_combine`` (the weighted
 inverse). Semantics: ``reference.moe_route`` / ``moe_dispatch`` / ``moe_combine``; the C++ contract
-is ``csrc/include/longcat/moe.h``.
+is ``csrc/include/longcat/moe_route.h``.
 
 A MoE layer with E = n_routed + n_zero experts::
 

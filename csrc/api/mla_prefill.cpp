@@ -1,13 +1,14 @@
 // Varlen MLA / SSA prefill: argument checks and the choice of backend (CPU copy by ISA, or
-// CUDA). The kernels are in mla_prefill_kernels.inc. Semantics: longcat/attention.h.
+// CUDA). The kernels are in mla_prefill_kernels.inc. Semantics: longcat/mla.h.
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
 
-#include "core/attention_args.h"
+#include "core/checks.h"
+#include "core/mla_args.h"
 #include "cpu/isa_dispatch.h"
-#include "longcat/attention.h"
+#include "longcat/mla.h"
 
 namespace longcat {
 namespace cpu {
@@ -18,8 +19,6 @@ namespace {
 
 constexpr const char* kOp = "mla_prefill";
 
-std::string arg_prefix(const char* arg) { return std::string(kOp) + ": argument '" + arg + "' "; }
-
 // Strides of a [tokens, heads, dim] tensor whose last dim is contiguous.
 void check_qkv(const char* arg, const TensorView& t) {
   check_ndim(kOp, arg, t, 3);
@@ -28,7 +27,7 @@ void check_qkv(const char* arg, const TensorView& t) {
 
 void check_head_dim(const char* arg, int64_t d) {
   if (d < 8 || d > 576 || d % 8 != 0)
-    fail(ErrorKind::Value, arg_prefix(arg) + "must have a last dimension that is a multiple of 8 in [8, 576], got " +
+    fail(ErrorKind::Value, arg_prefix(kOp, arg) + "must have a last dimension that is a multiple of 8 in [8, 576], got " +
                                std::to_string(d));
 }
 
@@ -45,19 +44,19 @@ void check_cu_seqlens(const char* arg, const TensorView& cu, int64_t batch, int6
   if (cu.device.type != DeviceType::CPU) return;
   const int32_t* c = cu.ptr<int32_t>();
   if (c[0] != 0)
-    fail(ErrorKind::Value, arg_prefix(arg) + "must start at 0, got " + std::to_string(c[0]));
+    fail(ErrorKind::Value, arg_prefix(kOp, arg) + "must start at 0, got " + std::to_string(c[0]));
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t len = int64_t{c[b + 1]} - c[b];
     if (len < 0)
-      fail(ErrorKind::Value, arg_prefix(arg) + "must be non-decreasing, got " + std::to_string(c[b]) +
+      fail(ErrorKind::Value, arg_prefix(kOp, arg) + "must be non-decreasing, got " + std::to_string(c[b]) +
                                  " then " + std::to_string(c[b + 1]) + " at index " + std::to_string(b));
     if (len > max_seqlen)
-      fail(ErrorKind::Value, arg_prefix(arg) + "holds a sequence of length " + std::to_string(len) +
+      fail(ErrorKind::Value, arg_prefix(kOp, arg) + "holds a sequence of length " + std::to_string(len) +
                                  " (index " + std::to_string(b) + ") above '" + max_arg + "' = " +
                                  std::to_string(max_seqlen));
   }
   if (c[batch] != total)
-    fail(ErrorKind::Value, arg_prefix(arg) + "must end at " + total_what + " = " + std::to_string(total) +
+    fail(ErrorKind::Value, arg_prefix(kOp, arg) + "must end at " + total_what + " = " + std::to_string(total) +
                                ", got " + std::to_string(c[batch]));
 }
 
@@ -66,7 +65,7 @@ void check_cu_seqlens(const char* arg, const TensorView& cu, int64_t batch, int6
 void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView& q,
                  const TensorView& k, const TensorView& v, const TensorView& cu_seqlens_q,
                  const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
-                 double softmax_scale, bool causal, const SparseWindow* window, Stream stream) {
+                 double softmax_scale, bool causal, const SsaWindow* window, Stream stream) {
   check_qkv("q", q);
   check_qkv("k", k);
   check_qkv("v", v);
@@ -101,28 +100,28 @@ void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView&
   check_contiguous(kOp, "lse", lse);
   check_same_device(kOp, "lse", lse, "q", q);
   if (max_seqlen_q < 0 || max_seqlen_q > INT32_MAX)
-    fail(ErrorKind::Value, arg_prefix("max_seqlen_q") + "must be in [0, 2^31-1], got " + std::to_string(max_seqlen_q));
+    fail(ErrorKind::Value, arg_prefix(kOp, "max_seqlen_q") + "must be in [0, 2^31-1], got " + std::to_string(max_seqlen_q));
   if (max_seqlen_k < 0 || max_seqlen_k > INT32_MAX)
-    fail(ErrorKind::Value, arg_prefix("max_seqlen_k") + "must be in [0, 2^31-1], got " + std::to_string(max_seqlen_k));
+    fail(ErrorKind::Value, arg_prefix(kOp, "max_seqlen_k") + "must be in [0, 2^31-1], got " + std::to_string(max_seqlen_k));
   if (total_q > INT32_MAX || total_k > INT32_MAX)
     fail(ErrorKind::Value, std::string(kOp) + ": total_q and total_k must fit int32 (cu_seqlens), got " +
                                std::to_string(total_q) + " and " + std::to_string(total_k));
   check_ndim(kOp, "cu_seqlens_q", cu_seqlens_q, 1);
   const int64_t batch = cu_seqlens_q.size(0) - 1;
   if (batch < 0)
-    fail(ErrorKind::Value, arg_prefix("cu_seqlens_q") + "must have at least 1 element (batch + 1), got 0");
+    fail(ErrorKind::Value, arg_prefix(kOp, "cu_seqlens_q") + "must have at least 1 element (batch + 1), got 0");
   check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, batch, total_q, "total_q = q.shape[0]", max_seqlen_q,
                    "max_seqlen_q", q);
   check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, batch, total_k, "total_k = k.shape[0]", max_seqlen_k,
                    "max_seqlen_k", q);
   if (!(softmax_scale > 0.0) || !std::isfinite(softmax_scale))
-    fail(ErrorKind::Value, arg_prefix("softmax_scale") + "must be finite and > 0, got " + std::to_string(softmax_scale));
+    fail(ErrorKind::Value, arg_prefix(kOp, "softmax_scale") + "must be finite and > 0, got " + std::to_string(softmax_scale));
   if (window && !causal)
     fail(ErrorKind::Value, std::string(kOp) + ": a sparse window (SSA) requires causal=True, got causal=False");
   const WindowArgs w = window_args(kOp, window);
 #if !defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (q.device.type == DeviceType::CUDA)
-    fail(ErrorKind::Runtime, arg_prefix("q") + "is on " + device_name(q.device) +
+    fail(ErrorKind::Runtime, arg_prefix(kOp, "q") + "is on " + device_name(q.device) +
                                  " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
 #endif
 

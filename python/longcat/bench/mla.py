@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import longcat
 from longcat import _C
 from longcat.bench.common import BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure, using_isa
-from longcat.ops import mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
+from longcat.ops import SsaWindow, mla_decode, mla_decode_metadata, mla_prefill, ssa_decode, ssa_prefill
 from longcat.ops.mla_prefill import ssa_block_mask
 
 H_Q, D_QK, D_V, PAGE = 64, 576, 512, 64
@@ -140,7 +140,7 @@ def flex_ssa(T: int, device: str):
     """torch.compile'd FlexAttention with the SSA block mask (sink + local blocks, causal)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    block_mask = ssa_block_mask(T, sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK,
+    block_mask = ssa_block_mask(T, SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK),
                                 device=device)
     compiled = torch.compile(flex_attention)
     return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
@@ -154,8 +154,8 @@ def bench_ssa_prefill(result, device, quick, min_time):
     k = torch.randn(T, heads, 192, generator=g).to(torch.bfloat16).to(device)
     v = torch.randn(T, heads, 128, generator=g).to(torch.bfloat16).to(device)
     cu = torch.tensor([0, T], dtype=torch.int32, device=device)
-    ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T, sink_blocks=SINK_BLOCKS,  # noqa: E731
-                               local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
+    ours = lambda: ssa_prefill(q, k, v, cu, cu, T, T,  # noqa: E731
+                               window=SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK))
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
     flex = flex_ssa(T, device)
     peer = lambda: flex(qt, kt, vt)  # noqa: E731
@@ -178,9 +178,9 @@ def bench_ssa_decode(result, device, quick, min_time):
     for L in contexts:
         kv, table, lens = paged(1, L, device, seed=L)
         q = torch.randn(1, 1, H_Q, D_QK, device=device).to(kv.dtype)
-        win = dict(sink_blocks=SINK_BLOCKS, local_blocks=LOCAL_BLOCKS, block_size=BLOCK)
-        md_ssa = mla_decode_metadata(lens, 1, **win)
-        t = measure(lambda: ssa_decode(q, kv, table, lens, D_V, scale, True, md_ssa, **win), device, min_time)
+        win = SsaWindow(sink=SINK_BLOCKS, local=LOCAL_BLOCKS, block_size=BLOCK)
+        md_ssa = mla_decode_metadata(lens, 1, window=win)
+        t = measure(lambda: ssa_decode(q, kv, table, lens, D_V, scale, True, md_ssa, window=win), device, min_time)
         md = mla_decode_metadata(lens, 1)
         tm = measure(lambda: mla_decode(q, kv, table, lens, D_V, scale, True, md), device, min_time,
                      min_iters=3, warmup=1)
@@ -215,7 +215,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     peaks = compute_peaks(device, isas) or {None: max(mm.values())}
     peak_str = ", ".join(f"{k or 'matmul'} {v * 1e3:.0f}" for k, v in peaks.items())
     result = BenchResult(
-        area="attention",
+        area="mla",
         title=f"Attention on {device} (median per call; copy bandwidth {bw:.1f} GB/s, "
               f"compute peak GFLOP/s {peak_str})",
         columns=["op", "isa", "batch", "context", "longcat_ms", "torch_ms", "vs_torch", "GB/s", "TFLOP/s",
@@ -239,4 +239,4 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
 def main(argv: list[str] | None = None) -> None:
     from longcat.cli import main as cli_main
 
-    cli_main(["bench", "attention", *(argv or [])])
+    cli_main(["bench", "mla", *(argv or [])])

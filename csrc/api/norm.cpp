@@ -1,6 +1,7 @@
 // RMSNorm: argument checks and the choice of backend (CPU copy by ISA, or CUDA).
 #include <cmath>
 
+#include "core/checks.h"
 #include "core/norm_args.h"
 #include "cpu/isa_dispatch.h"
 #include "longcat/norm.h"

@@ -1,14 +1,15 @@
 // MLA decode over the paged latent cache (with the SSA window): argument checks, the split-KV
 // planner and the choice of backend (CPU copy by ISA, or CUDA). The CPU kernel and the combine
-// of split partials live in mla_decode_kernels.inc. Semantics: longcat/attention.h.
+// of split partials live in mla_decode_kernels.inc. Semantics: longcat/mla.h.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <string>
 
-#include "core/attention_args.h"
+#include "core/checks.h"
+#include "core/mla_args.h"
 #include "cpu/isa_dispatch.h"
-#include "longcat/attention.h"
+#include "longcat/mla.h"
 
 namespace longcat {
 namespace cpu {
@@ -16,12 +17,6 @@ LONGCAT_DECLARE_ISA_FN(void, mla_decode, const MlaDecodeArgs&)
 }  // namespace cpu
 
 namespace {
-
-constexpr int64_t kDimQK = 576, kDimV = 512;
-
-std::string arg_prefix(const char* op, const char* arg) {
-  return std::string(op) + ": argument '" + arg + "' ";
-}
 
 void check_workers(const char* op, int64_t num_workers) {
   if (num_workers < 1 || num_workers > (int64_t{1} << 20))
@@ -50,7 +45,7 @@ void check_s_q(const char* op, int64_t s_q) {
     fail(ErrorKind::Value, arg_prefix(op, "s_q") + "must be in [1, 65536], got " + std::to_string(s_q));
 }
 
-// The visible keys of sequence b under the plan's rule (attention_args.h).
+// The visible keys of sequence b under the plan's rule (core/mla_args.h).
 int64_t visible_count(const WindowArgs& w, int64_t L, int64_t s_q, bool causal) {
   return num_keys(decode_visible_keys(w, L, s_q, causal));
 }
@@ -72,14 +67,14 @@ int64_t mla_decode_workspace_size(int64_t batch, int64_t s_q, int64_t h_q, int64
   check_s_q(op, s_q);
   if (h_q < 1 || h_q > (int64_t{1} << 16))
     fail(ErrorKind::Value, arg_prefix(op, "h_q") + "must be in [1, 65536], got " + std::to_string(h_q));
-  if (head_dim_v != kDimV)
+  if (head_dim_v != kMlaDimV)
     fail(ErrorKind::Value, arg_prefix(op, "head_dim_v") + "must be 512, got " + std::to_string(head_dim_v));
   // fp32 partial out [S, s_q, h_q, dv], then fp32 partial lse [S, s_q, h_q].
   return S * s_q * h_q * (head_dim_v + 1) * int64_t{4};
 }
 
 void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seqlens, int64_t s_q,
-                         int64_t num_workers, const SparseWindow* window, bool causal,
+                         int64_t num_workers, const SsaWindow* window, bool causal,
                          Stream stream) {
   const char* op = "mla_decode_metadata";
   check_workers(op, num_workers);
@@ -124,7 +119,7 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
                 const TensorView& kv_cache, const TensorView& block_table,
                 const TensorView& cache_seqlens, int64_t head_dim_v, double softmax_scale,
                 bool causal, const TensorView& metadata, const TensorView& workspace,
-                int64_t num_workers, const SparseWindow* window, Stream stream) {
+                int64_t num_workers, const SsaWindow* window, Stream stream) {
   const char* op = "mla_decode";
   check_workers(op, num_workers);
   const WindowArgs w = window_args(op, window);
@@ -132,14 +127,14 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   check_ndim(op, "q", q, 4);
   if (q.device.type == DeviceType::CPU) check_dtype(op, "q", q, {DType::BFloat16, DType::Float32});
   else check_dtype(op, "q", q, {DType::BFloat16, DType::Float16});
-  check_size(op, "q", q, 3, kDimQK, "512 latent + 64 rope values");
+  check_size(op, "q", q, 3, kMlaDimQK, "512 latent + 64 rope values");
   check_last_dim_contiguous(op, "q", q);
   const int64_t batch = q.size(0), s_q = q.size(1), h_q = q.size(2);
   check_s_q(op, s_q);
   if (h_q < 1 || h_q > (int64_t{1} << 16))
     fail(ErrorKind::Value, arg_prefix(op, "q") + "must have 1 to 65536 heads in dimension 2, got " +
                                std::to_string(h_q));
-  if (head_dim_v != kDimV)
+  if (head_dim_v != kMlaDimV)
     fail(ErrorKind::Value, arg_prefix(op, "head_dim_v") + "must be 512, got " + std::to_string(head_dim_v));
   if (!(softmax_scale > 0) || !std::isfinite(softmax_scale))
     fail(ErrorKind::Value, arg_prefix(op, "softmax_scale") + "must be finite and > 0, got " +
@@ -148,7 +143,7 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   check_ndim(op, "kv_cache", kv_cache, 4);
   check_same_dtype(op, "kv_cache", kv_cache, "q", q);
   check_size(op, "kv_cache", kv_cache, 2, 1, "one latent KV head");
-  check_size(op, "kv_cache", kv_cache, 3, kDimQK, "512 latent + 64 rope values");
+  check_size(op, "kv_cache", kv_cache, 3, kMlaDimQK, "512 latent + 64 rope values");
   check_contiguous(op, "kv_cache", kv_cache);
   check_same_device(op, "kv_cache", kv_cache, "q", q);
   const int64_t num_pages = kv_cache.size(0), page_size = kv_cache.size(1);
@@ -210,7 +205,7 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   a.batch = batch;
   a.s_q = s_q;
   a.h_q = h_q;
-  a.d_qk = kDimQK;
+  a.d_qk = kMlaDimQK;
   a.dv = head_dim_v;
   a.num_pages = num_pages;
   a.page_size = page_size;

@@ -1,6 +1,7 @@
 // Grouped expert SwiGLU GEMM: argument checks, workspace size, and the choice of backend.
 #include <string>
 
+#include "core/checks.h"
 #include "core/moe_gemm_args.h"
 #include "cpu/isa_dispatch.h"
 #include "longcat/moe_gemm.h"

@@ -1,6 +1,6 @@
 // MoE routing, dispatch and combine: argument checks and the choice of backend (CPU copy by
 // ISA, or CUDA). The CPU dispatch (a histogram, a prefix sum and row copies, no arithmetic) lives
-// here; the router and combine kernels are in moe_route.inc. Semantics: longcat/moe.h.
+// here; the router and combine kernels are in moe_route.inc. Semantics: longcat/moe_route.h.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -9,10 +9,11 @@
 #include <tuple>
 #include <vector>
 
-#include "core/moe_args.h"
+#include "core/checks.h"
+#include "core/moe_route_args.h"
 #include "cpu/isa_dispatch.h"
-#include "cpu/parallel.h"
-#include "longcat/moe.h"
+#include "core/parallel.h"
+#include "longcat/moe_route.h"
 
 namespace longcat {
 namespace cpu {
@@ -29,27 +30,6 @@ void moe_combine(const MoeCombineArgs& a, Stream stream);
 #endif
 
 namespace {
-
-std::string arg_prefix(const char* op, const char* arg) {
-  return std::string(op) + ": argument '" + arg + "' ";
-}
-
-void check_x_dtype(const char* op, const char* arg, const TensorView& t) {
-  if (t.device.type == DeviceType::CPU) check_dtype(op, arg, t, {DType::BFloat16, DType::Float32});
-  else check_dtype(op, arg, t, {DType::BFloat16, DType::Float16, DType::Float32});
-}
-
-// An int32 (or float32) tensor of exactly `shape`, contiguous, on ref's device.
-void check_aux(const char* op, const char* arg, const TensorView& t, DType dtype,
-               std::initializer_list<int64_t> shape, const char* what, const char* ref_arg,
-               const TensorView& ref) {
-  check_dtype(op, arg, t, {dtype});
-  check_ndim(op, arg, t, static_cast<int>(shape.size()));
-  int d = 0;
-  for (int64_t s : shape) check_size(op, arg, t, d++, s, what);
-  check_contiguous(op, arg, t);
-  check_same_device(op, arg, t, ref_arg, ref);
-}
 
 void check_n_routed(const char* op, int64_t n_routed) {
   if (n_routed < 0 || n_routed > INT_MAX)
@@ -81,7 +61,7 @@ std::tuple<int64_t, int64_t, int64_t> check_tokens_and_ids(const char* op, const
                                                           const TensorView& topk_ids, int64_t n_routed) {
   check_n_routed(op, n_routed);
   check_ndim(op, "x", x, 2);
-  check_x_dtype(op, "x", x);
+  check_float_dtype(op, "x", x);
   const int64_t T = x.size(0);
   check_ids(op, topk_ids, T, "the number of tokens x.shape[0]");
   check_same_device(op, "topk_ids", topk_ids, "x", x);
@@ -111,7 +91,7 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
   if (E < 1)
     fail(ErrorKind::Value, std::string(op) + ": n_routed + n_zero must be >= 1 (the number of experts E), got 0");
   check_ndim(op, "hidden", hidden, 2);
-  check_x_dtype(op, "hidden", hidden);
+  check_float_dtype(op, "hidden", hidden);
   const int64_t T = hidden.size(0), H = hidden.size(1);
   check_dtype(op, "weight", weight, {DType::Float32});
   check_ndim(op, "weight", weight, 2);

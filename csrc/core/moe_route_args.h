@@ -1,11 +1,11 @@
 // MoE kernel arguments after validation, shared by the CPU and CUDA backends (internal).
-// Semantics: csrc/include/longcat/moe.h.
+// Semantics: csrc/include/longcat/moe_route.h.
 #pragma once
 
 #include <cstdint>
 
 #include "longcat/common.h"
-#include "longcat/moe.h"
+#include "longcat/moe_route.h"
 
 namespace longcat {
 

@@ -1,15 +1,16 @@
 // Paged latent KV cache writes and reads (mla_append_kv, mla_gather) and interleaved RoPE:
 // argument checks and the choice of backend. The cache ops are row copies done here; the RoPE
-// kernel is in rope_kernels.inc. Semantics: longcat/attention.h.
+// kernel is in kv_cache_rope.inc. Semantics: longcat/mla.h.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
 
-#include "core/attention_args.h"
+#include "core/checks.h"
+#include "core/kv_cache_args.h"
 #include "cpu/isa_dispatch.h"
-#include "cpu/parallel.h"
-#include "longcat/attention.h"
+#include "core/parallel.h"
+#include "longcat/kv_cache.h"
 
 namespace longcat {
 namespace cpu {
@@ -18,23 +19,12 @@ LONGCAT_DECLARE_ISA_FN(void, rope_interleaved, const RopeArgs&)
 
 namespace {
 
-constexpr int64_t kLatent = 512, kRope = 64, kEntry = kLatent + kRope;
-
-std::string arg_prefix(const char* op, const char* arg) {
-  return std::string(op) + ": argument '" + arg + "' ";
-}
-
-void check_cache_dtype(const char* op, const char* arg, const TensorView& t) {
-  if (t.device.type == DeviceType::CPU) check_dtype(op, arg, t, {DType::BFloat16, DType::Float32});
-  else check_dtype(op, arg, t, {DType::BFloat16, DType::Float16, DType::Float32});
-}
-
 // kv_cache [num_pages, page_size, 1, 576], contiguous.
 void check_kv_cache(const char* op, const TensorView& kv) {
-  check_cache_dtype(op, "kv_cache", kv);
+  check_float_dtype(op, "kv_cache", kv);
   check_ndim(op, "kv_cache", kv, 4);
   check_size(op, "kv_cache", kv, 2, 1, "1 (one latent KV head)");
-  check_size(op, "kv_cache", kv, 3, kEntry, "576 (512 latent + 64 rope)");
+  check_size(op, "kv_cache", kv, 3, kMlaDimQK, "576 (512 latent + 64 rope)");
   check_contiguous(op, "kv_cache", kv);
   if (kv.shape[1] < 1) fail(ErrorKind::Value, arg_prefix(op, "kv_cache") + "must have page_size >= 1, got " + shape_str(kv));
 }
@@ -50,11 +40,7 @@ void check_block_table(const char* op, const TensorView& bt, const TensorView& k
 
 void check_vector(const char* op, const char* arg, const TensorView& t, int64_t n, const char* what,
                   const TensorView& ref) {
-  check_dtype(op, arg, t, {DType::Int32});
-  check_ndim(op, arg, t, 1);
-  check_size(op, arg, t, 0, n, what);
-  check_contiguous(op, arg, t);
-  check_same_device(op, arg, t, "kv_cache", ref);
+  check_aux(op, arg, t, DType::Int32, {n}, what, "kv_cache", ref);
 }
 
 }  // namespace
@@ -64,7 +50,7 @@ void check_vector(const char* op, const char* arg, const TensorView& t, int64_t 
 void rope_interleaved(const TensorView& out, const TensorView& x, const TensorView& positions,
                       const TensorView& inv_freq, bool half_output, Stream stream) {
   const char* op = "rope_interleaved";
-  check_cache_dtype(op, "x", x);
+  check_float_dtype(op, "x", x);
   if (x.ndim < 2 || x.ndim > 3)
     fail(ErrorKind::Value, arg_prefix(op, "x") + "must have shape [T, D] or [T, heads, D], got " + shape_str(x));
   const int64_t D = x.size(-1);
@@ -139,9 +125,9 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
   check_same_dtype(op, "latent", latent, "kv_cache", kv_cache);
   check_same_dtype(op, "rope_k", rope_k, "kv_cache", kv_cache);
   check_ndim(op, "latent", latent, 2);
-  check_size(op, "latent", latent, 1, kLatent, "512 (kv_lora_rank)");
+  check_size(op, "latent", latent, 1, kMlaDimV, "512 (kv_lora_rank)");
   check_ndim(op, "rope_k", rope_k, 2);
-  check_size(op, "rope_k", rope_k, 1, kRope, "64 (qk_rope_head_dim)");
+  check_size(op, "rope_k", rope_k, 1, kMlaDimRope, "64 (qk_rope_head_dim)");
   const int64_t T = latent.shape[0];
   check_size(op, "rope_k", rope_k, 0, T, "latent.shape[0]");
   check_same_device(op, "latent", latent, "kv_cache", kv_cache);
@@ -163,8 +149,8 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
   a.batch = block_table.shape[0];
   a.max_pages = block_table.shape[1];
   a.block_table_stride = block_table.strides[0];
-  a.latent_stride = T ? row_stride(op, "latent", latent) : kLatent;
-  a.rope_stride = T ? row_stride(op, "rope_k", rope_k) : kRope;
+  a.latent_stride = T ? row_stride(op, "latent", latent) : kMlaDimV;
+  a.rope_stride = T ? row_stride(op, "rope_k", rope_k) : kMlaDimRope;
   a.dtype = kv_cache.dtype;
   a.device = kv_cache.device;
   if (T == 0) return;
@@ -193,9 +179,9 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t s = a.seq_ids[t], p = a.positions[t];
       const int64_t page = a.block_table[s * a.block_table_stride + p / a.page_size];
-      char* dst = static_cast<char*>(a.kv_cache) + ((page * a.page_size + p % a.page_size) * kEntry) * es;
-      std::memcpy(dst, static_cast<const char*>(a.latent) + t * a.latent_stride * es, kLatent * es);
-      std::memcpy(dst + kLatent * es, static_cast<const char*>(a.rope_k) + t * a.rope_stride * es, kRope * es);
+      char* dst = static_cast<char*>(a.kv_cache) + ((page * a.page_size + p % a.page_size) * kMlaDimQK) * es;
+      std::memcpy(dst, static_cast<const char*>(a.latent) + t * a.latent_stride * es, kMlaDimV * es);
+      std::memcpy(dst + kMlaDimV * es, static_cast<const char*>(a.rope_k) + t * a.rope_stride * es, kMlaDimRope * es);
     }
   });
 }
@@ -212,7 +198,7 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
   check_vector(op, "cu_seqlens", cu_seqlens, B + 1, "batch + 1", kv_cache);
   check_same_dtype(op, "out", out, "kv_cache", kv_cache);
   check_ndim(op, "out", out, 2);
-  check_size(op, "out", out, 1, kEntry, "576");
+  check_size(op, "out", out, 1, kMlaDimQK, "576");
   check_contiguous(op, "out", out);
   check_same_device(op, "out", out, "kv_cache", kv_cache);
   check_cuda_built(op, "kv_cache", kv_cache);
@@ -267,8 +253,8 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
       for (int64_t p = 0; p < L; p += a.page_size) {
         const int64_t page = a.block_table[b * a.block_table_stride + p / a.page_size];
         const int64_t n = std::min<int64_t>(a.page_size, L - p);
-        std::memcpy(static_cast<char*>(a.out) + (a.cu_seqlens[b] + p) * kEntry * es,
-                    static_cast<const char*>(a.kv_cache) + page * a.page_size * kEntry * es, n * kEntry * es);
+        std::memcpy(static_cast<char*>(a.out) + (a.cu_seqlens[b] + p) * kMlaDimQK * es,
+                    static_cast<const char*>(a.kv_cache) + page * a.page_size * kMlaDimQK * es, n * kMlaDimQK * es);
       }
     }
   });

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "cpu/isa_dispatch.h"
-#include "cpu/parallel.h"
+#include "core/parallel.h"
 #include "longcat/runtime.h"
 
 namespace longcat {

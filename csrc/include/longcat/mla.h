@@ -1,8 +1,10 @@
-// longcat public C++ API: MLA attention over a paged latent KV cache, varlen prefill, streaming
-// sparse attention (SSA, sink + local window) for Zig-Zag layers, interleaved RoPE.
+// longcat public C++ API: MLA attention over a paged latent KV cache (decode), varlen prefill,
+// streaming sparse attention (SSA, sink + local window) for Zig-Zag layers. The cache writes and
+// reads and RoPE are in longcat/kv_cache.h.
 //
 // ---- Paged latent KV cache (FlashMLA layout) ------------------------------------------------
-//   kv_cache    [num_pages, page_size, 1, 576]  512 latent + 64 rope values per token; bf16 or
+//   kv_cache    [num_pages, page_size, 1, kMlaDimQK = 576]  kMlaDimV = 512 latent + kMlaDimRope = 64
+//               rope values per token (V = the latent part); bf16 or
 //               fp32 on CPU, bf16 or fp16 on CUDA; pages contiguous (any page order).
 //   block_table [batch, max_pages] int32        page ids of each sequence, in order
 //   cache_seqlens [batch] int32                 tokens in each sequence's cache (>= 0)
@@ -11,11 +13,11 @@
 //
 // ---- Visibility ----------------------------------------------------------------------------
 // A query at absolute position p (0-based) sees key j iff j <= p (causal) and, with a
-// SparseWindow w:
-//   w.mode == Blocks: with bs = w.block_size, qb = p / bs, kb = j / bs:
+// SsaWindow w:
+//   w.unit == Blocks: with bs = w.block_size, qb = p / bs, kb = j / bs:
 //                     kb < w.sink  or  kb >= qb - w.local + 1      (sink blocks, then the last
 //                     `local` blocks up to and including the query's own block, causal in it)
-//   w.mode == Tokens: j < w.sink  or  j >= p - w.local + 1         (sink tokens, then a window of
+//   w.unit == Tokens: j < w.sink  or  j >= p - w.local + 1         (sink tokens, then a window of
 //                     `local` tokens ending at and including p)
 // Without a window (nullptr) every key j <= p is visible (full attention).
 // Decode: query i of s_q in sequence b is at p = cache_seqlens[b] - s_q + i when causal; the new
@@ -34,47 +36,22 @@
 
 namespace longcat {
 
-struct SparseWindow {
-  enum class Mode : uint8_t { Blocks, Tokens };
-  Mode mode = Mode::Blocks;
+// The MLA head dims (LongCat-Flash / DeepSeek-V3 absorbed form), the one definition every layer
+// uses (the Python ops read them from longcat._C): a cached token is kMlaDimV latent values
+// followed by kMlaDimRope rotated rope-key values.
+constexpr int64_t kMlaDimV = 512;                         // kv_lora_rank: latent = V
+constexpr int64_t kMlaDimRope = 64;                       // qk_rope_head_dim
+constexpr int64_t kMlaDimQK = kMlaDimV + kMlaDimRope;     // 576: q . k over latent + rope
+
+// The SSA window of a Zig-Zag layer (visibility rule above); the defaults are the report's
+// 1 sink block + 7 local blocks of 128 tokens. Python: longcat.ops.SsaWindow (the same struct).
+struct SsaWindow {
+  enum class Unit : uint8_t { Blocks, Tokens };
+  Unit unit = Unit::Blocks;
   int64_t sink = 1;          // blocks (Blocks) or tokens (Tokens), >= 0
   int64_t local = 7;         // blocks (Blocks) or tokens (Tokens), >= 1
-  int64_t block_size = 128;  // Blocks mode only, >= 1
+  int64_t block_size = 128;  // Blocks only, >= 1
 };
-
-// ---- RoPE ----------------------------------------------------------------------------------
-// Interleaved (DeepSeek / LongCat-Flash) rotary embedding on the last dim D (even) of x:
-//   theta_i = float(positions[t]) * inv_freq[i],  i in [0, D/2)                 (fp32)
-//   a = x[2i], b = x[2i+1];  a' = a cos - b sin;  b' = b cos + a sin   (fp32, one rounding)
-//   half_output = true  (transformers' apply_rotary_pos_emb_interleave): out[i] = a', out[i + D/2] = b'
-//   half_output = false (rotation in place of the pairs):               out[2i] = a', out[2i+1] = b'
-// inv_freq [D/2] float32 contiguous: base^(-2i/D) for plain RoPE (LongCat-Flash: base 1e7), or
-// any scaled variant (YaRN, ...) computed by the caller, so results match the caller's tables
-// bit for bit. x [T, D] or [T, M, D] (last dim contiguous, float32 / bfloat16, float16 on
-// CUDA); out: x's shape and dtype, contiguous, may be x itself (in place) when x is contiguous;
-// positions [T] int32 or int64 (>= 0).
-LONGCAT_API void rope_interleaved(const TensorView& out, const TensorView& x,
-                                  const TensorView& positions, const TensorView& inv_freq,
-                                  bool half_output = true, Stream stream = nullptr);
-
-// ---- Cache writes and reads ----------------------------------------------------------------
-// mla_append_kv: for each new token t, kv_cache[page, row, 0, :512] = latent[t],
-//   kv_cache[page, row, 0, 512:] = rope_k[t] (already rotated), where page =
-//   block_table[seq_ids[t], positions[t] / page_size] and row = positions[t] % page_size.
-//   latent [T, 512] and rope_k [T, 64] in kv_cache's dtype, last dim contiguous; seq_ids [T] and
-//   positions [T] int32. A position whose page index is >= max_pages, a page id outside
-//   [0, num_pages) or a seq id outside [0, batch) throws Error(Value) on CPU (dropped on CUDA).
-LONGCAT_API void mla_append_kv(const TensorView& kv_cache, const TensorView& latent,
-                               const TensorView& rope_k, const TensorView& block_table,
-                               const TensorView& seq_ids, const TensorView& positions,
-                               Stream stream = nullptr);
-
-// mla_gather: out[cu_seqlens[b] + p] = kv_cache[token p of sequence b], p < cache_seqlens[b];
-//   out [cu_seqlens[batch], 576] kv_cache's dtype contiguous; cu_seqlens [batch + 1] int32 the
-//   prefix sum of cache_seqlens (checked on CPU).
-LONGCAT_API void mla_gather(const TensorView& out, const TensorView& kv_cache,
-                            const TensorView& block_table, const TensorView& cache_seqlens,
-                            const TensorView& cu_seqlens, Stream stream = nullptr);
 
 // ---- MLA decode (absorbed form, FlashMLA-compatible) -----------------------------------------
 // Split-KV plan, computed once per decode step and reused by every layer:
@@ -86,7 +63,7 @@ LONGCAT_API void mla_gather(const TensorView& out, const TensorView& kv_cache,
 LONGCAT_API int64_t mla_decode_max_splits(int64_t batch, int64_t num_workers);
 LONGCAT_API void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seqlens,
                                      int64_t s_q, int64_t num_workers,
-                                     const SparseWindow* window = nullptr, bool causal = true,
+                                     const SsaWindow* window = nullptr, bool causal = true,
                                      Stream stream = nullptr);
 
 // Workspace for the split-KV partial results (fp32 out and lse per split), in bytes.
@@ -105,7 +82,7 @@ LONGCAT_API void mla_decode(const TensorView& out, const TensorView& lse, const 
                             const TensorView& cache_seqlens, int64_t head_dim_v,
                             double softmax_scale, bool causal, const TensorView& metadata,
                             const TensorView& workspace, int64_t num_workers,
-                            const SparseWindow* window = nullptr, Stream stream = nullptr);
+                            const SsaWindow* window = nullptr, Stream stream = nullptr);
 
 // ---- MLA prefill (varlen) --------------------------------------------------------------------
 //   q [total_q, h, d_qk], k [total_k, h_k, d_qk], v [total_k, h_k, d_v]: last dim contiguous, one
@@ -118,7 +95,7 @@ LONGCAT_API void mla_prefill(const TensorView& out, const TensorView& lse, const
                              const TensorView& k, const TensorView& v,
                              const TensorView& cu_seqlens_q, const TensorView& cu_seqlens_k,
                              int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale,
-                             bool causal, const SparseWindow* window = nullptr,
+                             bool causal, const SsaWindow* window = nullptr,
                              Stream stream = nullptr);
 
 }  // namespace longcat

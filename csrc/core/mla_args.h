@@ -1,10 +1,10 @@
 // Attention kernel arguments after validation, shared by the CPU and CUDA backends (internal).
-// Semantics: csrc/include/longcat/attention.h. Strides are in elements.
+// Semantics: csrc/include/longcat/mla.h. Strides are in elements.
 #pragma once
 
 #include <cstdint>
 
-#include "longcat/attention.h"
+#include "longcat/mla.h"
 #include "longcat/common.h"
 
 #if defined(__CUDACC__)
@@ -22,9 +22,9 @@ struct WindowArgs {
   int64_t sink = 0, local = 0, block_size = 1;
 };
 
-// Checks a user's SparseWindow (nullptr: full attention) and flattens it; errors name `op` and
-// the field ('window.sink', ...). Defined in csrc/core/attention_window.cpp.
-WindowArgs window_args(const char* op, const SparseWindow* window);
+// Checks a user's SsaWindow (nullptr: full attention) and flattens it; errors name `op` and
+// the field ('window.sink', ...). Defined in csrc/core/mla_window.cpp.
+WindowArgs window_args(const char* op, const SsaWindow* window);
 
 // Keys visible to a query at absolute position p form at most two ranges [0, sink_end) and
 // [local_begin, p + 1) (attention.h); without a window, sink_end = 0 and local_begin = 0.
@@ -77,42 +77,6 @@ LONGCAT_HD inline int64_t decode_num_splits(int64_t keys, int64_t chunk) {
   return s < 1 ? 1 : s;
 }
 
-struct RopeArgs {
-  void* out;                 // [rows, D] contiguous, rows = T * (product of middle dims)
-  const void* x;             // [T, M, D] with strides x_stride_t, x_stride_m (last dim contiguous)
-  const void* positions;     // [T]
-  const float* inv_freq;     // [dim / 2]
-  bool positions_int64;
-  int64_t tokens, middle, dim, x_stride_t, x_stride_m;
-  bool half_output;
-  DType dtype;
-  Device device;
-};
-
-struct AppendKvArgs {
-  void* kv_cache;            // [num_pages, page_size, 576] contiguous
-  const void* latent;        // [T, 512], row stride latent_stride
-  const void* rope_k;        // [T, 64], row stride rope_stride
-  const int32_t* block_table;  // [batch, max_pages], row stride block_table_stride
-  const int32_t* seq_ids;    // [T]
-  const int32_t* positions;  // [T]
-  int64_t tokens, num_pages, page_size, batch, max_pages, block_table_stride;
-  int64_t latent_stride, rope_stride;
-  DType dtype;
-  Device device;
-};
-
-struct GatherKvArgs {
-  void* out;                 // [total, 576] contiguous
-  const void* kv_cache;      // [num_pages, page_size, 576] contiguous
-  const int32_t* block_table;
-  const int32_t* cache_seqlens;  // [batch]
-  const int32_t* cu_seqlens;     // [batch + 1]
-  int64_t batch, num_pages, page_size, max_pages, block_table_stride, total;
-  DType dtype;
-  Device device;
-};
-
 struct DecodeMetadataArgs {
   int32_t* metadata;         // [batch + 1, 2]
   const int32_t* cache_seqlens;  // [batch]
@@ -161,9 +125,6 @@ struct MlaPrefillArgs {
 
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
 namespace cuda {
-void rope_interleaved(const RopeArgs& a, Stream stream);
-void mla_append_kv(const AppendKvArgs& a, Stream stream);
-void mla_gather(const GatherKvArgs& a, Stream stream);
 void mla_decode_metadata(const DecodeMetadataArgs& a, Stream stream);
 void mla_decode(const MlaDecodeArgs& a, Stream stream);
 void mla_prefill(const MlaPrefillArgs& a, Stream stream);

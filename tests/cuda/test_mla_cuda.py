@@ -39,6 +39,12 @@ def op(name):
     return getattr(ops, name)
 
 
+def ssa_window(**kw):
+    from longcat.ops import SsaWindow
+
+    return SsaWindow(**kw)
+
+
 def ref(name):
     from longcat.ops import reference
 
@@ -172,8 +178,8 @@ SSA_LENS = [127, 128, 129, 1024, 1025, 1152, 1153, 5000, 9000]
 def test_ssa_decode_blocks(s_q, dtype):
     kv, table, lens = make_paged(SSA_LENS, 64, dtype, seed=20 + s_q)
     q = make_q(len(SSA_LENS), s_q, 64, dtype, seed=20 + s_q)
-    window = {"mode": "blocks", "sink": 1, "local": 7, "block_size": 128}
-    out, lse = op("ssa_decode")(q, kv, table, lens, 512, 0.06, True, sink_blocks=1, local_blocks=7, block_size=128)
+    window = ssa_window(sink=1, local=7, block_size=128)
+    out, lse = op("ssa_decode")(q, kv, table, lens, 512, 0.06, True, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens, 0.06, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
     # Contexts that fit in sink + local blocks (<= 1024 tokens, even with s_q queries) equal full attention.
@@ -188,9 +194,8 @@ def test_ssa_decode_small_blocks(sink, local, bs):
     lens = [bs - 1, bs, bs + 1, (sink + local) * bs, (sink + local) * bs + 1, 777]
     kv, table, lens_t = make_paged(lens, 64, dtype, seed=bs)
     q = make_q(len(lens), 2, 16, dtype, seed=bs)
-    window = {"mode": "blocks", "sink": sink, "local": local, "block_size": bs}
-    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, True, sink_blocks=sink, local_blocks=local,
-                                block_size=bs)
+    window = ssa_window(sink=sink, local=local, block_size=bs)
+    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, True, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens_t, 0.06, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
 
@@ -201,8 +206,8 @@ def test_ssa_decode_tokens(causal):
     lens = [1, 4, 5, 104, 105, 106, 3000]
     kv, table, lens_t = make_paged(lens, 64, dtype, seed=31)
     q = make_q(len(lens), 4, 16, dtype, seed=31)
-    window = {"mode": "tokens", "sink": 4, "local": 100, "block_size": 1}
-    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, causal, sink_tokens=4, window_tokens=100)
+    window = ssa_window(sink=4, local=100, tokens=True)
+    out, lse = op("ssa_decode")(q, kv, table, lens_t, 512, 0.06, causal, window=window)
     want_out, want_lse = decode_ref(q, kv, table, lens_t, 0.06, causal=causal, window=window)
     check_out_lse(out, lse, want_out, want_lse, dtype)
 
@@ -235,11 +240,11 @@ def make_varlen(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, seed, pad=0):
     return q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k)
 
 
-def check_prefill(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, causal=True, window=None, seed=0, pad=0, **ssa):
+def check_prefill(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, causal=True, window=None, seed=0, pad=0):
     q, k, v, cq, ck, mq, mk = make_varlen(lens_q, lens_k, h, h_k, d_qk, d_v, dtype, seed, pad)
     scale = d_qk ** -0.5
-    if ssa:
-        out, lse = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, scale, causal, **ssa)
+    if window is not None:
+        out, lse = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, scale, causal, window=window)
     else:
         out, lse = op("mla_prefill")(q, k, v, cq, ck, mq, mk, scale, causal)
     want_out, want_lse = ref("mla_prefill")(q, k, v, cq, ck, scale, causal=causal, window=window)
@@ -274,29 +279,25 @@ def test_prefill_gqa_noncausal_strided(causal):
 def test_ssa_prefill_blocks(sink, local, bs, dtype):
     n = (sink + local) * bs
     lens = [bs - 1, bs, bs + 1, n, n + 1, 3 * n + 5]
-    window = {"mode": "blocks", "sink": sink, "local": local, "block_size": bs}
-    check_prefill(lens, lens, 4, 4, 192, 128, dtype, window=window, seed=bs,
-                  sink_blocks=sink, local_blocks=local, block_size=bs)
+    window = ssa_window(sink=sink, local=local, block_size=bs)
+    check_prefill(lens, lens, 4, 4, 192, 128, dtype, window=window, seed=bs)
     # Chunked: the queries are the last tokens of a longer context.
     lens_k = [L + 300 for L in lens]
-    check_prefill(lens, lens_k, 4, 4, 192, 128, dtype, window=window, seed=bs + 1,
-                  sink_blocks=sink, local_blocks=local, block_size=bs)
+    check_prefill(lens, lens_k, 4, 4, 192, 128, dtype, window=window, seed=bs + 1)
 
 
 def test_ssa_prefill_tokens():
     lens = [3, 4, 5, 68, 69, 70, 1000]
-    window = {"mode": "tokens", "sink": 4, "local": 65, "block_size": 1}
-    check_prefill(lens, lens, 4, 4, 192, 128, torch.float16, window=window, seed=9,
-                  sink_tokens=4, window_tokens=65)
-    check_prefill(lens, [L + 70 for L in lens], 4, 4, 192, 128, torch.bfloat16, window=window, seed=10,
-                  sink_tokens=4, window_tokens=65)
+    window = ssa_window(sink=4, local=65, tokens=True)
+    check_prefill(lens, lens, 4, 4, 192, 128, torch.float16, window=window, seed=9)
+    check_prefill(lens, [L + 70 for L in lens], 4, 4, 192, 128, torch.bfloat16, window=window, seed=10)
 
 
 def test_ssa_prefill_fits_equals_full():
     lens = [1, 500, 1024]
     q, k, v, cq, ck, mq, mk = make_varlen(lens, lens, 4, 4, 192, 128, torch.bfloat16, 10)
     full = op("mla_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True)
-    ssa = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True, sink_blocks=1, local_blocks=7, block_size=128)
+    ssa = op("ssa_prefill")(q, k, v, cq, ck, mq, mk, 0.07, True, window=ssa_window(sink=1, local=7, block_size=128))
     assert torch.equal(full[0], ssa[0]) and torch.equal(full[1], ssa[1])
 
 

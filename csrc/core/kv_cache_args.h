@@ -1,0 +1,56 @@
+// KV-cache and RoPE kernel arguments after validation, shared by the CPU and CUDA backends
+// (internal). Semantics: csrc/include/longcat/kv_cache.h. Strides are in elements.
+#pragma once
+
+#include <cstdint>
+
+#include "longcat/common.h"
+#include "longcat/kv_cache.h"
+
+namespace longcat {
+
+struct RopeArgs {
+  void* out;                 // [rows, D] contiguous, rows = T * (product of middle dims)
+  const void* x;             // [T, M, D] with strides x_stride_t, x_stride_m (last dim contiguous)
+  const void* positions;     // [T]
+  const float* inv_freq;     // [dim / 2]
+  bool positions_int64;
+  int64_t tokens, middle, dim, x_stride_t, x_stride_m;
+  bool half_output;
+  DType dtype;
+  Device device;
+};
+
+struct AppendKvArgs {
+  void* kv_cache;            // [num_pages, page_size, 576] contiguous
+  const void* latent;        // [T, 512], row stride latent_stride
+  const void* rope_k;        // [T, 64], row stride rope_stride
+  const int32_t* block_table;  // [batch, max_pages], row stride block_table_stride
+  const int32_t* seq_ids;    // [T]
+  const int32_t* positions;  // [T]
+  int64_t tokens, num_pages, page_size, batch, max_pages, block_table_stride;
+  int64_t latent_stride, rope_stride;
+  DType dtype;
+  Device device;
+};
+
+struct GatherKvArgs {
+  void* out;                 // [total, 576] contiguous
+  const void* kv_cache;      // [num_pages, page_size, 576] contiguous
+  const int32_t* block_table;
+  const int32_t* cache_seqlens;  // [batch]
+  const int32_t* cu_seqlens;     // [batch + 1]
+  int64_t batch, num_pages, page_size, max_pages, block_table_stride, total;
+  DType dtype;
+  Device device;
+};
+
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+namespace cuda {
+void rope_interleaved(const RopeArgs& a, Stream stream);
+void mla_append_kv(const AppendKvArgs& a, Stream stream);
+void mla_gather(const GatherKvArgs& a, Stream stream);
+}  // namespace cuda
+#endif
+
+}  // namespace longcat
