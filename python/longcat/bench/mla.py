@@ -5,10 +5,11 @@ Peers, measured in the same run:
 - MLA decode: the plain-torch path users write (gather the pages, then one
   ``scaled_dot_product_attention`` call whose query rows all share the one latent KV head), and
   the roofline ``max(KV bytes / copy bandwidth, FLOPs / compute peak)``, both measured now: the
-  copy bandwidth with torch's copy_, the compute peak with ``_C.cpu_peak_gflops("fma")``, a
-  loop of independent fp32 FMAs on all kernel threads with the same ISA copy (the kernels'
-  instruction mix: bf16 is converted once, then fp32 FMAs): a true roof, which a kernel of that
-  mix cannot pass (up to measurement noise). torch's bf16 / fp32 matmul throughput, which the
+  copy bandwidth with torch's copy_, the compute peak with ``_C.cpu_peak_gflops``: loops of
+  independent fp32 FMAs ("fma") or vdpbf16ps ("bf16dot") on all kernel threads with the row's
+  ISA copy, weighted by the kernel's instruction mix (the avx512bf16 copy computes Q K^T with
+  vdpbf16ps and P V with fp32 FMAs; the other copies use fp32 FMAs throughout): a true roof,
+  which a kernel of that mix cannot pass (up to measurement noise). torch's bf16 / fp32 matmul throughput, which the
   kernels can beat, is kept in the JSON for reference only (and is the roof on GPU).
   FLOPs per query head and key: 2 * (576 + 512); bytes: the KV pages read (576 values per token).
 - MLA prefill: ``scaled_dot_product_attention(is_causal=True)`` per sequence, and TFLOP/s as a
@@ -73,18 +74,27 @@ def torch_decode(q, kv, table, lens, scale):
 
 
 def compute_peaks(device: str, isas: list[str]) -> dict:
-    """TFLOP/s compute roof per ISA copy: the measured fp32 FMA peak (CPU), or torch's matmul."""
+    """Per ISA copy, the measured peak TFLOP/s of each instruction mix it has: {"fma": ...,
+    "bf16dot": ...} (bf16dot on avx512bf16 only). Empty off the CPU."""
     if not device.startswith("cpu"):
         return {}
     peaks: dict = {}
     for isa in isas:
         with using_isa(isa):
-            peaks[isa] = _C.cpu_peak_gflops("fma") / 1e3
+            peaks[isa] = {"fma": _C.cpu_peak_gflops("fma") / 1e3}
+            if isa in ("avx512bf16", "amx"):
+                peaks[isa]["bf16dot"] = _C.cpu_peak_gflops("bf16dot") / 1e3
     return peaks
 
 
-def _roof_s(nbytes: float, flops: float, bw: float, tflops: float) -> float:
-    return max(nbytes / (bw * 1e9), flops / (tflops * 1e12))
+def _roof_s(nbytes: float, compute_s: float, bw: float) -> float:
+    return max(nbytes / (bw * 1e9), compute_s)
+
+
+def decode_compute_s(flops_qk: float, flops_pv: float, peak: dict) -> float:
+    """Seconds at the compute peak of the decode kernel's mix: Q K^T on vdpbf16ps where the copy
+    has it (bf16 cache, > 4 query rows), P V on fp32 FMAs."""
+    return flops_qk / (peak.get("bf16dot", peak["fma"]) * 1e12) + flops_pv / (peak["fma"] * 1e12)
 
 
 def bench_decode(result, device, quick, bw, peaks, min_time):
@@ -101,12 +111,13 @@ def bench_decode(result, device, quick, bw, peaks, min_time):
             big = b * L >= 256 * 1024
             tp = measure(peer, device, min_time, min_iters=2 if big else 5, warmup=1 if big else 3)
             nbytes = b * L * D_QK * kv.element_size()
-            flops = 2.0 * b * H_Q * L * (D_QK + D_V)
+            flops_qk, flops_pv = 2.0 * b * H_Q * L * D_QK, 2.0 * b * H_Q * L * D_V
+            flops = flops_qk + flops_pv
             for isa, peak in peaks.items():
                 with using_isa(isa):
                     torch.testing.assert_close(ours()[0].float(), want, atol=2e-2, rtol=2e-2)
                     t = measure(ours, device, min_time, min_iters=3 if big else 5, warmup=1 if big else 3)
-                roof = _roof_s(nbytes, flops, bw, peak)
+                roof = _roof_s(nbytes, decode_compute_s(flops_qk, flops_pv, peak), bw)
                 result.add(op="mla_decode", isa=isa or "-", batch=b, context=L, longcat_ms=t * 1e3, torch_ms=tp * 1e3,
                            vs_torch=tp / t, **{"GB/s": nbytes / t / 1e9, "TFLOP/s": flops / t / 1e12,
                                               "of_roofline": roof / t})
@@ -133,7 +144,7 @@ def bench_prefill(result, device, quick, peaks, min_time):
                 t = measure(ours, device, min_time, min_iters=2 if big else 3, warmup=1)
             result.add(op=f"mla_prefill h{heads} 192/128", isa=isa or "-", context=T, longcat_ms=t * 1e3,
                        torch_ms=tp * 1e3, vs_torch=tp / t,
-                       **{"TFLOP/s": flops / t / 1e12, "of_roofline": flops / (peak * 1e12) / t})
+                       **{"TFLOP/s": flops / t / 1e12, "of_roofline": flops / (peak["fma"] * 1e12) / t})
 
 
 def flex_ssa(T: int, device: str):
@@ -212,8 +223,9 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     isas = cpu_isa_copies(device)
     # The compute roof: the measured fp32 FMA peak of each ISA copy (CPU); torch's best matmul
     # where there is no such measurement (GPU).
-    peaks = compute_peaks(device, isas) or {None: max(mm.values())}
-    peak_str = ", ".join(f"{k or 'matmul'} {v * 1e3:.0f}" for k, v in peaks.items())
+    peaks = compute_peaks(device, isas) or {None: {"fma": max(mm.values())}}
+    peak_str = ", ".join(f"{k or 'matmul'} " + "/".join(f"{m} {v * 1e3:.0f}" for m, v in p.items())
+                         for k, p in peaks.items())
     result = BenchResult(
         area="mla",
         title=f"Attention on {device} (median per call; copy bandwidth {bw:.1f} GB/s, "
@@ -225,8 +237,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                  "note": "torch_ms is the peer named in the op column: gather+SDPA for mla_decode, "
                          "causal SDPA for mla_prefill, compiled FlexAttention / causal SDPA for "
                          "ssa_prefill, mla_decode for ssa_decode, all-MLA for zig-zag. "
-                         "of_roofline = max(bytes/copy_bw, flops/peak) / time, peak = the measured "
-                         "fp32 FMA peak of the row's ISA copy (cpu_peak_gflops('fma'))"},
+                         "of_roofline = max(bytes/copy_bw, compute time at the measured peak of the "
+                         "kernel's instruction mix on the row's ISA copy) / time (cpu_peak_gflops)"},
     )
     bench_decode(result, device, quick, bw, peaks, min_time)
     bench_prefill(result, device, quick, peaks, min_time)
