@@ -7,13 +7,13 @@ Peers, measured in the same run:
   the roofline ``max(KV bytes / copy bandwidth, FLOPs / compute peak)``, both measured now: the
   copy bandwidth with torch's copy_, the compute peak with ``_C.cpu_peak_gflops``: loops of
   independent fp32 FMAs ("fma") or vdpbf16ps ("bf16dot") on all kernel threads with the row's
-  ISA copy, weighted by the kernel's instruction mix (the avx512bf16 copy computes Q K^T with
+  ISA copy, weighted by the kernels' instruction mix (the avx512bf16 copy computes Q K^T with
   vdpbf16ps and P V with fp32 FMAs; the other copies use fp32 FMAs throughout): a true roof,
   which a kernel of that mix cannot pass (up to measurement noise). torch's bf16 / fp32 matmul throughput, which the
   kernels can beat, is kept in the JSON for reference only (and is the roof on GPU).
   FLOPs per query head and key: 2 * (576 + 512); bytes: the KV pages read (576 values per token).
-- MLA prefill: ``scaled_dot_product_attention(is_causal=True)`` per sequence, and TFLOP/s as a
-  fraction of the same measured compute peak.
+- MLA prefill: ``scaled_dot_product_attention(is_causal=True)`` per sequence, and of_roofline =
+  the compute time at the same measured peaks / time.
 The MLA decode and prefill rows are repeated for every CPU ISA copy (``isa`` column); the SSA
 rows use the active copy.
 - SSA prefill: ``torch.compile``d FlexAttention with the same sink + local block mask (compile
@@ -91,9 +91,9 @@ def _roof_s(nbytes: float, compute_s: float, bw: float) -> float:
     return max(nbytes / (bw * 1e9), compute_s)
 
 
-def decode_compute_s(flops_qk: float, flops_pv: float, peak: dict) -> float:
-    """Seconds at the compute peak of the decode kernel's mix: Q K^T on vdpbf16ps where the copy
-    has it (bf16 cache, > 4 query rows), P V on fp32 FMAs."""
+def compute_s(flops_qk: float, flops_pv: float, peak: dict) -> float:
+    """Seconds at the compute peak of the attention kernels' mix on bf16 data: Q K^T on vdpbf16ps
+    where the copy has it (decode: > 4 query rows per sequence), P V on fp32 FMAs."""
     return flops_qk / (peak.get("bf16dot", peak["fma"]) * 1e12) + flops_pv / (peak["fma"] * 1e12)
 
 
@@ -117,7 +117,7 @@ def bench_decode(result, device, quick, bw, peaks, min_time):
                 with using_isa(isa):
                     torch.testing.assert_close(ours()[0].float(), want, atol=2e-2, rtol=2e-2)
                     t = measure(ours, device, min_time, min_iters=3 if big else 5, warmup=1 if big else 3)
-                roof = _roof_s(nbytes, decode_compute_s(flops_qk, flops_pv, peak), bw)
+                roof = _roof_s(nbytes, compute_s(flops_qk, flops_pv, peak), bw)
                 result.add(op="mla_decode", isa=isa or "-", batch=b, context=L, longcat_ms=t * 1e3, torch_ms=tp * 1e3,
                            vs_torch=tp / t, **{"GB/s": nbytes / t / 1e9, "TFLOP/s": flops / t / 1e12,
                                               "of_roofline": roof / t})
@@ -137,14 +137,16 @@ def bench_prefill(result, device, quick, peaks, min_time):
         want = peer()[0].transpose(0, 1).float()
         big = T >= 16384  # a causal SDPA call at 16K takes about a minute on 2 cores
         tp = measure(peer, device, min_time, min_iters=1 if big else 3, warmup=0 if big else 1)
-        flops = 2.0 * heads * (T * (T + 1) / 2) * (192 + 128)
+        pairs = heads * (T * (T + 1) / 2)
+        flops_qk, flops_pv = 2.0 * pairs * 192, 2.0 * pairs * 128
+        flops = flops_qk + flops_pv
         for isa, peak in peaks.items():
             with using_isa(isa):
                 torch.testing.assert_close(ours()[0].float(), want, atol=2e-2, rtol=2e-2)
                 t = measure(ours, device, min_time, min_iters=2 if big else 3, warmup=1)
             result.add(op=f"mla_prefill h{heads} 192/128", isa=isa or "-", context=T, longcat_ms=t * 1e3,
                        torch_ms=tp * 1e3, vs_torch=tp / t,
-                       **{"TFLOP/s": flops / t / 1e12, "of_roofline": flops / (peak["fma"] * 1e12) / t})
+                       **{"TFLOP/s": flops / t / 1e12, "of_roofline": compute_s(flops_qk, flops_pv, peak) / t})
 
 
 def flex_ssa(T: int, device: str):
