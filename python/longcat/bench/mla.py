@@ -78,12 +78,17 @@ def compute_peaks(device: str, isas: list[str]) -> dict:
     "bf16dot": ...} (bf16dot on avx512bf16 only). Empty off the CPU."""
     if not device.startswith("cpu"):
         return {}
+    # The best of a few calls: on a shared machine (or one whose vCPUs may share a physical
+    # core) a call may run while other work holds a core. A copy can run every narrower copy's
+    # instructions, so its FMA roof is the best of its own and the lower copies' measurements.
     peaks: dict = {}
+    best_fma = 0.0
     for isa in isas:
         with using_isa(isa):
-            peaks[isa] = {"fma": _C.cpu_peak_gflops("fma") / 1e3}
-            if isa in ("avx512bf16", "amx"):
-                peaks[isa]["bf16dot"] = _C.cpu_peak_gflops("bf16dot") / 1e3
+            mixes = ["fma", "bf16dot"] if isa in ("avx512bf16", "amx") else ["fma"]
+            peaks[isa] = {m: max(_C.cpu_peak_gflops(m) for _ in range(3)) / 1e3 for m in mixes}
+        best_fma = max(best_fma, peaks[isa]["fma"])
+        peaks[isa]["fma"] = best_fma
     return peaks
 
 
