@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/kv_cache_args.h"
@@ -50,6 +51,7 @@ void check_vector(const char* op, const char* arg, const TensorView& t, int64_t 
 void rope_interleaved(const TensorView& out, const TensorView& x, const TensorView& positions,
                       const TensorView& inv_freq, bool half_output, Stream stream) {
   const char* op = "rope_interleaved";
+  check_views(op, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}, {"out", &out}});
   check_float_dtype(op, "x", x);
   if (x.ndim < 2 || x.ndim > 3)
     fail(ErrorKind::Value, arg_prefix(op, "x") + "must have shape [T, D] or [T, heads, D], got " + shape_str(x));
@@ -72,6 +74,8 @@ void rope_interleaved(const TensorView& out, const TensorView& x, const TensorVi
   check_contiguous(op, "inv_freq", inv_freq);
   check_same_device(op, "inv_freq", inv_freq, "x", x);
   check_cuda_built(op, "x", x);
+  check_no_overlap(op, "out", out, "positions", positions);
+  check_no_overlap(op, "out", out, "inv_freq", inv_freq);
   RopeArgs a{};
   a.out = out.data;
   a.x = x.data;
@@ -121,6 +125,8 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
                    const TensorView& block_table, const TensorView& seq_ids,
                    const TensorView& positions, Stream stream) {
   const char* op = "mla_append_kv";
+  check_views(op, {{"kv_cache", &kv_cache}, {"latent", &latent}, {"rope_k", &rope_k}, {"block_table", &block_table},
+                   {"seq_ids", &seq_ids}, {"positions", &positions}});
   check_kv_cache(op, kv_cache);
   check_same_dtype(op, "latent", latent, "kv_cache", kv_cache);
   check_same_dtype(op, "rope_k", rope_k, "kv_cache", kv_cache);
@@ -136,6 +142,9 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
   check_vector(op, "seq_ids", seq_ids, T, "latent.shape[0]", kv_cache);
   check_vector(op, "positions", positions, T, "latent.shape[0]", kv_cache);
   check_cuda_built(op, "kv_cache", kv_cache);
+  for (auto [name, in] : {NamedView{"latent", &latent}, NamedView{"rope_k", &rope_k}, NamedView{"block_table", &block_table},
+                          NamedView{"seq_ids", &seq_ids}, NamedView{"positions", &positions}})
+    check_no_overlap(op, "kv_cache", kv_cache, name, *in);
   AppendKvArgs a{};
   a.kv_cache = kv_cache.data;
   a.latent = latent.data;
@@ -158,6 +167,13 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
   if (kv_cache.device.type == DeviceType::CUDA) return cuda::mla_append_kv(a, stream);
 #endif
   (void)stream;
+  // Snapshots of the index inputs: the destinations checked below are the ones written.
+  const std::vector<int32_t> seq = snapshot_int32(seq_ids), pos = snapshot_int32(positions),
+                             table = snapshot_int32(block_table);
+  a.seq_ids = seq.data();
+  a.positions = pos.data();
+  a.block_table = table.data();
+  a.block_table_stride = a.max_pages;
   // Check every destination before writing any, so a bad id leaves the cache untouched.
   for (int64_t t = 0; t < T; ++t) {
     const int64_t s = a.seq_ids[t], p = a.positions[t];
@@ -191,6 +207,8 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
 void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorView& block_table,
                 const TensorView& cache_seqlens, const TensorView& cu_seqlens, Stream stream) {
   const char* op = "mla_gather";
+  check_views(op, {{"out", &out}, {"kv_cache", &kv_cache}, {"block_table", &block_table},
+                   {"cache_seqlens", &cache_seqlens}, {"cu_seqlens", &cu_seqlens}});
   check_kv_cache(op, kv_cache);
   check_block_table(op, block_table, kv_cache);
   const int64_t B = block_table.shape[0];
@@ -202,6 +220,9 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
   check_contiguous(op, "out", out);
   check_same_device(op, "out", out, "kv_cache", kv_cache);
   check_cuda_built(op, "kv_cache", kv_cache);
+  for (auto [name, in] : {NamedView{"kv_cache", &kv_cache}, NamedView{"block_table", &block_table},
+                          NamedView{"cache_seqlens", &cache_seqlens}, NamedView{"cu_seqlens", &cu_seqlens}})
+    check_no_overlap(op, "out", out, name, *in);
   GatherKvArgs a{};
   a.out = out.data;
   a.kv_cache = kv_cache.data;
@@ -221,6 +242,12 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
   if (kv_cache.device.type == DeviceType::CUDA) return cuda::mla_gather(a, stream);
 #endif
   (void)stream;
+  const std::vector<int32_t> lens = snapshot_int32(cache_seqlens), cu = snapshot_int32(cu_seqlens),
+                             table = snapshot_int32(block_table);
+  a.cache_seqlens = lens.data();
+  a.cu_seqlens = cu.data();
+  a.block_table = table.data();
+  a.block_table_stride = a.max_pages;
   if (a.cu_seqlens[0] != 0)
     fail(ErrorKind::Value, arg_prefix(op, "cu_seqlens") + "must start at 0, got " + std::to_string(a.cu_seqlens[0]));
   for (int64_t b = 0; b < B; ++b) {
@@ -228,7 +255,7 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
     if (L < 0)
       fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must be >= 0, got " + std::to_string(L) +
                                  " at index " + std::to_string(b));
-    if (a.cu_seqlens[b + 1] - a.cu_seqlens[b] != L)
+    if (int64_t{a.cu_seqlens[b + 1]} - a.cu_seqlens[b] != L)  // in int64: an int32 prefix sum may wrap
       fail(ErrorKind::Value, arg_prefix(op, "cu_seqlens") + "must be the prefix sum of cache_seqlens; entry " +
                                  std::to_string(b + 1) + " is " + std::to_string(a.cu_seqlens[b + 1]));
     if ((L + a.page_size - 1) / a.page_size > a.max_pages)

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/mla_args.h"
@@ -50,7 +51,53 @@ int64_t visible_count(const WindowArgs& w, int64_t L, int64_t s_q, bool causal) 
   return num_keys(decode_visible_keys(w, L, s_q, causal));
 }
 
+// The plan's rule (attention.h, mla_decode_metadata): sequence b has max(1, ceil(keys_b / chunk_b))
+// splits of chunk_b keys (a multiple of 64) and starts at split md[2b]. Returns the total S.
+// `md` and `L` are the op's snapshots.
+int64_t check_plan(const char* op, const int32_t* md, const int32_t* L, int64_t batch, int64_t s_q, bool causal,
+                   const WindowArgs& w) {
+  if (md[0] != 0)
+    fail(ErrorKind::Value, arg_prefix(op, "metadata") + "must start with split 0, got " + std::to_string(md[0]) +
+                               " (use mla_decode_metadata)");
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t keys = visible_count(w, L[b], s_q, causal), splits = int64_t{md[2 * b + 2]} - md[2 * b],
+                  chunk = md[2 * b + 1];
+    if (splits < 1 || chunk < 64 || chunk % 64 != 0 || splits * chunk < keys ||
+        (splits - 1) * chunk >= std::max<int64_t>(keys, 1))
+      fail(ErrorKind::Value, arg_prefix(op, "metadata") + "does not match cache_seqlens, s_q, causal and the window "
+                                 "at sequence " + std::to_string(b) + " (" + std::to_string(keys) +
+                                 " visible keys, " + std::to_string(splits) + " splits of " + std::to_string(chunk) +
+                                 " keys); compute it with mla_decode_metadata for this step");
+  }
+  return md[2 * batch];
+}
+
 }  // namespace
+
+int64_t mla_decode_plan_splits(const TensorView& metadata, const TensorView& cache_seqlens, int64_t s_q,
+                               bool causal, const SsaWindow* window) {
+  const char* op = "mla_decode";
+  check_views(op, {{"metadata", &metadata}, {"cache_seqlens", &cache_seqlens}});
+  check_s_q(op, s_q);
+  const WindowArgs w = window_args(op, window);
+  check_seqlens(op, cache_seqlens);
+  const int64_t batch = cache_seqlens.size(0);
+  check_dtype(op, "metadata", metadata, {DType::Int32});
+  check_ndim(op, "metadata", metadata, 2);
+  check_size(op, "metadata", metadata, 0, batch + 1, "batch + 1 (mla_decode_metadata for these cache_seqlens)");
+  check_size(op, "metadata", metadata, 1, 2, "first split, keys per split");
+  check_contiguous(op, "metadata", metadata);
+  check_same_device(op, "metadata", metadata, "cache_seqlens", cache_seqlens);
+  if (cache_seqlens.device.type != DeviceType::CPU)
+    fail(ErrorKind::Value, arg_prefix(op, "metadata") + "can be checked on the host only; got " +
+                               device_name(cache_seqlens.device));
+  const std::vector<int32_t> md = snapshot_int32(metadata), L = snapshot_int32(cache_seqlens);
+  for (int64_t b = 0; b < batch; ++b)
+    if (L[b] < 0)
+      fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must hold lengths >= 0, got " +
+                                 std::to_string(L[b]) + " at [" + std::to_string(b) + "]");
+  return check_plan(op, md.data(), L.data(), batch, s_q, causal, w);
+}
 
 int64_t mla_decode_max_splits(int64_t batch, int64_t num_workers) {
   const char* op = "mla_decode_max_splits";
@@ -69,8 +116,14 @@ int64_t mla_decode_workspace_size(int64_t batch, int64_t s_q, int64_t h_q, int64
     fail(ErrorKind::Value, arg_prefix(op, "h_q") + "must be in [1, 65536], got " + std::to_string(h_q));
   if (head_dim_v != kMlaDimV)
     fail(ErrorKind::Value, arg_prefix(op, "head_dim_v") + "must be 512, got " + std::to_string(head_dim_v));
-  // fp32 partial out [S, s_q, h_q, dv], then fp32 partial lse [S, s_q, h_q].
-  return S * s_q * h_q * (head_dim_v + 1) * int64_t{4};
+  // fp32 partial out [S, s_q, h_q, dv], then fp32 partial lse [S, s_q, h_q]; computed in 128
+  // bits so that sizes whose product overflows are refused instead of wrapping negative.
+  const __int128 bytes = static_cast<__int128>(S) * s_q * h_q * (head_dim_v + 1) * 4;
+  if (bytes > INT64_MAX / 2)
+    fail(ErrorKind::Value, std::string(op) + ": a workspace for batch=" + std::to_string(batch) + ", s_q=" +
+                               std::to_string(s_q) + ", h_q=" + std::to_string(h_q) + ", num_workers=" +
+                               std::to_string(num_workers) + " would exceed 2^62 bytes");
+  return static_cast<int64_t>(bytes);
 }
 
 void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seqlens, int64_t s_q,
@@ -101,6 +154,12 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (cache_seqlens.device.type == DeviceType::CUDA) return cuda::mla_decode_metadata(a, stream);
 #endif
+  const std::vector<int32_t> lens = snapshot_int32(cache_seqlens);  // one set of lengths for both passes
+  a.cache_seqlens = lens.data();
+  for (int64_t b = 0; b < batch; ++b)
+    if (lens[b] < 0)
+      fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must hold lengths >= 0, got " +
+                                 std::to_string(lens[b]) + " at [" + std::to_string(b) + "]");
   // Each sequence also costs a fixed 64 keys' worth (its setup, its combine), as in FlashMLA.
   int64_t total = 0;
   for (int64_t b = 0; b < batch; ++b) total += visible_count(w, a.cache_seqlens[b], s_q, causal) + 64;
@@ -121,6 +180,8 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
                 bool causal, const TensorView& metadata, const TensorView& workspace,
                 int64_t num_workers, const SsaWindow* window, Stream stream) {
   const char* op = "mla_decode";
+  check_views(op, {{"q", &q}, {"kv_cache", &kv_cache}, {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens},
+                   {"metadata", &metadata}, {"out", &out}, {"lse", &lse}, {"workspace", &workspace}});
   check_workers(op, num_workers);
   const WindowArgs w = window_args(op, window);
   // q [batch, s_q, h_q, 576]
@@ -191,6 +252,13 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
     fail(ErrorKind::Value, arg_prefix(op, "workspace") + "must hold at least " + std::to_string(ws_bytes) +
                                " bytes (mla_decode_workspace_size), got " + std::to_string(workspace.numel()));
   check_cuda_built(op, "q", q);
+  for (auto [oname, o] : {NamedView{"out", &out}, NamedView{"lse", &lse}, NamedView{"workspace", &workspace}})
+    for (auto [iname, in] : {NamedView{"q", &q}, NamedView{"kv_cache", &kv_cache}, NamedView{"block_table", &block_table},
+                             NamedView{"cache_seqlens", &cache_seqlens}, NamedView{"metadata", &metadata}})
+      check_no_overlap(op, oname, *o, iname, *in);
+  check_no_overlap(op, "lse", lse, "out", out);
+  check_no_overlap(op, "workspace", workspace, "out", out);
+  check_no_overlap(op, "workspace", workspace, "lse", lse);
 
   MlaDecodeArgs a{};
   a.out = out.data;
@@ -225,13 +293,20 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (q.device.type == DeviceType::CUDA) return cuda::mla_decode(a, stream);
 #endif
-  // CPU: the pages each sequence reads must exist, and the plan must cover its visible keys.
+  // CPU: snapshots of the index inputs, so the kernel reads exactly what is checked here: the
+  // pages each sequence reads must exist, and the plan must cover its visible keys.
+  const std::vector<int32_t> lens = snapshot_int32(cache_seqlens), table = snapshot_int32(block_table),
+                             plan = snapshot_int32(metadata);
+  a.cache_seqlens = lens.data();
+  a.block_table = table.data();
+  a.block_table_stride = max_pages;
+  a.metadata = plan.data();
   const int32_t* L = a.cache_seqlens;
   const int32_t* md = a.metadata;
-  if (md[0] != 0)
-    fail(ErrorKind::Value, arg_prefix(op, "metadata") + "must start with split 0, got " + std::to_string(md[0]) +
-                               " (use mla_decode_metadata)");
   for (int64_t b = 0; b < batch; ++b) {
+    if (L[b] < 0)
+      fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must hold lengths >= 0, got " +
+                                 std::to_string(L[b]) + " at [" + std::to_string(b) + "]");
     const int64_t pages = (int64_t{L[b]} + page_size - 1) / page_size;
     if (pages > max_pages)
       fail(ErrorKind::Value, arg_prefix(op, "block_table") + "has " + std::to_string(max_pages) +
@@ -254,14 +329,8 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
     };
     check_pages(0, r.sink_end);
     check_pages(r.local_begin, r.end);
-    const int64_t keys = num_keys(r), splits = int64_t{md[2 * b + 2]} - md[2 * b], chunk = md[2 * b + 1];
-    if (splits < 1 || chunk < 64 || chunk % 64 != 0 || splits * chunk < keys ||
-        (splits - 1) * chunk >= std::max<int64_t>(keys, 1))
-      fail(ErrorKind::Value, arg_prefix(op, "metadata") + "does not match cache_seqlens, s_q, causal and the window "
-                                 "at sequence " + std::to_string(b) + " (" + std::to_string(keys) +
-                                 " visible keys, " + std::to_string(splits) + " splits of " + std::to_string(chunk) +
-                                 " keys); compute it with mla_decode_metadata for this step");
   }
+  check_plan(op, md, L, batch, s_q, causal, w);
   if (md[2 * batch] > max_splits)
     fail(ErrorKind::Value, arg_prefix(op, "metadata") + "plans " + std::to_string(md[2 * batch]) +
                                " splits, more than batch + num_workers = " + std::to_string(max_splits) +

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/mla_args.h"
@@ -31,18 +32,18 @@ void check_head_dim(const char* arg, int64_t d) {
                                std::to_string(d));
 }
 
-// cu_seqlens [batch + 1] int32 contiguous; on CPU its values are checked (on CUDA they cannot be
-// read without a synchronisation; the kernels there clamp instead).
-void check_cu_seqlens(const char* arg, const TensorView& cu, int64_t batch, int64_t total,
-                      const char* total_what, int64_t max_seqlen, const char* max_arg,
-                      const TensorView& ref) {
+// cu_seqlens [batch + 1] int32 contiguous; on CPU its values are checked on the op's snapshot
+// `c` (on CUDA they cannot be read without a synchronisation; the kernels there clamp instead).
+void check_cu_seqlens(const char* arg, const TensorView& cu, int64_t batch, const TensorView& ref) {
   check_dtype(kOp, arg, cu, {DType::Int32});
   check_ndim(kOp, arg, cu, 1);
   check_size(kOp, arg, cu, 0, batch + 1, "batch + 1");
   check_contiguous(kOp, arg, cu);
   check_same_device(kOp, arg, cu, "q", ref);
-  if (cu.device.type != DeviceType::CPU) return;
-  const int32_t* c = cu.ptr<int32_t>();
+}
+
+void check_cu_values(const char* arg, const int32_t* c, int64_t batch, int64_t total, const char* total_what,
+                     int64_t max_seqlen, const char* max_arg) {
   if (c[0] != 0)
     fail(ErrorKind::Value, arg_prefix(kOp, arg) + "must start at 0, got " + std::to_string(c[0]));
   for (int64_t b = 0; b < batch; ++b) {
@@ -66,6 +67,8 @@ void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView&
                  const TensorView& k, const TensorView& v, const TensorView& cu_seqlens_q,
                  const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
                  double softmax_scale, bool causal, const SsaWindow* window, Stream stream) {
+  check_views(kOp, {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q}, {"cu_seqlens_k", &cu_seqlens_k},
+                    {"out", &out}, {"lse", &lse}});
   check_qkv("q", q);
   check_qkv("k", k);
   check_qkv("v", v);
@@ -110,10 +113,14 @@ void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView&
   const int64_t batch = cu_seqlens_q.size(0) - 1;
   if (batch < 0)
     fail(ErrorKind::Value, arg_prefix(kOp, "cu_seqlens_q") + "must have at least 1 element (batch + 1), got 0");
-  check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, batch, total_q, "total_q = q.shape[0]", max_seqlen_q,
-                   "max_seqlen_q", q);
-  check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, batch, total_k, "total_k = k.shape[0]", max_seqlen_k,
-                   "max_seqlen_k", q);
+  check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, batch, q);
+  check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, batch, q);
+  // CPU: snapshots, so the kernel walks exactly the sequence bounds checked here.
+  const std::vector<int32_t> cq = snapshot_int32(cu_seqlens_q), ck = snapshot_int32(cu_seqlens_k);
+  if (q.device.type == DeviceType::CPU) {
+    check_cu_values("cu_seqlens_q", cq.data(), batch, total_q, "total_q = q.shape[0]", max_seqlen_q, "max_seqlen_q");
+    check_cu_values("cu_seqlens_k", ck.data(), batch, total_k, "total_k = k.shape[0]", max_seqlen_k, "max_seqlen_k");
+  }
   if (!(softmax_scale > 0.0) || !std::isfinite(softmax_scale))
     fail(ErrorKind::Value, arg_prefix(kOp, "softmax_scale") + "must be finite and > 0, got " + std::to_string(softmax_scale));
   if (window && !causal)
@@ -125,14 +132,21 @@ void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView&
                                  " but this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
 #endif
 
+  for (auto [oname, o] : {NamedView{"out", &out}, NamedView{"lse", &lse}})
+    for (auto [iname, in] : {NamedView{"q", &q}, NamedView{"k", &k}, NamedView{"v", &v},
+                             NamedView{"cu_seqlens_q", &cu_seqlens_q}, NamedView{"cu_seqlens_k", &cu_seqlens_k}})
+      check_no_overlap(kOp, oname, *o, iname, *in);
+  check_no_overlap(kOp, "lse", lse, "out", out);
+
   MlaPrefillArgs a{};
   a.out = out.data;
   a.lse = lse.ptr<float>();
   a.q = q.data;
   a.k = k.data;
   a.v = v.data;
-  a.cu_seqlens_q = cu_seqlens_q.ptr<int32_t>();
-  a.cu_seqlens_k = cu_seqlens_k.ptr<int32_t>();
+  const bool host = q.device.type == DeviceType::CPU;
+  a.cu_seqlens_q = host ? cq.data() : cu_seqlens_q.ptr<int32_t>();
+  a.cu_seqlens_k = host ? ck.data() : cu_seqlens_k.ptr<int32_t>();
   a.batch = batch;
   a.total_q = total_q;
   a.total_k = total_k;

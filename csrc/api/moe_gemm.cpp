@@ -1,5 +1,8 @@
 // Grouped expert SwiGLU GEMM: argument checks, workspace size, and the choice of backend.
+#include <algorithm>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/moe_gemm_args.h"
@@ -32,6 +35,20 @@ void check_sizes(int64_t rows, int64_t hidden, int64_t inter, int64_t experts) {
                 std::to_string(inter) + ", n_routed=" + std::to_string(experts));
 }
 
+int64_t cpu_workspace_bytes(int64_t rows, int64_t inter, int64_t experts, DType dtype, int64_t threads) {
+  using namespace cpu_moe;
+  return h_bytes(rows, inter, dtype_size(dtype)) + table_bytes(experts) + threads * kThreadScratchBytes;
+}
+
+// TMA reads and writes 16-byte aligned boxes: a view at an odd element offset would fault on
+// the device, so it is refused here.
+void check_tma_aligned(const char* arg, const TensorView& t) {
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0)
+    value_error("argument '" + std::string(arg) + "' must start at a 16-byte aligned address on CUDA (TMA), got " +
+                "an offset of " + std::to_string(reinterpret_cast<uintptr_t>(t.data) % 16) +
+                " bytes (a view at an odd element offset? pass a copy)");
+}
+
 }  // namespace
 
 int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t inter, int64_t experts,
@@ -44,15 +61,20 @@ int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t 
     fail(ErrorKind::Runtime, std::string(kOp) + ": this build of longcat has no CUDA kernels (rebuild with LONGCAT_CUDA=ON)");
 #endif
   }
-  using namespace cpu_moe;
-  return h_bytes(rows, inter, dtype_size(dtype)) + table_bytes(experts) +
-         static_cast<int64_t>(num_threads()) * kThreadScratchBytes;
+  if (rows > (int64_t{1} << 31) || hidden > (int64_t{1} << 24) || inter > (int64_t{1} << 24) ||
+      experts > (int64_t{1} << 20))
+    value_error("sizes out of range: rows <= 2^31, hidden and intermediate <= 2^24, n_routed <= 2^20; got rows=" +
+                std::to_string(rows) + ", hidden=" + std::to_string(hidden) + ", intermediate=" +
+                std::to_string(inter) + ", n_routed=" + std::to_string(experts));
+  return cpu_workspace_bytes(rows, inter, experts, dtype, num_threads());
 }
 
 void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const TensorView& offsets,
                         const TensorView& w13, const TensorView& w2, const TensorView& workspace,
                         Stream stream) {
   const char* op = kOp;
+  check_views(op, {{"x_perm", &x}, {"offsets", &offsets}, {"w13", &w13}, {"w2", &w2}, {"out", &out},
+                   {"workspace", &workspace}});
   check_ndim(op, "x_perm", x, 2);
   const bool cuda = x.device.type == DeviceType::CUDA;
   if (cuda) check_dtype(op, "x_perm", x, {DType::BFloat16});
@@ -100,10 +122,30 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
       value_error("on CUDA the hidden size (" + std::to_string(H) + ") and the intermediate size (" +
                   std::to_string(F) + ") must be multiples of 8 (16-byte TMA rows)");
     check_cuda_built(op, "x_perm", x);
+    for (auto [name, t] : {NamedView{"x_perm", &x}, NamedView{"w13", &w13}, NamedView{"w2", &w2}, NamedView{"out", &out},
+                           NamedView{"workspace", &workspace}})
+      check_tma_aligned(name, *t);
   }
-  const int64_t need = moe_grouped_swiglu_workspace_size(R, H, F, E, x.dtype, x.device);
+  for (auto [oname, o] : {NamedView{"out", &out}, NamedView{"workspace", &workspace}})
+    for (auto [iname, in] : {NamedView{"x_perm", &x}, NamedView{"offsets", &offsets}, NamedView{"w13", &w13},
+                             NamedView{"w2", &w2}})
+      check_no_overlap(op, oname, *o, iname, *in);
+  check_no_overlap(op, "workspace", workspace, "out", out);
+  // CPU: the thread count is fixed here for the whole call, as many as the workspace has scratch
+  // slots for (at most num_threads()), so set_num_threads() from another thread meanwhile cannot
+  // make the kernel index past it.
+  int64_t threads = 1;
+  if (!cuda) {
+    const int64_t fixed = cpu_workspace_bytes(R, F, E, x.dtype, 0);
+    threads = std::min<int64_t>(num_threads(), (workspace.size(0) - fixed) / cpu_moe::kThreadScratchBytes);
+  }
+  // The contract is moe_grouped_swiglu_workspace_size (reported); less, down to one thread's
+  // scratch, still runs, on fewer threads (a workspace sized before set_num_threads raised it).
+  const int64_t need = cuda ? moe_grouped_swiglu_workspace_size(R, H, F, E, x.dtype, x.device)
+                            : cpu_workspace_bytes(R, F, E, x.dtype, std::max<int64_t>(threads, 1));
   if (workspace.size(0) < need)
-    value_error("argument 'workspace' must have at least " + std::to_string(need) +
+    value_error("argument 'workspace' must have at least " +
+                std::to_string(cuda ? need : cpu_workspace_bytes(R, F, E, x.dtype, num_threads())) +
                 " bytes (moe_grouped_swiglu_workspace_size for rows=" + std::to_string(R) + ", hidden=" +
                 std::to_string(H) + ", intermediate=" + std::to_string(F) + ", n_routed=" + std::to_string(E) +
                 "), got " + std::to_string(workspace.size(0)));
@@ -121,6 +163,7 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
   a.hidden = H;
   a.inter = F;
   a.experts = E;
+  a.threads = threads;
   a.dtype = x.dtype;
   a.device = x.device;
   for (const auto* t : {&out, &x, &w13, &w2, &workspace}) check_nonnull(op, "tensor", *t);
@@ -132,7 +175,10 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
     return cuda::moe_grouped_swiglu(a, stream);
   }
 #endif
-  // CPU: the offsets are host memory; check them before any row is touched.
+  // CPU: the offsets are host memory; a snapshot is checked before any row is touched, and the
+  // kernel reads the snapshot.
+  const std::vector<int32_t> offsets_copy = snapshot_int32(offsets);
+  a.offsets = offsets_copy.data();
   const int32_t* off = a.offsets;
   if (off[0] != 0)
     value_error("argument 'offsets' must start at 0, got offsets[0] = " + std::to_string(off[0]));
@@ -144,6 +190,10 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
     value_error("argument 'offsets' must end at the number of rows x_perm.shape[0] = " + std::to_string(R) +
                 ", got offsets[" + std::to_string(E) + "] = " + std::to_string(off[E]));
   if (R == 0 || H == 0) return;
+  if (F == 0) {  // an empty intermediate dimension: every output is an empty sum
+    std::memset(a.out, 0, static_cast<size_t>(R * H * dtype_size(a.dtype)));
+    return;
+  }
   LONGCAT_ISA_CALL(moe_grouped_swiglu, a);
 }
 

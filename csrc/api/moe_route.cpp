@@ -45,14 +45,13 @@ void check_ids(const char* op, const TensorView& ids, int64_t tokens, const char
   check_contiguous(op, "topk_ids", ids);
 }
 
-void check_ids_nonnegative(const char* op, const TensorView& ids) {
-  if (ids.device.type != DeviceType::CPU) return;
-  const int32_t* p = ids.ptr<int32_t>();
-  const int64_t n = ids.numel(), k = std::max<int64_t>(ids.size(1), 1);
-  for (int64_t i = 0; i < n; ++i)
-    if (p[i] < 0)
+// On CPU every id must be >= 0; `ids` is the op's snapshot of topk_ids ([T, k] flattened).
+void check_ids_nonnegative(const char* op, const std::vector<int32_t>& ids, int64_t k) {
+  k = std::max<int64_t>(k, 1);
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0)
       fail(ErrorKind::Value, arg_prefix(op, "topk_ids") + "must hold expert ids >= 0, got " +
-                                 std::to_string(p[i]) + " at [" + std::to_string(i / k) + ", " +
+                                 std::to_string(ids[i]) + " at [" + std::to_string(i / k) + ", " +
                                  std::to_string(i % k) + "]");
 }
 
@@ -83,6 +82,8 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
                int64_t n_zero, double routed_scaling_factor, MoeScore score, bool renormalize,
                Stream stream) {
   const char* op = "moe_route";
+  check_views(op, {{"hidden", &hidden}, {"weight", &weight}, {"topk_ids", &topk_ids}, {"topk_weights", &topk_weights}});
+  if (correction_bias) check_view(op, "correction_bias", *correction_bias);
   check_n_routed(op, n_routed);
   if (n_zero < 0 || n_zero > INT_MAX - n_routed)
     fail(ErrorKind::Value, arg_prefix(op, "n_zero") + "must be >= 0 with n_routed + n_zero < 2^31, got " +
@@ -115,6 +116,15 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
     fail(ErrorKind::Value, arg_prefix(op, "routed_scaling_factor") + "must be finite, got " +
                                std::to_string(routed_scaling_factor));
   check_cuda_built(op, "hidden", hidden);
+  for (auto [name, in] : {NamedView{"hidden", &hidden}, NamedView{"weight", &weight}}) {
+    check_no_overlap(op, "topk_ids", topk_ids, name, *in);
+    check_no_overlap(op, "topk_weights", topk_weights, name, *in);
+  }
+  if (correction_bias) {
+    check_no_overlap(op, "topk_ids", topk_ids, "correction_bias", *correction_bias);
+    check_no_overlap(op, "topk_weights", topk_weights, "correction_bias", *correction_bias);
+  }
+  check_no_overlap(op, "topk_weights", topk_weights, "topk_ids", topk_ids);
   MoeRouteArgs a{};
   a.topk_ids = topk_ids.ptr<int32_t>();
   a.topk_weights = topk_weights.ptr<float>();
@@ -146,6 +156,7 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
                          const TensorView& topk_ids, int64_t n_routed, int64_t align,
                          Stream stream) {
   const char* op = "moe_dispatch_layout";
+  check_views(op, {{"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}});
   check_n_routed(op, n_routed);
   if (align < 1 || align > (int64_t{1} << 20))
     fail(ErrorKind::Value, arg_prefix(op, "align") + "must be in [1, 2^20], got " + std::to_string(align));
@@ -153,6 +164,9 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "topk_ids", topk_ids);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "topk_ids", topk_ids);
   check_cuda_built(op, "topk_ids", topk_ids);
+  check_no_overlap(op, "counts", counts, "topk_ids", topk_ids);
+  check_no_overlap(op, "offsets", offsets, "topk_ids", topk_ids);
+  check_no_overlap(op, "offsets", offsets, "counts", counts);
   MoeLayoutArgs a{};
   a.counts = counts.ptr<int32_t>();
   a.offsets = offsets.ptr<int32_t>();
@@ -169,10 +183,11 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (topk_ids.device.type == DeviceType::CUDA) return cuda::moe_dispatch_layout(a, stream);
 #endif
-  check_ids_nonnegative(op, topk_ids);
+  const std::vector<int32_t> ids = snapshot_int32(topk_ids);  // checked = counted
+  check_ids_nonnegative(op, ids, topk_ids.size(1));
   std::fill(a.counts, a.counts + n_routed, 0);
-  for (int64_t i = 0; i < a.entries; ++i)
-    if (a.topk_ids[i] < n_routed) ++a.counts[a.topk_ids[i]];
+  for (const int32_t id : ids)
+    if (id < n_routed) ++a.counts[id];
   int64_t off = 0;
   a.offsets[0] = 0;
   for (int64_t e = 0; e < n_routed; ++e) {
@@ -187,6 +202,8 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
                   const TensorView& x, const TensorView& topk_ids, const TensorView& counts,
                   const TensorView& offsets, int64_t n_routed, Stream stream) {
   const char* op = "moe_dispatch";
+  check_views(op, {{"x", &x}, {"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets},
+                   {"x_perm", &x_perm}, {"row_token", &row_token}, {"slot_row", &slot_row}});
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "x", x);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "x", x);
@@ -199,6 +216,13 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
   check_aux(op, "row_token", row_token, DType::Int32, {R}, "the rows of x_perm", "x", x);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k]", "x", x);
   check_cuda_built(op, "x", x);
+  for (auto [oname, out] : {NamedView{"x_perm", &x_perm}, NamedView{"row_token", &row_token}, NamedView{"slot_row", &slot_row}})
+    for (auto [iname, in] : {NamedView{"x", &x}, NamedView{"topk_ids", &topk_ids}, NamedView{"counts", &counts},
+                             NamedView{"offsets", &offsets}})
+      check_no_overlap(op, oname, *out, iname, *in);
+  check_no_overlap(op, "row_token", row_token, "x_perm", x_perm);
+  check_no_overlap(op, "slot_row", slot_row, "x_perm", x_perm);
+  check_no_overlap(op, "slot_row", slot_row, "row_token", row_token);
   MoeDispatchArgs a{};
   a.x_perm = x_perm.data;
   a.row_token = row_token.ptr<int32_t>();
@@ -218,13 +242,20 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (x.device.type == DeviceType::CUDA) return cuda::moe_dispatch(a, stream);
 #endif
-  check_ids_nonnegative(op, topk_ids);
+  // Snapshots: what is checked below is what the rows are computed from.
+  const std::vector<int32_t> ids = snapshot_int32(topk_ids), cnt = snapshot_int32(counts),
+                             off = snapshot_int32(offsets);
+  a.topk_ids = ids.data();
+  a.counts = cnt.data();
+  a.offsets = off.data();
+  check_ids_nonnegative(op, ids, k);
   if (a.offsets[0] != 0 || a.offsets[n_routed] != R)
     fail(ErrorKind::Value, arg_prefix(op, "x_perm") + "must have R = offsets[n_routed] = " +
                                std::to_string(a.offsets[n_routed]) + " rows (with offsets[0] = 0), got " +
                                std::to_string(R) + " (call moe_dispatch_layout first)");
   // Row of each (t, j): a running cursor per expert, in flattened order (stable in token order).
   std::vector<int64_t> cursor(static_cast<size_t>(n_routed));
+  std::vector<int32_t> token_of_row(static_cast<size_t>(R), -1);  // row_token, kept here for the copy
   for (int64_t e = 0; e < n_routed; ++e) {
     if (a.counts[e] < 0 || a.offsets[e] + int64_t{a.counts[e]} > a.offsets[e + 1])
       fail(ErrorKind::Value, std::string(op) + ": arguments 'counts' and 'offsets' are inconsistent at expert " +
@@ -243,14 +274,14 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
       fail(ErrorKind::Value, std::string(op) + ": argument 'counts' does not match 'topk_ids' at expert " +
                                  std::to_string(id) + " (call moe_dispatch_layout first)");
     a.slot_row[i] = static_cast<int32_t>(r);
-    a.row_token[r] = static_cast<int32_t>(i / k);
+    token_of_row[r] = static_cast<int32_t>(i / k);
   }
   for (int64_t e = 0; e < n_routed; ++e) {
     if (cursor[e] != a.offsets[e] + int64_t{a.counts[e]})
       fail(ErrorKind::Value, std::string(op) + ": argument 'counts' does not match 'topk_ids' at expert " +
                                  std::to_string(e) + " (call moe_dispatch_layout first)");
-    for (int64_t r = cursor[e]; r < a.offsets[e + 1]; ++r) a.row_token[r] = -1;
   }
+  if (R > 0) std::memcpy(a.row_token, token_of_row.data(), static_cast<size_t>(R) * sizeof(int32_t));
   if (R == 0 || H == 0) return;
   check_nonnull(op, "x", x);
   check_nonnull(op, "x_perm", x_perm);
@@ -259,7 +290,7 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
   char* dst = static_cast<char*>(a.x_perm);
   cpu::parallel_for(R, std::max<int64_t>(1, (int64_t{1} << 15) / row_bytes), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
-      const int32_t t = a.row_token[r];
+      const int32_t t = token_of_row[r];
       if (t >= 0) std::memcpy(dst + r * row_bytes, src + t * a.x_stride * esize, row_bytes);
       else std::memset(dst + r * row_bytes, 0, row_bytes);
     }
@@ -272,6 +303,8 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
                  const TensorView& topk_ids, const TensorView& topk_weights, const TensorView& x,
                  int64_t n_routed, Stream stream) {
   const char* op = "moe_combine";
+  check_views(op, {{"y", &y}, {"expert_out", &expert_out}, {"slot_row", &slot_row}, {"topk_ids", &topk_ids},
+                   {"topk_weights", &topk_weights}, {"x", &x}});
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
   check_aux(op, "topk_weights", topk_weights, DType::Float32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
@@ -285,6 +318,9 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
   check_contiguous(op, "y", y);
   check_same_device(op, "y", y, "x", x);
   check_cuda_built(op, "x", x);
+  for (auto [name, in] : {NamedView{"x", &x}, NamedView{"expert_out", &expert_out}, NamedView{"slot_row", &slot_row},
+                          NamedView{"topk_ids", &topk_ids}, NamedView{"topk_weights", &topk_weights}})
+    check_no_overlap(op, "y", y, name, *in);
   MoeCombineArgs a{};
   a.y = y.data;
   a.expert_out = expert_out.data;
@@ -305,7 +341,10 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (x.device.type == DeviceType::CUDA) return cuda::moe_combine(a, stream);
 #endif
-  check_ids_nonnegative(op, topk_ids);
+  const std::vector<int32_t> ids = snapshot_int32(topk_ids), rows = snapshot_int32(slot_row);
+  a.topk_ids = ids.data();
+  a.slot_row = rows.data();
+  check_ids_nonnegative(op, ids, k);
   for (int64_t i = 0; i < T * k; ++i)
     if (a.topk_ids[i] < n_routed && (a.slot_row[i] < 0 || a.slot_row[i] >= a.rows))
       fail(ErrorKind::Value, arg_prefix(op, "slot_row") + "must hold a row of expert_out in [0, " +

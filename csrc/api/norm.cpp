@@ -22,6 +22,7 @@ namespace {
 
 NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
                          const TensorView& weight, double eps) {
+  check_views(op, {{"x", &x}, {"weight", &weight}, {"out", &out}});
   check_min_ndim(op, "x", x, 1);
   if (x.device.type == DeviceType::CPU) check_dtype(op, "x", x, {DType::BFloat16, DType::Float32});
   else check_dtype(op, "x", x, {DType::BFloat16, DType::Float16, DType::Float32});
@@ -56,6 +57,8 @@ NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView
 void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight, double eps,
               Stream stream) {
   NormArgs a = check_norm_args("rms_norm", out, x, weight, eps);
+  check_no_overlap("rms_norm", "out", out, "x", x, /*allow_same=*/true);
+  check_no_overlap("rms_norm", "out", out, "weight", weight);
   if (a.rows == 0) return;
   check_nonnull("rms_norm", "x", x);
   check_nonnull("rms_norm", "out", out);
@@ -69,6 +72,7 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
                         const TensorView& residual, const TensorView& weight, double eps,
                         Stream stream) {
   const char* op = "fused_add_rms_norm";
+  check_views(op, {{"residual", &residual}, {"residual_out", &residual_out}});
   NormArgs a = check_norm_args(op, out, x, weight, eps);
   check_same_shape(op, "residual", residual, "x", x);
   check_same_dtype(op, "residual", residual, "x", x);
@@ -80,6 +84,15 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
   a.residual_out = residual_out.data;
   a.residual_stride = row_stride(op, "residual", residual);
   a.residual_out_stride = row_stride(op, "residual_out", residual_out);
+  // In place is out = x and residual_out = residual exactly (vLLM's convention); any other
+  // sharing (x overlapping residual, a shifted view) would read values already overwritten.
+  check_no_overlap(op, "out", out, "x", x, /*allow_same=*/true);
+  check_no_overlap(op, "residual_out", residual_out, "residual", residual, /*allow_same=*/true);
+  check_no_overlap(op, "out", out, "residual", residual);
+  check_no_overlap(op, "out", out, "residual_out", residual_out);
+  check_no_overlap(op, "residual_out", residual_out, "x", x);
+  check_no_overlap(op, "out", out, "weight", weight);
+  check_no_overlap(op, "residual_out", residual_out, "weight", weight);
   if (a.rows == 0) return;
   for (auto* t : {&x, &residual, &out, &residual_out}) check_nonnull(op, "tensor", *t);
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)

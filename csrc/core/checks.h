@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "longcat/common.h"
 
@@ -13,6 +14,26 @@ namespace longcat {
 
 // "op: argument 'arg' ", the start of every message about one argument.
 std::string arg_prefix(const char* op, const char* arg);
+
+// Every TensorView an op receives passes this first: sizes >= 0, no negative stride on a dim
+// that has more than one element (e.g. a flipped numpy view), element count and byte span that
+// fit int64. What each kernel needs beyond that (contiguity, one row stride) is checked after.
+void check_view(const char* op, const char* arg, const TensorView& t);
+struct NamedView {
+  const char* name;
+  const TensorView* view;
+};
+void check_views(const char* op, std::initializer_list<NamedView> views);
+
+// torch's has_internal_overlap / assert_no_partial_overlap for outputs: `out` may not share a
+// byte with `in`, except (allow_same) as exactly the same view (in-place use).
+void check_no_overlap(const char* op, const char* out_arg, const TensorView& out, const char* in_arg,
+                      const TensorView& in, bool allow_same = false);
+
+// A host copy of a small CPU index tensor (int32; contiguous, or 2-d rows with a unit last
+// stride), so that what an op validated is what its kernel reads even if the caller's memory
+// changes meanwhile (another thread, the GIL released). Empty for CUDA tensors.
+std::vector<int32_t> snapshot_int32(const TensorView& t);
 
 void check_dtype(const char* op, const char* arg, const TensorView& t, std::initializer_list<DType> allowed);
 void check_same_dtype(const char* op, const char* arg, const TensorView& t, const char* ref_arg,

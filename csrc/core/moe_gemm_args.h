@@ -17,6 +17,7 @@ struct MoeGemmArgs {
   void* workspace;
   int64_t workspace_bytes;
   int64_t rows, hidden, inter, experts;
+  int64_t threads;        // CPU: threads (= scratch slots in the workspace), fixed for the whole call
   DType dtype;
   Device device;
 };

@@ -1,4 +1,6 @@
 // TensorView helpers and the argument checks behind every op's error messages.
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "core/checks.h"
@@ -19,7 +21,7 @@ int64_t dtype_size(DType t) {
   switch (t) {
     case DType::Float32: case DType::Int32: return 4;
     case DType::Float16: case DType::BFloat16: return 2;
-    case DType::Int64: return 8;
+    case DType::Int64: case DType::Float64: return 8;
     case DType::UInt8: case DType::Bool: return 1;
   }
   return 0;
@@ -34,6 +36,7 @@ const char* dtype_name(DType t) {
     case DType::Int64: return "int64";
     case DType::UInt8: return "uint8";
     case DType::Bool: return "bool";
+    case DType::Float64: return "float64";
   }
   return "?";
 }
@@ -161,6 +164,88 @@ void check_aux(const char* op, const char* arg, const TensorView& t, DType dtype
   for (int64_t s : shape) check_size(op, arg, t, d++, s, what);
   check_contiguous(op, arg, t);
   check_same_device(op, arg, t, ref_arg, ref);
+}
+
+void check_view(const char* op, const char* arg, const TensorView& t) {
+  if (t.ndim < 0 || t.ndim > kMaxDims)
+    fail(ErrorKind::Value, arg_prefix(op, arg) + "has " + std::to_string(t.ndim) + " dimensions; at most " +
+                               std::to_string(kMaxDims) + " are supported");
+  // The last element's offset and the element count in 128 bits: a view whose byte span does
+  // not fit int64 cannot describe memory a kernel may address.
+  __int128 span = 0, count = 1;
+  constexpr __int128 kLimit = static_cast<__int128>(INT64_MAX) / 16;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] < 0)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "has a negative size in dimension " + std::to_string(i) +
+                                 " (shape " + shape_str(t) + ")");
+    count *= t.shape[i];
+    if (count > kLimit)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "has more elements than the library can address (shape " +
+                                 shape_str(t) + ")");
+  }
+  if (count == 0) return;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] <= 1) continue;  // a stride no element uses
+    if (t.strides[i] < 0)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "has a negative stride " + std::to_string(t.strides[i]) +
+                                 " in dimension " + std::to_string(i) + " (e.g. a flipped numpy view); "
+                                 "pass a copy with non-negative strides");
+    span += static_cast<__int128>(t.shape[i] - 1) * t.strides[i];
+    if (span > kLimit)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "has strides whose span overflows (stride " +
+                                 std::to_string(t.strides[i]) + " in dimension " + std::to_string(i) +
+                                 ", shape " + shape_str(t) + ")");
+  }
+}
+
+void check_views(const char* op, std::initializer_list<NamedView> views) {
+  for (const NamedView& v : views) check_view(op, v.name, *v.view);
+}
+
+namespace {
+// The bytes [begin, end) a view may touch (empty for no element); strides are >= 0 (check_view).
+std::pair<uintptr_t, uintptr_t> byte_range(const TensorView& t) {
+  if (t.numel() == 0 || t.data == nullptr) return {0, 0};
+  int64_t last = 0;
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] > 1) last += (t.shape[i] - 1) * t.strides[i];
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data);
+  return {begin, begin + static_cast<uintptr_t>((last + 1) * dtype_size(t.dtype))};
+}
+
+bool same_view(const TensorView& a, const TensorView& b) {
+  if (a.data != b.data || a.dtype != b.dtype || a.ndim != b.ndim) return false;
+  for (int i = 0; i < a.ndim; ++i)
+    if (a.shape[i] != b.shape[i] || (a.shape[i] > 1 && a.strides[i] != b.strides[i])) return false;
+  return true;
+}
+}  // namespace
+
+void check_no_overlap(const char* op, const char* out_arg, const TensorView& out, const char* in_arg,
+                      const TensorView& in, bool allow_same) {
+  if (out.device != in.device) return;
+  if (allow_same && same_view(out, in)) return;
+  const auto [a0, a1] = byte_range(out);
+  const auto [b0, b1] = byte_range(in);
+  if (a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1)
+    fail(ErrorKind::Value, arg_prefix(op, out_arg) + "overlaps '" + in_arg + "' in memory" +
+                               (allow_same ? std::string(" without being the same view (in place is allowed "
+                                                         "only as exactly '") + in_arg + "')"
+                                           : std::string("; pass a separate output")));
+}
+
+std::vector<int32_t> snapshot_int32(const TensorView& t) {
+  std::vector<int32_t> copy;
+  if (t.device.type != DeviceType::CPU || t.numel() == 0) return copy;
+  copy.resize(static_cast<size_t>(t.numel()));
+  if (t.is_contiguous()) {
+    std::memcpy(copy.data(), t.data, copy.size() * sizeof(int32_t));
+  } else {  // rows of a 2-d table with a unit last stride (block_table)
+    const int64_t cols = t.shape[t.ndim - 1], rows = t.numel() / cols;
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(copy.data() + r * cols, t.ptr<int32_t>() + r * t.strides[0], cols * sizeof(int32_t));
+  }
+  return copy;
 }
 
 int64_t row_stride(const char* op, const char* arg, const TensorView& t) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "longcat/common.h"
 #include "longcat/runtime.h"
 
 #if defined(__linux__)
@@ -27,10 +28,12 @@
 namespace longcat {
 namespace {
 
+constexpr int kMaxThreads = 1024;  // set_num_threads / LONGCAT_NUM_THREADS beyond this are refused / capped
+
 int default_threads() {
   if (const char* env = std::getenv("LONGCAT_NUM_THREADS"); env && *env) {
     int n = std::atoi(env);
-    if (n >= 1) return n;
+    if (n >= 1) return std::min(n, kMaxThreads);
   }
 #if defined(__linux__)
   cpu_set_t set;
@@ -45,18 +48,20 @@ constexpr auto kSpin = std::chrono::microseconds(50);
 
 class Pool {
  public:
+  // Starts threads - 1 workers. If the OS refuses one (address-space or thread limits), the
+  // ones already started are stopped and joined before the error leaves, so nothing waits on a
+  // destroyed pool.
   explicit Pool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { loop(i); });
-  }
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
-      gen_.fetch_add(1);
+    try {
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { loop(i); });
+    } catch (const std::exception& e) {
+      const int started = static_cast<int>(workers_.size()) + 1;
+      stop_workers();
+      fail(ErrorKind::Runtime, "set_num_threads: could not start " + std::to_string(threads) + " threads (" +
+                                   e.what() + "; " + std::to_string(started) + " started)");
     }
-    cv_work_.notify_all();
-    for (auto& t : workers_) t.join();
   }
+  ~Pool() { stop_workers(); }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Runs fn(tid) for tid in [0, nt) with nt <= size(); tid 0 on the caller.
@@ -83,6 +88,17 @@ class Pool {
   }
 
  private:
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      gen_.fetch_add(1);
+    }
+    cv_work_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
   void call(int tid) {
     try {
       (*task_)(tid);
@@ -151,11 +167,16 @@ int num_threads() {
 }
 
 void set_num_threads(int n) {
-  if (n < 1) fail(ErrorKind::Value, "set_num_threads: expected n >= 1, got " + std::to_string(n));
-  std::lock_guard<std::mutex> lk(g_pool_m);
+  if (n < 1 || n > kMaxThreads)
+    fail(ErrorKind::Value, "set_num_threads: expected n in [1, " + std::to_string(kMaxThreads) + "], got " +
+                               std::to_string(n));
+  std::lock_guard<std::mutex> lk(g_pool_m);  // waits for a running parallel region to finish
+  // Start the new pool before dropping the old one: if the OS refuses the threads, the old pool
+  // and count stay as they were and the caller gets the error here, not at some later op.
+  Pool* fresh = n > 1 ? new Pool(n) : nullptr;  // throws Error(Runtime), nothing changed
+  delete g_pool;
+  g_pool = fresh;
   g_threads.store(n);
-  delete g_pool;  // rebuilt at the next parallel region with the new size
-  g_pool = nullptr;
 }
 
 namespace cpu {
@@ -169,7 +190,15 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     fn(0, n);
     return;
   }
-  if (!g_pool) g_pool = new Pool(num_threads());
+  if (!g_pool) {
+    try {
+      g_pool = new Pool(num_threads());
+    } catch (const Error&) {  // the default count cannot start here: run on the caller alone
+      lk.unlock();
+      fn(0, n);
+      return;
+    }
+  }
   chunks = std::min<int64_t>(chunks, g_pool->size());
   const int64_t per = n / chunks, extra = n % chunks;
   std::function<void(int)> body = [&](int tid) {

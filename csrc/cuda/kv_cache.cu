@@ -64,7 +64,8 @@ void launch_rope(const RopeArgs& a, cudaStream_t s) {
   const int64_t blocks = (rows + kWarps - 1) / kWarps;
   const size_t smem = static_cast<size_t>(kWarps) * a.dim * sizeof(float);
   if (smem > 48 * 1024)  // D > 3072: opt in to more dynamic shared memory
-    cudaFuncSetAttribute(rope_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    check_cuda(cudaFuncSetAttribute(rope_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "rope_interleaved: cudaFuncSetAttribute");
   rope_kernel<T><<<static_cast<unsigned>(blocks), kWarps * 32, smem, s>>>(a);
 }
 

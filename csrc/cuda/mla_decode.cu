@@ -104,6 +104,7 @@ struct DecodeSmem {
   T p[kRows][kLdP];
   float m[kRows], l[kRows], alpha[kRows];
   int sink_end[kRows], local_begin[kRows], end[kRows];
+  int nan[kRows];     // a visible score of the row was NaN (NaN query or key): out and lse NaN
   int key[2][kKeys];  // absolute key index of each tile slot, -1 = empty
 };
 
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   if (tid < kRows) {
     sm.m[tid] = -INFINITY;
     sm.l[tid] = 0.f;
+    sm.nan[tid] = 0;
     const int64_t R = row0 + tid;
     KeyRanges r{0, 0, 0};
     if (R < M) {
@@ -261,6 +263,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
         const int j = sm.key[buf][sub * 4 + x];
         const bool vis = j >= 0 && (j < se || (j >= lb && j < e));
         sv[x] = vis ? sv[x] * scale_log2 : -INFINITY;
+        if (isnan(sv[x])) sm.nan[r] = 1;  // fmaxf / exp2f below would drop it
         mx = fmaxf(mx, sv[x]);
       }
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -329,13 +332,15 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
       const int64_t R = row0 + r;
       if (R >= M) continue;
       const float l = sm.l[r];
-      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const bool nan = sm.nan[r] != 0;
+      const float inv = nan ? __int_as_float(0x7fc00000) : l > 0.f ? 1.f / l : 0.f;
       float* dst = a.workspace_out + (static_cast<int64_t>(split) * M + R) * kDv + dw + 2 * c4;
 #pragma unroll
       for (int j = 0; j < 4; ++j)
         *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[x][j][2 * h] * inv, o[x][j][2 * h + 1] * inv);
       if (warp == 0 && c4 == 0)
-        a.workspace_lse[static_cast<int64_t>(split) * M + R] = l > 0.f ? (sm.m[r] + log2f(l)) * kLn2 : -INFINITY;
+        a.workspace_lse[static_cast<int64_t>(split) * M + R] =
+            nan ? __int_as_float(0x7fc00000) : l > 0.f ? (sm.m[r] + log2f(l)) * kLn2 : -INFINITY;
     }
   }
 }
@@ -349,14 +354,29 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   const int64_t M = a.s_q * a.h_q;
   const int64_t row = blockIdx.x, b = row / M, R = row % M;
   int64_t s0 = a.metadata[2 * b], s1 = a.metadata[2 * b + 2];
+  // A plan with more splits than the workspace holds (made for more workers than the launch)
+  // would lose keys: such rows come out NaN, never a silently wrong softmax (the host cannot
+  // read the plan without a sync; on CPU mla_decode refuses it with a ValueError).
+  bool nan = s1 > a.max_splits || s0 < 0 || s0 > s1;
   s1 = min(s1, a.max_splits);
-  s0 = min(s0, s1);
+  s0 = s0 < 0 ? 0 : min(s0, s1);
   float mx = -INFINITY;
-  for (int64_t s = s0; s < s1; ++s) mx = fmaxf(mx, a.workspace_lse[s * M + R]);
+  for (int64_t s = s0; s < s1; ++s) {
+    const float l = a.workspace_lse[s * M + R];
+    nan |= isnan(l);  // a split saw a NaN score
+    mx = fmaxf(mx, l);
+  }
   const int d = threadIdx.x * 4;
   T* out = static_cast<T*>(a.out) + row * kDv + d;
   const int64_t i = R / a.h_q, h = R % a.h_q;
   float* lse = a.lse + (b * a.h_q + h) * a.s_q + i;
+  if (nan) {
+    const float qnan = __int_as_float(0x7fc00000);
+#pragma unroll
+    for (int x = 0; x < 4; ++x) out[x] = from_f<T>(qnan);
+    if (threadIdx.x == 0) *lse = qnan;
+    return;
+  }
   if (mx == -INFINITY) {  // no visible key in any split
 #pragma unroll
     for (int x = 0; x < 4; ++x) out[x] = from_f<T>(0.f);
@@ -392,7 +412,8 @@ template <typename T>
 void launch_decode(const MlaDecodeArgs& a, cudaStream_t s) {
   const int64_t M = a.s_q * a.h_q;
   const size_t smem = sizeof(DecodeSmem<T>);
-  cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  check_cuda(cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             "mla_decode: cudaFuncSetAttribute");
   dim3 grid(static_cast<unsigned>(a.max_splits), static_cast<unsigned>((M + kRows - 1) / kRows));
   decode_kernel<T><<<grid, kThreads, smem, s>>>(a, q_vectorizable(a));
   check_launch("mla_decode");

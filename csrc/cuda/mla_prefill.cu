@@ -113,6 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_kernel(const __grid_const
 #pragma unroll
     for (int j = 0; j < kDV / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int nan[2] = {0, 0};  // a visible score of the row was NaN (NaN query or key): out and lse NaN
 
     for (int t = 0; t < ntiles; ++t) {
       const int buf = t & 1;
@@ -156,6 +157,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_kernel(const __grid_const
               const bool vis = key < en[x] && (key < se[x] || key >= lb[x]);
               if (!vis) e = -INFINITY;
             }
+            nan[x] |= isnan(e);  // fmaxf / exp2f below would drop it
             mx = fmaxf(mx, e);
           }
         }
@@ -207,17 +209,21 @@ __global__ void __launch_bounds__(kThreads, 1) prefill_kernel(const __grid_const
       float lt = l[x];
       lt += __shfl_xor_sync(0xffffffffu, lt, 1);
       lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+      int any_nan = nan[x] | __shfl_xor_sync(0xffffffffu, nan[x], 1);  // the row's 4 lanes
+      any_nan |= __shfl_xor_sync(0xffffffffu, any_nan, 2);
+      const bool row_nan = any_nan != 0;
       const int64_t i = q0 + warp * 16 + g + x * 8;
       if (i - q0 >= nq) continue;
       const int64_t tq = q_start + i;
-      const float inv = lt > 0.f ? 1.f / lt : 0.f;  // no visible key: out 0
+      const float qnan = __int_as_float(0x7fc00000);
+      const float inv = row_nan ? qnan : lt > 0.f ? 1.f / lt : 0.f;  // no visible key: out 0
       T* dst = static_cast<T*>(a.out) + (tq * a.h + h) * a.dv;
 #pragma unroll
       for (int j = 0; j < kDV / 8; ++j) {
         const int d = j * 8 + 2 * c4;
         if (d < a.dv) *reinterpret_cast<uint32_t*>(dst + d) = pack2<T>(o[j][2 * x] * inv, o[j][2 * x + 1] * inv);
       }
-      if (c4 == 0) a.lse[h * a.total_q + tq] = lt > 0.f ? (m[x] + log2f(lt)) * kLn2 : INFINITY;
+      if (c4 == 0) a.lse[h * a.total_q + tq] = row_nan ? qnan : lt > 0.f ? (m[x] + log2f(lt)) * kLn2 : INFINITY;
     }
   }
 }
@@ -230,7 +236,8 @@ template <typename T, int kDQ, int kDV, int kN>
 void launch(const MlaPrefillArgs& a, cudaStream_t s) {
   const size_t smem = sizeof(PrefillSmem<T, kDQ, kDV, kN>);
   auto kernel = prefill_kernel<T, kDQ, kDV, kN>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             "mla_prefill: cudaFuncSetAttribute");
   // Enough query tiles per sequence for the longest one (rows beyond are covered by the
   // grid-stride loop anyway), at least one.
   int64_t tiles = (a.max_seqlen_q + kRows - 1) / kRows;

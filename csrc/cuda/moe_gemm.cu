@@ -22,6 +22,7 @@
 #include <string>
 
 #include "core/moe_gemm_args.h"
+#include "cuda/launch.cuh"
 
 #if defined(LONGCAT_HAVE_CUTLASS)
 #include "cute/tensor.hpp"
@@ -45,18 +46,6 @@ constexpr const char* kOp = "moe_grouped_swiglu";
   throw Error(ErrorKind::Runtime, std::string(kOp) + ": " + msg);
 }
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-struct DeviceGuard {  // run on the tensors' device, restore the caller's afterwards
-  int prev = 0;
-  explicit DeviceGuard(int dev) {
-    cudaGetDevice(&prev);
-    if (prev != dev) check_cuda(cudaSetDevice(dev), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(prev); }
-};
 
 constexpr int64_t kAlign = 256;
 constexpr int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }

@@ -393,7 +393,7 @@ void moe_route(const MoeRouteArgs& a, Stream stream) {
 void moe_dispatch_layout(const MoeLayoutArgs& a, Stream stream) {
   DeviceGuard guard(a.device.index);
   auto s = static_cast<cudaStream_t>(stream);
-  if (a.n_routed > 0) cudaMemsetAsync(a.counts, 0, a.n_routed * sizeof(int32_t), s);
+  if (a.n_routed > 0) check_cuda(cudaMemsetAsync(a.counts, 0, a.n_routed * sizeof(int32_t), s), "moe_dispatch_layout: cudaMemsetAsync");
   if (a.entries > 0 && a.n_routed > 0) {
     const int blocks = static_cast<int>(std::min<int64_t>((a.entries + 255) / 256, 1024));
     if (a.n_routed <= 8192)

@@ -12,6 +12,7 @@
 
 #include "cuda/dtype.cuh"
 #include "core/norm_args.h"
+#include "cuda/launch.cuh"
 
 namespace longcat::cuda {
 namespace {
@@ -111,14 +112,7 @@ void dispatch(const NormArgs& a, Stream stream) {
   if (a.rows > 0x7fffffff)
     throw Error(ErrorKind::Value, "rms_norm: more than 2^31-1 rows in one call on CUDA");
   auto s = static_cast<cudaStream_t>(stream);
-  // Launch on the tensors' device, whatever the caller's current device, and restore it.
-  int prev = 0;
-  cudaGetDevice(&prev);
-  struct Restore {
-    int dev;
-    ~Restore() { cudaSetDevice(dev); }
-  } restore{prev};
-  if (prev != a.device.index) cudaSetDevice(a.device.index);
+  DeviceGuard guard(a.device.index);
   switch (a.dtype) {
     case DType::BFloat16: return launch<__nv_bfloat16, kFused>(a, s);
     case DType::Float16: return launch<__half, kFused>(a, s);

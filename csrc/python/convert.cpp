@@ -9,6 +9,7 @@ static DType to_dtype(nb::dlpack::dtype t, const char* op, const char* arg) {
   if (t.lanes == 1) {
     const auto c = static_cast<code>(t.code);
     if (c == code::Float && t.bits == 32) return DType::Float32;
+    if (c == code::Float && t.bits == 64) return DType::Float64;
     if (c == code::Float && t.bits == 16) return DType::Float16;
     if (c == code::Bfloat && t.bits == 16) return DType::BFloat16;
     if (c == code::Int && t.bits == 32) return DType::Int32;

@@ -19,6 +19,15 @@ void register_mla_decode(nb::module_& m) {
   m.def("mla_decode_workspace_size", &longcat::mla_decode_workspace_size, "batch"_a, "s_q"_a, "h_q"_a,
         "head_dim_v"_a, "num_workers"_a, "Bytes of workspace mla_decode needs (fp32 split partials).");
   m.def(
+      "mla_decode_plan_splits",
+      [](Array metadata, Array cache_seqlens, int64_t s_q, bool causal, std::optional<SsaWindow> w) {
+        const char* op = "mla_decode";
+        TensorView md = to_view(metadata, op, "metadata"), sl = to_view(cache_seqlens, op, "cache_seqlens");
+        return longcat::mla_decode_plan_splits(md, sl, s_q, causal, w ? &*w : nullptr);
+      },
+      "metadata"_a, "cache_seqlens"_a, "s_q"_a, "causal"_a, "window"_a.none() = nb::none(),
+      "Total splits S of a host plan, after checking it against the lengths as mla_decode does.");
+  m.def(
       "mla_decode_metadata",
       [](Array metadata, Array cache_seqlens, int64_t s_q, int64_t num_workers, bool causal,
          std::optional<SsaWindow> w, uintptr_t stream) {

@@ -385,3 +385,49 @@ def test_append_and_gather(dtype):
     assert torch.equal(cu.cpu(), torch.tensor([0, 0, 5, 69, 199], dtype=torch.int32))
     got_cpu, _ = op("mla_gather")(kv.cpu(), table.cpu(), lens_t.cpu())
     assert torch.equal(got.cpu(), got_cpu)
+
+
+# ---- NaN propagation and plans that do not fit (same rules as the CPU kernels) ------------------
+
+def test_nan_key_and_query_in_decode():
+    kv, table, lens = make_paged([700, 650], 64, torch.bfloat16, seed=40)
+    q = make_q(2, 2, 8, torch.bfloat16, seed=40)
+    kv[table[0, 0], 5, 0, 100] = float("nan")  # key 5 of sequence 0: every query of it sees it
+    q[1, 0, 3, 7] = float("nan")               # one query row of sequence 1
+    out, lse = op("mla_decode")(q, kv, table, lens)
+    nan_rows = torch.zeros(2, 2, 8, dtype=torch.bool, device="cuda")
+    nan_rows[0] = True
+    nan_rows[1, 0, 3] = True
+    assert torch.equal(out.isnan().any(-1), nan_rows) and torch.equal(out.isnan().all(-1), nan_rows)
+    assert torch.equal(lse.isnan(), nan_rows.transpose(1, 2))
+
+
+def test_nan_in_prefill():
+    q, k, v, cq, ck, mq, mk = make_varlen([150], [150], 2, 2, 64, 64, torch.bfloat16, 41)
+    k[40, 1, 3] = float("nan")  # head 1: queries at positions >= 40 see it
+    q[10, 0, 0] = float("nan")  # head 0: only query 10
+    out, lse = op("mla_prefill")(q, k, v, cq, ck, mq, mk)
+    want = torch.zeros(150, 2, dtype=torch.bool, device="cuda")
+    want[40:, 1] = True
+    want[10, 0] = True
+    assert torch.equal(out.isnan().any(-1), want) and torch.equal(lse.isnan(), want.t())
+
+
+def test_plan_with_more_splits_than_the_workspace_is_not_silently_short():
+    # A plan made for more workers than the launch's workspace: rows of the sequences whose
+    # splits do not fit come out NaN (the host cannot read the plan without a sync), never a
+    # softmax over fewer keys.
+    from longcat import _C
+
+    kv, table, lens = make_paged([4096, 4096], 64, torch.bfloat16, seed=42)
+    q = make_q(2, 1, 16, torch.bfloat16, seed=42)
+    workers = 4
+    md = torch.empty(3, 2, dtype=torch.int32, device="cuda")
+    _C.mla_decode_metadata(md, lens, 1, 64, True, None, torch.cuda.current_stream().cuda_stream)
+    assert int(md[2, 0]) > 2 + workers
+    out = torch.empty(2, 1, 16, 512, dtype=torch.bfloat16, device="cuda")
+    lse = torch.empty(2, 16, 1, device="cuda")
+    ws = torch.empty(_C.mla_decode_workspace_size(2, 1, 16, 512, workers), dtype=torch.uint8, device="cuda")
+    _C.mla_decode(out, lse, q, kv, table, lens, 512, 576 ** -0.5, True, md, ws, workers, None,
+                  torch.cuda.current_stream().cuda_stream)
+    assert lse[1].isnan().all() and out[1].isnan().all()

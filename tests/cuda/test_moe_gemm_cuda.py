@@ -73,3 +73,20 @@ def test_cuda_argument_rules():
     x2, off2, a2, b2 = make(16, 60, 32, 2)
     with pytest.raises(ValueError, match=r"multiples of 8"):
         moe_grouped_swiglu(x2, off2, a2, b2)
+
+
+def test_tma_base_pointer_alignment():
+    # TMA boxes start at 16-byte aligned addresses: a view one element in is a ValueError naming
+    # the argument, not a device fault.
+    x, offsets, w13, w2 = make(16, 64, 32, 2)
+    shifted = torch.empty(16 * 64 + 1, dtype=torch.bfloat16, device="cuda")[1:].view(16, 64)
+    shifted.copy_(x)
+    with pytest.raises(ValueError, match=r"argument 'x_perm' must start at a 16-byte aligned address"):
+        moe_grouped_swiglu(shifted, offsets, w13, w2)
+
+
+def test_zero_intermediate_is_zero_on_device():
+    x, offsets, _, _ = make(16, 64, 32, 2)
+    w13, w2 = torch.empty(2, 0, 64, dtype=torch.bfloat16, device="cuda"), torch.empty(2, 64, 0, dtype=torch.bfloat16, device="cuda")
+    torch.empty(16, 64, dtype=torch.bfloat16, device="cuda").fill_(float("nan"))  # stale memory to reuse
+    assert torch.equal(moe_grouped_swiglu(x, offsets, w13, w2), torch.zeros(16, 64, dtype=torch.bfloat16, device="cuda"))

@@ -348,7 +348,7 @@ def test_route_bad_dtypes():
         moe_route(**route_args(hidden=torch.randn(4, 16).half()))
     with pytest.raises(TypeError, match=r"'weight' must have dtype float32 on cpu, got bfloat16"):
         moe_route(**route_args(weight=torch.randn(12, 16).bfloat16()))
-    with pytest.raises(TypeError, match=r"'correction_bias' has a dtype longcat does not handle"):
+    with pytest.raises(TypeError, match=r"'correction_bias' must have dtype float32 on cpu, got float64"):
         moe_route(**route_args(correction_bias=torch.zeros(12, dtype=torch.float64)))
     with pytest.raises(TypeError, match=r"'hidden' must be a torch.Tensor, got list"):
         moe_route(**route_args(hidden=[[1.0]]))

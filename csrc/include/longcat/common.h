@@ -26,7 +26,8 @@ namespace longcat {
 
 using Stream = void*;
 
-enum class DType : uint8_t { Float32, Float16, BFloat16, Int32, Int64, UInt8, Bool };
+// Float64 is never accepted by a kernel; it exists so that a float64 argument is reported by name.
+enum class DType : uint8_t { Float32, Float16, BFloat16, Int32, Int64, UInt8, Bool, Float64 };
 enum class DeviceType : uint8_t { CPU, CUDA };
 
 struct Device {

@@ -26,6 +26,12 @@
 // Prefill (varlen, FlashAttention >= 2.1 convention, bottom-right aligned): query i of a
 // sequence with len_q queries and len_k keys is at p = i + len_k - len_q.
 // A query that sees no key gets out = 0 and lse = +inf (FlashMLA / FlashAttention convention).
+// NaN propagates as in torch SDPA, the same on every CPU ISA copy and on CUDA: a query whose
+// scores include a NaN (a NaN in the query, or in a key it sees) gets out = NaN and lse = NaN;
+// keys it does not see never make it NaN through their scores. A NaN value (prefill's v) reaches
+// the out (not the lse) of the queries that share its key tile, as torch's P @ V does.
+// Index inputs (block_table, cache_seqlens, metadata, cu_seqlens) are copied on CPU before they
+// are checked, so another thread changing them meanwhile cannot make a kernel read out of range.
 //
 // lse = log(sum_j exp(scale * q.k_j)) in natural log, fp32. Softmax and accumulation in fp32.
 #pragma once
@@ -65,6 +71,13 @@ LONGCAT_API void mla_decode_metadata(const TensorView& metadata, const TensorVie
                                      int64_t s_q, int64_t num_workers,
                                      const SsaWindow* window = nullptr, bool causal = true,
                                      Stream stream = nullptr);
+
+// Checks a plan held in host memory against cache_seqlens, s_q, causal and the window exactly as
+// mla_decode does, and returns its total splits S (metadata[batch, 0]); a caller sizing the
+// workspace for a plan it did not make (e.g. made for more workers) uses S - batch as
+// num_workers. Error(Value) naming 'metadata' when the plan does not match.
+LONGCAT_API int64_t mla_decode_plan_splits(const TensorView& metadata, const TensorView& cache_seqlens,
+                                           int64_t s_q, bool causal, const SsaWindow* window = nullptr);
 
 // Workspace for the split-KV partial results (fp32 out and lse per split), in bytes.
 LONGCAT_API int64_t mla_decode_workspace_size(int64_t batch, int64_t s_q, int64_t h_q,

@@ -30,14 +30,17 @@
 // CPU: a blocked GEMM (weights packed to fp32 panels, register-blocked microkernel, SwiGLU fused
 // into the gate/up epilogue; AVX512-BF16 machines multiply bf16 pairs with vdpbf16ps), split over
 // (expert, row-block, column-block) tiles across the library's threads. The offsets are checked
-// (ValueError naming 'offsets' on a violation). The workspace size depends on num_threads():
-// query it again after set_num_threads().
+// (ValueError naming 'offsets' on a violation) on a copy the kernel then reads. The workspace
+// size depends on num_threads(); the op runs on min(num_threads(), the threads the workspace has
+// scratch for), fixed for the whole call, so set_num_threads() from another thread is safe.
+// F = 0 (an empty intermediate) writes zeros.
 // CUDA (sm_90a, needs CUTLASS at build time): two CUTLASS ptr-array grouped GEMMs (bf16, fp32
 // accumulation, 128x128x64 tiles, cooperative warp-specialized TMA kernel) with an elementwise
 // SwiGLU kernel between them. Per-group problem sizes and pointers are built on the device from
 // offsets (no host synchronisation); offsets are not checked on CUDA beyond being clamped into
 // [0, R] and made non-decreasing, so bad offsets give wrong rows but never out-of-bounds access.
-// H and F must be multiples of 8 on CUDA (16-byte TMA alignment).
+// H and F must be multiples of 8 on CUDA, and x_perm, w13, w2, out and workspace must start at
+// 16-byte aligned addresses (TMA); otherwise Error(Value) naming the argument.
 #pragma once
 
 #include "longcat/common.h"

@@ -11,7 +11,8 @@
 // dtypes: float32 and bfloat16 on CPU; float32, float16 and bfloat16 on CUDA; weight has x's dtype.
 // Layout: the last dim of every tensor is contiguous; the leading dims of x and residual may
 // have one common row stride (e.g. a column slice x[:, :512]); out / residual_out are
-// contiguous. out may alias x and residual_out may alias residual (in-place use).
+// contiguous. out may be exactly x and residual_out exactly residual (in-place use); any other
+// sharing of memory between an output and an input or the other output is Error(Value).
 // CPU work is split over rows across the library's threads; `stream` orders CUDA work.
 #pragma once
 

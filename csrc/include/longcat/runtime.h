@@ -25,7 +25,9 @@ LONGCAT_API void set_cpu_isa(CpuIsa isa);
 // Threads used by CPU kernels (the caller's thread included). Default: LONGCAT_NUM_THREADS, or
 // the CPUs this process may run on.
 LONGCAT_API int num_threads();
-LONGCAT_API void set_num_threads(int n);  // n >= 1, else Error(Value)
+// n in [1, 1024], else Error(Value). The new threads start here: if the OS refuses them (thread
+// or address-space limits) Error(Runtime) is thrown and the previous count and pool stay.
+LONGCAT_API void set_num_threads(int n);
 // The CPU's measured arithmetic peak in GFLOP/s with all kernel threads, for the active ISA copy
 // and one instruction mix: "fma" (fp32 FMA at the copy's vector width) or "bf16dot"
 // (vdpbf16ps; needs avx512bf16). The compute roof of the benchmarks' rooflines.

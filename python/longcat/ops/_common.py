@@ -45,6 +45,14 @@ def check_tensors(op: str, **tensors: object) -> None:
                              f"({first.device}), got {t.device}")
 
 
+def check_no_internal_overlap(op: str, name: str, t: torch.Tensor) -> None:
+    """ValueError naming the argument when ``t`` has elements sharing memory (an ``expand``ed
+    view): the kernels refuse them, so refuse before allocating outputs of t's (virtual) size."""
+    if t.device.type != "meta" and not torch.compiler.is_compiling() and torch._debug_has_internal_overlap(t) == 1:
+        raise ValueError(f"{op}: argument '{name}' has elements that share memory (an expanded view, strides "
+                         f"{list(t.stride())} for shape {list(t.shape)}); call .contiguous()")
+
+
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """True when the op may call the kernel directly, skipping the dispatcher (tens of us per call):
     not while torch.compile traces, not when autograd must record the op, not for meta tensors."""

@@ -184,9 +184,14 @@ def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
         raise ValueError(f"{op}: argument 'cache_seqlens' must be 1-D [batch], got {list(cache_seqlens.shape)}")
     if bool((cache_seqlens < 0).any()):
         raise ValueError(f"{op}: argument 'cache_seqlens' must be >= 0, got {cache_seqlens.tolist()}")
-    cu = torch.zeros(cache_seqlens.shape[0] + 1, dtype=torch.int32, device=cache_seqlens.device)
-    torch.cumsum(cache_seqlens, 0, out=cu[1:])
-    total = int(cu[-1])
+    # The prefix sum in int64 first: an int32 one would wrap for more than 2^31 - 1 cached tokens.
+    cu64 = torch.zeros(cache_seqlens.shape[0] + 1, dtype=torch.int64, device=cache_seqlens.device)
+    torch.cumsum(cache_seqlens, 0, out=cu64[1:])
+    total = int(cu64[-1])
+    if total > 2**31 - 1:
+        raise ValueError(f"{op}: argument 'cache_seqlens' sums to {total} tokens, more than the int32 "
+                         f"cu_seqlens of the result can index (2^31 - 1)")
+    cu = cu64.to(torch.int32)
     out = torch.empty(total, kv_cache.shape[-1], dtype=kv_cache.dtype,
                       device=kv_cache.device)
     _C.mla_gather(out, kv_cache, block_table, cache_seqlens.contiguous(), cu, stream_of(kv_cache))

@@ -76,14 +76,27 @@ def _outputs(q: torch.Tensor, head_dim_v: int):
             torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device))
 
 
+def _check_lengths_fit(block_table, kv_cache, cache_seqlens):
+    """cache_seqlens within the pages block_table can hold (what mla_decode checks), before a
+    plan over those lengths sizes the workspace."""
+    if block_table.dim() == 2 and kv_cache.dim() == 4 and cache_seqlens.dim() == 1 and cache_seqlens.numel():
+        capacity = block_table.shape[1] * kv_cache.shape[1]
+        longest = int(cache_seqlens.max())
+        if longest > capacity:
+            raise ValueError(f"mla_decode: argument 'block_table' has {block_table.shape[1]} pages per sequence "
+                             f"of {kv_cache.shape[1]} tokens, too few for cache_seqlens up to {longest}")
+
+
 def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
     b, s_q, h_q, _ = q.shape
     workers = _default_workers(q.device)
     if metadata is None:
         metadata = _metadata(cache_seqlens, s_q, workers, causal, window)
-    elif q.device.type == "cpu" and metadata.dim() == 2 and metadata.shape[0] == b + 1 and b > 0:
-        # A plan made for more workers (e.g. on another machine) needs a larger workspace.
-        workers = max(workers, int(metadata[b, 0]) - b)
+    elif q.device.type == "cpu":
+        # A plan made for more workers (e.g. on another machine) needs a larger workspace: size it
+        # from the plan, checked first (a tampered plan must not size an allocation).
+        _check_lengths_fit(block_table, kv_cache, cache_seqlens)
+        workers = max(workers, _C.mla_decode_plan_splits(metadata, cache_seqlens, s_q, causal, window) - b)
     out, lse = _outputs(q, head_dim_v)
     ws = torch.empty(_C.mla_decode_workspace_size(b, s_q, h_q, head_dim_v, workers), dtype=torch.uint8,
                      device=q.device)

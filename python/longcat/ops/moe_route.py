@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_no_internal_overlap, check_tensors, eager_fast_path, stream_of, view
 
 _SCORES = ("softmax", "sigmoid")
 
@@ -307,6 +307,7 @@ def moe_combine(expert_out: torch.Tensor, slot_row: torch.Tensor, topk_ids: torc
     op = "moe_combine"
     check_tensors(op, x=x, expert_out=expert_out, slot_row=slot_row, topk_ids=topk_ids,
                   topk_weights=topk_weights)
+    check_no_internal_overlap(op, "x", x)  # y has x's shape: refuse an expanded x before allocating it
     _check_ids(op, topk_ids, x, n_routed)
     if eager_fast_path(expert_out, topk_weights, x):
         return _combine_impl(expert_out, slot_row, topk_ids, topk_weights, x, n_routed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_no_internal_overlap, check_tensors, eager_fast_path, stream_of, view
 
 
 def _empty_like(x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +115,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
     eps = float(eps)
     if out is not None:
         check_tensors("rms_norm", x=x, weight=weight, out=out)
+        check_no_internal_overlap("rms_norm", "x", x)
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             raise RuntimeError("rms_norm(out=...) does not support autograd; call it without out")
         if eager_fast_path(x, weight):
@@ -123,6 +124,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
             _rms_norm_out(out, x, weight, eps)
         return out
     check_tensors("rms_norm", x=x, weight=weight)
+    check_no_internal_overlap("rms_norm", "x", x)
     if eager_fast_path(x, weight):
         out = _empty_like(x)
         _C.rms_norm(out, x, weight, eps, stream_of(x))
@@ -135,6 +137,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """``s = x + residual`` (in x's dtype), returns ``(rms_norm(s), s)``: the decoder's residual
     step in one pass over memory. Differentiable in x, residual and weight."""
     check_tensors("fused_add_rms_norm", x=x, residual=residual, weight=weight)
+    check_no_internal_overlap("fused_add_rms_norm", "x", x)
     eps = float(eps)
     if eager_fast_path(x, residual, weight):
         out, residual_out = _empty_like(x), _empty_like(x)
@@ -146,8 +149,14 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 def fused_add_rms_norm_(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                         eps: float = 1e-6) -> None:
     """In place, as vLLM's ``fused_add_rms_norm``: ``residual <- x + residual``,
-    ``x <- rms_norm(residual)``. Not differentiable."""
-    check_tensors("fused_add_rms_norm_", x=x, residual=residual, weight=weight)
+    ``x <- rms_norm(residual)``. Not differentiable: like torch's in-place ops it refuses a leaf
+    tensor that requires grad (RuntimeError)."""
+    op = "fused_add_rms_norm_"
+    check_tensors(op, x=x, residual=residual, weight=weight)
+    for name, t in (("x", x), ("residual", residual)):
+        if t.is_leaf and t.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(f"{op}: argument '{name}' is a leaf tensor that requires grad; it cannot be "
+                               f"modified in place (use fused_add_rms_norm, or torch.no_grad())")
     if eager_fast_path(x, residual, weight):
         _C.fused_add_rms_norm(x, residual, x, residual, weight, float(eps), stream_of(x))
     else:
