@@ -44,6 +44,8 @@ NB_MODULE(_C, m) {
         "name"_a, "Force a CPU ISA level (<= the detected one), for testing and benchmarking each path.");
   m.def("num_threads", &longcat::num_threads, "Threads the CPU kernels use.");
   m.def("set_num_threads", &longcat::set_num_threads, "n"_a, "Set the threads the CPU kernels use (>= 1).");
+  m.def("cpu_peak_gflops", &longcat::cpu_peak_gflops, "mix"_a,
+        "Measured CPU peak GFLOP/s (all kernel threads, active ISA copy) for 'fma' or 'bf16dot'.");
   m.def("cuda_device_count", [] {
           std::string err;
           int n = longcat::cuda_device_count(&err);

@@ -28,6 +28,10 @@ LONGCAT_API int num_threads();
 // n in [1, 1024], else Error(Value). The new threads start here: if the OS refuses them (thread
 // or address-space limits) Error(Runtime) is thrown and the previous count and pool stay.
 LONGCAT_API void set_num_threads(int n);
+// The CPU's measured arithmetic peak in GFLOP/s with all kernel threads, for the active ISA copy
+// and one instruction mix: "fma" (fp32 FMA at the copy's vector width) or "bf16dot"
+// (vdpbf16ps; needs avx512bf16). The compute roof of the benchmarks' rooflines.
+LONGCAT_API double cpu_peak_gflops(const std::string& mix);
 
 // Build configuration as key/value pairs: version, cuda, cuda_archs, cutlass, nccl, ...
 LONGCAT_API std::vector<std::pair<std::string, std::string>> build_info();

@@ -9,6 +9,7 @@ import platform
 import re
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -112,6 +113,38 @@ def copy_bandwidth_gbs(device: str = "cpu", quick: bool = False) -> float:
     dst = torch.empty_like(src)
     t = measure(lambda: dst.copy_(src), device, min_time=min_time, warmup=2, trace=False)
     return 2 * nbytes / t / 1e9
+
+
+# The CPU kernel copies with their own code; "amx" runs the avx512bf16 copy, "scalar" is the
+# portable fallback (far slower, tested but not benchmarked).
+_BENCH_ISAS = ("avx2", "avx512", "avx512bf16")
+
+
+def cpu_isa_copies(device: str = "cpu") -> list[str]:
+    """The CPU ISA copies a benchmark measures side by side, lowest first: every SIMD copy this
+    CPU runs, or only the active one when LONGCAT_CPU_ISA pins it (or off the CPU)."""
+    import longcat
+
+    if not device.startswith("cpu") or os.environ.get("LONGCAT_CPU_ISA"):
+        return [longcat.cpu_isa()]
+    return [i for i in longcat.cpu_isas_available() if i in _BENCH_ISAS] or [longcat.cpu_isa()]
+
+
+@contextmanager
+def using_isa(name: str | None) -> Iterator[None]:
+    """Runs the block with the CPU kernels' ISA level set to `name`, then restores it (None:
+    leaves the level alone)."""
+    import longcat
+
+    if name is None:
+        yield
+        return
+    prev = longcat.cpu_isa()
+    longcat.set_cpu_isa(name)
+    try:
+        yield
+    finally:
+        longcat.set_cpu_isa(prev)
 
 
 def machine_info(device: str) -> dict:

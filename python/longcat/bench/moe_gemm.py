@@ -6,6 +6,11 @@
   - the per-expert loop as Hugging Face transformers' LongcatFlashExperts runs it
     (``reference.moe_grouped_swiglu``: F.linear / chunk / silu * up / F.linear per expert, same weights).
 
+Every CPU ISA copy of the kernel (avx2, avx512, avx512bf16: ``isa`` column) is measured in the
+same run against the same peers. Weight streaming (few rows per expert) is reported as GB/s of
+the active experts' weights (+ x and out) and as a fraction of the copy bandwidth measured in the
+same run (``of_copy_bw``); compute-bound shapes as a fraction of the dense bf16 matmul.
+
 Shapes: LongCat-Flash experts (H=6144, F=2048). The real layer has 512 routed experts (+256
 zero-computation experts, top-12), whose weights alone are 75 GB in bf16, so the benchmark
 holds FEWER experts of the SAME per-expert shape, with the same rows-per-expert distribution as
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from longcat.bench.common import BenchResult, machine_info, measure
+from longcat.bench.common import BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure, using_isa
 from longcat.ops import moe_grouped_swiglu, reference
 
 HIDDEN, INTER, TOPK, N_ROUTED, N_ZERO = 6144, 2048, 12, 512, 256
@@ -37,8 +42,11 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     dtype = torch.bfloat16
     # Experts held in memory: 75.5 MB of bf16 weights each at the LongCat shape.
     experts = 64 if cuda else (4 if quick else 16)
-    token_counts = [128] if quick else [16, 128, 512]
+    # 4096 tokens: 64 rows per expert, the compute-bound end of the LongCat shape.
+    token_counts = [128] if quick else [16, 128, 512, 4096]
     min_time = 0.05 if quick else (0.2 if cuda else 0.3)
+    bw = copy_bandwidth_gbs(device, quick)
+    isas = cpu_isa_copies(device)
     cases = [("longcat", HIDDEN, INTER, experts, t, None) for t in token_counts]
     # Small, compute-bound: 8 experts of H=1024, F=512 with 256 rows each.
     cases.append(("small", 1024, 512, 8, None, 256))
@@ -47,12 +55,13 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         title=(f"Grouped expert SwiGLU GEMM on {device}, bf16 (LongCat shape H={HIDDEN}, F={INTER}: "
                f"{experts} of the 512 experts held, same rows-per-expert distribution as top-{TOPK} "
                f"of {N_ROUTED}+{N_ZERO} uniform routing)"),
-        columns=["shape", "experts", "tokens", "rows", "rows/expert", "longcat_ms", "TFLOP/s",
-                 "dense_TFLOP/s", "of_dense", "loop_ms", "vs_loop"],
-        context={"machine": machine_info(device),
+        columns=["shape", "isa", "experts", "tokens", "rows", "rows/expert", "longcat_ms", "TFLOP/s", "GB/s",
+                 "of_copy_bw", "dense_TFLOP/s", "of_dense", "loop_ms", "vs_loop"],
+        context={"machine": machine_info(device), "copy_bandwidth_gbs": bw, "isas": isas,
                  "note": "dense = torch bf16 F.linear([R, H], [3F, H]) of the same FLOPs, same run; "
                          "loop = the per-expert loop as transformers runs it (reference.moe_grouped_swiglu); "
-                         "vs_loop = loop_ms / longcat_ms"},
+                         "vs_loop = loop_ms / longcat_ms; GB/s = (active experts' weights + x + out) / time, "
+                         "of_copy_bw = GB/s / copy bandwidth (same run)"},
     )
     weights_cache: dict = {}
     for name, H, F, E, tokens, rows_each in cases:
@@ -75,15 +84,20 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         flops = 2.0 * R * H * 3 * F
         # CPU calls take up to seconds: fewer repeats there (medians of >= 2 timed calls).
         kw = {} if cuda else {"warmup": 1, "min_iters": 2}
-        t_ours = measure(lambda: moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
         t_dense = measure(lambda: torch.nn.functional.linear(x, dense_w), device, min_time, **kw)
         t_loop = measure(lambda: reference.moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
         active = int((offsets[1:] > offsets[:-1]).sum())
-        result.add(shape=f"{name} H={H} F={F}", experts=E, tokens=tokens if tokens is not None else "-",
-                   rows=R, **{"rows/expert": R / E, "longcat_ms": t_ours * 1e3, "TFLOP/s": flops / t_ours / 1e12,
-                              "dense_TFLOP/s": flops / t_dense / 1e12, "of_dense": t_dense / t_ours,
-                              "loop_ms": t_loop * 1e3, "vs_loop": t_loop / t_ours},
-                   active_experts=active)
+        nbytes = (active * 3 * F * H + 2 * R * H) * x.element_size()
+        for isa in isas:
+            with using_isa(isa):
+                t_ours = measure(lambda: moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
+            gbs = nbytes / t_ours / 1e9
+            result.add(shape=f"{name} H={H} F={F}", isa=isa, experts=E,
+                       tokens=tokens if tokens is not None else "-", rows=R,
+                       **{"rows/expert": R / E, "longcat_ms": t_ours * 1e3, "TFLOP/s": flops / t_ours / 1e12,
+                          "GB/s": gbs, "of_copy_bw": gbs / bw, "dense_TFLOP/s": flops / t_dense / 1e12,
+                          "of_dense": t_dense / t_ours, "loop_ms": t_loop * 1e3, "vs_loop": t_loop / t_ours},
+                       active_experts=active)
         del dense_w
     return result
 

@@ -5,7 +5,8 @@ top-12, bf16 activations, fp32 router).
 fp32 F.linear, softmax, topk over biased scores, gather), both end to end.
 ``dispatch+combine`` rows: moe_dispatch (align 1) followed by moe_combine over the dispatched rows
 (the expert GEMM left out), against a torch implementation with index_select / index_add_, and
-as GB/s against the copy bandwidth measured in the same run. ``longcat_us`` is the ops as users
+as GB/s against the copy bandwidth measured in the same run. ``route`` rows are repeated for every
+CPU ISA copy of the kernels (``isa`` column); dispatch+combine rows use the active one. ``longcat_us`` is the ops as users
 call them (allocating outputs); ``kernel_us`` the kernels into preallocated outputs, which the
 GFLOP/s and GB/s columns use. Bytes counted: dispatch reads each
 routed row of x and writes R rows; combine reads R rows, x (for the zero experts) and writes y.
@@ -15,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.bench.common import BenchResult, copy_bandwidth_gbs, machine_info, measure
+import longcat
+from longcat.bench.common import BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure, using_isa
 from longcat.ops import moe_combine, moe_dispatch, moe_route, reference
 from longcat.ops._common import stream_of
 
@@ -49,7 +51,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         area="moe_route",
         title=f"MoE routing on {device}: H {H}, {N_ROUTED} routed + {N_ZERO} zero experts, top-{TOP_K} "
               f"(median per call; copy bandwidth {bw:.1f} GB/s)",
-        columns=["op", "tokens", "longcat_us", "kernel_us", "torch_us", "vs_torch", "GFLOP/s", "GB/s",
+        columns=["op", "isa", "tokens", "longcat_us", "kernel_us", "torch_us", "vs_torch", "GFLOP/s", "GB/s",
                  "of_copy_bw"],
         context={"machine": machine_info(device), "copy_bandwidth_gbs": bw,
                  "note": "route: torch = the plain-torch reference router; dispatch+combine: torch = "
@@ -65,11 +67,14 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         ids, w = ours()
         kernel = lambda: _C.moe_route(ids, w, hidden, weight, bias, N_ROUTED, N_ZERO, SCALE,  # noqa: E731
                                       "softmax", False, stream_of(hidden))
-        t_ours, t_ref = measure(ours, device, min_time), measure(ref, device, min_time)
-        t_kernel = measure(kernel, device, min_time)
-        result.add(op="route", tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
-                   torch_us=t_ref * 1e6, vs_torch=t_ref / t_ours,
-                   **{"GFLOP/s": 2 * T * E * H / t_kernel / 1e9})
+        t_ref = measure(ref, device, min_time)
+        for isa in cpu_isa_copies(device):
+            with using_isa(isa):
+                t_ours = measure(ours, device, min_time)
+                t_kernel = measure(kernel, device, min_time)
+            result.add(op="route", isa=isa, tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
+                       torch_us=t_ref * 1e6, vs_torch=t_ref / t_ours,
+                       **{"GFLOP/s": 2 * T * E * H / t_kernel / 1e9})
     for T in (QUICK_DC_TOKENS if quick else DC_TOKENS):
         x = torch.randn(T, H, generator=g, device=device).to(torch.bfloat16)
         ids, w = moe_route(x, weight, bias, TOP_K, N_ROUTED, N_ZERO, SCALE)
@@ -96,7 +101,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         esize = x.element_size()
         nbytes = (2 * n_routed_rows + n_routed_rows + 2 * T) * H * esize
         gbs = nbytes / t_kernel / 1e9
-        result.add(op="dispatch+combine", tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
+        result.add(op="dispatch+combine", isa=longcat.cpu_isa(), tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
                    torch_us=t_peer * 1e6,
                    vs_torch=t_peer / t_ours, **{"GB/s": gbs, "of_copy_bw": gbs / bw})
     return result

@@ -1,0 +1,50 @@
+"""Grouped SwiGLU GEMM: the edges of the CPU kernels' blocking, on every ISA copy.
+
+Rows per expert around each path switch (0, 1, the weight-streaming limits 4 and 8, the
+micro-tile heights 6/8, the row block 96 and its multiples), odd H and F (the CPU API takes any
+size: vector tails, partial column tiles, several K steps and a masked tail on the vdpbf16ps
+path), and NaN propagation (a NaN reaches exactly the outputs the reference makes NaN)."""
+import pytest
+import torch
+
+from longcat.ops import moe_grouped_swiglu, reference
+
+from test_moe_gemm import assert_matches, make_weights, make_x
+
+DTYPES = [torch.float32, torch.bfloat16]
+ROWS = [0, 1, 3, 4, 5, 7, 8, 9, 63, 64, 65, 257]
+
+
+def offsets_for(counts):
+    return torch.tensor([0, *torch.tensor(counts).cumsum(0).tolist()], dtype=torch.int32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("H,F", [(600, 130), (97, 33)])
+def test_rows_per_expert(cpu_isa, H, F, dtype):
+    # Expert 1 gets r rows for every r (between an empty and a one-row expert), in one call per r.
+    E = 3
+    w13, w2 = make_weights(E, H, F, dtype, seed=H)
+    for r in ROWS:
+        offsets = offsets_for([0, r, 1])
+        x = make_x(r + 1, H, dtype, seed=r)
+        got = moe_grouped_swiglu(x, offsets, w13, w2)
+        assert_matches(got, reference.moe_grouped_swiglu(x, offsets, w13, w2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("rows", [2, 8, 64])  # the streaming path, its limit, the packed path
+def test_nan_propagates_like_the_reference(cpu_isa, rows, dtype):
+    E, H, F = 3, 300, 70
+    w13, w2 = make_weights(E, H, F, dtype)
+    offsets = offsets_for([rows, rows, rows])
+    x = make_x(3 * rows, H, dtype)
+    x[1, 5] = float("nan")                      # one row of expert 0
+    w13[1, 3, 17] = float("nan")                # a gate row of expert 1: all of its rows
+    w2[2, 7, 11] = float("nan")                 # one output column of expert 2
+    got = moe_grouped_swiglu(x, offsets, w13, w2)
+    want = reference.moe_grouped_swiglu(x, offsets, w13, w2)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert got.isnan().any() and not got.isnan().all()
+    finite = ~want.isnan()
+    assert_matches(torch.where(finite, got, 0), torch.where(finite, want, 0))
