@@ -10,7 +10,8 @@
 namespace longcat::cpu {
 
 // Runs fn(begin, end) over [0, n) in at most num_threads() contiguous chunks of at least `grain`
-// items each; the calling thread takes the first chunk. Runs inline when one chunk suffices, when
+// items each; threads claim chunks, the calling thread first, so a worker that is slow to wake
+// (its core busy) leaves its chunk to the caller instead of delaying it. Runs inline when one chunk suffices, when
 // called from inside a parallel region, or while another caller holds the pool. The first
 // exception thrown by fn is rethrown on the calling thread.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);

@@ -64,30 +64,38 @@ class Pool {
   ~Pool() { stop_workers(); }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs fn(tid) for tid in [0, nt) with nt <= size(); tid 0 on the caller.
-  void run(int nt, const std::function<void(int)>& fn) {
+  // Runs fn(piece) for every piece in [0, pieces), pieces <= size(). Pieces are claimed, not
+  // assigned: the caller takes pieces until none is left and then waits only for the pieces a
+  // worker is running. A worker whose core is busy (torch's OpenMP threads spin for a while
+  // after each torch op) therefore never delays the caller: it wakes, finds nothing left and
+  // goes back to sleep, and small kernels between torch ops keep their speed.
+  void run(int pieces, const std::function<void(int)>& fn) {
     task_ = &fn;
-    task_threads_ = nt;
     error_ = nullptr;
-    remaining_.store(static_cast<int>(workers_.size()));
+    pieces_ = pieces;
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = gen_.load(std::memory_order_relaxed) + 1;
+    claim_.store(gen << kPieceBits, std::memory_order_release);  // piece 0 of generation gen
     {
       std::lock_guard<std::mutex> lk(m_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.store(gen, std::memory_order_release);
     }
     cv_work_.notify_all();
-    call(0);
+    work(gen);
     auto until = std::chrono::steady_clock::now() + kSpin;
-    while (remaining_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < until)
+    while (done_.load(std::memory_order_acquire) != pieces && std::chrono::steady_clock::now() < until)
       LONGCAT_PAUSE();
-    if (remaining_.load(std::memory_order_acquire) != 0) {
+    if (done_.load(std::memory_order_acquire) != pieces) {
       std::unique_lock<std::mutex> lk(m_);
-      cv_done_.wait(lk, [&] { return remaining_.load() == 0; });
+      cv_done_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == pieces; });
     }
     task_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  static constexpr int kPieceBits = 24;  // claim_ = generation << 24 | next piece (pieces <= 1024)
+
   void stop_workers() {
     {
       std::lock_guard<std::mutex> lk(m_);
@@ -99,16 +107,29 @@ class Pool {
     workers_.clear();
   }
 
-  void call(int tid) {
-    try {
-      (*task_)(tid);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(err_m_);
-      if (!error_) error_ = std::current_exception();
+  // Claims and runs pieces of generation gen until none is left. A claim succeeds only while
+  // claim_ still belongs to gen, so a late worker never touches a finished run's task.
+  void work(uint64_t gen) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    while ((c >> kPieceBits) == gen) {
+      const int piece = static_cast<int>(c & ((uint64_t{1} << kPieceBits) - 1));
+      if (piece >= pieces_) return;
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      try {
+        (*task_)(piece);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(err_m_);
+        if (!error_) error_ = std::current_exception();
+      }
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == pieces_) {
+        std::lock_guard<std::mutex> lk(m_);
+        cv_done_.notify_one();
+      }
+      c = claim_.load(std::memory_order_acquire);
     }
   }
 
-  void loop(int tid) {
+  void loop(int /*worker*/) {
     uint64_t seen = 0;
     for (;;) {
       auto until = std::chrono::steady_clock::now() + kSpin;
@@ -120,11 +141,7 @@ class Pool {
       }
       seen = gen_.load(std::memory_order_acquire);
       if (stop_) return;
-      if (tid < task_threads_) call(tid);
-      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(m_);
-        cv_done_.notify_one();
-      }
+      work(seen);
     }
   }
 
@@ -132,9 +149,10 @@ class Pool {
   std::mutex m_, err_m_;
   std::condition_variable cv_work_, cv_done_;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int> remaining_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> done_{0};
   const std::function<void(int)>* task_ = nullptr;
-  int task_threads_ = 0;
+  int pieces_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
 };
@@ -201,9 +219,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   }
   chunks = std::min<int64_t>(chunks, g_pool->size());
   const int64_t per = n / chunks, extra = n % chunks;
-  std::function<void(int)> body = [&](int tid) {
-    const int64_t begin = tid * per + std::min<int64_t>(tid, extra);
-    const int64_t end = begin + per + (tid < extra ? 1 : 0);
+  std::function<void(int)> body = [&](int piece) {
+    const int64_t begin = piece * per + std::min<int64_t>(piece, extra);
+    const int64_t end = begin + per + (piece < extra ? 1 : 0);
     struct InParallel {  // nested parallel_for calls run inline, even if fn throws
       InParallel() { t_in_parallel = true; }
       ~InParallel() { t_in_parallel = false; }
