@@ -97,13 +97,23 @@ def _check_lengths_fit(block_table, kv_cache, cache_seqlens):
                              f"of {kv_cache.shape[1]} tokens, too few for cache_seqlens up to {longest}")
 
 
+def _fits_default_workspace(metadata, b: int, workers: int) -> bool:
+    """The common case, read cheaply: a plan of at most ``b + workers`` splits (what
+    mla_decode_metadata makes here) fits the default workspace, and the kernel checks the whole
+    plan against that workspace before it reads anything. Only a larger plan is checked in full
+    here, because it sizes a larger allocation."""
+    if metadata.dim() != 2 or metadata.shape[0] != b + 1 or metadata.shape[1] != 2 or metadata.dtype != torch.int32:
+        return True   # the kernel's own checks name what is wrong
+    return 0 <= int(metadata[b, 0]) <= b + workers
+
+
 def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
     b, s_q, h_q, _ = q.shape
     # The workspace holds any plan mla_decode_metadata accepts (<= SM count on CUDA).
     workers = _sm_count(q.device) if q.device.type == "cuda" else _default_workers(q.device)
     if metadata is None:
         metadata = _metadata(cache_seqlens, s_q, _default_workers(q.device, s_q * h_q), causal, window)
-    elif q.device.type == "cpu":
+    elif q.device.type == "cpu" and not _fits_default_workspace(metadata, b, workers):
         # A plan made for more workers (e.g. on another machine) needs a larger workspace: size it
         # from the plan, checked first (a tampered plan must not size an allocation).
         _check_lengths_fit(block_table, kv_cache, cache_seqlens)
