@@ -464,7 +464,7 @@ def test_config_save_and_json_round_trip(tmp_path):
     ({"num_key_value_heads": 1}, ValueError, "'num_key_value_heads' must be num_attention_heads"),
     ({"streaming_sparse_attention": {"sink_size": 1, "recent_size": 4, "sparsity": 0.5, "layer_type": "01"}},
      ValueError, "one character per attention sublayer \\(4\\), got 2"),
-    ({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}, NotImplementedError, "rope type 'longrope'"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}, ValueError, "rope type 'longrope'"),
     ({"rope_scaling": {"rope_type": "yarn"}}, ValueError, "YaRN 'rope_scaling' needs 'factor'"),
     ({"zero_expert_type": "const"}, ValueError, "'zero_expert_type' must be 'identity'"),
 ])

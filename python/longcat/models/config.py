@@ -222,8 +222,9 @@ class LongcatFlashConfig:
         if not float(self.rope_theta) > 1.0:
             bad("rope_theta", "> 1")
         if self.rope_type not in ("default", "yarn"):
-            raise NotImplementedError(f"LongcatFlashConfig: rope type {self.rope_type!r} (rope_scaling) is not "
-                                      f"supported; 'default' and 'yarn' are")
+            # LongCat-Flash ships plain RoPE; YaRN is the long-context scaling its family uses.
+            raise ValueError(f"LongcatFlashConfig: rope type {self.rope_type!r} (rope_scaling) is not one this "
+                             f"model takes: 'default' or 'yarn'")
         if self.rope_type == "yarn" and self.rope_scaling.get("factor") is None \
                 and "original_max_position_embeddings" not in self.rope_scaling:
             raise ValueError("LongcatFlashConfig: YaRN 'rope_scaling' needs 'factor' or "
