@@ -237,18 +237,10 @@ class _Server:
             choice["token_ids"], choice["policy_versions"] = out.token_ids, out.versions
         return choice
 
-    async def chat_stream(self, body: ChatCompletionRequest, rid: str, first: Completion, gen) -> AsyncIterator[str]:
-        created = int(time.time())
+    def chat_stream(self, body: ChatCompletionRequest, rid: str, first: Completion, gen) -> AsyncIterator[str]:
         n = len(first.outputs)
         parsers = [ToolCallParser() if body.parse_tools() else None for _ in range(n)]
-        sent_text, sent_tokens, num_calls, done = [0] * n, [0] * n, [0] * n, [False] * n
-
-        def chunk(choices: list, usage: Optional[dict] = None) -> str:
-            obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                   "system_fingerprint": None, "choices": choices}
-            if usage is not None:
-                obj["usage"] = usage
-            return _sse(obj)
+        sent_text, sent_tokens, num_calls = [0] * n, [0] * n, [0] * n
 
         def choice(o: CompletionOutput, delta: dict, logprobs=None, finish=None) -> dict:
             c = {"index": o.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
@@ -257,38 +249,65 @@ class _Server:
                 c["stop_reason"] = o.stop_reason
             return c
 
+        def choices_of(o: CompletionOutput) -> list[dict]:
+            i = o.index
+            # the engine's text only grows (it holds back possible stop-string starts)
+            text = o.text[sent_text[i]:]
+            sent_text[i] = len(o.text)
+            start, end = sent_tokens[i], len(o.token_ids)
+            sent_tokens[i] = end
+            parser = parsers[i]
+            events = (parser.feed(text) + (parser.finish() if o.finished else [])) if parser else \
+                ([text] if text else [])
+            logprobs = ({"content": self._chat_token_logprobs(o, start, end, body.top_logprobs or 0),
+                         "refusal": None} if body.logprobs and end > start else None)
+            content = "".join(e for e in events if isinstance(e, str))
+            out = []
+            if content or logprobs is not None:
+                c = choice(o, {"content": content}, logprobs)
+                if body.return_token_ids:
+                    c["token_ids"] = o.token_ids[start:end]
+                out.append(c)
+            for call in (e for e in events if isinstance(e, dict)):
+                out.append(choice(o, {"tool_calls": [dict(call, index=num_calls[i])]}))
+                num_calls[i] += 1
+            if o.finished:
+                finish = "tool_calls" if num_calls[i] and o.finish_reason == "stop" else o.finish_reason
+                out.append(choice(o, {}, finish=finish))
+            return out
+
+        head = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for i in range(n)]
+        return self._stream(body, rid, "chat.completion.chunk", first, gen, choices_of, head)
+
+    async def _stream(self, body, rid: str, object_type: str, first: Completion, gen, choices_of,
+                      head: Optional[list] = None) -> AsyncIterator[str]:
+        """The SSE loop of both streaming endpoints: one chunk per choice that ``choices_of(o)``
+        makes of what an engine output added, until that output finishes; then the usage when
+        asked, and ``[DONE]``. An engine that dies ends the stream with an error event; leaving the loop
+        (a client that went away) closes ``gen``, which aborts the request."""
+        created = int(time.time())
+
+        def chunk(choices: list, usage: Optional[dict] = None) -> str:
+            obj = {"id": rid, "object": object_type, "created": created, "model": self.model_name,
+                   "system_fingerprint": None, "choices": choices}
+            if usage is not None:
+                obj["usage"] = usage
+            return _sse(obj)
+
+        done: set[int] = set()
         out = first
         try:
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                          "finish_reason": None} for i in range(n)])
+            if head is not None:
+                yield chunk(head)
             while True:
                 for o in out.outputs:
-                    i = o.index
-                    if done[i]:
+                    if o.index in done:
                         continue
-                    # the engine's text only grows (it holds back possible stop-string starts)
-                    text = o.text[sent_text[i]:]
-                    sent_text[i] = len(o.text)
-                    start, end = sent_tokens[i], len(o.token_ids)
-                    sent_tokens[i] = end
-                    parser = parsers[i]
-                    events = (parser.feed(text) + (parser.finish() if o.finished else [])) if parser else \
-                        ([text] if text else [])
-                    logprobs = ({"content": self._chat_token_logprobs(o, start, end, body.top_logprobs or 0),
-                                 "refusal": None} if body.logprobs and end > start else None)
-                    content = "".join(e for e in events if isinstance(e, str))
-                    if content or logprobs is not None:
-                        c = choice(o, {"content": content}, logprobs)
-                        if body.return_token_ids:
-                            c["token_ids"] = o.token_ids[start:end]
+                    for c in choices_of(o):
                         yield chunk([c])
-                    for call in (e for e in events if isinstance(e, dict)):
-                        yield chunk([choice(o, {"tool_calls": [dict(call, index=num_calls[i])]})])
-                        num_calls[i] += 1
                     if o.finished:
-                        done[i] = True
-                        finish = "tool_calls" if num_calls[i] and o.finish_reason == "stop" else o.finish_reason
-                        yield chunk([choice(o, {}, finish=finish)])
+                        done.add(o.index)
                 if out.finished:
                     break
                 out = await gen.__anext__()
@@ -297,7 +316,7 @@ class _Server:
         except EngineDeadError as e:
             yield _sse(error_body(str(e), "server_error"))
         finally:
-            await gen.aclose()   # a client that went away aborts the request here
+            await gen.aclose()
         yield "data: [DONE]\n\n"
 
     # ---- completions -------------------------------------------------------------------------
@@ -327,50 +346,28 @@ class _Server:
             resp["prompt_token_ids"] = final.prompt_token_ids
         return JSONResponse(resp)
 
-    async def completion_stream(self, body: CompletionRequest, rid: str, first: Completion, gen) -> AsyncIterator[str]:
-        created = int(time.time())
+    def completion_stream(self, body: CompletionRequest, rid: str, first: Completion, gen) -> AsyncIterator[str]:
         n = len(first.outputs)
-        sent_text, sent_tokens, done = [0] * n, [0] * n, [False] * n
+        sent_text, sent_tokens = [0] * n, [0] * n
 
-        def chunk(choices: list, usage: Optional[dict] = None) -> str:
-            obj = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
-                   "system_fingerprint": None, "choices": choices}
-            if usage is not None:
-                obj["usage"] = usage
-            return _sse(obj)
+        def choices_of(o: CompletionOutput) -> list[dict]:
+            i = o.index
+            text = o.text[sent_text[i]:]
+            start, end = sent_tokens[i], len(o.token_ids)
+            if not (text or end > start or o.finished):
+                return []
+            c = {"index": i, "text": text,
+                 "logprobs": (self._completion_logprobs(o, start, end, body.logprobs, sent_text[i])
+                              if body.logprobs is not None else None),
+                 "finish_reason": o.finish_reason, "policy_version": _policy_version(o, self.engine.version)}
+            if o.finished:
+                c["stop_reason"] = o.stop_reason
+            if body.return_token_ids:
+                c["token_ids"] = o.token_ids[start:end]
+            sent_text[i], sent_tokens[i] = len(o.text), end
+            return [c]
 
-        out = first
-        try:
-            while True:
-                for o in out.outputs:
-                    i = o.index
-                    if done[i]:
-                        continue
-                    text = o.text[sent_text[i]:]
-                    start, end = sent_tokens[i], len(o.token_ids)
-                    if not (text or end > start or o.finished):
-                        continue
-                    c = {"index": i, "text": text,
-                         "logprobs": (self._completion_logprobs(o, start, end, body.logprobs, sent_text[i])
-                                      if body.logprobs is not None else None),
-                         "finish_reason": o.finish_reason, "policy_version": _policy_version(o, self.engine.version)}
-                    if o.finished:
-                        c["stop_reason"] = o.stop_reason
-                        done[i] = True
-                    if body.return_token_ids:
-                        c["token_ids"] = o.token_ids[start:end]
-                    sent_text[i], sent_tokens[i] = len(o.text), end
-                    yield chunk([c])
-                if out.finished:
-                    break
-                out = await gen.__anext__()
-            if body.include_usage():
-                yield chunk([], self.usage(out))
-        except EngineDeadError as e:
-            yield _sse(error_body(str(e), "server_error"))
-        finally:
-            await gen.aclose()
-        yield "data: [DONE]\n\n"
+        return self._stream(body, rid, "text_completion", first, gen, choices_of)
 
     # ---- models, health, weights ---------------------------------------------------------------
 
