@@ -414,9 +414,11 @@ def test_generate_command(checkpoint, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["serve", "--model", ".", "--port", "0"], "--port: expected a value in [1, 65535], got 0"),
     (["serve", "--model", ".", "--port", "http"], "--port: expected an integer, got 'http'"),
-    (["generate", "--model", ".", "--prompt", "x", "--max-tokens", "0"], "--max-tokens: expected a value >= 1"),
+    (["generate", "--model", ".", "--prompt", "x", "--max-tokens", "0"], "--max-tokens: expected a value in [1, "),
+    (["generate", "--model", ".", "--prompt", "x", "--max-tokens", "99999999999"],
+     "--max-tokens: expected a value in [1, 16777216], got 99999999999"),
     (["generate", "--model", ".", "--prompt", "x", "--temperature", "-1"], "--temperature: expected a value in"),
-    (["serve", "--model", ".", "--max-num-seqs", "0"], "--max-num-seqs: expected a value >= 1"),
+    (["serve", "--model", ".", "--max-num-seqs", "0"], "--max-num-seqs: expected a value in [1, 65536], got 0"),
     (["models", "init", "--out", "x", "--dtype", "int8"], "--dtype: invalid choice"),
 ])
 def test_command_line_bounds(argv, message, capsys):

@@ -11,6 +11,9 @@ import sys
 __all__ = ["add_parser", "bounded"]
 
 
+MAX_LEN = 1 << 24  # 16M tokens: beyond any context this package runs; larger numbers are typos
+
+
 def bounded(kind, low=None, high=None):
     """An argparse type: ``kind`` (int or float) within [low, high]; the message names the bounds."""
     def parse(text: str):
@@ -28,13 +31,13 @@ def bounded(kind, low=None, high=None):
 
 def _engine_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
-    g.add_argument("--max-model-len", type=bounded(int, 2), default=None,
+    g.add_argument("--max-model-len", type=bounded(int, 2, MAX_LEN), default=None,
                    help="longest prompt + completion (default: the config's max_position_embeddings)")
-    g.add_argument("--max-num-seqs", type=bounded(int, 1), default=64, help="sequences per step (default 64)")
-    g.add_argument("--max-num-batched-tokens", type=bounded(int, 1), default=2048,
+    g.add_argument("--max-num-seqs", type=bounded(int, 1, 1 << 16), default=64, help="sequences per step (default 64)")
+    g.add_argument("--max-num-batched-tokens", type=bounded(int, 1, MAX_LEN), default=2048,
                    help="token budget per step, chunked prefill (default 2048)")
-    g.add_argument("--page-size", type=bounded(int, 1), default=64, help="KV-cache page size (default 64)")
-    g.add_argument("--num-pages", type=bounded(int, 1), default=None, help="KV-cache pages (default: sized)")
+    g.add_argument("--page-size", type=bounded(int, 1, 1 << 16), default=64, help="KV-cache page size (default 64)")
+    g.add_argument("--num-pages", type=bounded(int, 1, 1 << 24), default=None, help="KV-cache pages (default: sized)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weights dtype (default: the checkpoint's)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (serve: of requests that give none; "
@@ -124,7 +127,7 @@ def add_parser(sub) -> None:
     g.add_argument("--model", required=True, help="checkpoint folder")
     g.add_argument("--prompt", required=True, help="prompt text (with --chat: the user message)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn of the chat template")
-    g.add_argument("--max-tokens", type=bounded(int, 1), default=32, help="tokens to generate at most (default 32)")
+    g.add_argument("--max-tokens", type=bounded(int, 1, MAX_LEN), default=32, help="tokens to generate at most (default 32)")
     g.add_argument("--temperature", type=bounded(float, 0.0, 100.0), default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=bounded(float, 1e-9, 1.0), default=1.0, help="nucleus mass (default 1)")
     _engine_arguments(g)
@@ -138,6 +141,6 @@ def add_parser(sub) -> None:
     init.add_argument("--out", required=True, help="folder to write (created)")
     init.add_argument("--seed", type=int, default=0, help="weights and tokenizer seed (default 0)")
     init.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    init.add_argument("--max-position-embeddings", type=bounded(int, 2), default=None,
+    init.add_argument("--max-position-embeddings", type=bounded(int, 2, MAX_LEN), default=None,
                       help="override the preset's context length")
     init.set_defaults(func=_reporting(cmd_models_init))
