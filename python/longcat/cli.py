@@ -73,6 +73,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add their own subcommands: each has ``add_parser(subparsers)``.
+SUBCOMMAND_MODULES = [
+    "longcat.envs.cli",
+    "longcat.serve.cli",
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     from longcat.bench import AREAS
 
@@ -91,12 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="also write a Chrome/Perfetto trace (torch.profiler, 2 calls) of each function "
                               "timed, per benchmark case, into DIR")
     p_bench.set_defaults(func=cmd_bench)
-    from longcat.envs.cli import add_parser as add_envs_parser
-
-    add_envs_parser(sub)
-    from longcat.serve.cli import add_parser as add_serve_parser
-
-    add_serve_parser(sub)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench" and args.device.startswith("cuda"):
         import torch
