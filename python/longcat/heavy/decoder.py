@@ -216,7 +216,7 @@ class HeavyThinker:
                 seed = None if c.seed is None else c.seed + 7919 * r
                 requests.append(SampleRequest(self.summary_prompt(res.question, sel.shown), 1 if last else c.k,
                                               c.summary_temperature if last else c.temperature, c.top_p, seed,
-                                              c.summary_max_tokens, c.logprobs))
+                                              c.summary_max_tokens, 0 if c.logprobs is None else c.logprobs))
             for res, req, shown, batch in zip(results, requests, shown_of, self.summary_backend.sample(requests)):
                 res.rounds.append(batch.candidates)
                 res.generated_tokens += sum(x.num_tokens for x in batch.candidates)
