@@ -13,4 +13,5 @@ AREAS = {
     "model": "longcat.bench.model",
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
+    "heavy": "longcat.bench.heavy",
 }
