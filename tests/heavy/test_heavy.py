@@ -198,3 +198,31 @@ def test_candidates_call_tools_and_the_summary_sees_compact_results(fake):
     assert "Probably 6." in summary and "tool_call" not in summary
     assert res.answer_text == "The sum is 5." and chat.messages[-1] == {"role": "assistant", "content": "The sum is 5."}
     assert [len(c.tool_results) for c in res.candidates] == [1, 1, 0]
+
+
+def test_env_tools_give_each_candidate_its_own_database():
+    from longcat.envs.growth import DomainContext, build_environment
+    from longcat.envs.runtime import Environment
+    from longcat.envs.tasks import SynthStats, synthesize_task
+    from longcat.heavy import EnvTools
+
+    ctx = DomainContext("retail")
+    for i in range(6):
+        rec = build_environment(ctx, 11, i, {})
+        task = synthesize_task(ctx, rec, 0, SynthStats()) if rec["verified"] else None
+        if task is not None and task["gold_actions"]:
+            break
+    env = Environment(rec)
+    env.reset(task)
+    h0 = env.db_hash()
+    tools = EnvTools(env)
+    assert {t["function"]["name"] for t in tools.schemas} == set(rec["tools"])
+    a, b = tools.session(), tools.session()
+    for act in task["gold_actions"]:
+        out = a.call(act["name"], act["arguments"])
+        assert "Error" not in out[:6]
+    assert env.db_hash() == task["expected_db_hash"]  # a's world holds the gold result
+    b.call("no_such_tool", {})
+    assert env.db_hash() == h0  # b's world was never touched by a's calls
+    assert "unknown tool" in b.call("no_such_tool", {})
+    env.close()

@@ -57,7 +57,8 @@ class FunctionTools:
 
 class EnvTools:
     """The tools of a ``longcat.envs.Environment`` that has been ``reset(task)``. Each session
-    starts from the database as it is now and keeps its own snapshot between calls."""
+    starts from the database as it is now and keeps its own snapshot between calls; the
+    environment is left as it was (``restore``) once the candidates are done."""
 
     def __init__(self, env):
         self.env = env
@@ -72,10 +73,13 @@ class _EnvSession:
         self.env, self.state = env, state
 
     def call(self, name: str, arguments: dict) -> str:
+        # The environment's tool path (noise included) without advancing its episode: the K
+        # candidates are parallel worlds, not K steps of one episode.
         self.env.restore(self.state)
-        obs, _, _, _ = self.env.step({"type": "tool_call", "name": name, "arguments": arguments})
+        res = self.env.tool_call(name, arguments)
         self.state = self.env.snapshot()
-        return str(obs.get("content", ""))
+        content = res.get("content")
+        return "".join(c.get("text", "") for c in content) if isinstance(content, list) else str(content)
 
 
 def compact_call(name: str, arguments: dict, result: str, result_chars: int) -> str:
