@@ -136,8 +136,8 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
         model_note = f"--model {model}"
         max_operand = int(os.environ.get("LONGCAT_HEAVY_MAX_OPERAND", "99"))
     setup_s = time.perf_counter() - t0
-    backend = EngineBackend(model, max_num_seqs=64, max_model_len=256)
-    n = 48 if quick else 300
+    backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
+    n = 48 if quick else 200
     problems = make_problems(n, seed=2026, max_operand=max_operand, ops="+-")
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
     rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2))
