@@ -72,10 +72,10 @@ class _Stub(BaseHTTPRequestHandler):
         for i in range(body["n"]):
             text = answer(i) if callable(answer) else answer
             if self.path.endswith("/chat/completions"):
-                lp = {"content": [{"token": text, "logprob": -0.5, "top_logprobs": [
-                    {"token": text, "logprob": -0.5}, {"token": "x", "logprob": -1.5}]}]} if body.get("logprobs") else None
-                choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop", "logprobs": lp})
+                lp = {"content": [{"token": str(text), "logprob": -0.5, "top_logprobs": [
+                    {"token": str(text), "logprob": -0.5}, {"token": "x", "logprob": -1.5}]}]} if body.get("logprobs") else None
+                message = text if isinstance(text, dict) else {"role": "assistant", "content": text}
+                choices.append({"index": i, "message": message, "finish_reason": "stop", "logprobs": lp})
             else:
                 lp = {"tokens": [text], "token_logprobs": [-0.5], "top_logprobs": [{text: -0.5, "x": -1.5}],
                       "text_offset": [0]} if body.get("logprobs") is not None else None

@@ -146,3 +146,29 @@ def test_against_longcat_serve(tmp_path):
         assert len(res.rounds) == 2 and res.generated_tokens > 1 and res.episodes[0].completion_logprobs
         with pytest.raises(BudgetError, match="max_tokens"):  # random weights: no sample ends in 1 token
             HeavyThinker(backend, k=2, max_tokens=1, seed=0).think("1+1=")
+
+
+def test_endpoint_tool_calls_run_through_the_tool_loop(stub_server):
+    from longcat.heavy import FunctionTools, HeavyChat
+
+    def answer(body):
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            return "It is 5."
+        if "Thinker" in last["content"]:
+            return "5"
+        assert body["tools"][0]["function"]["name"] == "add"
+        return lambda i: ({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]}
+            if i == 0 else "6")
+
+    stub_server.answer = answer
+    tools = FunctionTools({"add": lambda a, b: a + b},
+                          [{"type": "function", "function": {"name": "add", "parameters": {}}}])
+    chat = HeavyChat(HeavyThinker(OpenAIBackend(stub_server.url), k=2), tools=tools)
+    res = chat.send("2+3?")
+    assert res.candidates[0].tool_results == ['add({"a": 2, "b": 3}) -> 5']
+    assert res.candidates[0].text == "It is 5." and res.answer_text == "5"
+    follow_up = stub_server.bodies[1]["messages"]
+    assert follow_up[-1] == {"role": "tool", "tool_call_id": follow_up[-2]["tool_calls"][0]["id"], "content": "5"}
+    assert 'add({"a": 2, "b": 3}) -> 5' in stub_server.bodies[-1]["messages"][-1]["content"]

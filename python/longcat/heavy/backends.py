@@ -167,7 +167,12 @@ class OpenAIBackend:
             text = msg.get("content") or ""
             for call in msg.get("tool_calls") or []:  # back to the text form the parser reads
                 fn = call.get("function", {})
-                text += f"<tool_call>\n{json.dumps({'name': fn.get('name'), 'arguments': json.loads(fn.get('arguments') or '{}')})}\n</tool_call>"
+                args = fn.get("arguments") or "{}"
+                try:
+                    args = json.loads(args) if isinstance(args, str) else args
+                except ValueError:
+                    pass  # the parser will find it malformed and leave it as content
+                text += f"<tool_call>\n{json.dumps({'name': fn.get('name'), 'arguments': args})}\n</tool_call>"
             entries = (choice.get("logprobs") or {}).get("content")
             if entries:
                 lps = [[e["logprob"]] + [t["logprob"] for t in e.get("top_logprobs") or []

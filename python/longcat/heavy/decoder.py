@@ -204,7 +204,7 @@ class HeavyThinker:
             last = r == c.rounds
             requests, shown_of = [], []
             for i, res in enumerate(results):
-                rng = random.Random(hash((c.seed, i, r))) if c.shuffle else None
+                rng = random.Random(f"{c.seed}/{i}/{r}") if c.shuffle else None  # str seeds: stable across runs
                 sel = select_for_summary(res.rounds[-1], per_candidate_budget=c.candidate_budget,
                                          total_budget=c.context_budget, count_tokens=self.summary_backend.count_tokens,
                                          rng=rng)
