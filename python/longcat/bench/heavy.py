@@ -156,3 +156,9 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     plot(rows, png, title)
     result.context["plot"] = png
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    from longcat.cli import main as cli_main
+
+    cli_main(["bench", "heavy", *(argv or [])])
