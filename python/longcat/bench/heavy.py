@@ -6,7 +6,10 @@ the comparison isolates the aggregation; Heavy Thinking pays for its summary tok
 
 The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains), else a short
 supervised warm start of the ``tiny`` preset (``longcat.heavy.warmstart``), cached under the
-output folder. Writes heavy.json / heavy.md (``report``) and heavy.png.
+output folder (the first run trains it: about 21 minutes on the loaded 2-core CPU this was written
+on; later runs reuse it). With ``--model`` the problems use operands up to
+``$LONGCAT_HEAVY_MAX_OPERAND`` (default 99, ``make_problems``' default). Writes heavy.json /
+heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
 
