@@ -192,6 +192,8 @@ def test_gold_with_retries_survives_every_noise_type(pairs, kind):
         assert r == 1.0, (kind, task["task_id"], info)
         if kind in ("transient", "malformed", "truncated", "paginated", "renamed"):
             injected += sum(env.tool_call.injected.values())
+        elif kind == "user_turns":
+            injected += env.noisy_user_turns
         else:
             injected += env.user.first_message != task["instruction"]
         env.close()

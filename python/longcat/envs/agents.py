@@ -6,9 +6,14 @@
 * ``DoNothingAgent`` answers without acting: it must score 0% (self-verification guarantees it).
 * ``RandomAgent`` calls random tools of the environment with schema-valid random arguments
   (values it has seen in earlier outputs half of the time): it should score near 0%.
+* ``WriteOnlyAgent`` replays only the gold WRITE actions (no lookup, no authentication) and
+  reports nothing: the shortcut a goal-level task must defeat.
+* ``OpenAIAgent`` drives a model behind any OpenAI-compatible endpoint with the environment's
+  tools (function calling); several tool calls in one reply are executed one per step.
 
-An agent is a callable ``act(observation) -> action`` with ``begin(task, observation)``;
-``run_episode(env, agent, task)`` drives one episode and returns (reward, info).
+An agent follows ``protocols.Agent``: ``begin(task, observation)``, then ``act(observation) ->
+action``; ``run_episode(env, agent, task)`` drives one episode and returns (reward, info), and
+with ``log=path`` appends the episode to a JSONL log (``episodes.write_episode``).
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from typing import Any, Mapping
 from .noise import TRUNCATION_MARK, stable_seed
 from .runtime import Environment
 
-__all__ = ["GoldAgent", "DoNothingAgent", "RandomAgent", "run_episode", "AGENTS"]
+__all__ = ["GoldAgent", "DoNothingAgent", "RandomAgent", "WriteOnlyAgent", "OpenAIAgent",
+           "run_episode", "AGENTS"]
 
 
 class GoldAgent:
@@ -56,6 +62,82 @@ class GoldAgent:
                     "content": "Done. Here is what you asked for: "
                                + "; ".join(str(v) for v in self.rubrics) + "."}
         return {"type": "message", "content": "Everything you asked for is done."}
+
+
+class WriteOnlyAgent(GoldAgent):
+    """The gold WRITE actions only (with GoldAgent's retries), then a closing message."""
+
+    def begin(self, task: Mapping, observation: Mapping) -> None:
+        from .spec import load_domain
+
+        super().begin(task, observation)
+        tools = load_domain(task["domain"]).tools
+        self.queue = [a for a in self.queue if a["name"] in tools
+                      and tools[a["name"]].mode == "write"]
+        self.rubrics = []
+
+
+class OpenAIAgent:
+    """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (``longcat
+    serve``, vLLM, ...) acting with the environment's tools. It keeps the conversation in
+    OpenAI's format: the environment's system prompt and user turns, its own replies (with
+    ``tool_calls``) and one ``tool`` message per call, matched by ``tool_call_id``."""
+
+    def __init__(self, base_url: str, model: str = "default", *, temperature: float = 0.0,
+                 api_key: str | None = None, max_tokens: int | None = 1024):
+        from .chat_api import completions_url
+
+        completions_url(base_url)
+        self.base_url, self.model, self.temperature = base_url, model, temperature
+        self.api_key, self.max_tokens = api_key, max_tokens
+
+    def begin(self, task: Mapping, observation: Mapping) -> None:
+        self.messages = [{"role": m["role"], "content": m["content"]}
+                         for m in observation["messages"]]
+        self.tools = list(observation["tools"])
+        self.pending: list[dict] = []
+        self.started = False
+
+    def _observe(self, observation: Mapping) -> None:
+        role = observation.get("role")
+        if role == "tool":
+            self.messages.append({"role": "tool", "content": observation.get("content", ""),
+                                  "tool_call_id": observation.get("tool_call_id", "")})
+        else:  # the user's reply, or the environment's error about a malformed action
+            self.messages.append({"role": "user", "content": observation.get("content", "")})
+
+    def act(self, observation: Mapping) -> dict:
+        from .chat_api import chat_completion
+
+        if self.started:
+            self._observe(observation)
+        self.started = True
+        if self.pending:
+            return self.pending.pop(0)
+        msg = chat_completion(self.base_url, self.messages, model=self.model, tools=self.tools,
+                              temperature=self.temperature, api_key=self.api_key,
+                              max_tokens=self.max_tokens)
+        calls = [tc for tc in (msg.get("tool_calls") or []) if isinstance(tc, dict)]
+        if not calls:
+            content = msg.get("content") or ""
+            self.messages.append({"role": "assistant", "content": content})
+            return {"type": "message", "content": content}
+        for i, tc in enumerate(calls):
+            tc.setdefault("id", f"call_{len(self.messages)}_{i}")
+        self.messages.append({"role": "assistant", "content": msg.get("content"),
+                              "tool_calls": calls})
+        actions = []
+        for tc in calls:
+            fn = tc.get("function") or {}
+            raw = fn.get("arguments")
+            try:
+                args = json.loads(raw) if isinstance(raw, str) else (raw or {})
+            except ValueError:
+                args = raw   # the environment answers malformed arguments with an error
+            actions.append({"type": "tool_call", "id": tc["id"], "name": fn.get("name"),
+                            "arguments": args})
+        self.pending = actions[1:]
+        return actions[0]
 
 
 class DoNothingAgent:
@@ -121,18 +203,27 @@ class RandomAgent:
         return {"type": "tool_call", "name": fn["name"], "arguments": args}
 
 
-AGENTS = {"gold": GoldAgent, "nothing": DoNothingAgent, "random": RandomAgent}
+AGENTS = {"gold": GoldAgent, "nothing": DoNothingAgent, "random": RandomAgent,
+          "write-only": WriteOnlyAgent}
 
 
-def run_episode(env: Environment, agent, task: Mapping, max_steps: int | None = None) -> tuple[float, dict]:
-    """Runs one episode to the end; returns (reward, final info)."""
+def run_episode(env: Environment, agent, task: Mapping, max_steps: int | None = None,
+                log: str | None = None) -> tuple[float, dict]:
+    """Runs one episode to the end; returns (reward, final info). ``log``: a JSONL file the
+    episode is appended to (``episodes.write_episode``)."""
     obs = env.reset(task)
     agent.begin(task, obs)
     last = {"role": "user", "content": obs["messages"][-1]["content"]}
     limit = max_steps or env.max_steps
+    reward, info = 0.0, {"truncated": True}
     for _ in range(limit):
-        obs_, reward, done, info = env.step(agent.act(last))
+        obs_, r, done, i = env.step(agent.act(last))
         last = obs_
         if done:
-            return reward, info
-    return 0.0, {"truncated": True}
+            reward, info = r, i
+            break
+    if log is not None:
+        from .episodes import write_episode
+
+        write_episode(log, env.episode())
+    return reward, info

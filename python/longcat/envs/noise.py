@@ -13,6 +13,10 @@ Instruction noise (applied to the first user message, never to the task's gold d
   * ``irrelevant``   -- off-topic sentences about the user's life;
   * ``out_of_order`` -- the sentences of the instruction are shuffled.
 
+User-turn noise (applied to every later user message, whatever the user simulator):
+  * ``user_turns``   -- the user's replies get paraphrases, typos (protected values untouched)
+                        and now and then an off-topic sentence (``noisy_user_turn``).
+
 Tool noise (a wrapper around a tool-call function ``call(name, arguments) -> result``):
   * ``transient``  -- the first 1-3 attempts of a call fail with a retryable error (service
                       unavailable / timeout) *without executing* the tool, so the database is
@@ -44,7 +48,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 INSTRUCTION_NOISE = ("paraphrase", "ambiguity", "typos", "irrelevant", "out_of_order")
 TOOL_NOISE = ("transient", "malformed", "truncated", "paginated", "renamed")
-NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE
+USER_TURN_NOISE = ("user_turns",)
+NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE + USER_TURN_NOISE
 
 
 def stable_seed(*parts: Any) -> int:
@@ -89,6 +94,10 @@ class NoiseConfig:
     @property
     def tool_types(self) -> tuple[str, ...]:
         return tuple(t for t in self.types if t in TOOL_NOISE)
+
+    @property
+    def user_turn_types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.types if t in USER_TURN_NOISE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,6 +276,21 @@ def noisy_instruction(text: str, config: NoiseConfig, *, key: Any = "",
     if "typos" in types:
         text = add_typos(text, rng, config.intensity, protected)
     return text, moved
+
+
+def noisy_user_turn(text: str, config: NoiseConfig, *, key: Any = "", turn: int = 0,
+                    protected: Sequence[str] = ()) -> str:
+    """User-turn noise on one later user message (turn ``turn`` of the episode ``key``):
+    paraphrase, typos outside ``protected`` values, sometimes an off-topic sentence. End tokens
+    (``###...###``) are protected so noise never changes whether the user ends the episode."""
+    if "user_turns" not in config.types or config.intensity <= 0:
+        return text
+    rng = random.Random(stable_seed("user-turn", config.seed, key, turn))
+    protected = list(protected) + re.findall(r"###[A-Z-]+###", text)
+    text = paraphrase(text, rng, config.intensity)
+    if rng.random() < 0.5 * config.intensity:
+        text = add_irrelevant(text, rng, config.intensity)
+    return add_typos(text, rng, config.intensity, protected)
 
 
 # ----------------------------------------------------------------------------------------------
