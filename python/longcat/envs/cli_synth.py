@@ -1,5 +1,6 @@
 """``longcat envs build | stats | eval``: environments and tasks at scale, their statistics, and
-reference-agent scores. Registered into ``longcat envs`` through ``cli.add_subcommand``."""
+reference-agent scores. ``cli`` registers ``SUBCOMMANDS`` into ``longcat envs`` (this module
+does not import ``cli``: no import cycle)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import add_subcommand, parse_domains
+from .spec import parse_domains
 
 
 def _configure_build(p: argparse.ArgumentParser) -> None:
@@ -223,9 +224,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-add_subcommand("build", "grow, instantiate and verify environments and synthesise tasks",
-               _configure_build, cmd_build)
-add_subcommand("stats", "statistics of a build (domains, tools, density, tasks, verification)",
-               _configure_stats, cmd_stats)
-add_subcommand("eval", "score a reference agent (gold / nothing / random) on a build",
-               _configure_eval, cmd_eval)
+# (name, help, configure(parser), func(args) -> int), registered by cli.add_parser
+SUBCOMMANDS = [
+    ("build", "grow, instantiate and verify environments and synthesise tasks",
+     _configure_build, cmd_build),
+    ("stats", "statistics of a build (domains, tools, density, tasks, verification)",
+     _configure_stats, cmd_stats),
+    ("eval", "score a reference agent (gold / write-only / nothing / random) on a build",
+     _configure_eval, cmd_eval),
+]
