@@ -238,6 +238,7 @@ class Domain:
     source: str
     hooks: str | None = None
     policy: str = ""
+    invariants: list = dc_field(default_factory=list)   # invariants.Same / Sum / NullWhen / Past
 
     def entity(self, name: str) -> Entity:
         try:
@@ -555,7 +556,8 @@ def parse_domain(doc: Any, source: str = "<spec>", expect_name: str | None = Non
     """Builds a Domain from a parsed YAML document; raises ``SpecError`` on any problem."""
     ctx = _Ctx(source)
     ctx.mapping(doc, "", "a mapping at the top level")
-    ctx.keys(doc, {"domain", "description", "now", "hooks", "user_held", "entities", "tools", "policy"}, "")
+    ctx.keys(doc, {"domain", "description", "now", "hooks", "user_held", "entities", "tools", "policy",
+                   "invariants"}, "")
     name = doc.get("domain")
     if not isinstance(name, str) or not _NAME.match(name):
         ctx.err("domain", f"expected a lower-case domain name, got {name!r}")
@@ -568,6 +570,9 @@ def parse_domain(doc: Any, source: str = "<spec>", expect_name: str | None = Non
     dom = Domain(name=name, description=str(doc.get("description", "")), entities=ents, tools={},
                  user_held=set(), now=now, source=source, hooks=doc.get("hooks"),
                  policy=str(doc.get("policy", "")))
+    from .invariants import parse_invariants
+
+    dom.invariants = parse_invariants(dom, doc.get("invariants"), ctx.err)
     keys = dom.keys()
     for i, k in enumerate(ctx.lst(doc.get("user_held", []), "user_held", "a list of semantic keys")):
         if k not in keys:
