@@ -21,6 +21,9 @@ def _configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: the CPUs this process may use)")
     p.add_argument("--tasks-per-env", type=int, default=1, help="tasks per environment (default 1)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows per table of entities without foreign keys, twice that for the "
+                        "others (default 6; at most 1000)")
     p.add_argument("--block", type=int, default=None,
                    help="environments per work unit (default 25; part of what the seed fixes)")
     p.add_argument("--growth", action="append", default=[], metavar="KEY=VALUE",
@@ -54,7 +57,7 @@ def growth_config(items: list[str]):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import BLOCK, build
+    from .build import BLOCK, MAX_ROWS, ROWS, build
 
     if args.count < 1:
         raise ValueError(f"--count: expected >= 1, got {args.count}")
@@ -64,9 +67,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers: expected >= 1, got {args.workers}")
     names = parse_domains(args.domains)
     cfg = growth_config(args.growth)
+    rows = ROWS if args.rows is None else args.rows
+    if not 1 <= rows <= MAX_ROWS:
+        raise ValueError(f"--rows: expected 1..{MAX_ROWS}, got {rows}")
     summary = build(names, args.count, args.seed, args.out, workers=args.workers,
                     tasks_per_env=args.tasks_per_env, block=args.block or BLOCK,
-                    progress=not args.no_progress, cfg=cfg)
+                    progress=not args.no_progress, cfg=cfg, rows=rows)
     print(f"built {summary['envs']} environments ({summary['verified']} verified) and "
           f"{summary['tasks']} tasks over {len(names)} domains in {summary['seconds']:.1f} s "
           f"({summary['envs_per_second']:.1f} verified envs/s, "
@@ -151,6 +157,30 @@ def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None
     return out
 
 
+def invariant_violations(envs: dict, domains: dict) -> dict:
+    """Per domain: violated invariants summed over the initial database of every verified
+    environment (template rows plus the environment's recorded repairs)."""
+    from .datagen import apply_patch, template_db
+    from .db import connect, dump, restore
+    from .invariants import violations
+
+    out: dict[str, int] = {}
+    conns: dict = {}
+    for e in envs.values():
+        if not e.get("verified"):
+            continue
+        d = domains[e["domain"]]
+        conn = conns.get(d.name)
+        if conn is None:
+            conn = conns[d.name] = connect(d)
+        restore(conn, template_db(d, e["template_seed"], e.get("rows", 6)))
+        apply_patch(conn, d, e.get("patch", ()))
+        out[d.name] = out.get(d.name, 0) + len(violations(d, dump(conn, d)))
+    for c in conns.values():
+        c.close()
+    return out
+
+
 def task_stats(tasks: list, domains: dict) -> dict:
     """Per domain: gold actions per task (mean, p90, max), the share of tasks needing a read (a
     write argument whose value the user never states, so only a tool output can supply it), the
@@ -190,10 +220,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     summary, envs, tasks = _load(Path(args.dir))
     scores = score_agents(envs, tasks, args.sample) if args.agents else {}
-    tstats = task_stats(tasks, {d: load_domain(d) for d in summary["domains"]})
+    doms = {d: load_domain(d) for d in summary["domains"]}
+    tstats = task_stats(tasks, doms)
+    viol = invariant_violations(envs, doms)
     TASK_COLS = ["gold/task", "p90", "max", ">=6 gold", "needs read", "refusals"]
     cols = ["domain", "tools", "density", "envs", "verified", "tools/env", "tasks",
-            "task verif."] + TASK_COLS
+            "task verif.", "invariant viol."] + TASK_COLS
     if args.agents:
         cols += list(LADDER)
     table = Table(title=f"longcat envs stats: {args.dir}")
@@ -206,6 +238,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                "verified": pd["verified"], "tools/env": pd["tools_per_env"], "tasks": pd["tasks"],
                "task verif.": pd["task_verification_rate"], "dropped": pd["dropped"]}
         row.update(tstats.get(dom, {}))
+        row["invariant viol."] = viol.get(dom, 0)
         if dom in scores:
             row.update({k: scores[dom][k] for k in LADDER})
         rows.append(row)
@@ -218,6 +251,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
            "tasks": sum(r["tasks"] for r in rows),
            "task verif.": sum(r["tasks"] for r in rows)
            / max(sum(summary["domains"][r["domain"]]["candidates"] for r in rows), 1)}
+    tot["invariant viol."] = sum(r["invariant viol."] for r in rows)
     n_task = {d: sum(t["domain"] == d for t in tasks) for d in tstats}
     for c in TASK_COLS:
         if c in ("p90", "max"):

@@ -284,6 +284,17 @@ def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
     return v
 
 
+def invariant_fields(domain) -> frozenset:
+    """(entity, field) pairs the domain's invariants read (cached on the domain)."""
+    cached = getattr(domain, "_invariant_fields", None)
+    if cached is None:
+        from .invariants import fields_of
+
+        cached = frozenset(fields_of(domain))
+        domain._invariant_fields = cached
+    return cached
+
+
 def generate_rows(domain, seed: int, rows: int = 6) -> dict[str, list[dict]]:
     """Rows for every entity of ``domain`` (``spec.Domain``), seeded: ``rows`` rows for entities
     without foreign keys, twice as many for the others (a user has several orders). Foreign keys
@@ -594,6 +605,10 @@ class Instantiator:
         # A field patched once stays: a second repair could undo what an earlier path needs.
         if any(p["entity"] == entity and p["key"] == key and p["field"] == field
                for p in self.patch):
+            return False
+        # A field an invariant relates to other rows (an address's owner, an order's total) is
+        # never repaired: the patched database must stay consistent.
+        if (entity, field) in invariant_fields(self.domain):
             return False
         rec = {"entity": entity, "key": key, "field": field, "value": value}
         try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 __all__ = ["Same", "Sum", "NullWhen", "Past", "parse_invariants", "violations", "enforce_entity",
-           "enforce_sums", "CLOCK_WINDOW_DAYS"]
+           "enforce_sums", "fields_of", "CLOCK_WINDOW_DAYS"]
 
 CLOCK_WINDOW_DAYS = (5 * 366, 2 * 366)   # (before, after) the domain clock
 
@@ -171,6 +171,32 @@ def parse_invariants(dom, doc: Any, err: Callable[[str, str], None]) -> list:
                     err(f"{where}.past[{j}]", "expected a date or datetime field entity.field")
                 pairs.append((en, pf[0]))
             out.append(Past(tuple(pairs), msg))
+    return out
+
+
+def fields_of(dom) -> set[tuple[str, str]]:
+    """Every (entity, field) some invariant of ``dom`` reads, along its paths included."""
+    out: set = set()
+
+    def walk(entity: str, path: tuple[str, ...]) -> None:
+        cur = entity
+        for fn in path:
+            out.add((cur, fn))
+            f = dom.entities[cur].fields[fn]
+            if f.ref:
+                cur = f.ref[0]
+
+    for inv in getattr(dom, "invariants", ()):
+        if isinstance(inv, Same):
+            walk(inv.entity, inv.left)
+            walk(inv.entity, inv.right)
+        elif isinstance(inv, Sum):
+            out |= {(inv.entity, inv.target), (inv.child, inv.by)}
+            out |= {(inv.child, f) for f in inv.factors}
+        elif isinstance(inv, NullWhen):
+            out |= {(inv.entity, inv.when_field)} | {(inv.entity, f) for f in inv.nulls}
+        elif isinstance(inv, Past):
+            out |= set(inv.fields)
     return out
 
 
