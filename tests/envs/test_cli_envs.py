@@ -63,7 +63,8 @@ def test_stats_and_eval(build_dir, capsys):
     assert 0.0 <= stats["total"]["write-only"] <= 1.0
     for r in stats["rows"]:
         assert r["gold/task"] >= 1 and r["max"] >= r["p90"] >= 1
-        assert 0.0 <= r["needs read"] <= 1.0 and r["refusals"] == 0.0
+        assert 0.0 <= r["needs read"] <= 1.0 and 0.0 <= r["refusals"] <= 1.0
+        assert r["invariant viol."] == 0
     assert main(["envs", "eval", str(build_dir), "--agent", "gold", "--limit", "2",
                  "--noise", "all", "--intensity", "0.7"]) == 0
     assert "100.0%" in capsys.readouterr().out

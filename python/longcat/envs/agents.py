@@ -38,6 +38,7 @@ class GoldAgent:
     def begin(self, task: Mapping, observation: Mapping) -> None:
         self.queue = [dict(a) for a in task["gold_actions"]]
         self.rubrics = [r["info"] for r in task.get("rubrics", [])]
+        self.refusal = (task.get("refusal") or {}).get("reason")
         self.retries = 0
         self.last: dict | None = None
         self.reported = False
@@ -56,23 +57,28 @@ class GoldAgent:
             a = self.queue.pop(0)
             self.last = {"type": "tool_call", "name": a["name"], "arguments": a["arguments"]}
             return self.last
+        refused = f" One part I cannot do: {self.refusal}." if getattr(self, "refusal", None) \
+            else ""
         if not self.reported and self.rubrics:
             self.reported = True
             return {"type": "message",
                     "content": "Done. Here is what you asked for: "
-                               + "; ".join(str(v) for v in self.rubrics) + "."}
-        return {"type": "message", "content": "Everything you asked for is done."}
+                               + "; ".join(str(v) for v in self.rubrics) + "." + refused}
+        return {"type": "message", "content": "Everything you asked for is done." + refused}
 
 
 class WriteOnlyAgent(GoldAgent):
-    """The gold WRITE actions only (with GoldAgent's retries), then a closing message."""
+    """A naive executor: the writes the user asked for (``requested_actions``: the gold writes,
+    plus the forbidden one of a refusal task), with GoldAgent's retries, no lookup, no
+    authentication, no policy check; then a closing message."""
 
     def begin(self, task: Mapping, observation: Mapping) -> None:
         from .spec import load_domain
 
         super().begin(task, observation)
         tools = load_domain(task["domain"]).tools
-        self.queue = [a for a in self.queue if a["name"] in tools
+        asked = task.get("requested_actions") or task["gold_actions"]
+        self.queue = [dict(a) for a in asked if a["name"] in tools
                       and tools[a["name"]].mode == "write"]
         self.rubrics = []
 

@@ -274,7 +274,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for r in rows + [tot]:
         table.add_row(*(fmt(c, r.get(c, "")) if c in r else "" for c in cols),
                       style="bold" if r is tot else None)
-    console = Console(width=160)
+    console = Console(width=260)
     console.print(table)
     console.print(f"built in {summary['seconds']:.1f} s with {summary['workers']} workers: "
                   f"{summary['envs_per_second']:.1f} verified envs/s, "

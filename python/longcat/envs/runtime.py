@@ -270,6 +270,7 @@ class Environment:
         * ``write_recall``  -- fraction of the gold WRITE actions (name and arguments) the agent
                                made successfully;
         * ``rubrics_frac``  -- fraction of rubric values told to the user (1.0 with none);
+        * ``auth``          -- ``authenticated_before_writes`` (part of the 0/1 reward);
         * ``partial_credit`` -- the mean of the three (1.0 exactly when the reward is 1.0 is not
           guaranteed: a wrong extra write can leave every part at 1.0 while the hash differs,
           so the 0/1 reward stays the training signal and this one a diagnostic)."""
@@ -278,7 +279,8 @@ class Environment:
         task = self.task
         db_ok = self.db_hash() == task["expected_db_hash"]
         rub = [communicated(r["info"], self.agent_messages) for r in task.get("rubrics", [])]
-        reward = 1.0 if db_ok and all(rub) else 0.0
+        auth_ok = self.authenticated_before_writes()
+        reward = 1.0 if db_ok and all(rub) and auth_ok else 0.0
         want = task.get("expected_table_hashes", {}) or {}
         now = table_hashes(self.conn, self.domain, list(want)) if want else {}
         tables = (sum(now.get(t) == h for t, h in want.items()) / len(want)) if want else \
@@ -296,8 +298,28 @@ class Environment:
         recall = hits / len(gold_writes) if gold_writes else 1.0
         rub_frac = sum(rub) / len(rub) if rub else 1.0
         partial = (tables + recall + rub_frac) / 3
-        return reward, {"db": db_ok, "rubrics": rub, "tables": tables, "write_recall": recall,
-                        "rubrics_frac": rub_frac, "partial_credit": partial}
+        return reward, {"db": db_ok, "rubrics": rub, "auth": auth_ok, "tables": tables,
+                        "write_recall": recall, "rubrics_frac": rub_frac,
+                        "partial_credit": partial}
+
+    def authenticated_before_writes(self) -> bool:
+        """The policy's authentication rule, for tasks that carry ``auth``: before its first
+        successful write the agent made a successful READ of the user's own record (a tool of
+        the person entity) with one of the identifiers the user holds (email, phone, ...)."""
+        auth = (self.task or {}).get("auth")
+        if not auth:
+            return True
+        ids = {str(v) for v in auth.get("identifiers", ())}
+        for name, args, err in getattr(self, "calls", []):
+            t = self.domain.tools.get(name) if isinstance(name, str) else None
+            if t is None or err:
+                continue
+            if t.mode == "write":
+                return False
+            if t.entity == auth["entity"] and isinstance(args, Mapping) and \
+                    any(str(v) in ids for v in args.values()):
+                return True
+        return True   # no successful write at all: nothing was done unauthenticated
 
     def episode(self):
         """The current (or just finished) episode as an ``episodes.Episode``."""
