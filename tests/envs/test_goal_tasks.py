@@ -93,3 +93,31 @@ def test_gold_has_reads_and_verification(tasks):
             assert any(str(v) in t["auth"]["identifiers"] for v in first["arguments"].values())
         assert "write" in modes
         assert all(t["verification"].values())
+
+
+@pytest.mark.parametrize("name", ["retail", "airline", "banking", "utilities"])
+def test_policy_is_derived_from_the_spec(name):
+    from longcat.envs.policy import domain_policy
+    from longcat.envs.spec import load_domain
+
+    d = load_domain(name)
+    text = domain_policy(d)
+    assert len(text.split()) >= 300
+    for t in d.tools.values():
+        if t.mode == "write":
+            assert f"`{t.name}`" in text
+            for c in t.pre:
+                if c.message and "not found" not in c.message:
+                    assert c.message in text
+    if T._person_entity(d) is not None:
+        assert "## Authentication" in text and "another" in text
+
+
+def test_system_prompt_carries_the_policy(tasks):
+    from longcat.envs.policy import domain_policy
+
+    env_rec, t, d = tasks[0]
+    env = Environment(env_rec)
+    obs = env.reset(t)
+    assert domain_policy(d) in obs["system_prompt"]
+    env.close()

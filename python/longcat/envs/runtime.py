@@ -132,12 +132,13 @@ class Environment:
 
     # -- episode -------------------------------------------------------------------------------
     def system_prompt(self) -> str:
-        policy = getattr(self.domain, "policy", "") or ""
+        """The agent's instructions: its role and the domain's policy (``policy.domain_policy``)."""
+        from .policy import domain_policy
+
         return (f"You are a customer-service agent for the {self.domain.name.replace('_', ' ')} "
-                f"domain. {self.domain.description.strip()} {policy.strip()} Use the tools to "
-                f"look up and change records; ask the user for any detail you need; tell the user "
-                f"the information they ask for. When everything is done, say so without asking "
-                f"a question.").replace("  ", " ")
+                f"domain. Use the tools to look up and change records, ask the user for any "
+                f"detail you need, and follow the policy below.\n\n"
+                + domain_policy(self.domain))
 
     def reset(self, task: Mapping) -> dict:
         if not isinstance(task, Mapping) or "instruction" not in task:
