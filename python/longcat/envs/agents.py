@@ -24,16 +24,23 @@ from typing import Any, Mapping
 from .noise import TRUNCATION_MARK, stable_seed
 from .runtime import Environment
 
-__all__ = ["GoldAgent", "DoNothingAgent", "RandomAgent", "WriteOnlyAgent", "OpenAIAgent",
+__all__ = ["GoldAgent", "NaiveAgent", "DoNothingAgent", "RandomAgent", "WriteOnlyAgent",
+           "OpenAIAgent",
            "run_episode", "AGENTS"]
 
 
 class GoldAgent:
-    """Replays the gold actions; retries a call whose observation is a retryable error or a
-    truncated result; then reports the rubric values and ends."""
+    """The careful reference agent: replays the gold actions; retries a call whose observation
+    is a retryable error or a truncated result; with ``verify`` (default) re-reads the record
+    after each write (through the environment's ``get`` tool of its entity) and repeats the
+    write when its change is missing (silent no-op); then reports the rubric values and ends.
+    ``verify=False`` is the naive variant that trusts every success message."""
 
-    def __init__(self, max_retries: int = 6):
+    VERIFY_KINDS = ("create", "update_fields", "set_status", "cancel", "delete", "adjust")
+
+    def __init__(self, max_retries: int = 6, verify: bool = True):
         self.max_retries = max_retries
+        self.verify = verify
 
     def begin(self, task: Mapping, observation: Mapping) -> None:
         self.queue = [dict(a) for a in task["gold_actions"]]
@@ -42,8 +49,59 @@ class GoldAgent:
         self.retries = 0
         self.last: dict | None = None
         self.reported = False
+        self.checking: dict | None = None     # {"write", "get", "expect", "result", "again"}
+        self.domain = None
+        if self.verify:
+            from .spec import load_domain
+
+            self.domain = load_domain(task["domain"])
+            self.available = [t["function"]["name"] for t in observation.get("tools", [])]
+
+    def _check_call(self, write: Mapping, text: str) -> dict | None:
+        """The read that shows whether ``write`` took effect, with what to expect."""
+        from .noise import extract_json, normalize_keys
+        from .runtime import get_tool_for
+
+        t = self.domain.tools.get(write["name"]) if self.domain else None
+        if t is None or t.mode != "write" or t.kind not in self.VERIFY_KINDS or not t.entity:
+            return None
+        get = get_tool_for(self.domain, self.available, t.entity)
+        if get is None:
+            return None
+        pk = self.domain.entities[t.entity].primary_key
+        try:
+            payload = normalize_keys(extract_json(text))
+        except ValueError:
+            payload = None
+        key = write["arguments"].get(t.options.get("key_param")) if t.kind != "create" else \
+            (payload or {}).get(pk) if isinstance(payload, dict) else None
+        if key is None:
+            return None
+        gkp = self.domain.tools[get].options.get("key_param", pk)
+        expect = "gone" if t.kind == "delete" else "row"
+        return {"write": dict(write), "get": {"type": "tool_call", "name": get,
+                                              "arguments": {gkp: key}},
+                "expect": expect, "result": payload if isinstance(payload, dict) else None,
+                "again": 0}
+
+    def _took_effect(self, obs: Mapping) -> bool:
+        from .noise import extract_json, normalize_keys
+
+        c = self.checking
+        if c["expect"] == "gone":
+            return bool(obs.get("isError"))
+        if obs.get("isError"):
+            return False
+        try:
+            now = normalize_keys(extract_json(obs.get("content", "")))
+        except ValueError:
+            return True   # unreadable: trust the write rather than repeat it
+        want = c["result"] or {}
+        return all(now.get(k) == v for k, v in want.items() if isinstance(now, dict))
 
     def act(self, observation: Mapping) -> dict:
+        from .noise import TRUNCATION_MARK
+
         if self.last is not None and observation.get("role") == "tool":
             text = observation.get("content", "")
             retry = (observation.get("isError") and "retry" in text.lower()) or \
@@ -52,7 +110,28 @@ class GoldAgent:
                 self.retries += 1
                 return self.last
             self.retries = 0
+            if self.checking is not None and self.last is self.checking["get"]:
+                c = self.checking
+                if not self._took_effect(observation) and c["again"] < 2:
+                    c["again"] += 1               # the change is missing: do it again
+                    self.last = {"type": "tool_call", "name": c["write"]["name"],
+                                 "arguments": c["write"]["arguments"]}
+                    self.queue.insert(0, None)    # then check once more
+                    return self.last
+                self.checking = None
+            elif self.verify and not observation.get("isError") and self.last.get("name"):
+                check = self._check_call(self.last, text) if self.checking is None else None
+                if self.checking is not None:     # a repeated write: check it again
+                    check = self.checking
+                if check is not None:
+                    self.checking = check
+                    self.last = check["get"]
+                    if self.queue and self.queue[0] is None:
+                        self.queue.pop(0)
+                    return self.last
             self.last = None
+        while self.queue and self.queue[0] is None:
+            self.queue.pop(0)
         if self.queue:
             a = self.queue.pop(0)
             self.last = {"type": "tool_call", "name": a["name"], "arguments": a["arguments"]}
@@ -209,8 +288,13 @@ class RandomAgent:
         return {"type": "tool_call", "name": fn["name"], "arguments": args}
 
 
-AGENTS = {"gold": GoldAgent, "nothing": DoNothingAgent, "random": RandomAgent,
-          "write-only": WriteOnlyAgent}
+def NaiveAgent() -> GoldAgent:
+    """The gold plan executed trustingly: no retry, no re-read after a write."""
+    return GoldAgent(max_retries=0, verify=False)
+
+
+AGENTS = {"gold": GoldAgent, "naive": NaiveAgent, "nothing": DoNothingAgent,
+          "random": RandomAgent, "write-only": WriteOnlyAgent}
 
 
 def run_episode(env: Environment, agent, task: Mapping, max_steps: int | None = None,

@@ -103,6 +103,7 @@ def _load(dir_: Path):
 
 
 LADDER = ("gold", "write-only", "nothing", "random")
+STATS_LADDER = LADDER + ("gold+noise",)
 
 
 def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None, *,
@@ -220,6 +221,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     summary, envs, tasks = _load(Path(args.dir))
     scores = score_agents(envs, tasks, args.sample) if args.agents else {}
+    if args.agents:
+        from .noise import NoiseConfig
+
+        noisy = score_agents(envs, tasks, args.sample, agents=("gold",),
+                             noise=NoiseConfig.all(0.5, seed=0))
+        for dom, row in noisy.items():
+            scores[dom]["gold+noise"] = row["gold"]
     doms = {d: load_domain(d) for d in summary["domains"]}
     tstats = task_stats(tasks, doms)
     viol = invariant_violations(envs, doms)
@@ -227,7 +235,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     cols = ["domain", "tools", "density", "envs", "verified", "tools/env", "tasks",
             "task verif.", "invariant viol."] + TASK_COLS
     if args.agents:
-        cols += list(LADDER)
+        cols += list(STATS_LADDER)
     table = Table(title=f"longcat envs stats: {args.dir}")
     for c in cols:
         table.add_column(c, justify="left" if c == "domain" else "right")
@@ -240,7 +248,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         row.update(tstats.get(dom, {}))
         row["invariant viol."] = viol.get(dom, 0)
         if dom in scores:
-            row.update({k: scores[dom][k] for k in LADDER})
+            row.update({k: scores[dom][k] for k in STATS_LADDER})
         rows.append(row)
     n_env = sum(r["envs"] for r in rows)
     tot = {"domain": "all", "tools": sum(r["tools"] for r in rows),
@@ -260,7 +268,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             tot[c] = sum(tstats[d][c] * n_task[d] for d in tstats) / max(sum(n_task.values()), 1)
     if scores:
         n = sum(s["n"] for s in scores.values())
-        for a in LADDER:
+        for a in STATS_LADDER:
             tot[a] = sum(s[a] * s["n"] for s in scores.values()) / max(n, 1)
 
     def fmt(c, v):
@@ -268,7 +276,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return f"{v:.3f}"
         if c in ("tools/env", "gold/task"):
             return f"{v:.1f}"
-        if c in ("task verif.", ">=6 gold", "needs read", "refusals") + LADDER:
+        if c in ("task verif.", ">=6 gold", "needs read", "refusals") + STATS_LADDER:
             return f"{100 * v:.1f}%"
         return str(v)
     for r in rows + [tot]:
@@ -295,7 +303,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a folder written by `longcat envs build`")
-    p.add_argument("--agent", choices=["gold", "write-only", "nothing", "random", "openai"],
+    p.add_argument("--agent", choices=["gold", "naive", "write-only", "nothing", "random",
+                                       "openai"],
                    default="gold", help="a reference agent, or 'openai' (--agent-url)")
     p.add_argument("--agent-url", default=None,
                    help="OpenAI-compatible endpoint the 'openai' agent drives (e.g. "

@@ -119,6 +119,10 @@ class Environment:
 
         restore(self.conn, snap)
 
+    def _restore_and_close(self, snap) -> None:
+        self.restore(snap)
+        snap.close()
+
     def db_hash(self) -> str:
         from .db import db_hash
 
@@ -163,10 +167,12 @@ class Environment:
         self.user = self.user_factory(task, text, hidden)
         self._protected = protected_values(task)
         self.tool_call = self._call_dict
-        if self.noise is not None and self.noise.tool_types:
+        if self.noise is not None and (self.noise.tool_types or self.noise.state_types):
             specs = self.domain.tools
             self.tool_call = ToolNoise(self._call_dict, self.noise, env_key=key,
-                                       is_read=lambda n: n not in specs or specs[n].mode == "read")
+                                       is_read=lambda n: n not in specs or specs[n].mode == "read",
+                                       undo=(self.snapshot, self._restore_and_close),
+                                       verifiable=self.verifiable_write)
         self.final_reward, self.final_info = 0.0, {}
         self.noisy_user_turns = 0
         self.agent_messages: list[str] = []
@@ -188,6 +194,16 @@ class Environment:
                     params["properties"] = {**params.get("properties", {}), CURSOR_ARG: {
                         "type": "string", "description": "next_cursor of a paged result"}}
         return {"system_prompt": messages[0]["content"], "tools": tools, "messages": messages}
+
+    VERIFIABLE_KINDS = ("create", "update_fields", "set_status", "cancel", "delete", "adjust")
+
+    def verifiable_write(self, name: str) -> bool:
+        """A write whose effect an agent can check by re-reading: a generated write kind whose
+        entity has a ``get`` tool in this environment (state noise picks only these)."""
+        t = self.domain.tools.get(name) if isinstance(name, str) else None
+        return t is not None and name in self._tool_set and t.mode == "write" and \
+            t.kind in self.VERIFIABLE_KINDS and t.entity is not None and get_tool_for(
+                self.domain, self.tools, t.entity) is not None
 
     def _call_dict(self, name: str, arguments) -> dict:
         if name not in self._tool_set:
@@ -361,3 +377,12 @@ def protected_values(task: Mapping) -> list[str]:
     prof = task.get("user_profile", {})
     out += [str(prof[k]) for k in ("name", "first_name", "last_name", "email") if prof.get(k)]
     return out
+
+
+def get_tool_for(domain, tools, entity: str) -> str | None:
+    """The name of a ``get`` tool of ``entity`` among ``tools``, or None."""
+    for n in tools:
+        t = domain.tools.get(n)
+        if t is not None and t.kind == "get" and t.entity == entity:
+            return n
+    return None
