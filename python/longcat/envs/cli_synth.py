@@ -365,6 +365,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="a folder written by `longcat envs build`")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per domain)")
+    p.add_argument("--domains", default="all", help="all (default) or a comma-separated list")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .tau2_export import export_tau2
+
+    names = None if args.domains == "all" else parse_domains(args.domains)
+    counts = export_tau2(args.dir, args.out, names)
+    print(f"exported {sum(counts.values())} tasks of {len(counts)} domains as tau2 domain "
+          f"folders -> {args.out}")
+    return 0
+
+
 # (name, help, configure(parser), func(args) -> int), registered by cli.add_parser
 SUBCOMMANDS = [
     ("build", "grow, instantiate and verify environments and synthesise tasks",
@@ -373,4 +389,6 @@ SUBCOMMANDS = [
      _configure_stats, cmd_stats),
     ("eval", "score a reference agent (gold / write-only / nothing / random) on a build",
      _configure_eval, cmd_eval),
+    ("export-tau2", "write a build's tasks as tau2-bench domain folders (db.json, tasks.json, "
+     "policy.md, ...)", _configure_export, cmd_export),
 ]

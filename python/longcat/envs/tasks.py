@@ -23,6 +23,7 @@ reason counted (``SynthStats.dropped``).
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -668,26 +669,50 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     }
 
 
-def to_tau2(task: Mapping) -> dict:
-    """The task in tau2-bench's ``tasks.json`` shape (``Task`` of src/tau2/data_model/tasks.py)."""
-    known = "\n".join(f"Your {_label(k)} is {v}." for k, v in task["known_info"].items())
-    unknown = "\n".join(f"If asked, your {_label(k)} is {v}." for k, v in
-                        task["hidden_info"].items())
+def to_tau2(task: Mapping, initialization_data: Mapping | None = None) -> dict:
+    """The task in tau2-bench's ``tasks.json`` shape (``Task`` of src/tau2/data_model/tasks.py).
+
+    tau2's meanings: ``known_info`` is what the user knows (stated up front or given when
+    asked), ``unknown_info`` what the user does *not* know (here: the internal ids the agent
+    must look up), ``task_instructions`` how to behave (reveal some details only when asked).
+    ``initialization_data`` (``{"agent_data": {...}}``) is the environment's initial database,
+    which tau2 applies with ``Environment.set_state`` before the episode."""
+    known = [f"Your {_label(k)} is {v}." for k, v in task["known_info"].items()]
+    known += [f"Your {_label(k)} is {v}." for k, v in task["hidden_info"].items()]
+    reveal = "; ".join(_label(k) for k in task["hidden_info"])
+    behave = ["State your request as in your reason for call."]
+    if reveal:
+        behave.append(f"Give these details only when the agent asks for them: {reveal}.")
+    if task.get("refusal"):
+        behave.append("You believe every record you mention is yours.")
+    crit: dict = {
+        "actions": [{"action_id": f"{task['task_id']}_{i}", "requestor": "assistant",
+                     "name": a["name"], "arguments": a["arguments"]}
+                    for i, a in enumerate(task["gold_actions"])],
+        "communicate_info": [str(r["info"]) for r in task["rubrics"]],
+        "reward_basis": list(task["reward_basis"]),
+    }
+    if task.get("refusal"):
+        act = task["refusal"]["action"]
+        crit["nl_assertions"] = [f"Agent does not call {act['name']} with "
+                                 f"{json.dumps(act['arguments'], sort_keys=True)}: "
+                                 f"{task['refusal']['reason']}."]
     return {
         "id": task["task_id"],
-        "description": {"purpose": f"Synthesised from a verified tool chain of {task['env_id']}",
+        "description": {"purpose": f"Synthesised from verified tool chains {task.get('chains', [0])} "
+                                   f"of {task['env_id']}",
+                        "relevant_policies": "authentication; ownership" if task.get("auth")
+                        else None,
                         "notes": f"environment {task['env_id']}"},
         "user_scenario": {
             "persona": f"{task['user_profile'].get('name')}, {task['user_profile'].get('style')}",
             "instructions": {"domain": task["domain"], "reason_for_call": task["instruction"],
-                             "known_info": known, "unknown_info": unknown,
-                             "task_instructions": "Reveal held-back details only when asked."}},
-        "initial_state": {"initialization_data": {"env_id": task["env_id"]}},
-        "evaluation_criteria": {
-            "actions": [{"action_id": f"{task['task_id']}_{i}", "requestor": "assistant",
-                         "name": a["name"], "arguments": a["arguments"]}
-                        for i, a in enumerate(task["gold_actions"])],
-            "communicate_info": [str(r["info"]) for r in task["rubrics"]],
-            "reward_basis": list(task["reward_basis"]),
-        },
+                             "known_info": "\n".join(known) or None,
+                             "unknown_info": "You do not know the internal ids of your "
+                                             "account or records unless stated above.",
+                             "task_instructions": " ".join(behave)}},
+        "initial_state": {"initialization_data": dict(initialization_data),
+                          "initialization_actions": None, "message_history": None}
+        if initialization_data is not None else None,
+        "evaluation_criteria": crit,
     }
