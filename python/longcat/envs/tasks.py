@@ -347,6 +347,73 @@ def _find_tool(d, tools: Sequence[str], *, kind: str, entity: str, by: Sequence[
     return None
 
 
+def _describe_owned(ctx, env, ent, v, person, person_key, cache: dict):
+    """(description, read) of the user's own record ``v`` of ``ent``, found by listing the
+    user's records of that entity; None when no such list tool or nothing tells it apart."""
+    from .db import q, row_from_db
+
+    d = ctx.domain
+    owner = _owner_field(ent, person)
+    lister = _find_tool(d, env["tools"], kind="list_by", entity=ent.name, by=[owner]) \
+        if owner else None
+    if lister is None:
+        return None
+    if ent.name not in cache:
+        cur = ctx.conn.execute(f"SELECT {', '.join(map(q, ent.fields))} FROM {q(ent.name)} "
+                               f"WHERE {q(owner)} = ?", [person_key])
+        cache[ent.name] = [row_from_db(ent, r) for r in cur]
+    sib = cache[ent.name]
+    row = next((r for r in sib if r[ent.primary_key] == v), None)
+    desc = _describe(ent, row, sib) if row is not None else None
+    return None if desc is None else (desc, [lister, {owner: person_key}])
+
+
+def _describe_by_search(ctx, env, ent, v):
+    """(description, read) of record ``v`` of ``ent`` through a lookup of the environment that
+    takes plain values the user can state (a ``search`` on one or two of its fields, or a
+    ``find_by`` / ``list_by`` on non-key fields) and finds exactly this record; else None."""
+    from .db import q
+
+    d = ctx.domain
+    row = ctx.runtime.state.get(ent.name, v)
+    if row is None:
+        return None
+
+    def plain(fn: str) -> bool:
+        f = ent.fields.get(fn)
+        return f is not None and _display(f, row.get(fn)) is not None and \
+            not isinstance(row.get(fn), float)
+
+    for n in env["tools"]:
+        t = d.tools.get(n)
+        if t is None or t.entity != ent.name or t.kind not in ("search", "find_by", "list_by"):
+            continue
+        if t.kind == "search":
+            usable = [fn for fn in t.options.get("fields", []) if plain(fn)]
+            combos = [[f] for f in usable] + [[f, g] for i, f in enumerate(usable)
+                                              for g in usable[i + 1:]]
+        else:
+            by = list(t.options.get("by", []))
+            combos = [by] if by and all(plain(fn) for fn in by) else []
+        for combo in combos:
+            args = {f: row[f] for f in combo}
+            if t.kind == "find_by":   # the first match is returned: it must be the only one
+                n_match = ctx.conn.execute(
+                    f"SELECT COUNT(*) FROM {q(ent.name)} WHERE "
+                    + " AND ".join(f"{q(f)} = ?" for f in combo),
+                    [row[f] for f in combo]).fetchone()[0]
+                if n_match != 1:
+                    continue
+            res = ctx.runtime.call(n, dict(args))
+            data = res.data if not res.is_error else None
+            rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+            if len(rows) == 1 and rows[0].get(ent.primary_key) == v:
+                desc = f"the {humanize(ent.name)} with " + " and ".join(
+                    f"{humanize(f)} {_display(ent.fields[f], row[f])}" for f in combo)
+                return desc, [n, args]
+    return None
+
+
 def _verify_writes(ctx, tpl, patch, calls, writes, expected_hash, stats) -> bool:
     """Self-verification: dropping any single write must miss the expected state."""
     from .db import db_hash
@@ -399,17 +466,19 @@ def _forbidden(ctx, env, calls, results, person, person_key, tpl, patch, expecte
         name, args = calls[i]
         t = d.tools[name]
         kp = t.options.get("key_param")
-        if t.mode != "write" or not kp or t.entity is None or t.entity == person.name:
+        if t.mode != "write" or not kp or t.entity is None:
             continue
         e = d.entities[t.entity]
-        owner = _owner_field(e, person)
-        if owner is None:
+        # whose record: its owner field, or for the person entity the record itself
+        owner = e.primary_key if e.name == person.name else _owner_field(e, person)
+        if owner is None or args.get(kp) is None:
             continue
         # how the agent sees whose record it is: the record itself, or the user's list
         get_tool = _find_tool(d, env["tools"], kind="get", entity=t.entity)
         check = [get_tool, {d.tools[get_tool].options.get("key_param", kp): None}] \
             if get_tool else None
-        lister = _find_tool(d, env["tools"], kind="list_by", entity=t.entity, by=[owner])
+        lister = _find_tool(d, env["tools"], kind="list_by", entity=t.entity, by=[owner]) \
+            if owner != e.primary_key else None
         if check is None and lister is None:
             continue
         ctx.open_state(tpl, patch)
@@ -428,7 +497,12 @@ def _forbidden(ctx, env, calls, results, person, person_key, tpl, patch, expecte
                 check = [check[0], {next(iter(check[1])): other}]
             else:
                 check = [lister, {owner: person_key}]
-            return bad, check, f"{_goal(t, person.name)} for my {humanize(e.name)} {other}"
+            if e.name == person.name:
+                what = (f"{_goal(t, None)} for {humanize(e.name)} {other} as well; that "
+                        f"account is my partner's")
+            else:
+                what = f"{_goal(t, person.name)} for my {humanize(e.name)} {other}"
+            return bad, check, what
     return None
 
 
@@ -453,11 +527,12 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     others = [i for i, c in enumerate(env["chain_calls"]) if c and i != chain_index]
     candidates = []          # (calls, fused chain index or None), the fused one first
     if others and rng.random() < FUSE_RATE:
-        j = rng.choice(others)
-        both = calls + [list(c) for c in env["chain_calls"][j]]
-        ctx.open_state(tpl, patch)
-        if ctx.replay(both) is not None:
-            candidates.append((both, j))
+        rng.shuffle(others)
+        for j in others[:3]:
+            both = calls + [list(c) for c in env["chain_calls"][j]]
+            ctx.open_state(tpl, patch)
+            if ctx.replay(both) is not None:
+                candidates.append((both, j))
     candidates.append((calls, None))
     for calls, fused_with in candidates:
         # the person the task is about; the policy forbids acting on anyone else's records
@@ -533,41 +608,29 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
                                                if h.key in d.user_held and row.get(g) is not None})}
                 break
     described: dict = {}
-    if auth is not None:
-        created_ids = {str(v) for data in results if isinstance(data, dict) for v in data.values()}
-        for name, args in calls:
-            t = d.tools[name]
-            if t.mode != "write":
+    created_ids = {str(v) for data in results if isinstance(data, dict) for v in data.values()}
+    for name, args in calls:
+        t = d.tools[name]
+        if t.mode != "write":
+            continue
+        for pn, v in args.items():
+            p = t.params.get(pn)
+            if p is None or not p.field or v is None or (pn, v) in described or \
+                    str(v) in created_ids:
                 continue
-            for pn, v in args.items():
-                p = t.params.get(pn)
-                if p is None or not p.field or v is None or (pn, v) in described or \
-                        str(v) in created_ids:
-                    continue
-                ent = d.entities.get(p.field[0])
-                if ent is None or p.field[1] != ent.primary_key or ent.name == pe.name:
-                    continue
-                owner = _owner_field(ent, pe)
-                lister = _find_tool(d, env["tools"], kind="list_by", entity=ent.name,
-                                    by=[owner]) if owner else None
-                if lister is None:
-                    continue
-                if ent.name not in initial_rows:
-                    cur = ctx.conn.execute(
-                        f"SELECT {', '.join(map(q, ent.fields))} FROM {q(ent.name)} WHERE "
-                        f"{q(owner)} = ?", [person_key])
-                    initial_rows[ent.name] = [row_from_db(ent, r) for r in cur]
-                sib = initial_rows[ent.name]
-                row = next((r for r in sib if r[ent.primary_key] == v), None)
-                if row is None:
-                    continue          # not the user's own record: keep its id
-                desc = _describe(ent, row, sib)
-                if desc is None:
-                    continue
-                described[(pn, v)] = desc
-                call = [lister, {owner: person_key}]
-                if call not in reads:
-                    reads.append(call)
+            ent = d.entities.get(p.field[0])
+            if ent is None or p.field[1] != ent.primary_key or (pe is not None
+                                                                 and ent.name == pe.name):
+                continue
+            found = _describe_owned(ctx, env, ent, v, pe, person_key, initial_rows) \
+                if auth is not None else None
+            if found is None:
+                found = _describe_by_search(ctx, env, ent, v)
+            if found is None:
+                continue
+            described[(pn, v)], call = found
+            if call not in reads:
+                reads.append(call)
 
     forbidden = None
     if auth is not None and rng.random() < REFUSAL_RATE:
@@ -661,7 +724,8 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         "refusal": None if forbidden is None else {
             "action": {"name": forbidden[0][0], "arguments": forbidden[0][1]},
             "reason": f"the {humanize(d.tools[forbidden[0][0]].entity)} belongs to another "
-                      f"{humanize(pe.name)}"},
+                      f"{humanize(pe.name)}" if d.tools[forbidden[0][0]].entity != pe.name else
+                      f"that {humanize(pe.name)} account belongs to another {humanize(pe.name)}"},
         "chains": [chain_index] + ([fused_with] if fused_with is not None else []),
         "reward_basis": ["DB", "COMMUNICATE"] if rubrics else ["DB"],
         "verification": {"gold": True, "do_nothing_fails": True,
