@@ -279,8 +279,8 @@ def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
     return None
 
 
-FUSE_RATE = 0.5        # share of tasks that add a second verified chain of the environment
-REFUSAL_RATE = 0.7     # share of authenticated tasks that add a request the policy forbids
+FUSE_RATE = 0.6        # share of tasks that try to add a second verified chain of the environment
+REFUSAL_RATE = 0.9     # share of authenticated tasks that try to add a request the policy forbids
 
 
 def _goal(tool, person: str | None) -> str:
