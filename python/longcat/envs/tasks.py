@@ -126,7 +126,8 @@ def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping,
                 parts.append(f"for {described[(pn, v)]}" if pn == kp
                              else f"using {described[(pn, v)]}")
             elif mine and mine.get(p.key if p is not None else None) == v:
-                parts.append("on my account")
+                if "my account" not in parts[0]:
+                    parts.append("on my account")
             else:
                 parts.append(f"for {_label(pn)} {v}" if pn == kp else f"with {_label(pn)} {v}")
         else:
