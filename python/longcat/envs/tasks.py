@@ -603,7 +603,8 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
             row = ctx.runtime.state.get(pe.name, person_key)
             if tool and row and row.get(fn) is not None:
                 mine["_identify"] = (fn, row[fn])
-                reads.append([tool, {fn: row[fn]}])
+                if [tool, {fn: row[fn]}] not in calls[:1]:   # the chain may start with it
+                    reads.append([tool, {fn: row[fn]}])
                 auth = {"entity": pe.name, "key": person_key,
                         "identifiers": sorted({str(row[g]) for g, h in pe.fields.items()
                                                if h.key in d.user_held and row.get(g) is not None})}
