@@ -60,9 +60,33 @@ def test_stats_and_eval(build_dir, capsys):
     assert stats["total"]["gold"] == 1.0
     assert stats["total"]["nothing"] == 0.0
     assert stats["total"]["random"] <= 0.2
+    assert 0.0 <= stats["total"]["write-only"] <= 1.0
+    for r in stats["rows"]:
+        assert r["gold/task"] >= 1 and r["max"] >= r["p90"] >= 1
+        assert 0.0 <= r["needs read"] <= 1.0 and 0.0 <= r["refusals"] <= 1.0
+        assert r["invariant viol."] == 0
     assert main(["envs", "eval", str(build_dir), "--agent", "gold", "--limit", "2",
                  "--noise", "all", "--intensity", "0.7"]) == 0
     assert "100.0%" in capsys.readouterr().out
+
+
+def test_eval_llm_user_trials_and_log(build_dir, capsys, tmp_path):
+    from chat_stub import ChatStub
+
+    from longcat.envs.episodes import read_episodes
+
+    log = tmp_path / "ep.jsonl"
+    with ChatStub(lambda body: {"role": "assistant", "content": "Thanks. ###STOP###"}) as stub:
+        assert main(["envs", "eval", str(build_dir), "--agent", "gold", "--limit", "2",
+                     "--user-model", stub.url, "--trials", "2", "--log", str(log),
+                     "--noise", "transient", "--intensity", "1.0"]) == 0
+        assert stub.requests   # the user was the model
+    out = capsys.readouterr().out
+    assert "pass^2" in out and "100.0%" in out
+    eps = read_episodes(log)
+    assert len(eps) == 2 * 2 * 2 and {e.noise["seed"] for e in eps} == {0, 1}
+    assert main(["envs", "eval", str(build_dir), "--agent", "openai"]) == 2
+    assert "--agent-url" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -190,8 +190,10 @@ def test_gold_with_retries_survives_every_noise_type(pairs, kind):
         env = Environment(env_rec, noise=NoiseConfig([kind], 1.0, seed=3))
         r, info = run_episode(env, GoldAgent(), task)
         assert r == 1.0, (kind, task["task_id"], info)
-        if kind in ("transient", "malformed", "truncated", "paginated", "renamed"):
+        if kind in ("transient", "malformed", "truncated", "paginated", "renamed", "silent_noop"):
             injected += sum(env.tool_call.injected.values())
+        elif kind == "user_turns":
+            injected += env.noisy_user_turns
         else:
             injected += env.user.first_message != task["instruction"]
         env.close()
@@ -245,3 +247,17 @@ def test_noise_never_truncates_or_pages_a_write(pairs):
                 assert "next_cursor" not in o["content"]
         env.close()
     assert n_writes > 0
+
+
+@pytest.mark.parametrize("kind", ["transient", "silent_noop"])
+def test_noise_lowers_the_naive_agent_not_the_careful_one(pairs, kind):
+    from longcat.envs.agents import NaiveAgent
+
+    careful, naive = [], []
+    for env_rec, task in pairs:
+        env = Environment(env_rec, noise=NoiseConfig([kind], 1.0, seed=3))
+        careful.append(run_episode(env, GoldAgent(), task)[0])
+        naive.append(run_episode(env, NaiveAgent(), task)[0])
+        env.close()
+    assert all(r == 1.0 for r in careful)
+    assert sum(naive) < len(naive), (kind, naive)

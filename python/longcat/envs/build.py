@@ -23,26 +23,31 @@ from typing import Iterable, Sequence
 from .growth import DomainContext, GrowthConfig, build_environment
 from .tasks import SynthStats, synthesize_task, to_tau2
 
-__all__ = ["build_block", "build", "plan_blocks", "BLOCK"]
+__all__ = ["build_block", "build", "plan_blocks", "BLOCK", "ROWS", "MAX_ROWS"]
 
 BLOCK = 25
+ROWS = 6       # rows per table of entities without foreign keys (twice that for the others)
+MAX_ROWS = 1000
 
 _CONTEXTS: dict[str, DomainContext] = {}
 
 
-def _context(domain: str, cfg: GrowthConfig | None) -> DomainContext:
-    key = domain if cfg is None else f"{domain}:{json.dumps(asdict(cfg), sort_keys=True)}"
+def _context(domain: str, cfg: GrowthConfig | None, rows: int = ROWS) -> DomainContext:
+    key = f"{domain}:{rows}" if cfg is None else \
+        f"{domain}:{rows}:{json.dumps(asdict(cfg), sort_keys=True)}"
     ctx = _CONTEXTS.get(key)
     if ctx is None:
-        ctx = _CONTEXTS[key] = DomainContext(domain, cfg)
+        ctx = _CONTEXTS[key] = DomainContext(domain, cfg, rows=rows)
     return ctx
 
 
 def build_block(domain: str, seed: int, start: int, count: int, tasks_per_env: int = 1,
-                cfg: GrowthConfig | None = None) -> dict:
-    """Builds environments ``start .. start+count-1`` of ``domain`` and their tasks."""
+                cfg: GrowthConfig | None = None, rows: int = ROWS) -> dict:
+    """Builds environments ``start .. start+count-1`` of ``domain`` and their tasks; ``rows``
+    sizes the tables (entities without foreign keys get ``rows`` rows, the others twice as
+    many)."""
     t0 = time.perf_counter()
-    ctx = _context(domain, cfg)
+    ctx = _context(domain, cfg, rows)
     uses: dict = {}
     stats = SynthStats()
     envs, tasks = [], []
@@ -99,9 +104,12 @@ def _run(args):
 
 def build(domains: Sequence[str], count: int, seed: int, out: str | os.PathLike,
           workers: int | None = None, tasks_per_env: int = 1, block: int = BLOCK,
-          progress: bool = True, cfg: GrowthConfig | None = None) -> dict:
+          progress: bool = True, cfg: GrowthConfig | None = None, rows: int = ROWS) -> dict:
     """Builds ``count`` environments over ``domains`` into ``out``; returns the summary."""
     from .spec import load_domain
+
+    if not isinstance(rows, int) or isinstance(rows, bool) or not 1 <= rows <= MAX_ROWS:
+        raise ValueError(f"rows: expected an integer in [1, {MAX_ROWS}], got {rows!r}")
 
     for d in domains:     # fail early, in the parent, on a bad domain name or spec
         load_domain(d)
@@ -145,7 +153,7 @@ def build(domains: Sequence[str], count: int, seed: int, out: str | os.PathLike,
                 pd["dropped"][k] = pd["dropped"].get(k, 0) + v
             next_write += 1
 
-    jobs = [(d, seed, s, n, tasks_per_env, cfg) for d, s, n in blocks]
+    jobs = [(d, seed, s, n, tasks_per_env, cfg, rows) for d, s, n in blocks]
     try:
         if progress:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -179,7 +187,7 @@ def build(domains: Sequence[str], count: int, seed: int, out: str | os.PathLike,
         with open(out / "tau2" / f"{d}_tasks.json", "w") as f:
             json.dump(lst, f, indent=1, default=str)
     seconds = time.perf_counter() - t0
-    summary = {"seed": seed, "count": count, "workers": workers, "block": block,
+    summary = {"seed": seed, "count": count, "workers": workers, "block": block, "rows": rows,
                "tasks_per_env": tasks_per_env, "seconds": seconds, "domains": {}}
     tot_env = tot_ver = tot_task = 0
     for d, pd in per_domain.items():

@@ -3,7 +3,7 @@
 
 ``add_parser(subparsers)`` registers the ``envs`` command with its own subcommands; other modules
 add theirs with ``add_subcommand(name, help, configure, func)`` before ``add_parser`` runs, or by
-calling ``ENVS_SUBCOMMANDS.append(...)`` (envs-synth adds ``build`` and ``stats`` this way).
+calling ``ENVS_SUBCOMMANDS.append(...)``; ``cli_synth.SUBCOMMANDS`` (build, stats, eval) come first.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .spec import parse_domains  # noqa: F401  (part of this module's API)
+
 __all__ = ["add_parser", "add_subcommand", "ENVS_SUBCOMMANDS", "parse_domains"]
 
 # (name, help, configure(parser), func(args) -> int)
@@ -21,20 +23,6 @@ ENVS_SUBCOMMANDS: list[tuple[str, str, Callable, Callable]] = []
 
 def add_subcommand(name: str, help: str, configure: Callable, func: Callable) -> None:
     ENVS_SUBCOMMANDS.append((name, help, configure, func))
-
-
-def parse_domains(value: str) -> list[str]:
-    """``all`` or a comma-separated list of domain names; unknown names raise ValueError."""
-    from .spec import domain_names
-
-    known = domain_names()
-    if value == "all":
-        return known
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise ValueError(f"--domains: unknown domain(s) {unknown or value!r}; known: {', '.join(known)}")
-    return names
 
 
 def _console():
@@ -177,12 +165,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.set_defaults(func=_run(cmd_graph))
     ls = sub.add_parser("list", help="the domains and their sizes")
     ls.set_defaults(func=_run(cmd_list))
-    for name, help_, configure, func in ENVS_SUBCOMMANDS:
+    from .cli_synth import SUBCOMMANDS
+
+    for name, help_, configure, func in SUBCOMMANDS + ENVS_SUBCOMMANDS:
         sp = sub.add_parser(name, help=help_)
         configure(sp)
         sp.set_defaults(func=_run(func))
     return p
 
-
-# envs-synth's subcommands (build, stats, eval) register themselves through add_subcommand.
-from . import cli_synth  # noqa: E402,F401

@@ -221,6 +221,21 @@ _CLOCK_PROVIDER = re.compile(r"date|time|year|month|day_of|century|unix|iso8601|
                              re.IGNORECASE)
 
 
+def is_birth_date(name: str) -> bool:
+    return name in ("dob", "birthday") or "birth" in name
+
+
+def birth_date(now: str, rng: random.Random, entity: str, kind: str = "date") -> str:
+    """A birth date before the domain clock: 1-15 years for animals, 18-85 for people."""
+    try:
+        base = _dt.datetime.fromisoformat(now)
+    except (TypeError, ValueError):
+        base = _dt.datetime(2026, 1, 1)
+    lo, hi = (1, 15) if entity in ("pet", "animal") else (18, 85)
+    d = base - _dt.timedelta(days=rng.randint(lo * 365, hi * 365))
+    return d.date().isoformat() if kind == "date" else d.isoformat(timespec="seconds")
+
+
 def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
     """A random valid value of a spec field (``spec.Field``) that is not a key or reference."""
     rng = vg.rng
@@ -229,6 +244,8 @@ def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
     if f.type == "boolean":
         return rng.random() < 0.5
     if f.type in ("date", "datetime"):
+        if is_birth_date(f.name):
+            return birth_date(now, rng, f.entity, f.type)
         return _around(now, rng, f.type)
     if f.type == "integer":
         lo = int(f.min) if f.min is not None else 0
@@ -267,11 +284,24 @@ def field_value(vg: ValueGen, f, now: str = "2026-01-01T00:00:00"):
     return v
 
 
+def invariant_fields(domain) -> frozenset:
+    """(entity, field) pairs the domain's invariants read (cached on the domain)."""
+    cached = getattr(domain, "_invariant_fields", None)
+    if cached is None:
+        from .invariants import fields_of
+
+        cached = frozenset(fields_of(domain))
+        domain._invariant_fields = cached
+    return cached
+
+
 def generate_rows(domain, seed: int, rows: int = 6) -> dict[str, list[dict]]:
     """Rows for every entity of ``domain`` (``spec.Domain``), seeded: ``rows`` rows for entities
     without foreign keys, twice as many for the others (a user has several orders). Foreign keys
     point at generated rows, unique fields are unique, enums and bounds hold, nullable fields
-    are sometimes null."""
+    are sometimes null; the domain's declared invariants hold (``invariants``)."""
+    from .invariants import enforce_entity, enforce_sums
+
     vg = ValueGen(seed, slot="rows")
     rng = vg.rng
     data: dict[str, list[dict]] = {}
@@ -315,7 +345,8 @@ def generate_rows(domain, seed: int, rows: int = 6) -> dict[str, list[dict]]:
             if any(row[fn] is None and not f.nullable for fn, f in e.fields.items()):
                 continue   # a required reference with nothing to point at: leave the row out
             out.append(row)
-        data[en] = out
+        data[en] = enforce_entity(domain, en, out, data, rng)
+    enforce_sums(domain, data)
     return data
 
 
@@ -574,6 +605,10 @@ class Instantiator:
         # A field patched once stays: a second repair could undo what an earlier path needs.
         if any(p["entity"] == entity and p["key"] == key and p["field"] == field
                for p in self.patch):
+            return False
+        # A field an invariant relates to other rows (an address's owner, an order's total) is
+        # never repaired: the patched database must stay consistent.
+        if (entity, field) in invariant_fields(self.domain):
             return False
         rec = {"entity": entity, "key": key, "field": field, "value": value}
         try:

@@ -13,6 +13,17 @@ Instruction noise (applied to the first user message, never to the task's gold d
   * ``irrelevant``   -- off-topic sentences about the user's life;
   * ``out_of_order`` -- the sentences of the instruction are shuffled.
 
+State noise (needs the environment's snapshot/restore; ``ToolNoise(..., undo=...)``):
+  * ``silent_noop`` -- the first attempt of a WRITE reports success (the real result) but its
+                       change is rolled back; only writes the agent can check by re-reading
+                       (``verifiable(name)``: a ``get`` tool of the entity is available) are
+                       chosen, and a retry executes for real. A careful agent re-reads after a
+                       write and repeats it when the change is missing.
+
+User-turn noise (applied to every later user message, whatever the user simulator):
+  * ``user_turns``   -- the user's replies get paraphrases, typos (protected values untouched)
+                        and now and then an off-topic sentence (``noisy_user_turn``).
+
 Tool noise (a wrapper around a tool-call function ``call(name, arguments) -> result``):
   * ``transient``  -- the first 1-3 attempts of a call fail with a retryable error (service
                       unavailable / timeout) *without executing* the tool, so the database is
@@ -44,7 +55,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 INSTRUCTION_NOISE = ("paraphrase", "ambiguity", "typos", "irrelevant", "out_of_order")
 TOOL_NOISE = ("transient", "malformed", "truncated", "paginated", "renamed")
-NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE
+USER_TURN_NOISE = ("user_turns",)
+STATE_NOISE = ("silent_noop",)
+NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE + USER_TURN_NOISE + STATE_NOISE
 
 
 def stable_seed(*parts: Any) -> int:
@@ -89,6 +102,14 @@ class NoiseConfig:
     @property
     def tool_types(self) -> tuple[str, ...]:
         return tuple(t for t in self.types if t in TOOL_NOISE)
+
+    @property
+    def state_types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.types if t in STATE_NOISE)
+
+    @property
+    def user_turn_types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.types if t in USER_TURN_NOISE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +290,21 @@ def noisy_instruction(text: str, config: NoiseConfig, *, key: Any = "",
     return text, moved
 
 
+def noisy_user_turn(text: str, config: NoiseConfig, *, key: Any = "", turn: int = 0,
+                    protected: Sequence[str] = ()) -> str:
+    """User-turn noise on one later user message (turn ``turn`` of the episode ``key``):
+    paraphrase, typos outside ``protected`` values, sometimes an off-topic sentence. End tokens
+    (``###...###``) are protected so noise never changes whether the user ends the episode."""
+    if "user_turns" not in config.types or config.intensity <= 0:
+        return text
+    rng = random.Random(stable_seed("user-turn", config.seed, key, turn))
+    protected = list(protected) + re.findall(r"###[A-Z-]+###", text)
+    text = paraphrase(text, rng, config.intensity)
+    if rng.random() < 0.5 * config.intensity:
+        text = add_irrelevant(text, rng, config.intensity)
+    return add_typos(text, rng, config.intensity, protected)
+
+
 # ----------------------------------------------------------------------------------------------
 # Tool noise
 # ----------------------------------------------------------------------------------------------
@@ -362,8 +398,13 @@ class ToolNoise:
     pure function of env_key, tool, arguments and attempt number)."""
 
     def __init__(self, call: ToolCall, config: NoiseConfig, *, env_key: Any = "",
-                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 2):
+                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 2,
+                 undo: tuple[Callable, Callable] | None = None,
+                 verifiable: Callable[[str], bool] = lambda name: False):
         self._call = call
+        self.undo = undo                 # (snapshot() -> snap, restore(snap)) for state noise
+        self.verifiable = verifiable
+        self._noop_done: set[str] = set()
         self.config = config
         self.env_key = env_key
         self.is_read = is_read
@@ -371,19 +412,20 @@ class ToolNoise:
         self._attempts: dict[str, int] = {}
         self._truncated_once: set[str] = set()
         self._pages: dict[str, list] = {}
-        self.injected: dict[str, int] = {t: 0 for t in TOOL_NOISE}
+        self.injected: dict[str, int] = {t: 0 for t in TOOL_NOISE + STATE_NOISE}
 
     def reset(self) -> None:
         self._attempts.clear()
         self._truncated_once.clear()
         self._pages.clear()
-        self.injected = {t: 0 for t in TOOL_NOISE}
+        self._noop_done.clear()
+        self.injected = {t: 0 for t in TOOL_NOISE + STATE_NOISE}
 
     def _rng(self, *parts: Any) -> random.Random:
         return random.Random(stable_seed("tool", self.config.seed, self.env_key, *parts))
 
     def _fires(self, kind: str, name: str, akey: str) -> bool:
-        return (kind in self.config.tool_types and self.config.intensity > 0
+        return (kind in self.config.types and self.config.intensity > 0
                 and self._rng(kind, akey).random() < self.config.intensity)
 
     def __call__(self, name: str, arguments: dict) -> dict:
@@ -421,10 +463,20 @@ class ToolNoise:
                 msg = self._rng("transient-msg", akey, done).choice(TRANSIENT_MESSAGES)
                 return {"content": [{"type": "text", "text": msg}], "isError": True}
 
+        read = self.is_read(name)
+        if not read and self.undo is not None and akey not in self._noop_done and \
+                self.verifiable(name) and self._fires("silent_noop", name, akey):
+            self._noop_done.add(akey)
+            snap = self.undo[0]()
+            result = self._call(name, arguments)
+            self.undo[1](snap)          # the change is lost; the answer says it happened
+            if not result.get("isError"):
+                self.injected["silent_noop"] += 1
+            return result
+        self._noop_done.add(akey)       # only a first attempt is ever lost
         result = self._call(name, arguments)
         if result.get("isError"):
             return result
-        read = self.is_read(name)
         text = result_text(result)
         try:
             payload = json.loads(text)

@@ -85,7 +85,8 @@ from typing import Any
 from . import conditions as C
 
 __all__ = ["SpecError", "Field", "Entity", "Param", "Tool", "Domain", "TYPES", "KINDS",
-           "load_domain", "load_all", "parse_domain", "domain_names", "domains_dir"]
+           "load_domain", "load_all", "parse_domain", "domain_names", "domains_dir",
+           "parse_domains"]
 
 TYPES = ("string", "integer", "number", "boolean", "date", "datetime", "enum")
 KINDS = ("get", "find_by", "list_by", "search", "count", "aggregate", "create", "update_fields",
@@ -237,6 +238,7 @@ class Domain:
     source: str
     hooks: str | None = None
     policy: str = ""
+    invariants: list = dc_field(default_factory=list)   # invariants.Same / Sum / NullWhen / Past
 
     def entity(self, name: str) -> Entity:
         try:
@@ -317,6 +319,18 @@ def domain_names(directory: str | Path | None = None) -> list[str]:
 
 
 _CACHE: dict[tuple[str, float], Domain] = {}
+
+
+def parse_domains(value: str) -> list[str]:
+    """``all`` or a comma-separated list of domain names; unknown names raise ValueError."""
+    known = domain_names()
+    if value == "all":
+        return known
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--domains: unknown domain(s) {unknown or value!r}; known: {', '.join(known)}")
+    return names
 
 
 def load_domain(name_or_path: str | Path) -> Domain:
@@ -542,7 +556,8 @@ def parse_domain(doc: Any, source: str = "<spec>", expect_name: str | None = Non
     """Builds a Domain from a parsed YAML document; raises ``SpecError`` on any problem."""
     ctx = _Ctx(source)
     ctx.mapping(doc, "", "a mapping at the top level")
-    ctx.keys(doc, {"domain", "description", "now", "hooks", "user_held", "entities", "tools", "policy"}, "")
+    ctx.keys(doc, {"domain", "description", "now", "hooks", "user_held", "entities", "tools", "policy",
+                   "invariants"}, "")
     name = doc.get("domain")
     if not isinstance(name, str) or not _NAME.match(name):
         ctx.err("domain", f"expected a lower-case domain name, got {name!r}")
@@ -555,6 +570,9 @@ def parse_domain(doc: Any, source: str = "<spec>", expect_name: str | None = Non
     dom = Domain(name=name, description=str(doc.get("description", "")), entities=ents, tools={},
                  user_held=set(), now=now, source=source, hooks=doc.get("hooks"),
                  policy=str(doc.get("policy", "")))
+    from .invariants import parse_invariants
+
+    dom.invariants = parse_invariants(dom, doc.get("invariants"), ctx.err)
     keys = dom.keys()
     for i, k in enumerate(ctx.lst(doc.get("user_held", []), "user_held", "a list of semantic keys")):
         if k not in keys:
@@ -838,10 +856,10 @@ def _build_tool(ctx: _Ctx, dom: Domain, td: dict, path: str) -> Tool:
         hook = td.get("hook")
         if not isinstance(hook, str) or not hook:
             ctx.err(f"{path}.hook", "a custom tool names its hook")
-        from .toolgen import HOOKS
+        from .registry import HOOKS
         if hook not in HOOKS:
             ctx.err(f"{path}.hook", f"hook {hook!r} is not registered (register it with "
-                                    f"longcat.envs.toolgen.register_hook in the module named by 'hooks:')")
+                                    f"longcat.envs.registry.register_hook in the module named by 'hooks:')")
         opts["hook"] = hook
         if e is not None:
             returns, provides = e.row_schema(), row_keys

@@ -23,6 +23,7 @@ reason counted (``SynthStats.dropped``).
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -104,11 +105,14 @@ def _label(name: str) -> str:
 
 
 def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping,
-                    mine: Mapping | None = None) -> str:
-    """The action of one write step as a phrase: 'cancel pending order for order #W000003
-    (reason: no longer needed)'."""
+                    mine: Mapping | None = None, described: Mapping | None = None,
+                    person: str | None = None) -> str:
+    """The goal of one write step in the user's words: 'cancel a pending order for my order
+    with created at 2025-03-02 (reason: no longer needed)'; ``described`` maps (param, value)
+    to a description that replaces an id the user would not know."""
     kp = tool.options.get("key_param")
-    parts = [humanize(tool.name)]
+    described = described or {}
+    parts = [_goal(tool, person)]
     details = []
     for pn, v in args.items():
         if pn in hidden:
@@ -118,8 +122,12 @@ def _article_phrase(tool, args: Mapping, hidden: set, created: Mapping,
             if (pn, v) in created:
                 parts.append(f"for the {created[(pn, v)]} you just created" if pn == kp
                              else f"using the new {created[(pn, v)]}")
+            elif (pn, v) in described:
+                parts.append(f"for {described[(pn, v)]}" if pn == kp
+                             else f"using {described[(pn, v)]}")
             elif mine and mine.get(p.key if p is not None else None) == v:
-                parts.append("on my account")
+                if "my account" not in parts[0]:
+                    parts.append("on my account")
             else:
                 parts.append(f"for {_label(pn)} {v}" if pn == kp else f"with {_label(pn)} {v}")
         else:
@@ -272,12 +280,240 @@ def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
     return None
 
 
+FUSE_RATE = 0.6        # share of tasks that try to add a second verified chain of the environment
+REFUSAL_RATE = 0.9     # share of authenticated tasks that try to add a request the policy forbids
+
+
+def _goal(tool, person: str | None) -> str:
+    """What a write does, in the user's words, from the tool's description (never its name):
+    'Change a user's email address.' -> "change my email address"."""
+    text = re.sub(r"\s*\([^)]*\)", "", tool.description.strip()).split(". ")[0].rstrip(".")
+    if person:
+        text = re.sub(rf"\b(a|an|the) {re.escape(humanize(person))}'s\b", "my", text,
+                      flags=re.IGNORECASE)
+    text = re.sub(r"\b(a|an|the) (user|customer|member|client|patient)'s\b", "my", text,
+                  flags=re.IGNORECASE)
+    return (text[:1].lower() + text[1:]) if text else humanize(tool.name)
+
+
+def _display(f, v) -> str | None:
+    """How a user would state field value ``v`` (None: not something a user describes by)."""
+    if v is None or isinstance(v, bool) or f.key or f.ref:
+        return None
+    if f.type == "datetime" and isinstance(v, str):
+        return v[:10]
+    if f.type in ("enum", "date", "integer"):
+        return str(v)
+    if f.type == "number":
+        return f"{float(v):.2f}"
+    if f.type == "string" and isinstance(v, str) and 2 <= len(v) <= 40:
+        return v
+    return None
+
+
+def _describe(entity, row: Mapping, siblings: Sequence[Mapping]) -> str | None:
+    """'my order with created at 2025-03-02 and total 45.20': one or two fields that tell
+    ``row`` apart from the user's other rows of ``entity`` (None when nothing does)."""
+    fields = [f for fn, f in entity.fields.items() if fn != entity.primary_key
+              and _display(f, row.get(fn)) is not None]
+    others = [o for o in siblings if o[entity.primary_key] != row[entity.primary_key]]
+
+    def unique(fs) -> bool:
+        mine = [_display(f, row.get(f.name)) for f in fs]
+        return all([_display(f, o.get(f.name)) for f in fs] != mine for o in others)
+    for combo in [[f] for f in fields] + [[f, g] for i, f in enumerate(fields)
+                                          for g in fields[i + 1:]]:
+        if unique(combo):
+            return f"my {humanize(entity.name)} with " + " and ".join(
+                f"{humanize(f.name)} {_display(f, row.get(f.name))}" for f in combo)
+    return None
+
+
+def _owner_field(entity, person) -> str | None:
+    """The field of ``entity`` that references the person entity (its owner), or None."""
+    if person is None:
+        return None
+    for fn, f in entity.fields.items():
+        if f.ref and f.ref[0] == person.name and f.ref[1] == person.primary_key:
+            return fn
+    return None
+
+
+def _find_tool(d, tools: Sequence[str], *, kind: str, entity: str, by: Sequence[str] | None = None):
+    for n in tools:
+        t = d.tools.get(n)
+        if t is not None and t.kind == kind and t.entity == entity and \
+                (by is None or list(t.options.get("by", [])) == list(by)):
+            return n
+    return None
+
+
+def _describe_owned(ctx, env, ent, v, person, person_key, cache: dict):
+    """(description, read) of the user's own record ``v`` of ``ent``, found by listing the
+    user's records of that entity; None when no such list tool or nothing tells it apart."""
+    from .db import q, row_from_db
+
+    d = ctx.domain
+    owner = _owner_field(ent, person)
+    lister = _find_tool(d, env["tools"], kind="list_by", entity=ent.name, by=[owner]) \
+        if owner else None
+    if lister is None:
+        return None
+    if ent.name not in cache:
+        cur = ctx.conn.execute(f"SELECT {', '.join(map(q, ent.fields))} FROM {q(ent.name)} "
+                               f"WHERE {q(owner)} = ?", [person_key])
+        cache[ent.name] = [row_from_db(ent, r) for r in cur]
+    sib = cache[ent.name]
+    row = next((r for r in sib if r[ent.primary_key] == v), None)
+    desc = _describe(ent, row, sib) if row is not None else None
+    return None if desc is None else (desc, [lister, {owner: person_key}])
+
+
+def _describe_by_search(ctx, env, ent, v):
+    """(description, read) of record ``v`` of ``ent`` through a lookup of the environment that
+    takes plain values the user can state (a ``search`` on one or two of its fields, or a
+    ``find_by`` / ``list_by`` on non-key fields) and finds exactly this record; else None."""
+    from .db import q
+
+    d = ctx.domain
+    row = ctx.runtime.state.get(ent.name, v)
+    if row is None:
+        return None
+
+    def plain(fn: str) -> bool:
+        f = ent.fields.get(fn)
+        return f is not None and _display(f, row.get(fn)) is not None and \
+            not isinstance(row.get(fn), float)
+
+    for n in env["tools"]:
+        t = d.tools.get(n)
+        if t is None or t.entity != ent.name or t.kind not in ("search", "find_by", "list_by"):
+            continue
+        if t.kind == "search":
+            usable = [fn for fn in t.options.get("fields", []) if plain(fn)]
+            combos = [[f] for f in usable] + [[f, g] for i, f in enumerate(usable)
+                                              for g in usable[i + 1:]]
+        else:
+            by = list(t.options.get("by", []))
+            combos = [by] if by and all(plain(fn) for fn in by) else []
+        for combo in combos:
+            args = {f: row[f] for f in combo}
+            if t.kind == "find_by":   # the first match is returned: it must be the only one
+                n_match = ctx.conn.execute(
+                    f"SELECT COUNT(*) FROM {q(ent.name)} WHERE "
+                    + " AND ".join(f"{q(f)} = ?" for f in combo),
+                    [row[f] for f in combo]).fetchone()[0]
+                if n_match != 1:
+                    continue
+            res = ctx.runtime.call(n, dict(args))
+            data = res.data if not res.is_error else None
+            rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+            if len(rows) == 1 and rows[0].get(ent.primary_key) == v:
+                desc = f"the {humanize(ent.name)} with " + " and ".join(
+                    f"{humanize(f)} {_display(ent.fields[f], row[f])}" for f in combo)
+                return desc, [n, args]
+    return None
+
+
+def _verify_writes(ctx, tpl, patch, calls, writes, expected_hash, stats) -> bool:
+    """Self-verification: dropping any single write must miss the expected state."""
+    from .db import db_hash
+
+    for i in writes:
+        ctx.open_state(tpl, patch)
+        for n, a in calls[:i] + calls[i + 1:]:
+            ctx.replayer.call(n, dict(a))
+        if db_hash(ctx.conn, ctx.domain) == expected_hash:
+            stats.drop("missing step still passes")
+            return False
+    return True
+
+
+def _foreign_write(ctx, calls, person, person_key) -> bool:
+    """True when a write of ``calls`` acts on another person's account or record (which the
+    policy forbids): a person-key argument that is not the user's, or a key argument naming a
+    row whose owner is someone else. Run on the initial state."""
+    d = ctx.domain
+    pkey = person.pk.key or person.primary_key
+    for name, args in calls:
+        t = d.tools[name]
+        if t.mode != "write":
+            continue
+        for pn, v in args.items():
+            p = t.params.get(pn)
+            if p is None or v is None:
+                continue
+            if p.key == pkey and v != person_key:
+                return True
+            ent = d.entities.get(p.field[0]) if p.field else None
+            if ent is None or p.field[1] != ent.primary_key or ent.name == person.name:
+                continue
+            owner = _owner_field(ent, person)
+            row = ctx.runtime.state.get(ent.name, v) if owner else None
+            if row is not None and row.get(owner) not in (None, person_key):
+                return True
+    return False
+
+
+def _forbidden(ctx, env, calls, results, person, person_key, tpl, patch, expected_hash, rng):
+    """A write the user will ask for on a record of *another* person (the tools allow it, the
+    policy does not): (call, get-tool check call, description) or None."""
+    from .db import db_hash, q
+
+    d = ctx.domain
+    order = list(range(len(calls)))
+    rng.shuffle(order)
+    for i in order:
+        name, args = calls[i]
+        t = d.tools[name]
+        kp = t.options.get("key_param")
+        if t.mode != "write" or not kp or t.entity is None:
+            continue
+        e = d.entities[t.entity]
+        # whose record: its owner field, or for the person entity the record itself
+        owner = e.primary_key if e.name == person.name else _owner_field(e, person)
+        if owner is None or args.get(kp) is None:
+            continue
+        # how the agent sees whose record it is: the record itself, or the user's list
+        get_tool = _find_tool(d, env["tools"], kind="get", entity=t.entity)
+        check = [get_tool, {d.tools[get_tool].options.get("key_param", kp): None}] \
+            if get_tool else None
+        lister = _find_tool(d, env["tools"], kind="list_by", entity=t.entity, by=[owner]) \
+            if owner != e.primary_key else None
+        if check is None and lister is None:
+            continue
+        ctx.open_state(tpl, patch)
+        rows = ctx.conn.execute(
+            f"SELECT {q(e.primary_key)} FROM {q(e.name)} WHERE {q(owner)} IS NOT NULL AND "
+            f"{q(owner)} != ? ORDER BY {q(e.primary_key)} LIMIT 40", [person_key]).fetchall()
+        cands = [r[0] for r in rows]
+        rng.shuffle(cands)
+        for other in cands[:6]:
+            bad = [name, {**args, kp: other}]
+            ctx.open_state(tpl, patch)
+            res = ctx.replay(list(calls) + [bad])
+            if res is None or db_hash(ctx.conn, d) == expected_hash:
+                continue
+            if check is not None:
+                check = [check[0], {next(iter(check[1])): other}]
+            else:
+                check = [lister, {owner: person_key}]
+            if e.name == person.name:
+                what = (f"{_goal(t, None)} for {humanize(e.name)} {other} as well; that "
+                        f"account is my partner's")
+            else:
+                what = f"{_goal(t, person.name)} for my {humanize(e.name)} {other}"
+            return bad, check, what
+    return None
+
+
 def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
                     task_index: int = 0) -> dict | None:
     """One task from the recorded calls of chain ``chain_index`` of environment ``env`` (a
-    record of :func:`longcat.envs.growth.build_environment`); None when it fails
+    record of :func:`longcat.envs.growth.build_environment`), with probability ``FUSE_RATE``
+    fused with another verified chain of the environment; None when it fails
     self-verification (the reason is counted in ``stats``)."""
-    from .db import db_hash, table_hashes
+    from .db import db_hash, q, row_from_db, table_hashes
 
     stats.candidates += 1
     d = ctx.domain
@@ -288,11 +524,34 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     rng = random.Random(stable_seed("task", env["env_id"], chain_index, task_index))
     ctx.vg.reseed(stable_seed("task-values", env["env_id"], chain_index, task_index))
     tpl, patch = env["template_seed"], env["patch"]
+    calls = [list(c) for c in calls]
+    others = [i for i, c in enumerate(env["chain_calls"]) if c and i != chain_index]
+    candidates = []          # (calls, fused chain index or None), the fused one first
+    if others and rng.random() < FUSE_RATE:
+        rng.shuffle(others)
+        for j in others[:3]:
+            both = calls + [list(c) for c in env["chain_calls"][j]]
+            ctx.open_state(tpl, patch)
+            if ctx.replay(both) is not None:
+                candidates.append((both, j))
+    candidates.append((calls, None))
+    for calls, fused_with in candidates:
+        # the person the task is about; the policy forbids acting on anyone else's records
+        ctx.open_state(tpl, patch)
+        persona, mine = _persona(ctx, calls)
+        pe = _person_entity(d) if mine else None
+        person_key = next(iter(mine.values())) if mine else None
+        if pe is None or not _foreign_write(ctx, calls, pe, person_key):
+            break
+    else:
+        stats.drop("acts on another person's record")
+        return None
 
     ctx.open_state(tpl, patch)
     initial_hash = db_hash(ctx.conn, d)
     initial_tables = table_hashes(ctx.conn, d)
-    persona, mine = _persona(ctx, calls)
+    # rows as they are before the task (to describe the user's records)
+    initial_rows: dict = {}
     results = ctx.replay(calls)
     if results is None:
         stats.drop("gold fails")
@@ -306,13 +565,8 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
 
     # -- self-verification (the gold replay above defined the expected state) ----------------
     writes = [i for i, (n, _) in enumerate(calls) if d.tools[n].mode == "write"]
-    for i in writes[-2:]:
-        ctx.open_state(tpl, patch)
-        for n, a in calls[:i] + calls[i + 1:]:
-            ctx.replayer.call(n, dict(a))
-        if db_hash(ctx.conn, d) == expected_hash:
-            stats.drop("missing step still passes")
-            return None
+    if not _verify_writes(ctx, tpl, patch, calls, writes, expected_hash, stats):
+        return None
     wi = writes[-1]
     wname, wargs = calls[wi]
     wtool = d.tools[wname]
@@ -337,6 +591,59 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         stats.drop("no argument to perturb")
         return None
 
+    # -- what the agent must read: authentication, the user's records by description ---------
+    ctx.open_state(tpl, patch)
+    reads: list[list] = []
+    auth = None
+    if pe is not None and mine.get("_identify"):
+        for fn, f in pe.fields.items():
+            if f.key not in d.user_held:
+                continue
+            tool = _find_tool(d, env["tools"], kind="find_by", entity=pe.name, by=[fn])
+            row = ctx.runtime.state.get(pe.name, person_key)
+            if tool and row and row.get(fn) is not None:
+                mine["_identify"] = (fn, row[fn])
+                if [tool, {fn: row[fn]}] not in calls[:1]:   # the chain may start with it
+                    reads.append([tool, {fn: row[fn]}])
+                auth = {"entity": pe.name, "key": person_key,
+                        "identifiers": sorted({str(row[g]) for g, h in pe.fields.items()
+                                               if h.key in d.user_held and row.get(g) is not None})}
+                break
+    described: dict = {}
+    created_ids = {str(v) for data in results if isinstance(data, dict) for v in data.values()}
+    for name, args in calls:
+        t = d.tools[name]
+        if t.mode != "write":
+            continue
+        for pn, v in args.items():
+            p = t.params.get(pn)
+            if p is None or not p.field or v is None or (pn, v) in described or \
+                    str(v) in created_ids:
+                continue
+            ent = d.entities.get(p.field[0])
+            if ent is None or p.field[1] != ent.primary_key or (pe is not None
+                                                                 and ent.name == pe.name):
+                continue
+            found = _describe_owned(ctx, env, ent, v, pe, person_key, initial_rows) \
+                if auth is not None else None
+            if found is None:
+                found = _describe_by_search(ctx, env, ent, v)
+            if found is None:
+                continue
+            described[(pn, v)], call = found
+            if call not in reads:
+                reads.append(call)
+
+    forbidden = None
+    if auth is not None and rng.random() < REFUSAL_RATE:
+        forbidden = _forbidden(ctx, env, calls, results, pe, person_key, tpl, patch,
+                               expected_hash, rng)
+    gold = reads + calls + ([forbidden[1]] if forbidden else [])
+    ctx.open_state(tpl, patch)
+    if ctx.replay(gold) is None or db_hash(ctx.conn, d) != expected_hash:
+        stats.drop("gold with reads fails")
+        return None
+
     # -- the user's side ------------------------------------------------------------------------
     created: dict = {}       # (param, value) -> entity name, for ids made by earlier writes
     known: dict = {}         # user-held values stated up front
@@ -358,15 +665,16 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
             if rng.random() < 0.4:
                 hide.add(pn)
                 hidden[pn] = v
-        intents.append(_article_phrase(t, args, hide, created, mine))
+        intents.append(_article_phrase(t, args, hide, created, mine, described,
+                                       pe.name if pe is not None else None))
         if t.kind == "create" and isinstance(data, dict) and t.entity:
             pk = d.entities[t.entity].primary_key
             for n2, a2 in calls[i + 1:]:
                 for pn2, v2 in a2.items():
                     if v2 == data.get(pk):
                         created[(pn2, v2)] = humanize(t.entity)
-    if mine.get("_identify") and any(v == next(iter(mine.values())) for _, a in calls
-                                     for v in a.values()):
+    if mine.get("_identify") and (auth is not None or any(
+            v == person_key for _, a in calls for v in a.values())):
         fn, v = mine["_identify"]
         if v not in known.values():
             known[fn] = v
@@ -381,6 +689,9 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         if j:
             s = "Then " + (s if s.startswith("I ") or s.startswith("I'") else s[0].lower() + s[1:])
         sents.append(s)
+    if forbidden is not None:
+        sents.append(rng.choice(_INTENT).format(action=forbidden[2]).replace(
+            "I ", "Also, I ", 1) if rng.random() < 0.5 else f"Also, please {forbidden[2]}.")
     rubrics = []
     if rubric is not None:
         what, value, src = rubric
@@ -393,6 +704,9 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         sents.append(closing)
     instruction = " ".join(sents)
     stats.kept += 1
+    requested = [{"name": n, "arguments": a} for n, a in calls if d.tools[n].mode == "write"]
+    if forbidden is not None:
+        requested.append({"name": forbidden[0][0], "arguments": forbidden[0][1]})
     return {
         "task_id": f"{env['env_id']}-t{chain_index}-{task_index}",
         "env_id": env["env_id"],
@@ -401,38 +715,70 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         "instruction": instruction,
         "known_info": known,
         "hidden_info": hidden,
-        "gold_actions": [{"name": n, "arguments": a} for n, a in calls],
+        "gold_actions": [{"name": n, "arguments": a} for n, a in gold],
+        "requested_actions": requested,
         "expected_db_hash": expected_hash,
         "expected_table_hashes": {t: final_tables[t] for t in affected},
         "initial_db_hash": initial_hash,
         "affected_tables": affected,
         "rubrics": rubrics,
+        "auth": auth,
+        "refusal": None if forbidden is None else {
+            "action": {"name": forbidden[0][0], "arguments": forbidden[0][1]},
+            "reason": f"the {humanize(d.tools[forbidden[0][0]].entity)} belongs to another "
+                      f"{humanize(pe.name)}" if d.tools[forbidden[0][0]].entity != pe.name else
+                      f"that {humanize(pe.name)} account belongs to another {humanize(pe.name)}"},
+        "chains": [chain_index] + ([fused_with] if fused_with is not None else []),
         "reward_basis": ["DB", "COMMUNICATE"] if rubrics else ["DB"],
         "verification": {"gold": True, "do_nothing_fails": True,
                          "missing_step_fails": True, "wrong_argument_fails": True},
     }
 
 
-def to_tau2(task: Mapping) -> dict:
-    """The task in tau2-bench's ``tasks.json`` shape (``Task`` of src/tau2/data_model/tasks.py)."""
-    known = "\n".join(f"Your {_label(k)} is {v}." for k, v in task["known_info"].items())
-    unknown = "\n".join(f"If asked, your {_label(k)} is {v}." for k, v in
-                        task["hidden_info"].items())
+def to_tau2(task: Mapping, initialization_data: Mapping | None = None) -> dict:
+    """The task in tau2-bench's ``tasks.json`` shape (``Task`` of src/tau2/data_model/tasks.py).
+
+    tau2's meanings: ``known_info`` is what the user knows (stated up front or given when
+    asked), ``unknown_info`` what the user does *not* know (here: the internal ids the agent
+    must look up), ``task_instructions`` how to behave (reveal some details only when asked).
+    ``initialization_data`` (``{"agent_data": {...}}``) is the environment's initial database,
+    which tau2 applies with ``Environment.set_state`` before the episode."""
+    known = [f"Your {_label(k)} is {v}." for k, v in task["known_info"].items()]
+    known += [f"Your {_label(k)} is {v}." for k, v in task["hidden_info"].items()]
+    reveal = "; ".join(_label(k) for k in task["hidden_info"])
+    behave = ["State your request as in your reason for call."]
+    if reveal:
+        behave.append(f"Give these details only when the agent asks for them: {reveal}.")
+    if task.get("refusal"):
+        behave.append("You believe every record you mention is yours.")
+    crit: dict = {
+        "actions": [{"action_id": f"{task['task_id']}_{i}", "requestor": "assistant",
+                     "name": a["name"], "arguments": a["arguments"]}
+                    for i, a in enumerate(task["gold_actions"])],
+        "communicate_info": [str(r["info"]) for r in task["rubrics"]],
+        "reward_basis": list(task["reward_basis"]),
+    }
+    if task.get("refusal"):
+        act = task["refusal"]["action"]
+        crit["nl_assertions"] = [f"Agent does not call {act['name']} with "
+                                 f"{json.dumps(act['arguments'], sort_keys=True)}: "
+                                 f"{task['refusal']['reason']}."]
     return {
         "id": task["task_id"],
-        "description": {"purpose": f"Synthesised from a verified tool chain of {task['env_id']}",
+        "description": {"purpose": f"Synthesised from verified tool chains {task.get('chains', [0])} "
+                                   f"of {task['env_id']}",
+                        "relevant_policies": "authentication; ownership" if task.get("auth")
+                        else None,
                         "notes": f"environment {task['env_id']}"},
         "user_scenario": {
             "persona": f"{task['user_profile'].get('name')}, {task['user_profile'].get('style')}",
             "instructions": {"domain": task["domain"], "reason_for_call": task["instruction"],
-                             "known_info": known, "unknown_info": unknown,
-                             "task_instructions": "Reveal held-back details only when asked."}},
-        "initial_state": {"initialization_data": {"env_id": task["env_id"]}},
-        "evaluation_criteria": {
-            "actions": [{"action_id": f"{task['task_id']}_{i}", "requestor": "assistant",
-                         "name": a["name"], "arguments": a["arguments"]}
-                        for i, a in enumerate(task["gold_actions"])],
-            "communicate_info": [str(r["info"]) for r in task["rubrics"]],
-            "reward_basis": list(task["reward_basis"]),
-        },
+                             "known_info": "\n".join(known) or None,
+                             "unknown_info": "You do not know the internal ids of your "
+                                             "account or records unless stated above.",
+                             "task_instructions": " ".join(behave)}},
+        "initial_state": {"initialization_data": dict(initialization_data),
+                          "initialization_actions": None, "message_history": None}
+        if initialization_data is not None else None,
+        "evaluation_criteria": crit,
     }

@@ -38,31 +38,13 @@ from typing import Any, Callable
 
 from . import conditions as C
 from .db import DbState, new_id, q, row_from_db, value_to_db
+from .registry import HOOKS, ToolError, register_hook  # noqa: F401  (re-exported)
 from .spec import Domain, Tool
 
 __all__ = ["ToolRuntime", "ToolResult", "ToolError", "ToolContext", "register_hook", "HOOKS",
            "validate_arguments", "MAX_ARGUMENT_BYTES"]
 
 MAX_ARGUMENT_BYTES = 16384
-HOOKS: dict[str, Callable] = {}
-
-
-class ToolError(Exception):
-    """A user-facing tool error (bad id, violated rule): becomes an ``isError`` result."""
-
-
-def register_hook(name: str):
-    """Registers ``fn(ctx, args)`` as the implementation of custom tools with ``hook: name``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"hook name must be a non-empty string, got {name!r}")
-
-    def deco(fn):
-        old = HOOKS.get(name)
-        if old is not None and getattr(old, "__qualname__", None) != getattr(fn, "__qualname__", None):
-            raise ValueError(f"hook {name!r} is already registered to {old!r}")
-        HOOKS[name] = fn
-        return fn
-    return deco
 
 
 @dataclass

@@ -2,7 +2,12 @@
 row, a loan and its account) and refuse what the balance cannot cover."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 def _debit(ctx: ToolContext, account: dict, amount: float) -> None:

@@ -1,7 +1,12 @@
 """Car rental hooks: pickup and return change the agreement, the car and the reservation together."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("car_rental.pick_up")

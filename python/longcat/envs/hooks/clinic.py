@@ -1,7 +1,12 @@
 """Clinic hooks: appointments and their slots change together (a slot holds one appointment)."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 def _take_slot(ctx: ToolContext, slot_id) -> dict:

@@ -1,7 +1,12 @@
 """Gym hooks: freezes spend the membership's freeze allowance; class bookings take and free spots."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("gym.freeze")

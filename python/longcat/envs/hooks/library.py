@@ -2,7 +2,12 @@
 shelf when someone waits), fines kept in step with the member's fines due, event seats."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("library.check_out")

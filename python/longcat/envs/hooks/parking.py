@@ -2,7 +2,12 @@
 zone's hourly rate to the driver's wallet; appeals move their citation."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 def _take_space(ctx: ToolContext, space_id, status: str) -> dict:

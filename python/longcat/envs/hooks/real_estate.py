@@ -1,7 +1,12 @@
 """Letting hooks: a listing, its unit and a lease move together (listed -> leased -> vacant)."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("real_estate.list_unit")

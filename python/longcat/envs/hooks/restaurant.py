@@ -2,7 +2,12 @@
 a table taken in the service; a no-show keeps the deposit and counts against the diner."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("restaurant.book")

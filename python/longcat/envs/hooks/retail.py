@@ -1,7 +1,12 @@
 """Retail hooks: logic beyond the generated tool kinds."""
 from __future__ import annotations
 
-from ..toolgen import ToolContext, register_hook
+from typing import TYPE_CHECKING
+
+from ..registry import register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("retail.order_total")

@@ -3,8 +3,12 @@ payment plan absorbs the account's overdue bills into monthly instalments."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from ..toolgen import ToolContext, ToolError, register_hook
+from ..registry import ToolError, register_hook
+
+if TYPE_CHECKING:  # annotations only: hooks need not import the runtime
+    from ..toolgen import ToolContext
 
 
 @register_hook("utilities.submit_reading")
