@@ -13,4 +13,5 @@ AREAS = {
     "model": "longcat.bench.model",
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
+    "kv": "longcat.bench.kv",
 }

@@ -24,6 +24,7 @@ import json
 import math
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
@@ -111,6 +112,7 @@ class DecodeWorker:
         self._dtype, self._device = caches[0].dtype, caches[0].device
         self._events: queue.Queue = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, name="longcat-pd-recv", daemon=True)
+        self.first_token_at: dict[str, float] = {}  # request id -> time.time() of its first decoded token
 
     # ---- the receiving thread: only torch.distributed and staging buffers -------------------------
 
@@ -175,6 +177,8 @@ class DecodeWorker:
             if engine.has_unfinished():
                 engine.step()
             for rid, req in list(live.items()):
+                if rid not in self.first_token_at and any(o.token_ids for o in req.outputs):
+                    self.first_token_at[rid] = time.time()
                 if req.finished:
                     results[rid] = LLMEngine.snapshot(req)
                     del live[rid]
