@@ -293,8 +293,9 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
 namespace {
 
 // Above this many bytes per call the CPU path writes with non-temporal stores (kv_copy_kernels.inc):
-// larger than the last-level cache share of the cores that copy, so cached stores would only
-// evict the model's working set. Measured by `longcat bench kv` (the nt/memcpy rows).
+// more than the last-level cache share of the cores that copy, so cached stores would only evict
+// the model's working set. A reasoned value, not a tuned one: `longcat bench kv` has swap rows on
+// both sides of it (16 pages = 1.2 MB, 128+ pages >= 9.4 MB at page size 64 in bf16).
 constexpr int64_t kNonTemporalBytes = int64_t{8} << 20;
 
 void check_ids(const char* op, const char* arg, const TensorView& ids) {
