@@ -22,13 +22,18 @@ LONGCAT_DECLARE_ISA_FN(void, kv_copy_blocks, const KvCopyPlan&, bool)
 namespace {
 
 // kv_cache [num_pages, page_size, 1, 576], contiguous.
-void check_kv_cache(const char* op, const TensorView& kv, const char* arg = "kv_cache") {
-  check_float_dtype(op, arg, kv);
+// The page layout [num_pages, page_size, 1, 576], contiguous (dtype checked by the caller).
+void check_kv_pages(const char* op, const TensorView& kv, const char* arg) {
   check_ndim(op, arg, kv, 4);
   check_size(op, arg, kv, 2, 1, "1 (one latent KV head)");
   check_size(op, arg, kv, 3, kMlaDimQK, "576 (512 latent + 64 rope)");
   check_contiguous(op, arg, kv);
   if (kv.shape[1] < 1) fail(ErrorKind::Value, arg_prefix(op, arg) + "must have page_size >= 1, got " + shape_str(kv));
+}
+
+void check_kv_cache(const char* op, const TensorView& kv, const char* arg = "kv_cache") {
+  check_float_dtype(op, arg, kv);
+  check_kv_pages(op, kv, arg);
 }
 
 // block_table [batch, max_pages] int32 with a unit stride along pages.
@@ -322,8 +327,10 @@ KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_po
                             const TensorView& dst_ids, Stream stream, KvCopyMethod method) {
   const char* op = "kv_copy_blocks";
   check_views(op, {{"src_pool", &src_pool}, {"dst_pool", &dst_pool}, {"src_ids", &src_ids}, {"dst_ids", &dst_ids}});
-  check_kv_cache(op, src_pool, "src_pool");
-  check_kv_cache(op, dst_pool, "dst_pool");
+  // Any float dtype on either side: a pinned host pool of a float16 device cache is float16 too.
+  check_dtype(op, "src_pool", src_pool, {DType::Float32, DType::BFloat16, DType::Float16});
+  check_kv_pages(op, src_pool, "src_pool");
+  check_kv_pages(op, dst_pool, "dst_pool");
   check_same_dtype(op, "dst_pool", dst_pool, "src_pool", src_pool);
   check_size(op, "dst_pool", dst_pool, 1, src_pool.shape[1], "src_pool.shape[1] (the same page_size)");
   check_ids(op, "src_ids", src_ids);

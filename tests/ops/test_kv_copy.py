@@ -7,7 +7,7 @@ import torch
 
 from longcat.ops import KvCopyMethod, kv_copy_blocks, reference
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]  # float16 too: a host pool of a CUDA fp16 cache
 
 
 def pool(pages, page_size=4, dtype=torch.float32, seed=0):

@@ -56,9 +56,10 @@ enum class KvCopyMethod : int32_t {
 
 // kv_copy_blocks: dst_pool[dst_ids[i]] = src_pool[src_ids[i]] for every i, whole pages.
 //   src_pool [src_pages, page_size, 1, 576] and dst_pool [dst_pages, page_size, 1, 576]:
-//   contiguous, the same dtype and page_size, page counts free (a small device pool and a large
-//   host pool). Each pool is on the CPU or on a CUDA device; a host pool paired with a CUDA pool
-//   must be pinned (page-locked) memory, two CUDA pools must share a device.
+//   contiguous, the same dtype (float32, bfloat16 or float16, on any device) and page_size, page
+//   counts free (a small device pool and a large host pool). Each pool is on the CPU or on a
+//   CUDA device; a host pool paired with a CUDA pool must be pinned (page-locked) memory, two
+//   CUDA pools must share a device.
 //   src_ids, dst_ids [n] int32, contiguous, on the CPU (they are read on the host to validate,
 //   coalesce and plan). Every id is in range of its pool, no destination repeats; a source may
 //   repeat; when both pools are the same memory, no page is both a source and a destination
