@@ -148,7 +148,7 @@ def _engine_rows(result: BenchResult, device: str, quick: bool) -> None:
     from longcat.engine import EngineArgs, LLMEngine, SamplingParams
 
     model = _tiny_model(device)
-    n_req, prompt_len, gen = (4, 32, 12) if quick else (8, 96, 48)
+    n_req, prompt_len, gen = (4, 32, 12) if quick else (6, 64, 32)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, 1000, (prompt_len,), generator=g).tolist() for _ in range(n_req)]
     params = SamplingParams(temperature=0, max_tokens=gen, ignore_eos=True)
@@ -161,7 +161,7 @@ def _engine_rows(result: BenchResult, device: str, quick: bool) -> None:
     outputs = {}
     for name, kw in configs.items():
         times = []
-        for _ in range(1 if quick else 3):
+        for _ in range(1 if quick else 2):
             engine = LLMEngine(model, None, EngineArgs(page_size=page, max_num_batched_tokens=256,
                                                       enable_prefix_caching=False, **kw))
             t0 = time.perf_counter()
@@ -191,7 +191,7 @@ def _tiny_model(device: str = "cpu"):
 
 def _pd_prompts(quick: bool) -> list[list[int]]:
     g = torch.Generator().manual_seed(1)
-    n, length = (2, 128) if quick else (6, 384)
+    n, length = (2, 128) if quick else (4, 256)
     return [torch.randint(3, 1000, (length,), generator=g).tolist() for _ in range(n)]
 
 
