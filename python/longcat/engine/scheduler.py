@@ -159,6 +159,7 @@ class Scheduler:
             self.swapped.popleft()
             seq.pages = [self.allocator.allocate() for _ in range(need)]
             self.host.start_swap_in(seq.seq_id, seq.host_pages, seq.pages)
+            seq.last_scheduled = self.num_schedules  # not the next victim before it has run once
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             step.swapped_in.append(seq)
