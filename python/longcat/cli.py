@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import platform
 import sys
@@ -64,8 +65,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     areas = list(AREAS) if args.area == "all" else [args.area]
     for area in areas:
         module = importlib.import_module(AREAS[area])
+        # Areas that evaluate a model (heavy) also take the checkpoint and the output folder.
+        params = inspect.signature(module.run).parameters
+        extra = {k: v for k, v in (("model", args.model), ("out", args.out)) if k in params}
+        if args.model is not None and "model" not in params:
+            raise SystemExit(f"longcat bench {area}: --model is not used by this area")
         with profiling(args.profile, area):
-            result = module.run(device=args.device, quick=args.quick)
+            result = module.run(device=args.device, quick=args.quick, **extra)
         report(result, args.out)
         if args.profile:
             print(f"  traces ({sum(len(r.get('trace', [])) for r in result.rows)}) in {args.profile}: "
@@ -77,6 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 SUBCOMMAND_MODULES = [
     "longcat.envs.cli",
     "longcat.serve.cli",
+    "longcat.heavy.cli",
 ]
 
 
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--profile", default=None, metavar="DIR",
                          help="also write a Chrome/Perfetto trace (torch.profiler, 2 calls) of each function "
                               "timed, per benchmark case, into DIR")
+    p_bench.add_argument("--model", default=None, metavar="PATH",
+                         help="checkpoint folder for areas that evaluate a model (heavy)")
     p_bench.set_defaults(func=cmd_bench)
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)

@@ -14,4 +14,5 @@ AREAS = {
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
     "kv": "longcat.bench.kv",
+    "heavy": "longcat.bench.heavy",
 }

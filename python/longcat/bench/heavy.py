@@ -1,0 +1,167 @@
+"""Heavy Thinking against its baselines on ``longcat.tasks.arith``, same model, same samples:
+accuracy vs generated tokens per problem for a single sample, self-consistency (majority vote),
+DeepConf-style confidence-weighted voting and Heavy Thinking at K = 2, 4, 8 with 1 and 2 summary
+rounds. Every method reads the same first K of the Kmax candidates sampled once per problem, so
+the comparison isolates the aggregation; Heavy Thinking pays for its summary tokens on top.
+
+The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains), else a short
+supervised warm start of the ``tiny`` preset (``longcat.heavy.warmstart``), cached under the
+output folder (the first run trains it: about 21 minutes on the loaded 2-core CPU this was written
+on; later runs reuse it). With ``--model`` the problems use operands up to
+``$LONGCAT_HEAVY_MAX_OPERAND`` (default 99, ``make_problems``' default). Writes heavy.json /
+heavy.md (``report``) and heavy.png.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+from longcat.bench.common import BenchResult, machine_info
+from longcat.heavy import HeavyThinker, SampleRequest, confidence_vote, majority_vote
+from longcat.heavy.warmstart import WarmStartConfig, warm_start
+from longcat.tasks.arith import make_problems, parse_answer
+
+# The warm start the bench trains when no --model is given (single-digit +/-, task + summary step).
+WARM_START = WarmStartConfig(steps=120, batch_size=32, lr=5e-3, max_operand=9)
+COLUMNS = ["method", "k", "rounds", "accuracy", "stderr", "gen_tokens", "sc_acc_at_equal_tokens", "delta_vs_sc",
+           "seconds"]
+
+
+def _interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Linear interpolation of sorted (tokens, accuracy) points in log(tokens); flat outside."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return points[-1][1]
+
+
+def _row(method, k, rounds, correct: list[bool], tokens: list[int], seconds: float) -> dict:
+    n = len(correct)
+    acc = sum(correct) / n
+    return {"method": method, "k": k, "rounds": rounds, "accuracy": acc,
+            "stderr": math.sqrt(acc * (1 - acc) / n), "gen_tokens": sum(tokens) / n, "seconds": seconds}
+
+
+def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
+             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0) -> list[dict]:
+    """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
+    kmax = max(max(vote_ks), max(heavy_ks))
+    t0 = time.perf_counter()
+    batches = backend.sample([SampleRequest(p.prompt, n=kmax, temperature=temperature, seed=seed + i,
+                                            max_tokens=max_tokens, logprobs=logprobs)
+                              for i, p in enumerate(problems)])
+    sample_s = time.perf_counter() - t0
+    cands = [b.candidates for b in batches]
+    rows = []
+    for k in vote_ks:
+        tokens = [sum(c.num_tokens for c in cs[:k]) for cs in cands]
+        share = sample_s * k / kmax  # the sampling time these k candidates took
+        if k == 1:
+            rows.append(_row("single", 1, 0, [parse_answer(cs[0].text) == p.answer if cs[0].finished else False
+                                              for cs, p in zip(cands, problems)], tokens, share))
+            continue
+        rows.append(_row("self-consistency", k, 0, [majority_vote(cs[:k], parse_answer) == p.answer
+                                                    for cs, p in zip(cands, problems)], tokens, share))
+        rows.append(_row("confidence-vote", k, 0, [confidence_vote(cs[:k], parse_answer) == p.answer
+                                                   for cs, p in zip(cands, problems)], tokens, share))
+        rows.append(_row("pass@k (oracle)", k, 0, [any(parse_answer(c.text) == p.answer for c in cs[:k] if c.finished)
+                                                   for cs, p in zip(cands, problems)], tokens, share))
+    for k in heavy_ks:
+        for rounds in heavy_rounds:
+            heavy = HeavyThinker(backend, k=k, rounds=rounds, template="compact", temperature=temperature,
+                                 summary_temperature=0.0, seed=seed, max_tokens=max_tokens,
+                                 summary_max_tokens=max_tokens, answer_fn=parse_answer)
+            t0 = time.perf_counter()
+            results = heavy.think_batch([p.prompt for p in problems], [cs[:k] for cs in cands])
+            seconds = time.perf_counter() - t0 + sample_s * k / kmax
+            row = _row("heavy", k, rounds, [r.answer == p.answer for r, p in zip(results, problems)],
+                       [r.generated_tokens for r in results], seconds)
+            row["all_unparseable"] = sum(r.all_unparseable for r in results)
+            rows.append(row)
+    sc = sorted((r["gen_tokens"], r["accuracy"]) for r in rows if r["method"] in ("single", "self-consistency"))
+    for r in rows:
+        if r["method"] in ("heavy", "confidence-vote"):
+            r["sc_acc_at_equal_tokens"] = _interp_log(sc, r["gen_tokens"])
+            r["delta_vs_sc"] = r["accuracy"] - r["sc_acc_at_equal_tokens"]
+    return rows
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = [("self-consistency", None, "o-"), ("confidence-vote", None, "s--"), ("pass@k (oracle)", None, ":"),
+              ("heavy", 1, "^-"), ("heavy", 2, "v-")]
+    single = [r for r in rows if r["method"] == "single"]
+    for method, rounds, style in series:
+        pts = [r for r in rows if r["method"] == method and (rounds is None or r["rounds"] == rounds)]
+        if method in ("self-consistency", "confidence-vote", "pass@k (oracle)"):
+            pts = single + pts
+        pts.sort(key=lambda r: r["gen_tokens"])
+        label = method if rounds is None else f"heavy, {rounds} round{'s' if rounds > 1 else ''}"
+        ax.plot([r["gen_tokens"] for r in pts], [r["accuracy"] for r in pts], style, label=label,
+                color="gray" if "oracle" in method else None)
+        for r in pts:
+            if method == "heavy":
+                ax.annotate(f"K={r['k']}", (r["gen_tokens"], r["accuracy"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, -9))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens per problem (candidates + summaries)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
+        out: Optional[str] = None) -> BenchResult:
+    from longcat.heavy import EngineBackend
+
+    out = out or os.environ.get("LONGCAT_BENCH_DIR", "bench-results")
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    if model is None:
+        model = str(warm_start(os.path.join(out, "heavy-warmstart"), WARM_START))
+        model_note = f"tiny preset, supervised warm start {WARM_START} (cached in {model})"
+        max_operand = WARM_START.max_operand
+    else:
+        model_note = f"--model {model}"
+        max_operand = int(os.environ.get("LONGCAT_HEAVY_MAX_OPERAND", "99"))
+    setup_s = time.perf_counter() - t0
+    backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
+    n = 48 if quick else 200
+    problems = make_problems(n, seed=2026, max_operand=max_operand, ops="+-")
+    vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
+    rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2))
+    title = f"Heavy Thinking vs voting on arith (+-, operands <= {max_operand}), {n} problems"
+    result = BenchResult("heavy", title, COLUMNS)
+    for r in rows:
+        result.add(**r)
+    heavy_rows = [r for r in rows if r["method"] == "heavy"]
+    wins = [r for r in heavy_rows if r["delta_vs_sc"] > 0]
+    result.context.update(machine=machine_info(device), model=model_note, problems=n, model_setup_s=setup_s,
+                          heavy_beats_sc_at_equal_tokens=f"{len(wins)} of {len(heavy_rows)} heavy settings",
+                          note="all methods read the same first K of Kmax candidates per problem (T=1.0); "
+                               "summary greedy; sc_acc_at_equal_tokens interpolates the self-consistency curve "
+                               "(log tokens) at the row's token count")
+    png = os.path.join(out, "heavy.png")
+    plot(rows, png, title)
+    result.context["plot"] = png
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    from longcat.cli import main as cli_main
+
+    cli_main(["bench", "heavy", *(argv or [])])
