@@ -54,7 +54,7 @@ export LONGCAT_NUM_THREADS=2
 "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
   "$root/tests/ops/test_safety.py" "$root/tests/ops/test_norm.py" "$root/tests/ops/test_kv_cache.py" \
   "$root/tests/ops/test_moe_route.py" "$root/tests/ops/test_moe_gemm.py" \
-  "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" \
+  "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_copy.py" \
   -k "safety or bad or empty or zero or nan or poison or stride or overlap or alias or isa or in_place" \
   -x "$@"
 echo "== asan_test finished in $((SECONDS - start)) s"

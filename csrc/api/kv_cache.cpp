@@ -16,18 +16,24 @@
 namespace longcat {
 namespace cpu {
 LONGCAT_DECLARE_ISA_FN(void, rope_interleaved, const RopeArgs&)
+LONGCAT_DECLARE_ISA_FN(void, kv_copy_blocks, const KvCopyPlan&, bool)
 }  // namespace cpu
 
 namespace {
 
 // kv_cache [num_pages, page_size, 1, 576], contiguous.
-void check_kv_cache(const char* op, const TensorView& kv) {
-  check_float_dtype(op, "kv_cache", kv);
-  check_ndim(op, "kv_cache", kv, 4);
-  check_size(op, "kv_cache", kv, 2, 1, "1 (one latent KV head)");
-  check_size(op, "kv_cache", kv, 3, kMlaDimQK, "576 (512 latent + 64 rope)");
-  check_contiguous(op, "kv_cache", kv);
-  if (kv.shape[1] < 1) fail(ErrorKind::Value, arg_prefix(op, "kv_cache") + "must have page_size >= 1, got " + shape_str(kv));
+// The page layout [num_pages, page_size, 1, 576], contiguous (dtype checked by the caller).
+void check_kv_pages(const char* op, const TensorView& kv, const char* arg) {
+  check_ndim(op, arg, kv, 4);
+  check_size(op, arg, kv, 2, 1, "1 (one latent KV head)");
+  check_size(op, arg, kv, 3, kMlaDimQK, "576 (512 latent + 64 rope)");
+  check_contiguous(op, arg, kv);
+  if (kv.shape[1] < 1) fail(ErrorKind::Value, arg_prefix(op, arg) + "must have page_size >= 1, got " + shape_str(kv));
+}
+
+void check_kv_cache(const char* op, const TensorView& kv, const char* arg = "kv_cache") {
+  check_float_dtype(op, arg, kv);
+  check_kv_pages(op, kv, arg);
 }
 
 // block_table [batch, max_pages] int32 with a unit stride along pages.
@@ -285,6 +291,126 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
       }
     }
   });
+}
+
+// ---- kv_copy_blocks --------------------------------------------------------------------------
+
+namespace {
+
+// Above this many bytes per call the CPU path writes with non-temporal stores (kv_copy_kernels.inc):
+// more than the last-level cache share of the cores that copy, so cached stores would only evict
+// the model's working set. A reasoned value, not a tuned one: `longcat bench kv` has swap rows on
+// both sides of it (16 pages = 1.2 MB, 128+ pages >= 9.4 MB at page size 64 in bf16).
+constexpr int64_t kNonTemporalBytes = int64_t{8} << 20;
+
+void check_ids(const char* op, const char* arg, const TensorView& ids) {
+  check_dtype(op, arg, ids, {DType::Int32});
+  check_ndim(op, arg, ids, 1);
+  check_contiguous(op, arg, ids);
+  if (ids.device.type != DeviceType::CPU)
+    fail(ErrorKind::Value, arg_prefix(op, arg) + "must be a CPU tensor (the host validates and plans the copy), "
+                               "got a CUDA tensor");
+}
+
+// Every id in [0, pages); `what` names the pool in the message.
+void check_id_range(const char* op, const char* arg, const std::vector<int32_t>& ids, int64_t pages,
+                    const char* pool) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= pages)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "must hold page ids in [0, " + std::to_string(pages) + ") (" +
+                                 pool + ".shape[0]), got " + std::to_string(ids[i]) + " at index " + std::to_string(i));
+}
+
+}  // namespace
+
+KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_pool, const TensorView& src_ids,
+                            const TensorView& dst_ids, Stream stream, KvCopyMethod method) {
+  const char* op = "kv_copy_blocks";
+  check_views(op, {{"src_pool", &src_pool}, {"dst_pool", &dst_pool}, {"src_ids", &src_ids}, {"dst_ids", &dst_ids}});
+  // Any float dtype on either side: a pinned host pool of a float16 device cache is float16 too.
+  check_dtype(op, "src_pool", src_pool, {DType::Float32, DType::BFloat16, DType::Float16});
+  check_kv_pages(op, src_pool, "src_pool");
+  check_kv_pages(op, dst_pool, "dst_pool");
+  check_same_dtype(op, "dst_pool", dst_pool, "src_pool", src_pool);
+  check_size(op, "dst_pool", dst_pool, 1, src_pool.shape[1], "src_pool.shape[1] (the same page_size)");
+  check_ids(op, "src_ids", src_ids);
+  check_ids(op, "dst_ids", dst_ids);
+  const int64_t n = src_ids.shape[0];
+  check_size(op, "dst_ids", dst_ids, 0, n, "src_ids.shape[0] (one destination per source)");
+  const int m = static_cast<int>(method);
+  if (m < 0 || m > static_cast<int>(KvCopyMethod::MemcpyPerBlock))
+    fail(ErrorKind::Value, arg_prefix(op, "method") + "must be one of Auto, CpuThreads, Kernel, MemcpyBatch, "
+                               "MemcpyPerBlock, got " + std::to_string(m));
+  const bool on_cuda = src_pool.device.type == DeviceType::CUDA || dst_pool.device.type == DeviceType::CUDA;
+  if (on_cuda) {
+    check_cuda_built(op, src_pool.device.type == DeviceType::CUDA ? "src_pool" : "dst_pool",
+                     src_pool.device.type == DeviceType::CUDA ? src_pool : dst_pool);
+    if (src_pool.device.type == DeviceType::CUDA && dst_pool.device.type == DeviceType::CUDA)
+      check_same_device(op, "dst_pool", dst_pool, "src_pool", src_pool);
+    if (method == KvCopyMethod::CpuThreads)
+      fail(ErrorKind::Value, arg_prefix(op, "method") + "CpuThreads copies host pools only; a pool is on CUDA");
+  } else if (method != KvCopyMethod::Auto && method != KvCopyMethod::CpuThreads) {
+    fail(ErrorKind::Value, arg_prefix(op, "method") + "must be Auto or CpuThreads for two host pools, got a CUDA "
+                               "method (" + std::to_string(m) + ")");
+  }
+  // The same pool on both sides is allowed (compaction, duplication); a partial overlap is not.
+  const bool same_pool = src_pool.data == dst_pool.data && src_pool.device == dst_pool.device &&
+                         src_pool.shape[0] == dst_pool.shape[0];
+  if (!same_pool) check_no_overlap(op, "dst_pool", dst_pool, "src_pool", src_pool);
+  check_no_overlap(op, "dst_pool", dst_pool, "src_ids", src_ids);
+  check_no_overlap(op, "dst_pool", dst_pool, "dst_ids", dst_ids);
+
+  // Snapshots: what is validated is what the copy reads, even if the caller's ids change.
+  const std::vector<int32_t> src = snapshot_int32(src_ids), dst = snapshot_int32(dst_ids);
+  check_id_range(op, "src_ids", src, src_pool.shape[0], "src_pool");
+  check_id_range(op, "dst_ids", dst, dst_pool.shape[0], "dst_pool");
+  std::vector<int64_t> first_write(static_cast<size_t>(dst_pool.shape[0]), -1);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t& seen = first_write[dst[i]];
+    if (seen >= 0)
+      fail(ErrorKind::Value, arg_prefix(op, "dst_ids") + "must not repeat a destination page; page " +
+                                 std::to_string(dst[i]) + " appears at indices " + std::to_string(seen) + " and " +
+                                 std::to_string(i));
+    seen = i;
+  }
+  if (same_pool)
+    for (int64_t i = 0; i < n; ++i)
+      if (first_write[src[i]] >= 0)
+        fail(ErrorKind::Value, arg_prefix(op, "src_ids") + "reads page " + std::to_string(src[i]) + " at index " +
+                                   std::to_string(i) + ", which dst_ids[" + std::to_string(first_write[src[i]]) +
+                                   "] writes in the same pool (the copies run in parallel: overlapping ranges "
+                                   "are refused)");
+
+  // Runs of consecutive pages on both sides become one copy each (DMA paths).
+  std::vector<int32_t> run_src, run_dst, run_pages;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!run_pages.empty() && src[i] == run_src.back() + run_pages.back() && dst[i] == run_dst.back() + run_pages.back()) {
+      ++run_pages.back();
+    } else {
+      run_src.push_back(src[i]);
+      run_dst.push_back(dst[i]);
+      run_pages.push_back(1);
+    }
+  }
+  KvCopyPlan p{};
+  p.dst = dst_pool.data;
+  p.src = src_pool.data;
+  p.src_ids = src.data();
+  p.dst_ids = dst.data();
+  p.run_src = run_src.data();
+  p.run_dst = run_dst.data();
+  p.run_pages = run_pages.data();
+  p.runs = static_cast<int64_t>(run_pages.size());
+  p.pages = n;
+  p.page_bytes = src_pool.shape[1] * kMlaDimQK * dtype_size(src_pool.dtype);
+  p.src_device = src_pool.device;
+  p.dst_device = dst_pool.device;
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (on_cuda) return cuda::kv_copy_blocks(p, method, stream);
+#endif
+  (void)stream;
+  if (n > 0) LONGCAT_ISA_CALL(kv_copy_blocks, p, n * p.page_bytes >= kNonTemporalBytes);
+  return KvCopyMethod::CpuThreads;
 }
 
 }  // namespace longcat

@@ -45,11 +45,27 @@ struct GatherKvArgs {
   Device device;
 };
 
+// A validated kv_copy_blocks call as runs of consecutive pages: run r copies run_pages[r] pages
+// from src page run_src[r] to dst page run_dst[r]. Host vectors (the ids are host tensors).
+struct KvCopyPlan {
+  void* dst;
+  const void* src;
+  const int32_t* src_ids;    // [pages], the validated page pairs (the CPU path copies these)
+  const int32_t* dst_ids;
+  const int32_t* run_src;
+  const int32_t* run_dst;
+  const int32_t* run_pages;
+  int64_t runs, pages, page_bytes;
+  Device src_device, dst_device;
+};
+
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
 namespace cuda {
 void rope_interleaved(const RopeArgs& a, Stream stream);
 void mla_append_kv(const AppendKvArgs& a, Stream stream);
 void mla_gather(const GatherKvArgs& a, Stream stream);
+// Validated in api/kv_cache.cpp; checks that a host pool is pinned, picks the method for Auto.
+KvCopyMethod kv_copy_blocks(const KvCopyPlan& p, KvCopyMethod method, Stream stream);
 }  // namespace cuda
 #endif
 

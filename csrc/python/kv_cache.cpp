@@ -46,6 +46,18 @@ void register_kv_cache(nb::module_& m) {
       },
       "out"_a, "kv_cache"_a, "block_table"_a, "cache_seqlens"_a, "cu_seqlens"_a, "stream"_a = 0,
       "Copy each sequence's cached tokens into out, packed in batch order.");
+  m.def(
+      "kv_copy_blocks",
+      [](Array src_pool, Array dst_pool, Array src_ids, Array dst_ids, uintptr_t stream, int method) {
+        const char* op = "kv_copy_blocks";
+        TensorView s = to_view(src_pool, op, "src_pool"), d = to_view(dst_pool, op, "dst_pool"),
+                   si = to_view(src_ids, op, "src_ids"), di = to_view(dst_ids, op, "dst_ids");
+        nb::gil_scoped_release release;
+        return static_cast<int>(longcat::kv_copy_blocks(s, d, si, di, reinterpret_cast<Stream>(stream),
+                                                        static_cast<KvCopyMethod>(method)));
+      },
+      "src_pool"_a, "dst_pool"_a, "src_ids"_a, "dst_ids"_a, "stream"_a = 0, "method"_a = 0,
+      "dst_pool[dst_ids[i]] = src_pool[src_ids[i]] (whole pages); returns the method used. See longcat/kv_cache.h.");
 }
 
 }  // namespace longcat::python

@@ -43,4 +43,39 @@ LONGCAT_API void mla_gather(const TensorView& out, const TensorView& kv_cache,
                             const TensorView& block_table, const TensorView& cache_seqlens,
                             const TensorView& cu_seqlens, Stream stream = nullptr);
 
+// ---- Block copies between pools (swapping, disaggregation) ----------------------------------
+// How kv_copy_blocks moves pages. Auto picks per call (below); the others force one CUDA path,
+// so that benchmarks can compare them. Host -> host copies always run on the CPU threads.
+enum class KvCopyMethod : int32_t {
+  Auto = 0,
+  CpuThreads = 1,      // host <-> host: the CPU thread pool, non-temporal stores for large copies
+  Kernel = 2,          // CUDA: one SM-driven copy kernel over all pages (pinned host memory via UVA)
+  MemcpyBatch = 3,     // CUDA: one cudaMemcpyBatchAsync over the runs of pages (CUDA >= 12.8)
+  MemcpyPerBlock = 4,  // CUDA: one cudaMemcpyAsync per run of consecutive pages (vLLM swap_blocks)
+};
+
+// kv_copy_blocks: dst_pool[dst_ids[i]] = src_pool[src_ids[i]] for every i, whole pages.
+//   src_pool [src_pages, page_size, 1, 576] and dst_pool [dst_pages, page_size, 1, 576]:
+//   contiguous, the same dtype (float32, bfloat16 or float16, on any device) and page_size, page
+//   counts free (a small device pool and a large host pool). Each pool is on the CPU or on a
+//   CUDA device; a host pool paired with a CUDA pool must be pinned (page-locked) memory, two
+//   CUDA pools must share a device.
+//   src_ids, dst_ids [n] int32, contiguous, on the CPU (they are read on the host to validate,
+//   coalesce and plan). Every id is in range of its pool, no destination repeats; a source may
+//   repeat; when both pools are the same memory, no page is both a source and a destination
+//   (the copies run in parallel, so that would be a race), and pools that share memory
+//   partially are refused. Everything is checked before the first byte moves: an error leaves
+//   dst_pool untouched. Pages not named are never read or written.
+//   Runs on `stream` when a pool is on CUDA (asynchronous: the caller synchronises), else on the
+//   calling thread with the CPU pool. Returns the method used.
+//   CUDA choice (Auto): device <-> device uses the kernel (HBM-bound, one launch for any n);
+//   host <-> device uses DMA (copy engines leave the SMs to the model's kernels, and vLLM's
+//   measurements show DMA ahead end to end): one batched call where the runtime has it and the
+//   stream is not the legacy default stream (which cudaMemcpyBatchAsync refuses), else
+//   per-run cudaMemcpyAsync, except for many short runs (>= 64 runs averaging under 64 KiB),
+//   where per-call overhead (~2-4 us each) dominates and the kernel wins.
+LONGCAT_API KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_pool,
+                                        const TensorView& src_ids, const TensorView& dst_ids,
+                                        Stream stream = nullptr, KvCopyMethod method = KvCopyMethod::Auto);
+
 }  // namespace longcat

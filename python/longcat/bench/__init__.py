@@ -13,5 +13,6 @@ AREAS = {
     "model": "longcat.bench.model",
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
+    "kv": "longcat.bench.kv",
     "heavy": "longcat.bench.heavy",
 }

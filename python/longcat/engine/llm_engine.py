@@ -15,6 +15,7 @@ import torch
 
 from longcat.engine import sampler
 from longcat.engine.block_manager import BlockAllocator
+from longcat.engine.kv_swap import HostKVTier
 from longcat.engine.scheduler import Scheduler
 from longcat.engine.sequence import Request, SeqStatus, Sequence
 from longcat.engine.types import Completion, CompletionOutput, SamplingParams
@@ -30,7 +31,12 @@ class EngineArgs:
     """Engine sizing. ``num_pages`` None: ``max_num_seqs * ceil(max_model_len / page_size)``
     pages, capped so the caches of all sublayers take at most ``max_kv_cache_bytes``.
     ``max_model_len`` None: the config's ``max_position_embeddings``. ``dtype`` None: the
-    model's. ``seed`` seeds the generators of requests that give no seed of their own."""
+    model's. ``seed`` seeds the generators of requests that give no seed of their own.
+
+    ``num_host_pages`` > 0 adds a host tier of that many pages (pinned on CUDA): sequences evicted
+    for lack of device pages, or while device usage is above ``swap_high_watermark`` (a
+    fraction of ``num_pages``), are swapped out to it and back instead of being recomputed,
+    ``swap_chunk_pages`` pages per asynchronous copy (``engine/kv_swap.py``). 0: recompute."""
 
     page_size: int = 64
     num_pages: Optional[int] = None
@@ -41,9 +47,16 @@ class EngineArgs:
     seed: int = 0
     enable_prefix_caching: bool = True
     max_kv_cache_bytes: int = 4 << 30
+    num_host_pages: int = 0
+    swap_high_watermark: float = 0.95
+    swap_chunk_pages: int = 16
 
     def __post_init__(self):
-        for name, low in (("page_size", 1), ("max_num_seqs", 1), ("max_num_batched_tokens", 1)):
+        if isinstance(self.swap_high_watermark, bool) or not isinstance(self.swap_high_watermark, (int, float)) \
+                or not 0.0 < self.swap_high_watermark <= 1.0:
+            raise ValueError(f"EngineArgs.swap_high_watermark must be a number in (0, 1], got {self.swap_high_watermark!r}")
+        for name, low in (("page_size", 1), ("max_num_seqs", 1), ("max_num_batched_tokens", 1),
+                          ("num_host_pages", 0), ("swap_chunk_pages", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"EngineArgs.{name} must be an int >= {low}, got {v!r}")
@@ -91,7 +104,10 @@ class LLMEngine:
         # A sequence longer than the whole cache could never run: the cache caps the length too.
         self.max_len = min(self.max_model_len, num_pages * ps)
         self.allocator = BlockAllocator(num_pages, ps, args.enable_prefix_caching)
-        self.scheduler = Scheduler(self.allocator, args.max_num_seqs, args.max_num_batched_tokens)
+        self.host_tier = (HostKVTier(self.kv_caches, args.num_host_pages, args.swap_chunk_pages)
+                          if args.num_host_pages else None)
+        self.scheduler = Scheduler(self.allocator, args.max_num_seqs, args.max_num_batched_tokens,
+                                   self.host_tier, float(args.swap_high_watermark))
         self.eos_ids = self._eos_ids(config, tokenizer)
         self.version = 0
         self.requests: dict[str, Request] = {}
@@ -199,6 +215,16 @@ class LLMEngine:
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
+
+    def kv_cache_stats(self) -> dict:
+        """Cache pressure so far: preemptions for recompute, and what the host tier moved
+        (``SwapStats``: swap-outs/-ins, bytes each way, stall seconds, recomputation avoided)."""
+        stats = {"num_preemptions": self.scheduler.num_preemptions, "num_pages": self.num_pages,
+                 "num_free_pages": self.allocator.num_free, "num_swapped": len(self.scheduler.swapped)}
+        if self.host_tier is not None:
+            stats.update(self.host_tier.stats.as_dict(), num_host_pages=self.host_tier.num_pages,
+                         num_free_host_pages=self.host_tier.num_free)
+        return stats
 
     # ---- weights ---------------------------------------------------------------------------
 

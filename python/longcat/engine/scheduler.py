@@ -3,17 +3,28 @@
 Each step (as vLLM's V1 scheduler) first gives every running sequence its next tokens (one for a
 decode, a chunk for an unfinished prefill) in arrival order, then fills what is left of the token
 budget ``max_num_batched_tokens`` with waiting sequences, first come first served, chunking the
-prompt that does not fit. A step that runs out of pages preempts the newest running sequence
-(recompute: its pages are freed and it goes back to the head of the waiting queue, to be
-prefilled again with its prompt and the tokens it has generated), never the whole batch.
+prompt that does not fit. A step that runs out of pages evicts the least recently scheduled
+running sequence (the newest among equals), never the whole batch: with a host tier
+(``engine/kv_swap.py``) that has room, its pages are swapped out and it waits in ``swapped``
+with its latents; otherwise it is preempted for recompute (its pages are freed and it goes back
+to the head of the waiting queue, to be prefilled again with its prompt and the tokens it has
+generated).
+
+With a host tier, device usage above ``high_watermark`` also swaps out running sequences this
+step did not schedule, and swapped sequences come back before any new request is admitted:
+their host -> device copy is queued at the end of a step (the prefetch) and runs while the
+engine computes that step; the next ``schedule()`` waits for it before running them. Nothing the
+host holds is ever recomputed.
 """
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Optional
 
 from longcat.engine.block_manager import BlockAllocator, OutOfPages, page_hash
+from longcat.engine.kv_swap import HostKVTier
 from longcat.engine.sequence import SeqStatus, Sequence
 
 
@@ -22,7 +33,9 @@ class ScheduledStep:
     seqs: list[Sequence] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)     # new tokens of each scheduled sequence
     copies: list[tuple[int, int]] = field(default_factory=list)  # (src, dst) page copies (copy-on-write)
-    preempted: list[Sequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)    # sent back for recompute
+    swapped_out: list[Sequence] = field(default_factory=list)  # moved to the host tier
+    swapped_in: list[Sequence] = field(default_factory=list)   # host -> device copy queued (run next step)
 
     @property
     def total_tokens(self) -> int:
@@ -30,13 +43,20 @@ class ScheduledStep:
 
 
 class Scheduler:
-    def __init__(self, allocator: BlockAllocator, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, allocator: BlockAllocator, max_num_seqs: int, max_num_batched_tokens: int,
+                 host: Optional[HostKVTier] = None, high_watermark: float = 1.0):
+        if not 0.0 < high_watermark <= 1.0:
+            raise ValueError(f"Scheduler: 'high_watermark' must be in (0, 1], got {high_watermark!r}")
         self.allocator = allocator
+        self.host = host
+        self.high_watermark = high_watermark
         self.page_size = allocator.page_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []   # in arrival order: the last one is preempted first
+        self.running: list[Sequence] = []   # in arrival order: the newest is evicted first among equals
+        self.swapped: deque[Sequence] = deque()  # in the host tier, oldest eviction first
+        self.num_schedules = 0
         self.epoch = 0                      # weights epoch: part of every prefix-cache key
         self.num_preemptions = 0            # sequences sent back for recompute (out of pages, weight update)
 
@@ -57,15 +77,19 @@ class Scheduler:
             self.running.remove(seq)
         elif seq.status is SeqStatus.WAITING:
             self.waiting.remove(seq)
+        elif seq.status is SeqStatus.SWAPPED:
+            self.swapped.remove(seq)
         self._release(seq)
         seq.status = SeqStatus.FINISHED
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swapped)
 
     def _release(self, seq: Sequence) -> None:
+        if seq.host_pages:
+            self.host.discard(seq.seq_id, seq.host_pages)
         self.allocator.free_all(seq.pages)
-        seq.pages, seq.page_keys, seq.num_computed = [], [], 0
+        seq.pages, seq.host_pages, seq.page_keys, seq.num_computed = [], [], [], 0
 
     def preempt(self, seq: Sequence) -> None:
         """Free a running sequence's pages and requeue it at the head (recomputed later)."""
@@ -76,9 +100,76 @@ class Scheduler:
         self.num_preemptions += 1
 
     def preempt_all(self) -> None:
-        """Requeue every running sequence, keeping their order (after a weight update)."""
+        """Requeue every running and swapped sequence, running ones first, each group in its
+        order (after a weight update: their latents are stale)."""
+        for seq in reversed(self.swapped):
+            self._release(seq)
+            seq.status = SeqStatus.WAITING
+            self.waiting.appendleft(seq)
+            self.num_preemptions += 1
+        self.swapped.clear()
         for seq in reversed(list(self.running)):
             self.preempt(seq)
+
+    # ---- the host tier ---------------------------------------------------------------------
+
+    def _victim(self, scheduled: set[int]) -> Optional[Sequence]:
+        """The running sequence to evict: least recently scheduled, the newest among equals,
+        never one already scheduled this step."""
+        best = None
+        for seq in reversed(self.running):
+            if seq.seq_id not in scheduled and (best is None or seq.last_scheduled < best.last_scheduled):
+                best = seq
+        return best
+
+    def _evict(self, seq: Sequence, step: ScheduledStep) -> None:
+        """Swap seq out to the host tier when it has room, else preempt it for recompute."""
+        if self.host is None:
+            self.preempt(seq)
+            step.preempted.append(seq)
+            return
+        if seq.host_pages:  # prefetched but not run yet: land the copy first
+            self._finish_swap_in(seq)
+        if len(seq.pages) > self.host.num_free:
+            self.preempt(seq)
+            step.preempted.append(seq)
+            return
+        self.running.remove(seq)
+        seq.host_pages = self.host.swap_out(seq.pages)
+        self.allocator.free_all(seq.pages)
+        seq.pages = []
+        seq.status = SeqStatus.SWAPPED
+        self.swapped.append(seq)
+        step.swapped_out.append(seq)
+
+    def _above_watermark(self, extra_pages: int = 0) -> bool:
+        used = self.allocator.num_pages - self.allocator.num_free + extra_pages
+        return used > self.high_watermark * self.allocator.num_pages
+
+    def _prefetch(self, step: ScheduledStep) -> None:
+        """Queue the host -> device copies of swapped sequences (oldest first) that fit under
+        the watermark (or that fit at all when nothing else runs); they run from the next step."""
+        while self.swapped:
+            seq = self.swapped[0]
+            need = len(seq.host_pages)
+            if len(self.running) + 1 > self.max_num_seqs or need > self.allocator.num_free:
+                return
+            if self.running and self._above_watermark(need):
+                return
+            self.swapped.popleft()
+            seq.pages = [self.allocator.allocate() for _ in range(need)]
+            self.host.start_swap_in(seq.seq_id, seq.host_pages, seq.pages)
+            seq.last_scheduled = self.num_schedules  # not the next victim before it has run once
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            step.swapped_in.append(seq)
+
+    def _finish_swap_in(self, seq: Sequence) -> None:
+        self.host.finish_swap_in(seq.seq_id, seq.host_pages, seq.num_computed)
+        seq.host_pages = []
+        if seq.kv_epoch == self.epoch:  # its full pages are findable again, at their new ids
+            for page, key in zip(seq.pages, seq.page_keys):
+                self.allocator.register(page, key)
 
     # ---- pages -----------------------------------------------------------------------------
 
@@ -131,29 +222,43 @@ class Scheduler:
 
     def schedule(self) -> ScheduledStep:
         step = ScheduledStep()
+        self.num_schedules += 1
         budget = self.max_num_batched_tokens
         scheduled: set[int] = set()
+        if self.host is not None:  # last step's prefetches: their copies overlapped its compute
+            for seq in self.running:
+                if seq.host_pages:
+                    self._finish_swap_in(seq)
         for seq in list(self.running):
             if budget == 0:
                 break
-            if seq.status is not SeqStatus.RUNNING:  # preempted earlier in this loop
+            if seq.status is not SeqStatus.RUNNING:  # evicted earlier in this loop
                 continue
             n = min(seq.num_uncomputed, budget)
             while not self._reserve(seq, n, step.copies):
-                victim = next((s for s in reversed(self.running) if s.seq_id not in scheduled), None)
+                victim = self._victim(scheduled)
                 if victim is None:  # cannot happen: a lone sequence always fits (see Engine._max_len)
                     raise OutOfPages("a single sequence does not fit in the KV cache")
-                self.preempt(victim)
-                step.preempted.append(victim)
+                self._evict(victim, step)
                 if victim is seq:
                     break
             else:
                 scheduled.add(seq.seq_id)
+                seq.last_scheduled = self.num_schedules
                 step.seqs.append(seq)
                 step.num_tokens.append(n)
                 budget -= n
-        # New work only when nothing had to be preempted (it would just be preempted again).
-        while self.waiting and budget > 0 and not step.preempted:
+        if self.host is not None:
+            while self._above_watermark():
+                victim = self._victim(scheduled)
+                if victim is None or len(victim.pages) > self.host.num_free:
+                    break
+                self._evict(victim, step)
+            if not step.preempted and not step.swapped_out:
+                self._prefetch(step)
+        # New work only when nothing had to be evicted (it would just be evicted again) and no
+        # swapped sequence waits (they hold latents and come first).
+        while self.waiting and budget > 0 and not step.preempted and not step.swapped_out and not self.swapped:
             seq = self.waiting[0]
             req = seq.request
             slots = 1 if req.forked else req.params.n
@@ -168,6 +273,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
+            seq.last_scheduled = self.num_schedules
             self.running.append(seq)
             step.seqs.append(seq)
             step.num_tokens.append(n)

@@ -15,6 +15,7 @@ from longcat.engine.types import CompletionOutput, SamplingParams
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    SWAPPED = "swapped"              # its latents wait in the host tier (engine/kv_swap.py)
     FINISHED = "finished"
 
 
@@ -32,6 +33,8 @@ class Sequence:
     num_computed: int = 0            # tokens whose latents are in the cache
     pages: list[int] = field(default_factory=list)
     page_keys: list[int] = field(default_factory=list)  # prefix-cache keys of the leading full pages
+    host_pages: list[int] = field(default_factory=list)  # its pages in the host tier (swapped / prefetching)
+    last_scheduled: int = -1         # the scheduler step that last ran it (swap-out picks the oldest)
     kv_epoch: int = 0                # weights epoch of the cached latents (stale ones are never shared)
     full_text: str = ""              # detokenized output, before stop-string cutting
     prefix_offset: int = 0           # incremental detokenizer window (indices into token_ids)

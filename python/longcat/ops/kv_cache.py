@@ -1,5 +1,5 @@
 """Paged latent KV cache ops and interleaved RoPE: ``rope_interleaved``, ``mla_append_kv``,
-``mla_gather``. Semantics: the functions of the same names in ``reference``; the C++ contract is
+``mla_gather``, ``kv_copy_blocks`` (page moves between pools: swapping, disaggregation). Semantics: the functions of the same names in ``reference``; the C++ contract is
 ``csrc/include/longcat/mla.h``.
 
 Cache layout (FlashMLA's): ``kv_cache[num_pages, page_size, 1, 576]`` holds, per token, the
@@ -8,12 +8,14 @@ max_pages]`` int32 lists each sequence's pages in order.
 """
 from __future__ import annotations
 
+import enum
 import functools
+from typing import Sequence
 
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import _profiler_enabled, check_tensor, check_tensors, eager_fast_path, stream_of, view
 
 LONGCAT_ROPE_BASE = 1e7  # rope_theta of LongCat-Flash
 
@@ -199,3 +201,66 @@ def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
                       device=kv_cache.device)
     _C.mla_gather(out, kv_cache, block_table, cache_seqlens.contiguous(), cu, stream_of(kv_cache))
     return out, cu
+
+
+class KvCopyMethod(enum.IntEnum):
+    """How ``kv_copy_blocks`` moves pages (C++ ``longcat::KvCopyMethod``; the choice of AUTO is
+    documented in csrc/include/longcat/kv_cache.h)."""
+
+    AUTO = 0
+    CPU_THREADS = 1       # host <-> host: the CPU thread pool
+    KERNEL = 2            # CUDA: an SM-driven copy kernel (pinned host pages through UVA)
+    MEMCPY_BATCH = 3      # CUDA: one cudaMemcpyBatchAsync (CUDA >= 12.8, not on the default stream)
+    MEMCPY_PER_BLOCK = 4  # CUDA: one cudaMemcpyAsync per run of consecutive pages
+
+
+def _page_ids(op: str, name: str, ids) -> torch.Tensor:
+    if isinstance(ids, torch.Tensor):
+        _check_int(op, name, ids)
+        if ids.device.type != "cpu":
+            raise ValueError(f"{op}: argument '{name}' must be a CPU tensor (the host validates and plans the "
+                             f"copy), got one on {ids.device}")
+        if ids.dim() != 1:
+            raise ValueError(f"{op}: argument '{name}' must be 1-D, got shape {list(ids.shape)}")
+        return ids.contiguous()
+    if isinstance(ids, (list, tuple, range)):
+        return torch.tensor(list(ids), dtype=torch.int32)
+    raise TypeError(f"{op}: argument '{name}' must be an int32 tensor or a list of ints, got {type(ids).__name__}")
+
+
+@torch.library.custom_op("longcat::kv_copy_blocks", mutates_args=("dst_pool",))
+def _copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torch.Tensor,
+                 dst_ids: torch.Tensor, method: int) -> None:
+    cuda = src_pool if src_pool.device.type == "cuda" else dst_pool
+    _C.kv_copy_blocks(src_pool, dst_pool, src_ids, dst_ids, stream_of(cuda), method)
+
+
+@_copy_blocks.register_fake
+def _(src_pool, dst_pool, src_ids, dst_ids, method):
+    return None
+
+
+def kv_copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torch.Tensor | Sequence[int],
+                   dst_ids: torch.Tensor | Sequence[int], method: KvCopyMethod = KvCopyMethod.AUTO,
+                   stream: torch.cuda.Stream | None = None) -> KvCopyMethod:
+    """Copy whole pages: ``dst_pool[dst_ids[i]] = src_pool[src_ids[i]]``, in place.
+
+    Pools ``[pages, page_size, 1, 576]``, contiguous, same dtype and page size, any page counts;
+    each on the CPU or a CUDA device (a host pool paired with a CUDA pool must be pinned). Ids:
+    int32 CPU tensors or lists, one destination per source, destinations distinct; within one
+    pool no page may be both read and written. Everything is validated before a byte moves (an
+    error leaves ``dst_pool`` as it was). On CUDA the copy is queued on ``stream`` (default: the
+    current stream) and the call returns at once; on the CPU it runs on the calling thread.
+    Returns the method used (``method`` forces one, for benchmarks).
+    """
+    op = "kv_copy_blocks"
+    check_tensor(op, "src_pool", src_pool)
+    check_tensor(op, "dst_pool", dst_pool)
+    src_ids, dst_ids = _page_ids(op, "src_ids", src_ids), _page_ids(op, "dst_ids", dst_ids)
+    method = KvCopyMethod(method)
+    if torch.compiler.is_compiling() or _profiler_enabled():
+        _copy_blocks(src_pool, dst_pool, src_ids, dst_ids, int(method))
+        return method
+    cuda = src_pool if src_pool.device.type == "cuda" else dst_pool
+    raw = stream.cuda_stream if stream is not None else stream_of(cuda)
+    return KvCopyMethod(_C.kv_copy_blocks(view(src_pool), dst_pool, src_ids, dst_ids, raw, int(method)))

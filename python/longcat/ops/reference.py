@@ -160,6 +160,14 @@ def mla_gather(kv_cache: torch.Tensor, block_table: torch.Tensor,
         pages = block_table[b, : (length + page_size - 1) // page_size].long()
         rows.append(kv_cache[pages, :, 0].reshape(-1, kv_cache.shape[-1])[:length])
     return torch.cat(rows) if rows else kv_cache.new_empty(0, kv_cache.shape[-1])
+
+
+def kv_copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torch.Tensor,
+                   dst_ids: torch.Tensor) -> None:
+    """``dst_pool[dst_ids[i]] = src_pool[src_ids[i]]``: whole pages, between pools of any page
+    counts and devices (destinations distinct)."""
+    pages = src_pool[src_ids.long().to(src_pool.device)]
+    dst_pool[dst_ids.long().to(dst_pool.device)] = pages.to(dst_pool.device)
 def attention_visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = True,
                       window=None, num_keys: int | None = None) -> torch.Tensor:
     """The visibility rule of ``csrc/include/longcat/mla.h`` as a bool mask [len(q_pos), len(k_pos)].

@@ -1,0 +1,208 @@
+"""The host tier of the KV cache: chunked background copies with completion events, the
+engine's swap-out / prefetched swap-in under memory pressure (output identical to an engine that
+never swaps, nothing recomputed), the watermark, a full host tier, aborts and weight updates."""
+import pytest
+import torch
+from toy_model import ToyPagedModel, greedy_reference
+
+from longcat.engine import EngineArgs, LLMEngine, SamplingParams
+from longcat.engine.kv_swap import HostKVTier, HostPoolFull
+from longcat.engine.kv_transfer import ChunkedCopier
+
+
+def _prompts(n, lengths, seed=0, vocab=64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, vocab, (lengths[i % len(lengths)],), generator=g).tolist() for i in range(n)]
+
+
+def _engine(model, **kw):
+    kw.setdefault("page_size", 4)
+    kw.setdefault("max_num_batched_tokens", 64)
+    return LLMEngine(model, None, EngineArgs(**kw))
+
+
+def _run(engine, max_steps=2000):
+    for _ in range(max_steps):
+        if not engine.has_unfinished():
+            return
+        engine.step()
+    raise AssertionError("engine did not finish")
+
+
+def _generate(engine, prompts, params):
+    reqs = [engine.add_request(p, prm) for p, prm in zip(prompts, params)]
+    _run(engine)
+    return [[(o.token_ids, o.logprobs) for o in r.outputs] for r in reqs]
+
+
+def _layers(pages, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(pages, 4, 1, 576, generator=g) for _ in range(n)]
+
+
+# ---- chunked copies ----------------------------------------------------------------------------
+
+def test_chunked_copier_moves_every_layer_chunk_by_chunk():
+    src, dst = _layers(20, seed=1), _layers(30, seed=2)
+    want = [d.clone() for d in dst]
+    s_ids = [7, 3, 19, 0, 4, 5, 6, 11, 2]
+    d_ids = [29, 0, 1, 2, 3, 10, 11, 12, 5]
+    for w, s in zip(want, src):
+        w[d_ids] = s[s_ids]
+    copier = ChunkedCopier(src, dst, chunk_pages=4)
+    events = copier.copy(s_ids, d_ids)
+    assert [e.pages for e in events] == [4, 4, 1]
+    for e in events:
+        e.wait()
+        assert e.done()
+    assert all(torch.equal(d, w) for d, w in zip(dst, want))
+    copier.close()
+
+
+def test_chunked_copier_validates_the_whole_transfer_first():
+    src, dst = _layers(8, seed=3), _layers(8, seed=4)
+    before = [d.clone() for d in dst]
+    copier = ChunkedCopier(src, dst, chunk_pages=2)
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 8\)"):
+        copier.copy([0, 1, 2, 3], [0, 1, 2, 8])  # the last chunk is bad: no chunk may move
+    with pytest.raises(ValueError, match=r"'dst_ids' must not repeat a page"):
+        copier.copy([0, 1, 2], [4, 5, 4])
+    with pytest.raises(ValueError, match=r"'src_pool' must have size 576"):
+        ChunkedCopier([torch.zeros(8, 4, 1, 512)], [torch.zeros(8, 4, 1, 576)]).copy([0], [0])
+    with pytest.raises(ValueError, match=r"'chunk_pages' must be an int >= 1"):
+        ChunkedCopier(src, dst, chunk_pages=0)
+    assert all(torch.equal(d, b) for d, b in zip(dst, before))
+    copier.close()
+
+
+def test_host_tier_round_trip_is_bit_exact():
+    device = _layers(10, seed=7)
+    saved = [d[[1, 4, 7]].clone() for d in device]
+    tier = HostKVTier(device, num_host_pages=6, chunk_pages=2)
+    host = tier.swap_out([1, 4, 7])
+    for d in device:
+        d[[1, 4, 7]] = float("nan")  # the device pages are reused meanwhile
+    tier.start_swap_in(seq_id=0, host_pages=host, device_pages=[9, 0, 2])
+    tier.finish_swap_in(0, host, tokens=12)
+    assert all(torch.equal(d[[9, 0, 2]], s) for d, s in zip(device, saved))
+    assert tier.num_free == 6 and tier.stats.tokens_recompute_avoided == 12
+    assert tier.stats.bytes_in == tier.stats.bytes_out == 3 * 2 * 4 * 576 * 4
+    tier.close()
+
+
+def test_host_tier_full_copies_nothing():
+    device = _layers(8, seed=5)
+    tier = HostKVTier(device, num_host_pages=3, chunk_pages=2)
+    host = tier.swap_out([5, 6])
+    assert tier.num_free == 1
+    assert all(torch.equal(h[host], d[[5, 6]]) for h, d in zip(tier.host_caches, device))
+    before = [h.clone() for h in tier.host_caches]
+    with pytest.raises(HostPoolFull, match="2 pages to swap out, 1 of 3 free"):
+        tier.swap_out([0, 1])
+    assert tier.num_free == 1 and all(torch.equal(h, b) for h, b in zip(tier.host_caches, before))
+    tier.close()
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workload():
+    prompts = _prompts(4, [10, 13, 7, 12], seed=3)
+    params = [SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, logprobs=2),
+              SamplingParams(temperature=0.9, seed=5, max_tokens=9, ignore_eos=True, logprobs=0),
+              SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, n=2),
+              SamplingParams(temperature=0.7, seed=9, max_tokens=10, ignore_eos=True, n=2, logprobs=1)]
+    return prompts, params
+
+
+def test_swapping_output_identical_to_an_engine_that_never_swaps(toy, workload):
+    prompts, params = workload
+    roomy = _engine(toy, num_pages=128)
+    want = _generate(roomy, prompts, params)
+    assert roomy.kv_cache_stats()["num_preemptions"] == 0
+    # 10 device pages of 4 tokens for 6 sequences of up to 22 tokens: constant eviction.
+    tight = _engine(toy, num_pages=10, num_host_pages=64, swap_chunk_pages=2)
+    got = _generate(tight, prompts, params)
+    # Tokens are identical. Logprobs are equal up to float rounding: evictions change which
+    # sequences share a step, and batch size changes the GEMMs' reduction order (an engine that
+    # never swaps, with a smaller token budget, differs from the roomy one by as much).
+    assert [[t for t, _ in r] for r in got] == [[t for t, _ in r] for r in want]
+    for r_got, r_want in zip(got, want):
+        for (_, lp_got), (_, lp_want) in zip(r_got, r_want):
+            if lp_want is not None:
+                for a, b in zip(lp_got, lp_want):
+                    assert a.keys() == b.keys()
+                    assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
+    stats = tight.kv_cache_stats()
+    assert stats["swap_outs"] > 0 and stats["swap_ins"] == stats["swap_outs"]
+    assert stats["num_preemptions"] == 0  # never recomputed: the host held everything
+    assert stats["tokens_recompute_avoided"] > 0 and stats["bytes_in"] == stats["bytes_out"] > 0
+    assert stats["num_free_host_pages"] == 64 and stats["num_free_pages"] == 10
+    assert all(r == 0 for r in tight.allocator.refcount)
+
+
+def test_a_full_host_tier_falls_back_to_recompute(toy):
+    prompts = _prompts(3, [10, 13, 12], seed=3)
+    engine = _engine(toy, num_pages=9, num_host_pages=3)  # too small for most sequences
+    reqs = [engine.add_request(p, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)) for p in prompts]
+    _run(engine)
+    stats = engine.kv_cache_stats()
+    assert stats["num_preemptions"] > 0
+    for p, r in zip(prompts, reqs):
+        assert r.outputs[0].token_ids == greedy_reference(toy, p, 8)
+    assert stats["num_free_host_pages"] == 3 and stats["num_free_pages"] == 9
+
+
+def test_watermark_swaps_out_the_least_recently_scheduled(toy):
+    # Three greedy samples of one prompt (2 shared pages) and a budget of 2 tokens per step:
+    # samples 0 and 1 run every step, sample 2 waits (its last_scheduled ages). When their new
+    # pages take usage past 5 of 10 pages (watermark 0.5), sample 2 leaves for the host with
+    # no page shortage at all, and comes back when the others are done.
+    engine = _engine(toy, num_pages=10, num_host_pages=16, max_num_batched_tokens=2, swap_high_watermark=0.5)
+    prompt = _prompts(1, [8], seed=4)[0]
+    req = engine.add_request(prompt, SamplingParams(n=3, temperature=0, max_tokens=8, ignore_eos=True))
+    swapped_out = []
+    while engine.has_unfinished():
+        sched = engine.scheduler
+        last = {s.seq_id: s.last_scheduled for s in sched.running}
+        before = {s.seq_id for s in sched.swapped}
+        step_free = engine.allocator.num_free
+        engine.step()
+        for s in sched.swapped:
+            if s.seq_id not in before:
+                assert last[s.seq_id] == min(last.values())  # the least recently scheduled
+                assert step_free > 0  # pushed out by the watermark, not by a shortage
+                swapped_out.append(s.index)
+    assert swapped_out == [2]
+    assert engine.kv_cache_stats()["num_preemptions"] == 0
+    want = greedy_reference(toy, prompt, 8)
+    assert [o.token_ids for o in req.outputs] == [want] * 3
+    assert engine.kv_cache_stats()["num_free_host_pages"] == 16
+
+
+def test_abort_and_weight_update_release_host_pages(toy):
+    model = ToyPagedModel(vocab_size=64, seed=0)
+    engine = _engine(model, num_pages=10, num_host_pages=32)
+    prompts = _prompts(4, [12, 12, 12, 12], seed=6)
+    reqs = [engine.add_request(p, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True),
+                               request_id=f"r{i}") for i, p in enumerate(prompts)]
+    while not engine.scheduler.swapped:
+        engine.step()
+    victim = engine.scheduler.swapped[0].request
+    engine.abort(victim.request_id)
+    assert victim.outputs[0].finish_reason == "abort"
+    for _ in range(3):
+        engine.step()
+    engine.update_weights(ToyPagedModel(vocab_size=64, seed=1).state_dict(), version=1)
+    assert not engine.scheduler.swapped  # stale latents are dropped, the sequences recompute
+    _run(engine)
+    assert all(r.finished for r in reqs)
+    stats = engine.kv_cache_stats()
+    assert stats["num_free_host_pages"] == 32 and stats["num_free_pages"] == 10
+
+
+def test_engine_args_validation(toy):
+    with pytest.raises(ValueError, match="swap_high_watermark must be a number in"):
+        EngineArgs(swap_high_watermark=0)
+    with pytest.raises(ValueError, match="num_host_pages must be an int >= 0"):
+        EngineArgs(num_host_pages=-1)
