@@ -186,3 +186,5 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # envs-synth's subcommands (build, stats, eval) register themselves through add_subcommand.
 from . import cli_synth  # noqa: E402,F401
+# the environment service's subcommand (serve) registers itself the same way.
+from .service import cli as _service_cli  # noqa: E402,F401

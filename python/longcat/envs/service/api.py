@@ -15,13 +15,14 @@ Semantics (the contract the RL loop and external agents rely on):
   ``Environment.reset(task)`` take (records and tasks are shared by identity: open many
   environments with the same dict and it travels to a worker once; do not mutate it after).
 * A step is *committed* when its reply reaches the service: the service appends the action to
-  the handle's log. A worker that crashes, or is killed because a call exceeded
-  ``step_timeout``, is replaced; its environments are rebuilt on the new worker from their logs
-  (reset + replay), so nothing committed is lost and no other worker is touched. The calls that
-  were in flight on it return an *error observation* ``({"role": "error", "isError": True,
-  "content": ...}, 0.0, False, {"error": kind, "committed": False})`` and may be retried.
-  ``kind`` is ``"timeout"``, ``"worker_lost"`` or ``"tool_raised"`` (the environment raised;
-  its state stays at the last committed step).
+  the handle's log. A worker that crashes, or is killed because it answered nothing for
+  ``step_timeout`` seconds while a call was running (a hung tool), is replaced; its
+  environments are rebuilt on the new worker from their logs (reset + replay), so nothing
+  committed is lost and no other worker is touched. The calls that were in flight on it return
+  an *error observation* ``({"role": "error", "isError": True, "content": ...}, 0.0, False,
+  {"error": kind, "committed": False})`` and may be retried. ``kind`` is ``"timeout"``,
+  ``"worker_lost"`` or ``"tool_raised"`` (the environment raised; its state stays at the last
+  committed step).
 * Caller mistakes raise at once and change nothing: ``UnknownHandle`` (never opened / closed),
   ``EpisodeStateError`` (step before reset or after the episode ended), ``HandleBusy`` (a second
   call on a handle whose call is still running), ``ValueError`` (an action that is not a JSON
@@ -93,6 +94,24 @@ def _error_step(kind: str, message: str):
             {"error": kind, "committed": False})
 
 
+async def _wait(fut: asyncio.Future, timeout: float):
+    """``fut``'s result, or TimeoutError after ``timeout`` s; ``fut`` itself is never cancelled.
+    (Not ``wait_for(shield(fut))``: on Python 3.11 that swallows the caller's cancellation when
+    ``fut`` completes at the same moment, and a cancelled client would then hang.)"""
+    done, _ = await asyncio.wait({fut}, timeout=timeout)
+    if not done:
+        raise asyncio.TimeoutError
+    return fut.result()
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    t = asyncio.ensure_future(event.wait())
+    try:
+        await _wait(t, timeout)
+    finally:
+        t.cancel()
+
+
 def _positive(name: str, v, kind=(int,)):
     if isinstance(v, bool) or not isinstance(v, kind) or v <= 0:
         raise ValueError(f"{name}: expected a positive {'integer' if kind == (int,) else 'number'},"
@@ -152,6 +171,7 @@ class EnvService:
         self._started = False
         self._owns_ray = False
         self._zygote = None
+        self._tasks: set = set()
         self._t0 = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -201,6 +221,9 @@ class EnvService:
         if not self._started:
             return
         self._started = False
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
         if self.backend == "local":
             self._zygote.stop()
@@ -223,7 +246,9 @@ class EnvService:
         self._restarting[index] = True
         self._ready[index].clear()
         self.counts["worker_restarts"] += 1
-        asyncio.get_running_loop().create_task(self._restart(index))
+        t = asyncio.get_running_loop().create_task(self._restart(index))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
 
     async def _restart(self, index: int) -> None:
         old = self._workers[index]
@@ -248,6 +273,15 @@ class EnvService:
         self._restarting[index] = False
         self._ready[index].set()
 
+    def _background(self, coro) -> None:
+        """Runs a clean-up call without waiting for it (its failure changes nothing)."""
+        async def quiet():
+            with contextlib.suppress(Exception):
+                await coro
+        t = asyncio.get_running_loop().create_task(quiet())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
     def _open_msg(self, w: int, h: int, H: _Handle, log):
         objs = []
         for key in (H.rec, H.task):
@@ -269,8 +303,9 @@ class EnvService:
 
     # -- requests --------------------------------------------------------------------------------
     async def _call(self, w: int, msg, timeout: float, on_done=None):
-        """Sends ``msg`` to worker ``w`` under the admission limits; ``on_done(fut)`` runs when
-        the worker answers (or ``on_done(None)`` if the request was never sent)."""
+        """Sends ``msg`` (or ``msg()``, built at the moment of sending) to worker ``w`` under the
+        admission limits; ``on_done(fut)`` runs when the worker answers (or ``on_done(None)``
+        if the request was never sent)."""
         sent = False
         try:
             if self._waiting >= self.max_queue:
@@ -284,18 +319,24 @@ class EnvService:
             self._inflight += 1
             try:
                 if not self._ready[w].is_set():
-                    await asyncio.wait_for(self._ready[w].wait(), self.start_timeout)
+                    await _wait_event(self._ready[w], self.start_timeout)
                 worker = self._workers[w]
-                fut = worker.submit(msg)
+                fut = worker.submit(msg() if callable(msg) else msg)
                 sent = True
                 if on_done is not None:
                     fut.add_done_callback(on_done)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(fut), timeout)
-                except asyncio.TimeoutError:
-                    # the worker is stuck in this call: replace it (its other calls fail over)
-                    self._worker_lost(w, worker)
-                    raise
+                    while True:
+                        try:
+                            return await _wait(fut, timeout)
+                        except asyncio.TimeoutError:
+                            # a worker that answered anything lately is busy, not stuck: the
+                            # timeout bounds one call's run time, not the queue before it
+                            if time.monotonic() - worker.last_progress < timeout:
+                                continue
+                            worker.kill()   # now: no late reply can commit this call
+                            self._worker_lost(w, worker)
+                            raise
                 except WorkerLost:
                     self._worker_lost(w, worker)
                     raise
@@ -364,12 +405,13 @@ class EnvService:
         self._handles[h] = H
         self._assigned[w].add(h)
         try:
-            r = await self._call(w, self._open_msg(w, h, H, None), self.step_timeout)
+            r = await self._call(w, lambda: self._open_msg(w, h, H, None), self.step_timeout)
         except BaseException:
-            self._drop(h)
+            # the worker may have opened it (a cancelled client): close it there as well
+            self._background(self._call(w, ("close", h, self._drop(h)), self.step_timeout))
             raise
         if r[0] != "ok":
-            self._drop(h)
+            self._background(self._call(w, ("close", h, self._drop(h)), self.step_timeout))
             raise EnvServiceError(f"open failed on the worker: {r[2]}")
         self.counts["opened"] += 1
         return h
@@ -414,10 +456,12 @@ class EnvService:
         try:
             r = await self._call(H.worker, ("reset", handle), self.step_timeout, commit)
         except asyncio.TimeoutError:
+            H.busy = False
             self.failures["timeout"] += 1
             raise EnvServiceError(f"reset of handle {handle}: timed out after "
                                   f"{self.step_timeout} s; the worker was replaced") from None
         except WorkerLost as e:
+            H.busy = False
             self.failures["worker_lost"] += 1
             raise EnvServiceError(f"reset of handle {handle}: {e}; retry") from None
         if r[0] != "ok":
@@ -467,11 +511,13 @@ class EnvService:
         try:
             r = await self._call(H.worker, ("step", handle, action), self.step_timeout, commit)
         except asyncio.TimeoutError:
+            H.busy = False   # its worker is dead: the call can no longer commit
             self.failures["timeout"] += 1
             return _error_step("timeout", f"the step took over {self.step_timeout} s; its worker "
                                "was replaced and the environment restored to its last committed "
                                "step; retry or choose another action")
         except WorkerLost as e:
+            H.busy = False
             self.failures["worker_lost"] += 1
             return _error_step("worker_lost", f"{e}; the environment was restored to its last "
                                "committed step; retry the action")
@@ -546,6 +592,19 @@ class EnvService:
                 "step_p50_ms": pct(0.5), "step_p99_ms": pct(0.99),
                 "failures": dict(self.failures), "uptime_s": time.monotonic() - self._t0,
                 "service_rss_bytes": rss_bytes()}
+
+    def memory_bytes(self) -> dict:
+        """Proportional set sizes (local backend): this process, the zygote, each worker, and
+        their sum (the machine's memory this service holds)."""
+        from .host import pss_bytes
+
+        out = {"service": pss_bytes(), "zygote": 0, "workers": []}
+        if self._zygote is not None and self._zygote.proc is not None:
+            out["zygote"] = pss_bytes(self._zygote.proc.pid)
+        if self.backend == "local":
+            out["workers"] = [pss_bytes(w.pid) if w.alive else 0 for w in self._workers]
+        out["total"] = out["service"] + out["zygote"] + sum(out["workers"])
+        return out
 
     async def worker_stats(self) -> list[dict]:
         """Per worker: hosted environments, live (awake) ones, resident memory, pid."""

@@ -29,7 +29,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Callable
 
-__all__ = ["EnvHost", "load_factory", "DEFAULT_FACTORY", "rss_bytes"]
+__all__ = ["EnvHost", "load_factory", "DEFAULT_FACTORY", "rss_bytes", "pss_bytes"]
 
 DEFAULT_FACTORY = "longcat.envs.runtime:Environment"
 
@@ -216,7 +216,7 @@ class EnvHost:
 
     def _op_stats(self):
         return {"handles": len(self.envs), "live": len(self.awake), "rss_bytes": rss_bytes(),
-                "pid": os.getpid()}
+                "pss_bytes": pss_bytes(), "pid": os.getpid()}
 
     def _op_ping(self):
         return os.getpid()
@@ -250,3 +250,17 @@ def _is_code_call(action, code_tools) -> bool:
 
 def _tool_obs(name: str, text: str, is_error: bool) -> dict:
     return {"role": "tool", "name": name, "content": text, "isError": is_error}
+
+
+def pss_bytes(pid: int | str = "self") -> int:
+    """Proportional set size of a process: shared pages (the forked workers share the zygote's
+    interpreter and torch) are split between their users, so sums over processes are honest.
+    Falls back to the RSS where /proc/PID/smaps_rollup is missing."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss_bytes(pid)

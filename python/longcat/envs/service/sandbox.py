@@ -144,6 +144,30 @@ def _rlimits(lim: SandboxLimits):
     return apply
 
 
+def _live_pids(uid: int) -> list[int]:
+    """Running (not zombie) processes of ``uid``."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/status") as f:
+                st = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if int(st.get("Uid", "-1").split()[0]) == uid and not st.get("State", "").strip().startswith("Z"):
+            out.append(int(p))
+    return out
+
+
+def _wait_gone(uid: int, timeout: float = 5.0) -> None:
+    """The kernel kills the rest of a PID namespace when its first process dies, but not
+    synchronously: wait until none of the run's processes is still running."""
+    end = time.monotonic() + timeout
+    while _live_pids(uid) and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def run_python(code: str, limits: SandboxLimits | None = None, *,
                allow_unsandboxed: bool = False) -> SandboxResult:
     """Runs ``code`` (a Python program; print what you want to see) in the sandbox."""
@@ -184,6 +208,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, *,
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if ok:
+                _wait_gone(cfg["uid"])
             secs = time.monotonic() - t0
         rc = proc.returncode
         stderr = _read(err_path, lim.output_chars)
@@ -253,6 +279,8 @@ def calculator(expression: str) -> str:
         return repr(_eval(tree))
     except (ArithmeticError, OverflowError) as e:
         raise ValueError(f"expression: {type(e).__name__}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"expression: {e}") from None
 
 
 PYTHON_TOOL = {"type": "function", "function": {

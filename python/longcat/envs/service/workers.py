@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 __all__ = ["WorkerLost", "LocalWorker", "RayWorker", "Zygote"]
 
@@ -41,6 +42,7 @@ class LocalWorker:
         self.alive = False
         self.pid: int | None = None
         self.on_lost = None   # called once when the process is found dead
+        self.last_progress = time.monotonic()   # last reply (or first request after idling)
 
     async def start(self) -> None:
         parent, child = socket.socketpair()
@@ -68,6 +70,8 @@ class LocalWorker:
             fut.set_exception(WorkerLost(f"worker {self.pid} is not running"))
             return fut
         rid = next(self._ids)
+        if not self.pending:
+            self.last_progress = time.monotonic()
         self.pending[rid] = fut
         self._write(rid, msg)
         return fut
@@ -78,6 +82,7 @@ class LocalWorker:
                 n = _HDR.unpack(await self.reader.readexactly(_HDR.size))[0]
                 rid, reply = pickle.loads(await self.reader.readexactly(n))
                 fut = self.pending.pop(rid, None)
+                self.last_progress = time.monotonic()
                 if fut is not None and not fut.done():
                     fut.set_result(reply)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
@@ -106,10 +111,13 @@ class LocalWorker:
             self._lost()
 
     async def stop(self) -> None:
+        self.on_lost = None
         if self.alive:
-            self.writer.close()   # EOF: the worker exits on its own
-            self.alive = False
-            await asyncio.sleep(0)
+            self.writer.close()   # EOF: the worker exits on its own, and the reader sees EOF
+            await asyncio.wait({self._reader_task}, timeout=10)
+        self.kill()
+        self._reader_task.cancel()
+        await asyncio.gather(self._reader_task, return_exceptions=True)
 
 
 class Zygote:
@@ -183,6 +191,8 @@ class RayWorker:
         self.alive = False
         self.pid: int | None = None
         self.actor = None
+        self.last_progress = time.monotonic()
+        self._outstanding = 0
 
     async def start(self) -> None:
         import ray
@@ -208,9 +218,14 @@ class RayWorker:
         if not self.alive:
             fut.set_exception(WorkerLost("ray actor is not running"))
             return fut
+        if not self._outstanding:
+            self.last_progress = time.monotonic()
+        self._outstanding += 1
         ref_fut = asyncio.ensure_future(self.actor.handle.remote(msg))
 
         def done(f: asyncio.Future) -> None:
+            self._outstanding -= 1
+            self.last_progress = time.monotonic()
             if fut.done():
                 return
             if f.cancelled():
