@@ -260,7 +260,7 @@ def test_disconnects_and_soak_leak_nothing(svc, loop, pairs):
     fds = len(os.listdir("/proc/self/fd"))
     stats = loop.run_until_complete(go(400))
     assert len(svc._handles) == 0 and len(svc._objs) == 0
-    assert sum(s["handles"] for s in stats) == 0
+    assert sum(s["handles"] for s in stats) == 0 and sum(s["objects"] for s in stats) == 0
     assert len(os.listdir("/proc/self/fd")) == fds
     m = svc.metrics()
     assert m["open"] == 0 and m["opened"] >= 450 and m["closed"] == m["opened"]

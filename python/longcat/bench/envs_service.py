@@ -117,9 +117,9 @@ class Book:
         self.resets = 0
 
     async def one(self, svc, h):
+        """One call on ``h``; the caller put ``h`` in ``busy`` when it scheduled it."""
         from longcat.envs.service import Overloaded
 
-        self.busy.add(h)
         try:
             if self.done[h]:
                 await svc.reset(h)
@@ -172,6 +172,7 @@ async def offered_load(svc, book: Book, pick, rate: float, seconds: float, event
             if h in book.busy:
                 book.skipped += 1
                 continue
+            book.busy.add(h)
             t = loop.create_task(book.one(svc, h))
             pending.add(t)
             t.add_done_callback(pending.discard)
@@ -306,8 +307,10 @@ async def _run(quick: bool) -> tuple[list, dict]:
                  "p99_ms": peer["p99_ms"]})
 
     _log('starting the service')
+    step_timeout = 3.0   # a worker's first reset of a domain builds its template database
     svc = EnvService(workers=workers, env_factory="longcat.bench.envs_service:faulty_environment",
-                     live_per_worker=live, step_timeout=3.0, max_inflight=256, max_queue=1024)
+                     live_per_worker=live, step_timeout=step_timeout, max_inflight=64 * workers,
+                     max_queue=1024)
     t0 = time.perf_counter()
     await svc.start()
     ctx["start_s"] = time.perf_counter() - t0
@@ -368,7 +371,7 @@ async def _run(quick: bool) -> tuple[list, dict]:
 
         async def hang():
             while victim in book.busy:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.001)
             book.busy.add(victim)
             try:
                 r = await svc.step(victim, {"type": "tool_call", "name": "__hang__",
@@ -380,7 +383,7 @@ async def _run(quick: bool) -> tuple[list, dict]:
         async def raise_():
             h = active[1]
             while h in book.busy:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.001)
             book.busy.add(h)
             try:
                 r = await svc.step(h, {"type": "tool_call", "name": "__raise__", "arguments": {}})
@@ -394,11 +397,14 @@ async def _run(quick: bool) -> tuple[list, dict]:
 
         async def mark():
             marks.append((asyncio.get_running_loop().time(), len(book.lat)))
-        quarter = seconds / 4
-        events = [(0.0, mark), (quarter, mark), (quarter, kill), (2 * quarter, hang),
-                  (2.5 * quarter, raise_), (3 * quarter, mark)]
+        # before: [0, t_kill); the hang holds its worker for step_timeout, then the replaced
+        # workers rebuild their environments; after: the last 40%
+        fault_s = max(seconds, 4 * step_timeout)
+        t_kill = fault_s / 8
+        events = [(0.0, mark), (t_kill, mark), (t_kill, kill), (1.5 * t_kill, hang),
+                  (1.7 * t_kill, raise_), (0.6 * fault_s, mark)]
         offered, done, secs = await offered_load(svc, book, lambda: rng.choice(active),
-                                                 OFFERED_RATE, seconds, events)
+                                                 OFFERED_RATE, fault_s, events)
         await mark()
         lat = book.lat[n_lat:]
         before_rate = (marks[1][1] - marks[0][1]) / max(marks[1][0] - marks[0][0], 1e-9)
@@ -413,7 +419,8 @@ async def _run(quick: bool) -> tuple[list, dict]:
         ctx["faults"] = {"errors_by_kind": errs, "hang_step": fault_log.get("hang"),
                          "raise_step": fault_log.get("raise"),
                          "killed_pid": fault_log.get("killed_pid"),
-                         "steps_per_s_before": before_rate, "steps_per_s_after_recovery": after_rate}
+                         "steps_per_s_before": before_rate, "steps_per_s_after_recovery": after_rate,
+                         "step_timeout_s": step_timeout}
 
         _log('replay check')
         t0 = time.perf_counter()

@@ -283,6 +283,8 @@ class EnvService:
         t.add_done_callback(self._tasks.discard)
 
     def _open_msg(self, w: int, h: int, H: _Handle, log):
+        """Built at the moment of sending: a record / task goes along unless an open handle on
+        ``w`` already sent it (the worker keeps it while any environment uses it)."""
         objs = []
         for key in (H.rec, H.task):
             known = self._known[w][key] > 0
@@ -408,19 +410,21 @@ class EnvService:
             r = await self._call(w, lambda: self._open_msg(w, h, H, None), self.step_timeout)
         except BaseException:
             # the worker may have opened it (a cancelled client): close it there as well
-            self._background(self._call(w, ("close", h, self._drop(h)), self.step_timeout))
+            self._drop(h)
+            self._background(self._call(w, ("close", h), self.step_timeout))
             raise
         if r[0] != "ok":
-            self._background(self._call(w, ("close", h, self._drop(h)), self.step_timeout))
+            self._drop(h)
+            self._background(self._call(w, ("close", h), self.step_timeout))
             raise EnvServiceError(f"open failed on the worker: {r[2]}")
         self.counts["opened"] += 1
         return h
 
-    def _drop(self, h: int) -> list[str]:
-        """Forgets handle ``h`` here; returns the keys its worker no longer needs."""
+    def _drop(self, h: int) -> None:
+        """Forgets handle ``h`` here (the worker counts its own references: it drops a record
+        or task with the last environment that uses it)."""
         H = self._handles.pop(h)
         self._assigned[H.worker].discard(h)
-        forget = []
         for key in (H.rec, H.task):
             self._release(key)
             k = self._known[H.worker]
@@ -428,8 +432,6 @@ class EnvService:
                 k[key] -= 1
                 if k[key] == 0:
                     del k[key]
-                    forget.append(key)
-        return forget
 
     async def close(self, handle: int) -> None:
         """Closes ``handle`` (also while a call on it is running: the close follows it)."""
@@ -438,10 +440,10 @@ class EnvService:
             self.failures["bad_input"] += 1
             raise UnknownHandle(f"handle: {handle!r} is not an open environment (never opened, "
                                 "or closed)")
-        forget = self._drop(handle)
+        self._drop(handle)
         self.counts["closed"] += 1
         with contextlib.suppress(WorkerLost, asyncio.TimeoutError, Overloaded):
-            await self._call(H.worker, ("close", handle, forget), self.step_timeout)
+            await self._call(H.worker, ("close", handle), self.step_timeout)
 
     async def reset(self, handle: int) -> dict:
         """Starts a new episode of the handle's task; returns the first observation."""

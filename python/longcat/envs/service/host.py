@@ -9,24 +9,29 @@ step sees is therefore always a pure function of (record, task, noise, log), the
 sequential replay computes; that is what lets a crashed worker's environments be rebuilt
 elsewhere from the logs the service keeps.
 
+A reset observation is a pure function of (record, task, noise) too, so the host caches it:
+resetting an environment whose task was reset before on this worker only empties its log.
+
 ``handle(msg)`` takes one request tuple and returns ``("ok", value)`` or ``("err", kind,
-message)``; ``kind`` is ``"bad_request"`` (the caller's mistake), ``"tool_raised"`` (the
-environment raised; its state stays at the last committed step) or ``"internal"``.
+message)``; ``kind`` is ``"bad_request"`` (the caller's mistake), ``"tool_raised"`` (a step
+raised; the state stays at the last committed step), ``"env_raised"`` (reset raised) or
+``"internal"``. Replies may share structure with the host's caches: the transports serialize
+them, and in-process callers must not mutate them.
 Requests (``h`` is a handle, an int):
 
   ("open", h, rec_key, rec|None, task_key, task|None, noise, code_tools, log): the record and
       task objects travel with the first open that uses their key on this worker; ``log`` (None
       or a list of actions) restores an environment moved from a crashed worker
-  ("close", h, forget_keys)            ("batch", [request, ...]) -> [reply, ...]
   ("reset", h) -> observation          ("step", h, action) -> (obs, reward, done, info)
   ("close", h)                         ("hash", h) -> the database's sha256
-  ("stats",) -> {"handles", "live", "rss_bytes"}
+  ("batch", [request, ...]) -> [reply, ...]
+  ("stats",) -> {"handles", "live", "objects", "rss_bytes", "pss_bytes", "pid"}
 """
 from __future__ import annotations
 
 import importlib
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Callable
 
 __all__ = ["EnvHost", "load_factory", "DEFAULT_FACTORY", "rss_bytes", "pss_bytes"]
@@ -73,26 +78,41 @@ class EnvHost:
         self.sandbox_limits = sandbox_limits
         self.allow_unsandboxed = allow_unsandboxed
         self.objects: dict[str, Any] = {}          # record / task key -> object
+        self.refs: Counter = Counter()             # key -> open environments using it
         self.envs: dict[int, _Env] = {}
         self.awake: OrderedDict[int, None] = OrderedDict()   # LRU of handles holding a live env
         self.spare: dict[tuple, list] = {}         # (record key, noise) -> idle Environments
+        self.n_spare = 0                           # at most max(4, live // 4) of them
+        # (record, task, noise) -> reset observation: a pure function of the three, so a
+        # reset after the first needs no live environment at all
+        self.first_obs: OrderedDict[tuple, dict] = OrderedDict()
 
     # -- live objects ----------------------------------------------------------------------------
     def _take(self, e: _Env):
-        pool = self.spare.get((e.rec, e.noise))
+        key = (e.rec, repr(e.noise))
+        pool = self.spare.get(key)
         if pool:
-            return pool.pop()
+            self.n_spare -= 1
+            env = pool.pop()
+            if not pool:
+                del self.spare[key]
+            return env
         return self.factory(self.objects[e.rec], noise=e.noise)
 
     def _put_back(self, e: _Env) -> None:
+        """Keeps an evicted environment for the next wake-up of the same record (building one
+        costs a schema and connection; resetting a kept one only restores the template)."""
         env, e.live = e.live, None
         if env is None:
             return
-        pool = self.spare.setdefault((e.rec, e.noise), [])
-        if len(pool) < 4:
-            pool.append(env)
-        else:
-            env.close()
+        self.spare.setdefault((e.rec, repr(e.noise)), []).append(env)
+        self.n_spare += 1
+        while self.n_spare > max(4, self.live_cap // 4):
+            key = max(self.spare, key=lambda k: len(self.spare[k]))
+            self.spare[key].pop(0).close()
+            if not self.spare[key]:
+                del self.spare[key]
+            self.n_spare -= 1
 
     def _discard(self, h: int, e: _Env) -> None:
         """Drops a live environment whose state is unknown (it raised mid-step)."""
@@ -153,37 +173,59 @@ class EnvHost:
         """``rec_obj`` / ``task_obj`` come with the first open of a key on this worker."""
         for k, obj in ((rec, rec_obj), (task, task_obj)):
             if obj is not None:
-                self.objects[k] = obj
+                self.objects.setdefault(k, obj)
             elif k not in self.objects:
                 raise _BadRequest(f"object {k!r} was not sent to this worker")
+        if h in self.envs:
+            raise _BadRequest(f"handle {h} is already open on this worker")
+        self.refs[rec] += 1
+        self.refs[task] += 1
         self.envs[h] = _Env(rec, task, noise, tuple(code_tools), None if log is None else list(log))
 
-    def _op_close(self, h, forget=()):
-        """Closes ``h``; ``forget``: record / task keys no open environment uses any more."""
-        for k in forget:
-            self.objects.pop(k, None)
-            for key in [s for s in self.spare if s[0] == k]:
-                for env in self.spare.pop(key):
-                    env.close()
+    def _op_close(self, h):
+        """Closes ``h``; records and tasks no open environment uses any more are dropped."""
         e = self.envs.pop(h, None)
-        if e is not None:
-            self.awake.pop(h, None)
-            self._put_back(e)
+        if e is None:
+            return
+        self.awake.pop(h, None)
+        self._put_back(e)
+        for k in (e.rec, e.task):
+            self.refs[k] -= 1
+            if self.refs[k] == 0:
+                del self.refs[k]
+                self.objects.pop(k, None)
+                for key in [s for s in self.spare if s[0] == k]:
+                    for env in self.spare.pop(key):
+                        self.n_spare -= 1
+                        env.close()
+                for key in [s for s in self.first_obs if k in s[:2]]:
+                    del self.first_obs[key]
 
     def _op_reset(self, h):
         e = self._get(h)
         self.awake.pop(h, None)
         self._put_back(e)
         e.log, e.code_calls = None, 0
-        self._make_room()
-        env = self._take(e)
-        try:
-            obs = env.reset(self.objects[e.task])
-        except BaseException:
-            env.close()
-            raise
-        e.log, e.live = [], env
-        self.awake[h] = None
+        key = (e.rec, e.task, repr(e.noise))
+        obs = self.first_obs.get(key)
+        if obs is not None:
+            # the reset state is the empty log: the environment wakes on its first step
+            self.first_obs.move_to_end(key)
+            e.log = []
+        else:
+            self._make_room()
+            env = self._take(e)
+            try:
+                obs = env.reset(self.objects[e.task])
+            except BaseException:
+                env.close()
+                raise
+            e.log, e.live = [], env
+            self.awake[h] = None
+            self.first_obs[key] = obs
+            if len(self.first_obs) > self.live_cap:
+                self.first_obs.popitem(last=False)
+        obs = dict(obs)   # the cached observation itself stays untouched
         if e.code_tools:
             from .sandbox import CALCULATOR_TOOL, PYTHON_TOOL
 
@@ -215,7 +257,8 @@ class EnvHost:
         return self._wake(h, self._get(h)).db_hash()
 
     def _op_stats(self):
-        return {"handles": len(self.envs), "live": len(self.awake), "rss_bytes": rss_bytes(),
+        return {"handles": len(self.envs), "live": len(self.awake), "objects": len(self.objects),
+                "rss_bytes": rss_bytes(),
                 "pss_bytes": pss_bytes(), "pid": os.getpid()}
 
     def _op_ping(self):

@@ -32,6 +32,11 @@ class WorkerLost(RuntimeError):
     """The worker died (crashed or was killed) before answering."""
 
 
+def _observe(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class LocalWorker:
     def __init__(self, config: dict, zygote: "Zygote", start_timeout: float = 120.0):
         self.config = config
@@ -69,6 +74,7 @@ class LocalWorker:
         if not self.alive:
             fut.set_exception(WorkerLost(f"worker {self.pid} is not running"))
             return fut
+        fut.add_done_callback(_observe)   # a caller that gave up must not leave noise
         rid = next(self._ids)
         if not self.pending:
             self.last_progress = time.monotonic()
