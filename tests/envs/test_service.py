@@ -330,3 +330,15 @@ def test_code_tools_in_host(pairs):
     host.handle(("reset", 2))                        # evicts 1; its wake-up skips code calls
     assert host.handle(("hash", 1))[1] == before
     assert host.handle(("step", 7, {}))[:2] == ("err", "bad_request")
+
+
+def test_serve_command_line(capsys, tmp_path):
+    from longcat.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["envs", "serve", "--help"])
+    assert "--stats" in capsys.readouterr().out
+    assert main(["envs", "serve", "--build", str(tmp_path)]) == 2
+    assert "environments.jsonl" in capsys.readouterr().err
+    assert main(["envs", "serve", "--stats", "-1"]) == 2
+    assert "--stats" in capsys.readouterr().err

@@ -51,7 +51,7 @@ from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
 from .host import DEFAULT_FACTORY, rss_bytes
-from .workers import LocalWorker, RayWorker, WorkerLost, Zygote
+from .workers import CallTimeout, LocalWorker, RayWorker, WorkerLost, Zygote
 
 __all__ = ["EnvService", "EnvServiceError", "UnknownHandle", "EpisodeStateError", "HandleBusy",
            "Overloaded", "WorkerLost", "CODE_TOOLS"]
@@ -310,6 +310,8 @@ class EnvService:
         if the request was never sent)."""
         sent = False
         try:
+            if not self._started:
+                raise EnvServiceError("the service is not running")
             if self._waiting >= self.max_queue:
                 self.failures["overloaded"] += 1
                 raise Overloaded(f"more than max_queue={self.max_queue} calls are waiting")
@@ -336,9 +338,12 @@ class EnvService:
                             # timeout bounds one call's run time, not the queue before it
                             if time.monotonic() - worker.last_progress < timeout:
                                 continue
-                            worker.kill()   # now: no late reply can commit this call
+                            # stuck: kill it now (no late reply can commit anything); its
+                            # oldest call gets CallTimeout, the others WorkerLost
+                            worker.kill(stalled=True)
                             self._worker_lost(w, worker)
-                            raise
+                except CallTimeout:
+                    raise asyncio.TimeoutError from None
                 except WorkerLost:
                     self._worker_lost(w, worker)
                     raise

@@ -23,13 +23,26 @@ import subprocess
 import sys
 import time
 
-__all__ = ["WorkerLost", "LocalWorker", "RayWorker", "Zygote"]
+__all__ = ["WorkerLost", "CallTimeout", "LocalWorker", "RayWorker", "Zygote"]
 
 _HDR = struct.Struct("!I")
 
 
 class WorkerLost(RuntimeError):
     """The worker died (crashed or was killed) before answering."""
+
+
+class CallTimeout(WorkerLost):
+    """The call a stalled worker was stuck in (the worker was killed for it)."""
+
+
+def _fail(pending: dict, pid, stalled: bool) -> None:
+    """A worker answers in order, so the oldest unanswered call is the one it was stuck in."""
+    for i, fut in enumerate(pending.values()):
+        if not fut.done():
+            fut.set_exception(CallTimeout(f"worker {pid} was stuck in this call and was "
+                                          "killed") if stalled and i == 0 else
+                              WorkerLost(f"worker {pid} died"))
 
 
 def _observe(fut: asyncio.Future) -> None:
@@ -96,30 +109,30 @@ class LocalWorker:
         finally:
             self._lost()
 
-    def _lost(self) -> None:
+    def _lost(self, stalled: bool = False) -> None:
         if not self.alive and not self.pending:
             return
         self.alive = False
         pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(WorkerLost(f"worker {self.pid} died"))
+        _fail(pending, self.pid, stalled)
         if self.on_lost is not None:
             self.on_lost()
 
-    def kill(self) -> None:
-        """Ends the process now (SIGKILL); pending requests fail with ``WorkerLost``."""
+    def kill(self, stalled: bool = False) -> None:
+        """Ends the process now (SIGKILL); pending requests fail with ``WorkerLost``, or, when
+        ``stalled``, the oldest (the one it was stuck in) with ``CallTimeout``."""
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         if self.alive:
             self.writer.close()
-            self._lost()
+            self._lost(stalled)
 
     async def stop(self) -> None:
         self.on_lost = None
         if self.alive:
             self.writer.close()   # EOF: the worker exits on its own, and the reader sees EOF
+            self.alive = False    # nothing more is written to it
             await asyncio.wait({self._reader_task}, timeout=10)
         self.kill()
         self._reader_task.cancel()
@@ -198,7 +211,8 @@ class RayWorker:
         self.pid: int | None = None
         self.actor = None
         self.last_progress = time.monotonic()
-        self._outstanding = 0
+        self.pending: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count()
 
     async def start(self) -> None:
         import ray
@@ -224,13 +238,15 @@ class RayWorker:
         if not self.alive:
             fut.set_exception(WorkerLost("ray actor is not running"))
             return fut
-        if not self._outstanding:
+        fut.add_done_callback(_observe)
+        if not self.pending:
             self.last_progress = time.monotonic()
-        self._outstanding += 1
+        rid = next(self._ids)
+        self.pending[rid] = fut
         ref_fut = asyncio.ensure_future(self.actor.handle.remote(msg))
 
         def done(f: asyncio.Future) -> None:
-            self._outstanding -= 1
+            self.pending.pop(rid, None)
             self.last_progress = time.monotonic()
             if fut.done():
                 return
@@ -247,12 +263,14 @@ class RayWorker:
         ref_fut.add_done_callback(done)
         return fut
 
-    def kill(self) -> None:
+    def kill(self, stalled: bool = False) -> None:
         import ray
 
         if self.actor is not None:
             ray.kill(self.actor, no_restart=True)
         self.alive = False
+        pending, self.pending = self.pending, {}
+        _fail(pending, self.pid, stalled)
 
     async def stop(self) -> None:
         self.kill()
