@@ -301,12 +301,6 @@ def _log(msg: str) -> None:
 async def _run(quick: bool) -> tuple[list, dict]:
     from longcat.envs.service import EnvService
 
-    import signal, sys
-    def dump(*_):
-        for t in asyncio.all_tasks():
-            t.print_stack(file=sys.stderr)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
-
     n_envs = 600 if quick else 32_000
     seconds = 2.0 if quick else 15.0
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -395,27 +389,28 @@ async def _run(quick: bool) -> tuple[list, dict]:
         async def kill():
             fault_log["killed_pid"] = svc.kill_worker(0)
 
-        async def hang():
-            while victim in book.busy:
-                await asyncio.sleep(0.001)
-            book.busy.add(victim)
-            try:
-                r = await svc.step(victim, {"type": "tool_call", "name": "__hang__",
-                                            "arguments": {}})
-                fault_log["hang"] = r[3].get("error")
-            finally:
-                book.busy.discard(victim)
-
-        async def raise_():
-            h = active[1]
+        async def fault_step(h, name):
+            """One injected call on ``h`` (reset first if its episode ended)."""
             while h in book.busy:
                 await asyncio.sleep(0.001)
             book.busy.add(h)
             try:
-                r = await svc.step(h, {"type": "tool_call", "name": "__raise__", "arguments": {}})
-                fault_log["raise"] = r[3].get("error")
+                if book.done[h]:
+                    await svc.reset(h)
+                    book.actions[h], book.obs[h], book.done[h] = [], [], False
+                    book.episode[h] += 1
+                r = await svc.step(h, {"type": "tool_call", "name": name, "arguments": {}})
+                return r[3].get("error")
+            except Exception as e:  # noqa: BLE001 - reported in the result
+                return f"exception {type(e).__name__}: {e}"
             finally:
                 book.busy.discard(h)
+
+        async def hang():
+            fault_log["hang"] = await fault_step(victim, "__hang__")
+
+        async def raise_():
+            fault_log["raise"] = await fault_step(active[1], "__raise__")
         n_lat = len(book.lat)
         err0 = dict(book.errors)
         restarts0 = svc.metrics()["worker_restarts"]
@@ -440,7 +435,8 @@ async def _run(quick: bool) -> tuple[list, dict]:
                      "steps": done, "steps_per_s": done / secs,
                      "p50_ms": 1e3 * statistics.median(lat) if lat else float("nan"),
                      "p99_ms": 1e3 * _pct(lat, 0.99), "errors": sum(errs.values()),
-                     "note": f"restarts {svc.metrics()['worker_restarts'] - restarts0}, "
+                     "note": f"restarts {svc.metrics()['worker_restarts'] - restarts0}, hang -> "
+                             f"{fault_log.get('hang')}, raise -> {fault_log.get('raise')}, "
                              f"steps/s before {before_rate:.0f} after {after_rate:.0f}"})
         ctx["faults"] = {"errors_by_kind": errs, "hang_step": fault_log.get("hang"),
                          "raise_step": fault_log.get("raise"),

@@ -1,7 +1,8 @@
 """``longcat envs serve``: the environment service for an external agent, as JSON lines.
 
-Each input line is one request, each output line one response (responses may come out of
-order; ``id`` pairs them):
+Each input line is one request, each output line one response. Calls on one handle run in the
+order they came; calls on different handles run concurrently, so responses may come out of
+order (``id`` pairs them):
 
     {"id": 1, "op": "open", "env_id": "retail-0-000003", "task_id": "..."}   (records of --build)
     {"id": 1, "op": "open", "env": {record}, "task": {task}}                 (records inline)
@@ -78,6 +79,7 @@ async def serve(svc, readline, write, envs=None, tasks=None, stats_every: float 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     loop = asyncio.get_running_loop()
     pending: set = set()
+    last: dict = {}   # handle -> its latest call
 
     async def ticker():
         while True:
@@ -98,11 +100,20 @@ async def serve(svc, readline, write, envs=None, tasks=None, stats_every: float 
                                   "message": f"request: not JSON ({e})"}) + "\n")
                 continue
 
-            async def one(req=req):
+            h = req.get("handle") if isinstance(req, dict) else None
+            h = h if isinstance(h, int) else None
+            prev = last.get(h) if h is not None else None
+
+            async def one(req=req, prev=prev):
+                if prev is not None:   # calls on one handle run in the order they came
+                    await asyncio.gather(prev, return_exceptions=True)
                 write(json.dumps(await _answer(svc, session, req, envs, tasks), default=str) + "\n")
             t = loop.create_task(one())
             pending.add(t)
             t.add_done_callback(pending.discard)
+            if h is not None:
+                last[h] = t
+                t.add_done_callback(lambda t, h=h: last.get(h) is t and last.pop(h))
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     if tick is not None:
