@@ -95,6 +95,34 @@ def test_hibernated_environments_keep_their_state(svc, loop, pairs):
         assert replay(*pairs[i % len(pairs)], actions)[1] == got
 
 
+def test_noisy_environments_wake_like_a_sequential_replay(svc, loop, pairs):
+    """Instruction and tool noise are pure functions of the task and the calls, so a noisy
+    environment woken by replay sees what an uninterrupted one sees."""
+    from longcat.envs.noise import NoiseConfig
+
+    noise = NoiseConfig.all(0.7, seed=3)
+    rec, task = pairs[0]
+    acts = [gold(task, k % len(task["gold_actions"])) for k in range(4)]
+
+    async def go():
+        hs = [await svc.open(rec, task, noise=noise) for _ in range(6)]   # 4 awake slots
+        first = [await svc.reset(h) for h in hs]
+        outs = {h: [] for h in hs}
+        for a in acts:
+            for r, h in zip(await svc.step_many([(h, a) for h in hs]), hs):
+                outs[h].append(list(r))
+        hashes = [await svc.db_hash(h) for h in hs]
+        for h in hs:
+            await svc.close(h)
+        return first, outs, hashes, hs
+    first, outs, hashes, hs = loop.run_until_complete(go())
+    env = Environment(rec, noise=noise)
+    want_first = env.reset(task)
+    want = [list(env.step(a)) for a in acts]
+    for h, f, got in zip(hs, first, hashes):
+        assert f == want_first and outs[h] == want and got == env.db_hash()
+
+
 def test_killed_worker_loses_nothing_committed(svc, loop, pairs):
     rec, task = pairs[1]
 

@@ -299,7 +299,7 @@ def _log(msg: str) -> None:
 
 
 async def _run(quick: bool) -> tuple[list, dict]:
-    from longcat.envs.service import EnvService
+    from longcat.envs.service import EnvService, Overloaded
 
     n_envs = 600 if quick else 32_000
     seconds = 2.0 if quick else 15.0
@@ -395,12 +395,20 @@ async def _run(quick: bool) -> tuple[list, dict]:
                 await asyncio.sleep(0.001)
             book.busy.add(h)
             try:
-                if book.done[h]:
-                    await svc.reset(h)
+                while book.done[h]:
+                    try:
+                        await svc.reset(h)
+                    except Overloaded:
+                        await asyncio.sleep(0.005)
+                        continue
                     book.actions[h], book.obs[h], book.done[h] = [], [], False
                     book.episode[h] += 1
-                r = await svc.step(h, {"type": "tool_call", "name": name, "arguments": {}})
-                return r[3].get("error")
+                while True:   # under a saturating load it waits its turn like any client
+                    try:
+                        r = await svc.step(h, {"type": "tool_call", "name": name, "arguments": {}})
+                        return r[3].get("error")
+                    except Overloaded:
+                        await asyncio.sleep(0.005)
             except Exception as e:  # noqa: BLE001 - reported in the result
                 return f"exception {type(e).__name__}: {e}"
             finally:
