@@ -1,6 +1,7 @@
 """Runs inside fresh namespaces (``unshare --net --mount --pid --ipc --uts --fork``) as root of
 those namespaces: builds a minimal read-only root, drops to an unprivileged uid, sets the rlimits
-and execs the interpreter on the model's code. Standard library only: it runs with ``python -I -S``.
+and runs the interpreter on the model's code in a child; exits with the code's status, or 128 + N
+when a signal N ended it. Standard library only: it runs with ``python -I -S``.
 
 argv[1] is the JSON config of ``sandbox.SandboxLimits`` plus ``uid``, ``python`` and ``ro_paths``;
 the code arrives on stdin. Any failure here exits with status 121 and a message on stderr, so a
@@ -66,6 +67,22 @@ def main():
     mount(None, "/tmp", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(root)
     os.chdir("/sandbox")
+    # this process stays as the namespace's init and reports how the code ended (unshare's own
+    # re-raising of a child's signal fails in some containers); the code runs in a child
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run_code(cfg)
+        except BaseException as e:  # noqa: BLE001 - nothing of the code has run yet
+            sys.stderr.write(f"sandbox setup failed: {type(e).__name__}: {e}\n")
+        os._exit(SETUP_FAILED)
+    _, status = os.waitpid(pid, 0)
+    sys.stderr.flush()
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def run_code(cfg):
+    """In the child: drop to the sandbox uid, set the limits, exec the interpreter."""
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(NO_NEW_PRIVS)")
     os.setgroups([])

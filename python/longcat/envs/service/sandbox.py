@@ -218,7 +218,7 @@ def run_python(code: str, limits: SandboxLimits | None = None, *,
         if rc is not None and rc < 0:
             sig = signal.Signals(-rc).name
         elif ok and rc is not None and rc > 128 and rc - 128 < signal.NSIG:
-            # unshare --fork reports a child killed by signal N as 128 + N
+            # the namespace's init (_sandbox_init) reports code killed by signal N as 128 + N
             sig = signal.Signals(rc - 128).name
         return SandboxResult(ok=rc == 0 and not timed_out, exit_code=rc,
                              stdout=_read(out_path, lim.output_chars), stderr=stderr,
