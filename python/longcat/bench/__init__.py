@@ -10,6 +10,7 @@ AREAS = {
     "moe_route": "longcat.bench.moe_route",
     "mla": "longcat.bench.mla",
     "envs": "longcat.bench.envs",
+    "envs-service": "longcat.bench.envs_service",
     "model": "longcat.bench.model",
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",

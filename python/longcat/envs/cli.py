@@ -166,10 +166,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="the domains and their sizes")
     ls.set_defaults(func=_run(cmd_list))
     from .cli_synth import SUBCOMMANDS
+    from .service import cli as _service_cli  # noqa: F401  (registers `serve` via add_subcommand)
 
     for name, help_, configure, func in SUBCOMMANDS + ENVS_SUBCOMMANDS:
         sp = sub.add_parser(name, help=help_)
         configure(sp)
         sp.set_defaults(func=_run(func))
     return p
-
