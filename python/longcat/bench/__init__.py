@@ -14,4 +14,5 @@ AREAS = {
     "engine": "longcat.bench.engine",
     "serve": "longcat.bench.serve",
     "heavy": "longcat.bench.heavy",
+    "rl": "longcat.bench.rl",
 }

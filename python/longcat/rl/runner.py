@@ -35,6 +35,8 @@ class TrainResult:
     final_reward: float         # mean reward of the last steps' scored samples
     resumed_from: Optional[str] = None
     stopped: Optional[str] = None  # why the run stopped early (repeated NaN), else None
+    wall_s: float = 0.0            # this process's loop time (warm start excluded)
+    generator_busy_s: float = 0.0  # time the rollout engines spent stepping (idle = wall - busy)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -188,6 +190,7 @@ class _Run:
             self.metrics.close()
             await self.policy.close()
             self._exec.shutdown(wait=True)
+            self.wall_s = time.perf_counter() - self.t_start
 
 
 def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *, ray: bool = False,
@@ -210,4 +213,5 @@ def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *, ray: b
     model_dir = os.path.join(run.last_ckpt, "model") if run.last_ckpt else ""
     return TrainResult(checkpoint_dir=model_dir, metrics_path=run.metrics.path, plots=plots, steps=run.step,
                        final_reward=sum(tail) / len(tail) if tail else float("nan"),
-                       resumed_from=run.resumed_from, stopped=run.stopped)
+                       resumed_from=run.resumed_from, stopped=run.stopped, wall_s=run.wall_s,
+                       generator_busy_s=run.policy.busy_s)
