@@ -96,7 +96,7 @@ recipe = {"seed": 1, "rollout": {"group_size": 4, "max_new_tokens": 2, "max_conc
 good = train(recipe, sys.argv[1], max_steps=2, progress=False, reward_fn=parity)
 bad = train(recipe, sys.argv[1], progress=False, reward_fn=broken)
 print("GOOD", good.steps, good.stopped)
-print("BAD", bad.steps, bad.stopped is not None, bad.checkpoint_dir.endswith("step-000002/model"))
+print("BAD", bad.steps, bad.stopped is not None, bad.checkpoint_dir)
 """
 
 
@@ -106,8 +106,16 @@ def test_repeated_nan_stops_with_the_checkpoint_intact(tmp_path):
                          text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "GOOD 2 None" in out.stdout
-    assert "BAD 4 True True" in out.stdout  # steps 3 and 4 skipped, the run stopped, step 2 is the latest
-    state = load_state(latest_checkpoint(str(tmp_path / "run")))
-    assert state["step"] == 2 and state["nan_steps"] == 0
+    steps, stopped, ckpt = out.stdout.split("BAD ")[1].split()
+    assert stopped == "True"
+    latest = latest_checkpoint(str(tmp_path / "run"))
+    assert ckpt == os.path.join(latest, "model")
+    state = load_state(latest)
+    # Groups buffered by the good run may still train; then two NaN steps in a row stop the run
+    # and the checkpoint before them stays the latest.
+    assert state["step"] >= 2 and int(steps) == state["step"] + 2 and state["nan_steps"] == 0
+    from longcat.models import LongcatFlashForCausalLM
+    model = LongcatFlashForCausalLM.from_pretrained(ckpt)
+    assert all(bool(p.isfinite().all()) for p in model.parameters())
     skipped = [u for u, v in state["manager"]["ledger"].items() if v == "skipped"]
     assert skipped == []  # the skipped steps were never checkpointed
