@@ -15,7 +15,7 @@ import pytest
 from longcat.rl.checkpoint import latest_checkpoint, load_state
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 8
+STEPS = 6
 SCRIPT = f"""
 import sys, torch
 torch.set_num_threads(1)
