@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from longcat.rl.buffer import SampleBuffer, StalenessManager, staleness_histogram
+from longcat.rl.buffer import SampleBuffer, StalenessManager
 from longcat.rl.losses import is_degenerate
 from longcat.rl.protocols import Group, Policy, PromptSource, RewardFn
 
@@ -201,5 +201,4 @@ class StreamingLoop:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["RolloutManager", "RolloutController", "RolloutStats", "StreamingLoop", "StepReport",
-           "staleness_histogram"]
+__all__ = ["RolloutManager", "RolloutController", "RolloutStats", "StreamingLoop", "StepReport"]

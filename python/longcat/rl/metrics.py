@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+
 
 
 class MetricsLog:
@@ -44,6 +44,7 @@ def write_plots(rows: list[dict], out_dir: str, prefix: str = "") -> list[str]:
     samples), throughput.png (samples/s and tokens/s per step); returns the paths."""
     if not rows:
         return []
+    os.makedirs(out_dir, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,11 +53,16 @@ def write_plots(rows: list[dict], out_dir: str, prefix: str = "") -> list[str]:
     paths = []
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(steps, [r["reward"] for r in rows], marker=".")
-    ax[0].set_xlabel("trainer step")
+    reward = [r["reward"] for r in rows]
+    window = max(1, min(10, len(rows) // 5))
+    smooth = [sum(reward[max(0, i - window + 1):i + 1]) / len(reward[max(0, i - window + 1):i + 1])
+              for i in range(len(reward))]
+    for a, x, label in ((ax[0], steps, "trainer step"), (ax[1], [r["elapsed_s"] for r in rows], "seconds")):
+        a.plot(x, reward, marker=".", alpha=0.35, label="per step")
+        a.plot(x, smooth, label=f"mean of last {window}")
+        a.set_xlabel(label)
     ax[0].set_ylabel("mean reward (all scored samples)")
-    ax[1].plot([r["elapsed_s"] for r in rows], [r["reward"] for r in rows], marker=".")
-    ax[1].set_xlabel("seconds")
+    ax[0].legend()
     fig.tight_layout()
     paths.append(_save(fig, out_dir, prefix + "reward.png"))
     hist: dict[int, int] = {}

@@ -3,7 +3,6 @@ run the streaming loop, log, checkpoint, resume, plot."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import os
 import random

@@ -1,6 +1,7 @@
 """The trainer: a batch of groups -> advantages -> the trainer's own logprobs -> GSPO/GRPO loss
 -> one optimizer step (or ``minibatches`` of them against one proximal policy). A non-finite
-loss or gradient skips the step (nothing is applied) and says so in the returned stats."""
+loss or gradient skips the step (with one minibatch nothing is applied; with several, the
+minibatches before the bad one stay applied) and says so in the returned stats."""
 from __future__ import annotations
 
 import math
