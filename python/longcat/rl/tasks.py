@@ -12,7 +12,7 @@ import torch
 from longcat.rl.protocols import Sample
 from longcat.tasks.arith import ArithProblem, make_problems, score
 
-ARITH_CHARS = "0123456789+-*= "
+ARITH_CHARS = "0123456789+-*= []"  # brackets: the compact Heavy Thinking summary layout "12+7=[19][18]="
 SPECIALS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2 as the model presets' pad/bos/eos
 
 
