@@ -137,3 +137,18 @@ def test_staleness_manager_capacity_formula():
     assert sm.capacity() == 3  # the concurrency cap
     with pytest.raises(ValueError, match="max_staleness"):
         StalenessManager(4, -1, 3)
+
+
+def test_a_solved_task_stops_with_a_clear_error_instead_of_waiting_forever():
+    from longcat.rl.loop import FilterStarvation
+
+    async def reward(task, sample):
+        return 1.0  # every group all-correct: online filtering drops them all
+
+    policy = FakePolicy()
+    staleness = StalenessManager(2, 1, 4)
+    loop = StreamingLoop(policy=policy, source=Source(), reward_fn=reward, manager=RolloutManager(),
+                         buffer=SampleBuffer(), staleness=staleness, group_size=4, controllers=2,
+                         log=lambda m: None, max_filtered_in_a_row=20)
+    with pytest.raises(FilterStarvation, match="20 groups in a row"):
+        run(loop, policy, staleness, 3, [])

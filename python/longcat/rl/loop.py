@@ -65,10 +65,16 @@ class RolloutStats:
     filtered: int = 0
     failed_samples: int = 0
     failed_groups: int = 0
+    filtered_in_a_row: int = 0
     samples: int = 0
     tokens: int = 0
     rewards: list = field(default_factory=list)  # rewards of scored samples since the last step
     errors: list = field(default_factory=list)
+
+
+class FilterStarvation(RuntimeError):
+    """Online filtering dropped every group for too long: the task is solved (or unsolvable) for
+    this policy, and the trainer would wait forever."""
 
 
 class RolloutController:
@@ -77,12 +83,14 @@ class RolloutController:
 
     def __init__(self, index: int, *, policy: Policy, source: PromptSource, reward_fn: RewardFn,
                  manager: RolloutManager, staleness: StalenessManager, buffer: SampleBuffer, stats: RolloutStats,
-                 group_size: int, reward_timeout: float, filter_degenerate: bool, log: Callable[[str], None]):
+                 group_size: int, reward_timeout: float, filter_degenerate: bool, log: Callable[[str], None],
+                 max_filtered_in_a_row: int = 1000):
         self.index = index
         self.policy, self.source, self.reward_fn = policy, source, reward_fn
         self.manager, self.staleness, self.buffer, self.stats = manager, staleness, buffer, stats
         self.group_size, self.reward_timeout, self.filter_degenerate = group_size, reward_timeout, filter_degenerate
         self.log = log
+        self.max_filtered_in_a_row = max_filtered_in_a_row
 
     async def run(self, workers: int) -> None:
         await asyncio.gather(*(self._worker() for _ in range(workers)))
@@ -135,8 +143,15 @@ class RolloutController:
             return None
         if self.filter_degenerate and is_degenerate([s.reward for s in kept]):
             self.stats.filtered += 1
+            self.stats.filtered_in_a_row += 1
             self.manager.done(uid, "filtered")
+            if self.stats.filtered_in_a_row >= self.max_filtered_in_a_row:
+                raise FilterStarvation(
+                    f"online filtering dropped {self.stats.filtered_in_a_row} groups in a row (every sample of each "
+                    f"got reward {kept[0].reward}): the task is solved or unsolvable for this policy, so no batch "
+                    "can form; the last checkpoint is intact")
             return None
+        self.stats.filtered_in_a_row = 0
         self.stats.groups += 1
         self.manager.done(uid, None)
         return Group(uid, version, kept, task, {"controller": self.index})
@@ -156,7 +171,8 @@ class StreamingLoop:
 
     def __init__(self, *, policy: Policy, source: PromptSource, reward_fn: RewardFn, manager: RolloutManager,
                  buffer: SampleBuffer, staleness: StalenessManager, group_size: int, controllers: int,
-                 reward_timeout: float = 30.0, filter_degenerate: bool = True, log: Callable[[str], None] = print):
+                 reward_timeout: float = 30.0, filter_degenerate: bool = True, log: Callable[[str], None] = print,
+                 max_filtered_in_a_row: int = 1000):
         self.policy, self.manager, self.buffer, self.staleness = policy, manager, buffer, staleness
         self.stats = RolloutStats()
         workers = staleness.max_concurrent
@@ -164,7 +180,8 @@ class StreamingLoop:
         self.controllers = [RolloutController(i, policy=policy, source=source, reward_fn=reward_fn, manager=manager,
                                               staleness=staleness, buffer=buffer, stats=self.stats,
                                               group_size=group_size, reward_timeout=reward_timeout,
-                                              filter_degenerate=filter_degenerate, log=log)
+                                              filter_degenerate=filter_degenerate, log=log,
+                                              max_filtered_in_a_row=max_filtered_in_a_row)
                             for i in range(controllers)]
         self.idle_wait_s = 0.0  # trainer time spent waiting for a batch
 

@@ -76,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
     max_nan_steps: int = 3        # consecutive non-finite steps before the run stops
+    max_filtered_in_a_row: int = 1000  # all-correct/all-wrong groups in a row before the run stops
 
 
 @dataclass
@@ -137,7 +138,8 @@ def _check(r: Recipe) -> None:
                    ("rollout.controllers", r.rollout.controllers), ("rollout.max_concurrent", r.rollout.max_concurrent),
                    ("train.steps", r.train.steps), ("train.batch_groups", r.train.batch_groups),
                    ("train.checkpoint_every", r.train.checkpoint_every), ("train.keep_checkpoints", r.train.keep_checkpoints),
-                   ("train.max_nan_steps", r.train.max_nan_steps), ("algorithm.minibatches", r.algorithm.minibatches),
+                   ("train.max_nan_steps", r.train.max_nan_steps),
+                   ("train.max_filtered_in_a_row", r.train.max_filtered_in_a_row), ("algorithm.minibatches", r.algorithm.minibatches),
                    ("warm_start.batch_size", r.warm_start.batch_size), ("task.n_terms", r.task.n_terms)):
         need(v >= 1, key, ">= 1", v)
     need(r.rollout.group_size >= 2, "rollout.group_size", ">= 2 (advantages are relative within a group)",

@@ -115,7 +115,8 @@ class _Run:
         self.loop = StreamingLoop(policy=self.policy, source=self.source, reward_fn=reward, manager=self.manager,
                                   buffer=self.buffer, staleness=self.staleness, group_size=r.group_size,
                                   controllers=r.controllers, reward_timeout=r.reward_timeout,
-                                  filter_degenerate=a.filter_degenerate, log=lambda m: None)
+                                  filter_degenerate=a.filter_degenerate, log=lambda m: None,
+                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row)
         self.metrics = MetricsLog(out_dir)
         self.progress = Progress(self.total_steps, progress, start=self.step)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="longcat-rl-trainer")
