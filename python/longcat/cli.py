@@ -84,6 +84,7 @@ SUBCOMMAND_MODULES = [
     "longcat.envs.cli",
     "longcat.serve.cli",
     "longcat.heavy.cli",
+    "longcat.rl.cli",
 ]
 
 

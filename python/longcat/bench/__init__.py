@@ -16,4 +16,5 @@ AREAS = {
     "serve": "longcat.bench.serve",
     "kv": "longcat.bench.kv",
     "heavy": "longcat.bench.heavy",
+    "rl": "longcat.bench.rl",
 }

@@ -1,0 +1,189 @@
+"""RL recipes: YAML (or a dict) -> typed, validated dataclasses. Unknown keys, wrong types and
+conflicting settings raise ``ValueError`` naming the key, before anything runs."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+
+@dataclass
+class ModelConfig:
+    preset: Optional[str] = "tiny"       # a longcat.models PRESETS name (random init) ...
+    checkpoint: Optional[str] = None     # ... or a Hugging Face-layout folder (overrides preset)
+    init_std: Optional[float] = None
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arith"
+    max_operand: int = 20
+    ops: str = "+-"
+    n_terms: int = 2
+
+
+@dataclass
+class WarmStartConfig:
+    """Supervised steps on correct answers before RL (0: none)."""
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 3e-3
+
+
+@dataclass
+class LatencyConfig:
+    """Injected reward/environment latency: none, or a heavy-tailed Pareto delay
+    ``min(scale * U**(-1/alpha), cap)`` seconds per sample (the long tail of real environments)."""
+    dist: str = "none"
+    scale: float = 0.01
+    alpha: float = 1.2
+    cap: float = 2.0
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = 8
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    controllers: int = 2          # RolloutControllers (virtual rollout groups)
+    max_concurrent: int = 16      # groups generating or being scored at once, over all controllers
+    reward_timeout: float = 30.0  # seconds; a sample whose reward takes longer is dropped
+    engine: dict = field(default_factory=dict)  # EngineArgs fields for every version's engine
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+
+@dataclass
+class AlgorithmConfig:
+    loss: str = "gspo"            # gspo | grpo
+    eps_neg_low: float = 0.2
+    eps_neg_high: float = 2.0
+    eps_pos_high: float = 0.28
+    tis_cap: Optional[float] = 2.0
+    normalize_std: bool = True
+    filter_degenerate: bool = True
+    minibatches: int = 1
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 50
+    batch_groups: int = 8         # the trainer steps as soon as this many groups are buffered
+    lr: float = 1e-3
+    max_staleness: int = 2        # 0 = synchronous (batch barrier)
+    grad_clip: float = 1.0
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    max_nan_steps: int = 3        # consecutive non-finite steps before the run stops
+    max_filtered_in_a_row: int = 1000  # all-correct/all-wrong groups in a row before the run stops
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, path: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe: '{path or 'recipe'}' must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ValueError(f"recipe: unknown key '{where}{unknown[0]}' (known keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{path}.{k}" if path else k
+        kwargs[k] = _value(hints[k], v, key)
+    return cls(**kwargs)
+
+
+def _value(tp, v, key):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, key)
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if v is None:
+            return None
+        return _value(args[0], v, key)
+    ok = {int: isinstance(v, int) and not isinstance(v, bool),
+          float: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: isinstance(v, str), bool: isinstance(v, bool), dict: isinstance(v, dict)}.get(tp, True)
+    if not ok:
+        raise ValueError(f"recipe: '{key}' must be {tp.__name__}, got {v!r}")
+    return float(v) if tp is float else v
+
+
+def _check(r: Recipe) -> None:
+    def need(cond, key, expected, got):
+        if not cond:
+            raise ValueError(f"recipe: '{key}' must be {expected}, got {got!r}")
+
+    for key, v in (("seed", r.seed), ("task.max_operand", r.task.max_operand), ("warm_start.steps", r.warm_start.steps),
+                   ("train.max_staleness", r.train.max_staleness)):
+        need(v >= 0, key, ">= 0", v)
+    for key, v in (("rollout.group_size", r.rollout.group_size), ("rollout.max_new_tokens", r.rollout.max_new_tokens),
+                   ("rollout.controllers", r.rollout.controllers), ("rollout.max_concurrent", r.rollout.max_concurrent),
+                   ("train.steps", r.train.steps), ("train.batch_groups", r.train.batch_groups),
+                   ("train.checkpoint_every", r.train.checkpoint_every), ("train.keep_checkpoints", r.train.keep_checkpoints),
+                   ("train.max_nan_steps", r.train.max_nan_steps),
+                   ("train.max_filtered_in_a_row", r.train.max_filtered_in_a_row), ("algorithm.minibatches", r.algorithm.minibatches),
+                   ("warm_start.batch_size", r.warm_start.batch_size), ("task.n_terms", r.task.n_terms)):
+        need(v >= 1, key, ">= 1", v)
+    need(r.rollout.group_size >= 2, "rollout.group_size", ">= 2 (advantages are relative within a group)",
+         r.rollout.group_size)
+    need(r.algorithm.loss in ("gspo", "grpo"), "algorithm.loss", "'gspo' or 'grpo'", r.algorithm.loss)
+    need(r.task.name == "arith", "task.name", "'arith' (the only task this loop ships with)", r.task.name)
+    need(r.rollout.latency.dist in ("none", "pareto"), "rollout.latency.dist", "'none' or 'pareto'",
+         r.rollout.latency.dist)
+    need(r.train.lr > 0, "train.lr", "> 0", r.train.lr)
+    need(r.rollout.reward_timeout > 0, "rollout.reward_timeout", "> 0", r.rollout.reward_timeout)
+    need(r.algorithm.tis_cap is None or r.algorithm.tis_cap > 0, "algorithm.tis_cap", "None or > 0", r.algorithm.tis_cap)
+    need(r.algorithm.minibatches <= r.train.batch_groups * r.rollout.group_size, "algorithm.minibatches",
+         "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.algorithm.minibatches)
+    # Conflicts between sections.
+    if r.model.checkpoint is None and r.model.preset is None:
+        raise ValueError("recipe: 'model' needs 'preset' or 'checkpoint'")
+    if r.rollout.temperature != 1.0 or r.rollout.top_p != 1.0:
+        # The engine reports raw logprobs (before temperature/top-p); the loss treats them as the
+        # behaviour policy, which is only true for untempered, unfiltered sampling.
+        raise ValueError(f"recipe: 'rollout.temperature' ({r.rollout.temperature}) and 'rollout.top_p' "
+                         f"({r.rollout.top_p}) conflict with the policy-gradient loss: the engine's logprobs are "
+                         "those of the untempered distribution, so both must be 1.0")
+    if r.train.max_staleness == 0 and r.rollout.max_concurrent < r.train.batch_groups:
+        raise ValueError(f"recipe: 'rollout.max_concurrent' ({r.rollout.max_concurrent}) conflicts with synchronous "
+                         f"training (train.max_staleness 0): a batch of train.batch_groups ({r.train.batch_groups}) "
+                         "groups must be able to run at once")
+
+
+def load_recipe(recipe: Union[str, os.PathLike, dict, Recipe]) -> Recipe:
+    """A ``Recipe`` from a YAML path, a dict or a Recipe (validated either way)."""
+    if isinstance(recipe, Recipe):
+        data = recipe.to_dict()
+    elif isinstance(recipe, dict):
+        data = recipe
+    elif isinstance(recipe, (str, os.PathLike)):
+        import yaml
+
+        path = os.fspath(recipe)
+        if not os.path.isfile(path):
+            raise ValueError(f"recipe: {path!r} is not a file")
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    else:
+        raise TypeError(f"recipe must be a path, a dict or a Recipe, got {type(recipe).__name__}")
+    r = _build(Recipe, data, "")
+    _check(r)
+    return r

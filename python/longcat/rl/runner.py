@@ -1,0 +1,217 @@
+"""``train(recipe, out_dir)``: build the policy, task and trainer from a recipe, warm-start,
+run the streaming loop, log, checkpoint, resume, plot."""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from longcat.rl.buffer import SampleBuffer, StalenessManager, staleness_histogram
+from longcat.rl.checkpoint import (groups_from_list, groups_to_list, latest_checkpoint, load_state, rng_state,
+                                   save_checkpoint, set_rng_state)
+from longcat.rl.loop import RolloutManager, StepReport, StreamingLoop
+from longcat.rl.losses import TripletClip
+from longcat.rl.metrics import MetricsLog, Progress, read_metrics, write_plots
+from longcat.rl.policy import EnginePolicy
+from longcat.rl.recipe import Recipe, load_recipe
+from longcat.rl.tasks import ArithReward, ArithSource, DelayedReward, arith_tokenizer, warm_start
+from longcat.rl.trainer import PolicyTrainer
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: str         # Hugging Face-layout policy (LLM(checkpoint_dir) loads it)
+    metrics_path: str           # one JSON row per trainer step
+    plots: list                 # PNG paths
+    steps: int
+    final_reward: float         # mean reward of the last steps' scored samples
+    resumed_from: Optional[str] = None
+    stopped: Optional[str] = None  # why the run stopped early (repeated NaN), else None
+    wall_s: float = 0.0            # this process's loop time (warm start excluded)
+    generator_busy_s: float = 0.0  # time the rollout engines spent stepping (idle = wall - busy)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _build_model(recipe: Recipe):
+    from longcat.models import LongcatFlashConfig, LongcatFlashForCausalLM
+
+    if recipe.model.checkpoint is not None:
+        return LongcatFlashForCausalLM.from_pretrained(recipe.model.checkpoint, dtype=torch.float32)
+    torch.manual_seed(recipe.seed)
+    model = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset(recipe.model.preset), dtype=torch.float32)
+    if recipe.model.init_std is not None:
+        model.reset_parameters(recipe.model.init_std)
+    return model
+
+
+def _policy_weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.hf_state_dict().items()}
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, out_dir: str, max_steps: Optional[int], progress: bool,
+                 reward_fn=None, log=print):
+        self.recipe, self.out_dir, self.log = recipe, out_dir, log
+        self.total_steps = recipe.train.steps if max_steps is None else max_steps
+        os.makedirs(out_dir, exist_ok=True)
+        random.seed(recipe.seed)
+        self.tokenizer = arith_tokenizer()
+        t = recipe.task
+        self.source = ArithSource(self.tokenizer, recipe.seed, t.max_operand, t.ops, t.n_terms)
+        resume = latest_checkpoint(out_dir)
+        self.resumed_from = resume
+        if resume is not None:
+            from longcat.models import LongcatFlashForCausalLM
+
+            state = load_state(resume)
+            self.model = LongcatFlashForCausalLM.from_pretrained(os.path.join(resume, "model"), dtype=torch.float32)
+        else:
+            state = None
+            self.model = _build_model(recipe)
+            ws = recipe.warm_start
+            if ws.steps:
+                t0 = time.perf_counter()
+                losses = warm_start(self.model, self.source, ws.steps, ws.batch_size, ws.lr, recipe.seed)
+                log(f"warm start: {ws.steps} supervised steps in {time.perf_counter() - t0:.1f}s, "
+                    f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        a = recipe.algorithm
+        self.trainer = PolicyTrainer(self.model, lr=recipe.train.lr, loss=a.loss,
+                                     clip=TripletClip(a.eps_neg_low, a.eps_neg_high, a.eps_pos_high), tis_cap=a.tis_cap,
+                                     max_len=recipe.rollout.max_new_tokens, normalize_std=a.normalize_std,
+                                     grad_clip=recipe.train.grad_clip, minibatches=a.minibatches)
+        r = recipe.rollout
+        self.version = 0 if state is None else state["version"]
+        self.step = 0 if state is None else state["step"]
+        engine_args = {"max_model_len": 64, "max_num_seqs": max(64, r.group_size), "seed": recipe.seed, **r.engine}
+        self.policy = EnginePolicy(self.model, self.tokenizer, engine_args=engine_args, version=self.version,
+                                   sampling=dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens))
+        self.manager = RolloutManager() if state is None else RolloutManager(
+            state["manager"]["next_uid"], state["manager"]["requeued"], state["manager"]["ledger"])
+        self.buffer = SampleBuffer()
+        self.staleness = StalenessManager(recipe.train.batch_groups, recipe.train.max_staleness, r.max_concurrent)
+        self.staleness.version = self.version
+        if state is not None:
+            self.trainer.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+            self.buffer.restore(groups_from_list(state["buffer"]))
+            # AReaL's on_version_recovered: every finished version consumed one batch.
+            self.staleness.accepted = state["accepted"]
+        self.nan_steps = 0 if state is None else state["nan_steps"]
+        self.elapsed0 = 0.0 if state is None else state["elapsed_s"]
+        reward = reward_fn if reward_fn is not None else ArithReward(self.tokenizer)
+        lat = r.latency
+        if lat.dist == "pareto":
+            reward = DelayedReward(reward, lat.scale, lat.alpha, lat.cap, seed=recipe.seed + self.step)
+        self.loop = StreamingLoop(policy=self.policy, source=self.source, reward_fn=reward, manager=self.manager,
+                                  buffer=self.buffer, staleness=self.staleness, group_size=r.group_size,
+                                  controllers=r.controllers, reward_timeout=r.reward_timeout,
+                                  filter_degenerate=a.filter_degenerate, log=lambda m: None,
+                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row)
+        self.metrics = MetricsLog(out_dir)
+        self.progress = Progress(self.total_steps, progress, start=self.step)
+        self._exec = ThreadPoolExecutor(1, thread_name_prefix="longcat-rl-trainer")
+        self.stopped: Optional[str] = None
+        self.last_ckpt = resume
+
+    def _state(self) -> dict:
+        return {"version": self.version, "step": self.step, "optimizer": self.trainer.optimizer.state_dict(),
+                "rng": rng_state(), "manager": self.manager.state(), "buffer": groups_to_list(self.buffer.groups),
+                "accepted": self.staleness.accepted, "nan_steps": self.nan_steps,
+                "elapsed_s": self.elapsed0 + time.perf_counter() - self.t_start, "recipe": self.recipe.to_dict()}
+
+    def checkpoint(self) -> str:
+        # Synchronous from here to the end: the snapshot sees one consistent moment of the loop.
+        self.last_ckpt = save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self._state(),
+                                         self.recipe.train.keep_checkpoints)
+        return self.last_ckpt
+
+    async def on_batch(self, report: StepReport) -> bool:
+        loop = asyncio.get_running_loop()
+        stats = await loop.run_in_executor(self._exec, self.trainer.step, report.groups)
+        self.step = report.step
+        uids = [g.uid for g in report.groups]
+        if stats["skipped"]:
+            self.nan_steps += 1
+            for u in uids:
+                self.manager.record(u, "skipped")
+            await self.staleness.forget(len(uids))  # consumed but not trained: the slots reopen
+        else:
+            self.nan_steps = 0
+            self.version += 1
+            await self.policy.update_weights(_policy_weights(self.model), self.version)
+            await self.staleness.set_version(self.version)
+            for u in uids:
+                self.manager.record(u, "trained")
+        now = time.perf_counter()
+        s = self.loop.stats
+        dt = max(now - self.t_last, 1e-9)
+        rewards = s.rewards or [float("nan")]
+        row = {"step": self.step, "version": self.version, "reward": sum(rewards) / len(rewards),
+               "reward_trained": sum(x.reward for g in report.groups for x in g.samples)
+               / sum(len(g.samples) for g in report.groups),
+               "loss": stats["loss"], "grad_norm": stats["grad_norm"], "skipped": stats["skipped"],
+               "clip_frac": stats.get("clip_frac", 0.0), "tis_mean": stats.get("tis_mean", 1.0),
+               "logp_gap": stats["logp_gap"], "staleness_mean": sum(report.staleness) / len(report.staleness),
+               "staleness_max": max(report.staleness), "staleness_hist": staleness_histogram(report.staleness),
+               "samples_per_s": s.samples / dt, "tokens_per_s": s.tokens / dt, "groups": s.groups,
+               "filtered": s.filtered, "failed_samples": s.failed_samples, "failed_groups": s.failed_groups,
+               "live_versions": len(self.policy.live_versions), "buffer": len(self.buffer),
+               "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids}
+        self.loop.stats.__init__()  # per-step counters
+        self.t_last = now
+        self.metrics.write(row)
+        self.progress.update(row)
+        if stats["skipped"] and self.nan_steps >= self.recipe.train.max_nan_steps:
+            self.stopped = f"{self.nan_steps} consecutive non-finite steps (last loss {stats['loss']})"
+            return False  # the last checkpoint stays as it was: it holds no NaN
+        if not stats["skipped"] and self.step % self.recipe.train.checkpoint_every == 0:
+            self.checkpoint()
+        return self.step < self.total_steps
+
+    async def run(self) -> None:
+        self.t_start = self.t_last = time.perf_counter()
+        try:
+            if self.step < self.total_steps:
+                await self.loop.run(self.on_batch, start_step=self.step)
+            if self.stopped is None and (self.last_ckpt is None or not self.last_ckpt.endswith(f"{self.step:06d}")):
+                self.checkpoint()
+        finally:
+            self.progress.close()
+            self.metrics.close()
+            await self.policy.close()
+            self._exec.shutdown(wait=True)
+            self.wall_s = time.perf_counter() - self.t_start
+
+
+def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *, ray: bool = False,
+          max_steps: Optional[int] = None, progress: bool = True, reward_fn=None) -> TrainResult:
+    """Train a policy with the streaming asynchronous loop. ``recipe``: a YAML path, a dict or a
+    ``Recipe``; ``out_dir``: metrics, plots, checkpoints (a run resumes from ``out_dir``'s latest
+    checkpoint). ``max_steps`` overrides ``train.steps``. ``reward_fn`` replaces the task's reward
+    (an async ``(task, sample) -> float``)."""
+    if ray:
+        raise NotImplementedError("train(ray=True): the Ray backend is not part of this release; "
+                                  "the asyncio backend runs everything in one process")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"train: 'max_steps' must be None or an int >= 1, got {max_steps!r}")
+    r = load_recipe(recipe)
+    run = _Run(r, os.fspath(out_dir), max_steps, progress, reward_fn)
+    asyncio.run(run.run())
+    rows = read_metrics(run.metrics.path) if os.path.exists(run.metrics.path) else []
+    plots = write_plots(rows, run.out_dir)
+    tail = [x["reward"] for x in rows[-5:] if not math.isnan(x["reward"])]
+    model_dir = os.path.join(run.last_ckpt, "model") if run.last_ckpt else ""
+    return TrainResult(checkpoint_dir=model_dir, metrics_path=run.metrics.path, plots=plots, steps=run.step,
+                       final_reward=sum(tail) / len(tail) if tail else float("nan"),
+                       resumed_from=run.resumed_from, stopped=run.stopped, wall_s=run.wall_s,
+                       generator_busy_s=run.policy.busy_s)

@@ -1,0 +1,111 @@
+"""The trainer: a batch of groups -> advantages -> the trainer's own logprobs -> GSPO/GRPO loss
+-> one optimizer step (or ``minibatches`` of them against one proximal policy). A non-finite
+loss or gradient skips the step (with one minibatch nothing is applied; with several, the
+minibatches before the bad one stay applied) and says so in the returned stats."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from longcat.rl.losses import LOSSES, TripletClip, group_advantages
+from longcat.rl.protocols import Group
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor      # [B, S] prompt + completion, right-padded
+    attention_mask: torch.Tensor  # [B, S]
+    completion_mask: torch.Tensor  # [B, T] 1 on generated tokens
+    starts: torch.Tensor          # [B] index of each row's first completion token
+    behav_logp: torch.Tensor      # [B, T]
+    advantages: torch.Tensor      # [B]
+
+
+def build_batch(groups: list[Group], normalize_std: bool, pad_id: int = 0) -> Batch:
+    samples, advantages = [], []
+    for g in groups:
+        adv = group_advantages(torch.tensor([s.reward for s in g.samples], dtype=torch.float32), normalize_std)
+        samples += g.samples
+        advantages.append(adv)
+    B = len(samples)
+    T = max(1, max(len(s.completion_ids) for s in samples))
+    S = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+    ids = torch.full((B, S), pad_id, dtype=torch.long)
+    attn = torch.zeros(B, S, dtype=torch.long)
+    cmask = torch.zeros(B, T)
+    behav = torch.zeros(B, T)
+    starts = torch.zeros(B, dtype=torch.long)
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        ids[i, :p + c] = torch.tensor(s.prompt_ids + s.completion_ids)
+        attn[i, :p + c] = 1
+        cmask[i, :c] = 1
+        behav[i, :c] = torch.tensor(s.logprobs, dtype=torch.float32)
+        starts[i] = p
+    return Batch(ids, attn, cmask, starts, behav, torch.cat(advantages))
+
+
+def completion_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """``[B, T]`` logprob of each completion token under ``model`` (0 where masked)."""
+    logits = model(batch.input_ids, attention_mask=batch.attention_mask).float()
+    logp_all = F.log_softmax(logits[:, :-1], dim=-1)
+    targets = batch.input_ids[:, 1:]
+    token_logp = logp_all.gather(-1, targets[..., None])[..., 0]  # position t predicts token t + 1
+    T = batch.completion_mask.shape[1]
+    idx = (batch.starts[:, None] - 1 + torch.arange(T)[None]).clamp(max=token_logp.shape[1] - 1)
+    return token_logp.gather(1, idx) * batch.completion_mask
+
+
+class PolicyTrainer:
+    def __init__(self, model: torch.nn.Module, *, lr: float, loss: str = "gspo", clip: TripletClip = TripletClip(),
+                 tis_cap: float | None = 2.0, max_len: int = 16, normalize_std: bool = True,
+                 grad_clip: float = 1.0, minibatches: int = 1, weight_decay: float = 0.0, pad_id: int = 0):
+        if loss not in LOSSES:
+            raise ValueError(f"PolicyTrainer: 'loss' must be one of {sorted(LOSSES)}, got {loss!r}")
+        self.model = model
+        self.loss_name, self.clip, self.tis_cap, self.max_len = loss, clip, tis_cap, max_len
+        self.normalize_std, self.grad_clip, self.minibatches, self.pad_id = normalize_std, grad_clip, minibatches, pad_id
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+
+    def _loss(self, logp, old, behav, adv, mask):
+        kwargs = dict(clip=self.clip, tis_cap=self.tis_cap)
+        if self.loss_name == "grpo":
+            kwargs["max_len"] = self.max_len
+        return LOSSES[self.loss_name](logp, old, behav, adv, mask, **kwargs)
+
+    def step(self, groups: list[Group]) -> dict:
+        batch = build_batch(groups, self.normalize_std, self.pad_id)
+        self.model.train()
+        with torch.no_grad():
+            old = completion_logprobs(self.model, batch)
+        B = batch.input_ids.shape[0]
+        parts = torch.arange(B).chunk(self.minibatches)
+        stats = {"loss": 0.0, "grad_norm": 0.0, "skipped": False}
+        for rows in parts:
+            sub = Batch(*(t[rows] for t in (batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                             batch.starts, batch.behav_logp, batch.advantages)))
+            logp = completion_logprobs(self.model, sub)
+            loss, extra = self._loss(logp, old[rows], sub.behav_logp, sub.advantages, sub.completion_mask)
+            self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                stats.update(skipped=True, loss=float(loss.detach()))
+                break
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if not math.isfinite(float(norm)):
+                self.optimizer.zero_grad(set_to_none=True)
+                stats.update(skipped=True, loss=float(loss.detach()), grad_norm=float(norm))
+                break
+            self.optimizer.step()
+            stats["loss"] += float(loss.detach()) / len(parts)
+            stats["grad_norm"] = max(stats["grad_norm"], float(norm))
+            stats.update(extra)
+        self.model.eval()
+        # The engine/trainer gap on the same tokens (the mismatch TIS corrects), per token.
+        n = batch.completion_mask.sum().clamp(min=1)
+        stats["logp_gap"] = float(((old - batch.behav_logp).abs() * batch.completion_mask).sum() / n)
+        stats["tokens"] = int(n)
+        return stats
