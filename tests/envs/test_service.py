@@ -229,7 +229,7 @@ def test_bad_input_raises_clear_errors(svc, loop, pairs):
             await svc.step_many([(h, {"type": "message", "content": "a?"})] * 2)
         with pytest.raises(ValueError, match=r"calls\[0\]"):
             await svc.step_many([h])
-        done = await svc.step(h, {"type": "message", "content": "Thanks, that is all."})
+        done = await svc.step(h, {"type": "message", "content": "All done: your request is complete."})
         assert done[2]
         with pytest.raises(EpisodeStateError, match="ended"):
             await svc.step(h, {"type": "message", "content": "hi"})

@@ -36,7 +36,7 @@ from longcat.envs.runtime import Environment
 OFFERED_RATE = 1000.0
 SUSTAINABLE_RATE = 300.0   # a second active-set load below saturation, for its latency
 TARGET_P99_MS = 50.0
-FINAL_MESSAGE = {"type": "message", "content": "Thanks, that is all."}
+FINAL_MESSAGE = {"type": "message", "content": "All done: your request is complete."}  # ends the episode
 QUESTIONS = ["Could you tell me your email?", "What is your name?", "Which order is it?",
              "Can you confirm the details?"]
 
