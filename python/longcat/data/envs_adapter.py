@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["load_build", "build_envs", "make_env", "noise_config", "CLEAN", "NOISY_EVAL",
            "TRAIN_NOISE", "Episode", "run_episode", "label", "is_retryable", "domain_policy",
-           "tool_specs", "tier_of"]
+           "tool_specs", "tier_of", "Conversation", "hidden_values"]
 
 # Noise used when evaluating "noisy": instruction and tool noise an agent can recover from by
 # reading the observation (paginated results need a cursor protocol; kept out of the default).
@@ -110,28 +110,32 @@ class Episode:
     steps: int = 0
 
 
-Policy = Callable[[list[dict], Mapping], list[dict] | dict]
+class Conversation:
+    """One running episode in OpenAI chat form. ``messages`` (system, user, ...) and ``tools``
+    after construction; ``apply(reply)`` takes the next assistant message (``content`` and
+    optional ``tool_calls``): each tool call is executed and answered with a ``tool`` message, a
+    text-only turn goes to the user simulator, whose reply becomes the next ``user`` message
+    (the closing reply that ends the episode is not appended). ``done`` and ``result()``."""
 
+    def __init__(self, env, task: Mapping, max_turns: int = 30):
+        obs = env.reset(task)
+        self.env, self.task, self.max_turns = env, task, max_turns
+        self.messages = [dict(m) for m in obs["messages"]]
+        self.tools = obs["tools"]
+        self.last: Mapping = obs
+        self.turns = 0
+        self.calls: list[tuple[str, Any]] = []
+        self.said: list[str] = []
+        self.info: dict = {}
+        self.reward = 0.0
+        self.done = False
 
-def run_episode(env, task: Mapping, policy, max_turns: int = 30) -> Episode:
-    """Drives one episode. ``policy(messages, state)`` returns the next assistant message as an
-    OpenAI dict (``content`` and optional ``tool_calls``); ``state`` has ``env`` (the running
-    Environment), ``task``, ``tools`` and ``last`` (the last observation). Each tool call is
-    executed and answered with a ``tool`` message; a text-only turn goes to the user simulator,
-    whose reply becomes the next ``user`` message (the closing reply that ends the episode is
-    not appended)."""
-    obs = env.reset(task)
-    messages = [dict(m) for m in obs["messages"]]
-    tools = obs["tools"]
-    state = {"env": env, "task": task, "tools": tools, "last": obs, "turn": 0}
-    calls: list[tuple[str, dict]] = []
-    said: list[str] = []
-    info: dict = {}
-    reward, done = 0.0, False
-    for turn in range(max_turns):
-        state["turn"] = turn
-        reply = policy(messages, state)
-        messages.append(reply)
+    def apply(self, reply: Mapping) -> bool:
+        if self.done:
+            raise RuntimeError("Conversation.apply: the episode has ended")
+        reply = dict(reply, role="assistant")
+        self.messages.append(reply)
+        self.turns += 1
         if reply.get("tool_calls"):
             for tc in reply["tool_calls"]:
                 fn = tc["function"]
@@ -139,27 +143,40 @@ def run_episode(env, task: Mapping, policy, max_turns: int = 30) -> Episode:
                     args = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
                 except ValueError:
                     args = fn["arguments"]
-                calls.append((fn["name"], args))
-                o, reward, done, info = env.step({"type": "tool_call", "name": fn["name"], "arguments": args})
-                state["last"] = o
-                messages.append({"role": "tool", "tool_call_id": tc["id"], "name": fn["name"],
-                                 "content": o.get("content", "")})
-                if done:
+                self.calls.append((fn["name"], args))
+                o, self.reward, self.done, self.info = self.env.step(
+                    {"type": "tool_call", "name": fn["name"], "arguments": args})
+                self.last = o
+                self.messages.append({"role": "tool", "tool_call_id": tc["id"], "name": fn["name"],
+                                      "content": o.get("content", "")})
+                if self.done:
                     break
         else:
             text = reply.get("content") or ""
-            said.append(text)
-            o, reward, done, info = env.step({"type": "message", "content": text})
-            state["last"] = o
-            if not done:
-                messages.append({"role": "user", "content": o.get("content", "")})
-        if done:
-            break
-    else:
-        info = {"truncated": True}
-    return Episode(messages=messages, tools=tools, reward=float(reward) if done else 0.0,
-                   reward_info=info.get("reward_info", {}), tool_calls=calls, agent_messages=said,
-                   truncated=bool(info.get("truncated")) or not done, steps=int(info.get("steps", 0)))
+            self.said.append(text)
+            o, self.reward, self.done, self.info = self.env.step({"type": "message", "content": text})
+            self.last = o
+            if not self.done:
+                self.messages.append({"role": "user", "content": o.get("content", "")})
+        if not self.done and self.turns >= self.max_turns:
+            self.done = True
+            self.reward = 0.0
+            self.info = {"truncated": True, "reward_info": self.env.evaluate()[1]}
+        return self.done
+
+    def result(self) -> Episode:
+        return Episode(messages=self.messages, tools=self.tools, reward=float(self.reward) if self.done else 0.0,
+                       reward_info=self.info.get("reward_info", {}), tool_calls=self.calls, agent_messages=self.said,
+                       truncated=bool(self.info.get("truncated")), steps=int(self.info.get("steps", self.turns)))
+
+
+def run_episode(env, task: Mapping, policy, max_turns: int = 30) -> Episode:
+    """Drives one episode: ``policy(messages, state)`` returns the next assistant message;
+    ``state`` has ``env``, ``task``, ``tools`` and ``last`` (the last observation)."""
+    conv = Conversation(env, task, max_turns)
+    while not conv.done:
+        conv.apply(policy(conv.messages, {"env": env, "task": task, "tools": conv.tools, "last": conv.last}))
+    return conv.result()
 
 
 def hidden_values(env) -> dict[str, Any]:
