@@ -77,6 +77,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 SUBCOMMAND_MODULES = [
     "longcat.envs.cli",
     "longcat.serve.cli",
+    "longcat.data.cli",
+    "longcat.sft.cli",
+    "longcat.evaluate.cli",
+    "longcat.demo",
 ]
 
 

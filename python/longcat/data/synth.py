@@ -111,6 +111,7 @@ class ReferencePolicy:
         self.done_calls = 0
         self.finished = False
         self.hidden: dict | None = None
+        self.planned = False
         self.n = 0
 
     def _auth_step(self) -> tuple[str, dict] | None:
@@ -142,7 +143,8 @@ class ReferencePolicy:
             self.rng.shuffle(cands)
             return f"Options: {', '.join(cands)}. I choose {name}: {self._describe(name)}."
 
-        if self.variant == "planning" and self.n == 0:
+        if self.variant == "planning" and not self.planned:
+            self.planned = True
             steps = []
             for k, (n_, a) in enumerate(self.queue, 1):
                 steps.append(f"{k}. {n_.replace('_', ' ')}")
