@@ -36,6 +36,8 @@ class DemoConfig:
     sft_lr: float = 3e-3
     eval_tasks: int = 24
     eval_tiers: tuple[int, ...] = (2,)
+    eval_max_turns: int = 12
+    eval_max_tokens: int = 128
     rl_steps: int = 20
     seed: int = 0
     workers: int | None = None
@@ -91,7 +93,8 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
         timed("init", lambda: init_checkpoint(init_dir, cfg.preset, seed=cfg.seed))
 
     envs, tasks = load_heldout(data_dir)
-    ecfg = dict(max_tasks=cfg.eval_tasks, tiers=cfg.eval_tiers or None, seed=cfg.seed)
+    ecfg = dict(max_tasks=cfg.eval_tasks, tiers=cfg.eval_tiers or None, seed=cfg.seed, max_turns=cfg.eval_max_turns,
+                max_tokens=cfg.eval_max_tokens)
     before = out / "eval" / "before"
     done = before.with_suffix(".json").is_file()
     _stage("4/8 evaluate the random model (held-out, clean)", done)
