@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = ["load_build", "build_envs", "make_env", "noise_config", "CLEAN", "NOISY_EVAL",
            "TRAIN_NOISE", "Episode", "run_episode", "label", "is_retryable", "domain_policy",

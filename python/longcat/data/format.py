@@ -66,14 +66,19 @@ def encode(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping] | No
            tool_format: str = "compact") -> tuple[list[int], list[int]]:
     """(token ids, assistant mask) of a whole conversation."""
     msgs, tl = prompt_messages(messages, tools, tool_format)
-    text = render_chat(msgs, tl)
-    spans = []
-    for i, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
-        start = len(render_chat(msgs[:i], tl, add_generation_prompt=True))
-        end = len(render_chat(msgs[:i + 1], tl)) - 1     # up to <|im_end|>, not the newline
-        spans.append((start, end))
+    # The template is append-only: the system/tools header, then each turn rendered on its own
+    # (rendering every prefix instead would cost O(turns^2)).
+    head = 1 if msgs and msgs[0]["role"] == "system" else 0
+    parts = [render_chat(msgs[:head], tl) if (head or tl) else render_chat([], None)]
+    bos = len(render_chat([], None))
+    parts += [render_chat([m], None)[bos:] for m in msgs[head:]]
+    text = "".join(parts)
+    spans, at = [], len(parts[0])
+    opener = len(render_chat([], None, add_generation_prompt=True)) - bos
+    for m, piece in zip(msgs[head:], parts[1:]):
+        if m["role"] == "assistant":
+            spans.append((at + opener, at + len(piece) - 1))   # up to <|im_end|>, not the newline
+        at += len(piece)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     mask = [0] * len(ids)

@@ -168,13 +168,10 @@ class _EndpointAgent:
 def _run_condition(agent, envs: Mapping, tasks: Sequence[Mapping], cond: str, cfg: EvalConfig, bar) -> list[dict]:
     noise = ea.noise_config(CONDITIONS[cond], intensity=cfg.noise_intensity, seed=cfg.seed)
     rows = []
-    built: dict[str, object] = {}
     for sample in range(cfg.samples):
         live = []
         for t in tasks:
-            key = f"{t['env_id']}#{len(live)}"
             env = ea.make_env(envs[t["env_id"]], noise=noise, max_steps=4 * cfg.max_turns)
-            built[key] = env
             conv = ea.Conversation(env, t, max_turns=cfg.max_turns)
             live.append({"task": t, "conv": conv, "prompt": 0, "gen": 0, "env": env})
         active = list(live)

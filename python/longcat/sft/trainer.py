@@ -375,7 +375,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                     bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.1e}")
             done = step + 1 == total
             timed_out = cfg.max_seconds is not None and time.perf_counter() - t_train > cfg.max_seconds
-            if timed_out and dist is not None:   # every rank stops at the same step
+            if cfg.max_seconds is not None and dist is not None:   # every rank stops at the same step
                 flag = torch.tensor([1.0 if timed_out else 0.0])
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 timed_out = bool(flag)
