@@ -85,6 +85,10 @@ SUBCOMMAND_MODULES = [
     "longcat.serve.cli",
     "longcat.heavy.cli",
     "longcat.rl.cli",
+    "longcat.data.cli",
+    "longcat.sft.cli",
+    "longcat.evaluate.cli",
+    "longcat.demo",
 ]
 
 

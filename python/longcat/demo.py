@@ -1,0 +1,279 @@
+"""``longcat demo``: the whole system on a laptop-sized default, in one command.
+
+Stages (each skips when its output exists; ``--force`` redoes them all):
+
+1. ``envs/``     build environments and tasks (``longcat envs build``);
+2. ``data/``     synthesise and verify trajectories, hold out environments (``longcat data synth``);
+3. ``models/init`` a randomly initialised preset (``tiny`` by default) with the tokenizer;
+4. ``eval/before`` the random model on held-out tasks;
+5. ``sft/``      supervised fine-tuning under a time budget (``longcat sft``);
+6. ``rl/``       a short asynchronous RL run with ``longcat.rl.train`` when that package is
+                 installed (otherwise the demo says so and goes on with the SFT checkpoint);
+7. ``eval/after`` the trained agent, clean and noisy;
+8. ``report.md`` with PNG plots (SFT loss, success before vs after and clean vs noisy, RL reward
+                 and staleness when RL ran).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class DemoConfig:
+    preset: str = "tiny"
+    envs: int = 400
+    tasks_per_env: int = 3
+    eval_fraction: float = 0.1
+    variants: str = "all"
+    sft_seconds: float = 420.0
+    sft_seq_len: int = 2048
+    sft_grad_accum: int = 4
+    sft_lr: float = 3e-3
+    eval_tasks: int = 24
+    eval_tiers: tuple[int, ...] = (2,)
+    eval_max_turns: int = 12
+    eval_max_tokens: int = 128
+    rl_steps: int = 20
+    seed: int = 0
+    workers: int | None = None
+
+
+def _stage(name: str, done: bool) -> None:
+    print(f"\n== {name}" + (" (output exists: skipped; --force redoes it)" if done else ""), flush=True)
+
+
+def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, progress: bool = True) -> Path:
+    """Runs the demo into ``out``; returns the path of ``report.md``."""
+    from longcat.data import envs_adapter as ea
+    from longcat.data.synth import VARIANTS, synthesize
+    from longcat.evaluate import EvalConfig, evaluate, load_heldout
+    from longcat.models.random_init import init_checkpoint
+    from longcat.sft import SFTConfig, train
+
+    cfg = cfg or DemoConfig()
+    out = Path(out)
+    if force and out.exists():
+        for sub in ("envs", "data", "models", "eval", "sft", "rl", "plots", "report.md"):
+            p = out / sub
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        r = fn()
+        times[name] = time.perf_counter() - t
+        return r
+
+    envs_dir = out / "envs"
+    done = (envs_dir / "summary.json").is_file()
+    _stage(f"1/8 build environments ({cfg.envs})", done)
+    if not done:
+        timed("envs", lambda: ea.build_envs(envs_dir, count=cfg.envs, seed=cfg.seed, tasks_per_env=cfg.tasks_per_env,
+                                            workers=cfg.workers, progress=progress))
+    data_dir = out / "data"
+    done = (data_dir / "summary.json").is_file()
+    _stage("2/8 synthesise + verify trajectories", done)
+    if not done:
+        variants = VARIANTS if cfg.variants == "all" else tuple(cfg.variants.split(","))
+        timed("data", lambda: synthesize(envs_dir, data_dir, variants=variants, eval_fraction=cfg.eval_fraction,
+                                         seed=cfg.seed, workers=cfg.workers, progress=progress))
+    data_summary = json.loads((data_dir / "summary.json").read_text())
+    print(f"   {data_summary['trajectories']} verified trajectories, {data_summary['eval_tasks']} held-out tasks")
+
+    init_dir = out / "models" / "init"
+    done = (init_dir / "config.json").is_file()
+    _stage(f"3/8 random {cfg.preset} checkpoint", done)
+    if not done:
+        timed("init", lambda: init_checkpoint(init_dir, cfg.preset, seed=cfg.seed))
+
+    envs, tasks = load_heldout(data_dir)
+    ecfg = dict(max_tasks=cfg.eval_tasks, tiers=cfg.eval_tiers or None, seed=cfg.seed, max_turns=cfg.eval_max_turns,
+                max_tokens=cfg.eval_max_tokens)
+    before = out / "eval" / "before"
+    done = before.with_suffix(".json").is_file()
+    _stage("4/8 evaluate the random model (held-out, clean)", done)
+    if not done:
+        timed("eval_before", lambda: evaluate(envs, tasks, model=str(init_dir), out=before, progress=progress,
+                                              cfg=EvalConfig(conditions=("clean",), **ecfg)))
+
+    sft_dir = out / "sft"
+    done = (sft_dir / "final" / "config.json").is_file()
+    _stage(f"5/8 SFT ({cfg.sft_seconds:.0f} s budget)", done)
+    if not done:
+        scfg = SFTConfig(seq_len=cfg.sft_seq_len, grad_accum=cfg.sft_grad_accum, lr=cfg.sft_lr, epochs=1.0,
+                         warmup_steps=5, max_seconds=cfg.sft_seconds, save_every=25, seed=cfg.seed)
+        timed("sft", lambda: train(data_dir / "train.jsonl", init_dir, sft_dir, scfg, progress=progress))
+    agent_dir = sft_dir / "final"
+
+    rl_note, rl_result = _run_rl(out, cfg, agent_dir, progress, times)
+    if rl_result is not None:
+        agent_dir = Path(rl_result.checkpoint_dir)
+
+    after = out / "eval" / "after"
+    done = after.with_suffix(".json").is_file()
+    _stage("7/8 evaluate the trained agent (held-out, clean and noisy)", done)
+    if not done:
+        timed("eval_after", lambda: evaluate(envs, tasks, model=str(agent_dir), out=after, progress=progress,
+                                             cfg=EvalConfig(conditions=("clean", "noisy"), **ecfg)))
+    _stage("8/8 report", False)
+    report = write_report(out, cfg, data_summary, rl_note, rl_result, times)
+    print(f"   -> {report}")
+    return report
+
+
+def _run_rl(out: Path, cfg: DemoConfig, sft_final: Path, progress: bool, times: dict):
+    try:
+        import longcat.rl as rl
+    except ImportError:
+        rl = None
+    if rl is None or not hasattr(rl, "train"):
+        note = ("RL skipped: `longcat.rl` is not installed in this build, so the demo stops after SFT and "
+                "evaluates the SFT checkpoint.")
+        _stage("6/8 asynchronous RL", False)
+        print("   " + note)
+        return note, None
+    recipe = _find_recipe("rl/agent-small.yaml")
+    _stage(f"6/8 asynchronous RL ({cfg.rl_steps} steps, recipe {recipe})", False)
+    if recipe is None:
+        note = "RL skipped: `longcat.rl` is installed but the recipe rl/agent-small.yaml was not found."
+        print("   " + note)
+        return note, None
+    t = time.perf_counter()
+    result = rl.train(str(recipe), str(out / "rl"), max_steps=cfg.rl_steps, progress=progress)
+    times["rl"] = time.perf_counter() - t
+    return f"RL: {cfg.rl_steps} steps of `{recipe}` (warm start from the SFT checkpoint, {sft_final}).", result
+
+
+def _find_recipe(rel: str) -> Path | None:
+    here = Path(__file__).resolve().parent
+    for base in (Path.cwd() / "recipes", here / "recipes", here.parent.parent / "recipes", Path.cwd()):
+        if (base / rel).is_file():
+            return base / rel
+    return None
+
+
+def _plots(out: Path, before: dict | None, after: dict | None, rl_result) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pdir = out / "plots"
+    pdir.mkdir(exist_ok=True)
+    made = []
+    metrics = out / "sft" / "metrics.jsonl"
+    if metrics.is_file():
+        hist = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+        if hist:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            ax.plot([h["step"] for h in hist], [h["loss"] for h in hist])
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel("loss (assistant tokens)")
+            ax.set_title("SFT loss")
+            fig.tight_layout()
+            fig.savefig(pdir / "sft_loss.png", dpi=110)
+            plt.close(fig)
+            made.append("plots/sft_loss.png")
+    if after is not None:
+        labels, vals = [], []
+        if before is not None:
+            labels.append("random init\n(clean)")
+            vals.append(before["conditions"]["clean"]["all"]["success"])
+        for cond in ("clean", "noisy"):
+            if cond in after["conditions"]:
+                labels.append(f"trained\n({cond})")
+                vals.append(after["conditions"][cond]["all"]["success"])
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar(labels, vals, color=["#999999", "#2a7ab0", "#d9822b"][:len(vals)])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("held-out success")
+        ax.set_title("Success: before vs after, clean vs noisy")
+        for i, v in enumerate(vals):
+            ax.text(i, v + 0.02, f"{v:.2f}", ha="center")
+        fig.tight_layout()
+        fig.savefig(pdir / "success.png", dpi=110)
+        plt.close(fig)
+        made.append("plots/success.png")
+    if rl_result is not None and getattr(rl_result, "metrics_path", None) and Path(rl_result.metrics_path).is_file():
+        rows = [json.loads(l) for l in Path(rl_result.metrics_path).read_text().splitlines() if l.strip()]
+        keys = [k for k in ("reward", "staleness") if rows and any(k in r for r in rows)]
+        if keys:
+            fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+            for ax, k in zip(axes[0], keys):
+                pts = [(r.get("step", i), r[k]) for i, r in enumerate(rows) if k in r]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts])
+                ax.set_title(f"RL {k}")
+                ax.set_xlabel("step")
+            fig.tight_layout()
+            fig.savefig(pdir / "rl.png", dpi=110)
+            plt.close(fig)
+            made.append("plots/rl.png")
+    return made
+
+
+def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, rl_result, times: dict) -> Path:
+    from longcat.evaluate import markdown_table
+
+    load = lambda p: json.loads(p.read_text()) if p.is_file() else None  # noqa: E731
+    before, after = load(out / "eval" / "before.json"), load(out / "eval" / "after.json")
+    plots = _plots(out, before, after, rl_result)
+    sft_hist = [json.loads(l) for l in (out / "sft" / "metrics.jsonl").read_text().splitlines() if l.strip()] \
+        if (out / "sft" / "metrics.jsonl").is_file() else []
+    lines = ["# longcat demo report", "",
+             f"Preset `{cfg.preset}`; {data_summary['train_envs']} training environments, "
+             f"{data_summary['heldout_envs']} held out (no environment in both).", "",
+             "## Data", "",
+             f"{data_summary['trajectories']} verified trajectories ({data_summary['duplicates']} duplicates dropped) "
+             f"from {data_summary['train_tasks']} tasks in {data_summary['seconds']:.1f} s. Kept per variant: "
+             + ", ".join(f"{k} {v}" for k, v in data_summary["kept"].items())
+             + ". Failed verification: " + (", ".join(f"{k} {v}" for k, v in data_summary["failed"].items()) or "none")
+             + ".", "", "## SFT", ""]
+    if sft_hist:
+        lines.append(f"{sft_hist[-1]['step']} optimizer steps in {sft_hist[-1]['seconds']:.0f} s; loss "
+                     f"{sft_hist[0]['loss']:.3f} -> {sft_hist[-1]['loss']:.3f}.")
+    lines += ["", "## RL", "", rl_note, "", "## Evaluation (held-out environments)", "",
+              f"Tiers evaluated (gold tool calls per task): {list(cfg.eval_tiers) or 'all'}; "
+              f"at most {cfg.eval_tasks} tasks.", ""]
+    if before is not None:
+        lines += ["### Before (random init)", "", markdown_table(before), ""]
+    if after is not None:
+        lines += ["### After", "", markdown_table(after), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    if times:
+        lines += ["## Stage times (this run)", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in times.items()] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help="environments -> data -> SFT -> (RL) -> evaluation -> report, in one command")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--force", action="store_true", help="redo every stage even when its output exists")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    p.add_argument("--envs", type=int, default=DemoConfig.envs, help="environments to build")
+    p.add_argument("--sft-seconds", type=float, default=DemoConfig.sft_seconds, help="SFT time budget")
+    p.add_argument("--eval-tasks", type=int, default=DemoConfig.eval_tasks, help="held-out tasks evaluated")
+    p.add_argument("--eval-tiers", default="2", help="gold-call counts evaluated, comma-separated, or 'all'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    tiers = () if args.eval_tiers == "all" else tuple(int(x) for x in args.eval_tiers.split(","))
+    cfg = DemoConfig(preset=args.preset, envs=args.envs, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
+                     eval_tiers=tiers, seed=args.seed)
+    t = time.perf_counter()
+    report = run(args.out, cfg, force=args.force, progress=not args.no_progress)
+    print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {report}")
+    return 0

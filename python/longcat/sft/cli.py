@@ -1,0 +1,42 @@
+"""``longcat sft --data train.jsonl --model CKPT --out DIR``."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("sft", help="supervised fine-tuning on chat trajectories (resumable, torchrun-aware)")
+    p.add_argument("--data", required=True, action="append",
+                   help="a JSON-lines file of trajectories in OpenAI chat format (repeatable)")
+    p.add_argument("--model", required=True, help="checkpoint folder to start from (config.json + weights + tokenizer)")
+    p.add_argument("--out", required=True, help="output folder (checkpoint-<step>/, final/, metrics.jsonl)")
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--micro-batch", type=int, default=1, help="packed rows per micro-batch (per process)")
+    p.add_argument("--grad-accum", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None, help="stop and save after this much training time")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--tool-format", default="compact", choices=["compact", "json"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sft)
+    return p
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from longcat.sft import SFTConfig, train
+
+    cfg = SFTConfig(seq_len=args.seq_len, micro_batch=args.micro_batch, grad_accum=args.grad_accum, lr=args.lr,
+                    warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
+                    max_seconds=args.max_seconds, dtype=args.dtype, save_every=args.save_every,
+                    tool_format=args.tool_format, seed=args.seed)
+    r = train(args.data, args.model, args.out, cfg, progress=not args.no_progress)
+    print(f"sft: {r.steps} steps (resumed from {r.resumed_from}), {r.examples} conversations "
+          f"({r.dropped_too_long} longer than --seq-len dropped), {r.tokens_trained} assistant tokens trained, "
+          f"final loss {r.final_loss if r.final_loss is None else round(r.final_loss, 4)}, {r.seconds:.1f} s "
+          f"-> {r.checkpoint_dir}")
+    return 0

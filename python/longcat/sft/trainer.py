@@ -1,0 +1,404 @@
+"""Supervised fine-tuning of a longcat checkpoint on chat trajectories (``longcat sft``).
+
+* **Data**: JSON lines in OpenAI chat format (``longcat data synth``'s ``train.jsonl``), rendered
+  with ``longcat.data.format.encode`` (the prompt format evaluation uses too); the loss is taken
+  on assistant tokens only. Conversations longer than ``seq_len`` are dropped (counted).
+* **Packing**: conversations are packed first-fit-decreasing into rows of ``seq_len`` tokens; a
+  block-diagonal causal mask keeps each conversation from seeing its row neighbours (RoPE is
+  relative, so a packed conversation computes exactly what it would alone).
+* **Precision**: the model runs in bfloat16 (or float32); AdamW updates float32 master copies of
+  the weights, which are cast back into the model after every step.
+* **Schedule**: linear warm-up then cosine decay to ``min_lr_ratio * lr``; ``grad_accum``
+  micro-batches per step; gradient clipping on the float32 gradients.
+* **Checkpoints**: ``out/checkpoint-<step>`` in the Hugging Face layout (config.json +
+  safetensors + tokenizer files) plus ``trainer_state.pt`` (master weights, optimizer, step);
+  each is written under a temporary name and renamed into place, so an interrupted or failed
+  save leaves the previous checkpoint valid. ``out/final`` is the last one.
+* **Resume**: a run in a folder with checkpoints continues from the newest complete one; the data
+  order depends only on the seed, so no batch is trained twice. A checkpoint of another model
+  shape is a ``ValueError``.
+* **Data parallel**: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes its share of every
+  step's rows and the float32 gradients are summed with ``all_reduce`` (gloo on CPU, NCCL on
+  CUDA); rank 0 writes the checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "pack", "lr_at", "latest_checkpoint"]
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+STATE = "trainer_state.pt"
+META = "sft_meta.json"
+
+
+@dataclass
+class SFTConfig:
+    seq_len: int = 2048
+    micro_batch: int = 1          # packed rows per micro-batch (per rank)
+    grad_accum: int = 4
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    epochs: float = 1.0
+    max_steps: int | None = None
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = 1.0
+    dtype: str = "bfloat16"
+    save_every: int = 50
+    keep: int = 2
+    seed: int = 0
+    tool_format: str = "compact"
+    max_seconds: float | None = None   # stop (and save) after this much training time
+    max_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "micro_batch", "grad_accum", "save_every", "keep"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SFTConfig.{name}: expected an int >= 1, got {v!r}")
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"SFTConfig.dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
+        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"SFTConfig.lr / min_lr_ratio: expected lr > 0 and ratio in [0, 1], got "
+                             f"{self.lr!r} / {self.min_lr_ratio!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"SFTConfig.max_steps: expected None or >= 1, got {self.max_steps!r}")
+        if self.epochs <= 0:
+            raise ValueError(f"SFTConfig.epochs: expected > 0, got {self.epochs!r}")
+
+
+@dataclass
+class SFTResult:
+    checkpoint_dir: Path
+    metrics_path: Path
+    steps: int
+    resumed_from: int
+    examples: int
+    dropped_too_long: int
+    tokens_trained: int
+    seconds: float
+    final_loss: float | None
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int]:
+    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len``; and how many did not."""
+    from longcat.data.format import check_trajectory, encode, read_jsonl
+
+    docs, dropped = [], 0
+    for p in paths:
+        for obj in read_jsonl(p, check_trajectory):
+            ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
+            if len(ids) > cfg.seq_len:
+                dropped += 1
+                continue
+            if sum(mask):
+                docs.append((ids, mask))
+            if cfg.max_examples is not None and len(docs) >= cfg.max_examples:
+                return docs, dropped
+    return docs, dropped
+
+
+def pack(docs: Sequence[tuple[list, list]], seq_len: int) -> list[list[int]]:
+    """Rows of doc indices, first-fit decreasing by length (deterministic)."""
+    order = sorted(range(len(docs)), key=lambda i: (-len(docs[i][0]), i))
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        n = len(docs[i][0])
+        for r, f in enumerate(free):
+            if f >= n:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(seq_len - n)
+    return rows
+
+
+def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int):
+    """input ids, labels (-100 off the assistant tokens) and per-token doc ids (-1 = padding)."""
+    B = len(rows)
+    ids = torch.full((B, seq_len), pad_id, dtype=torch.long)
+    labels = torch.full((B, seq_len), -100, dtype=torch.long)
+    doc = torch.full((B, seq_len), -1, dtype=torch.long)
+    for b, row in enumerate(rows):
+        at = 0
+        for k, i in enumerate(row):
+            t, m = docs[i]
+            n = len(t)
+            ids[b, at:at + n] = torch.tensor(t)
+            lab = torch.tensor(t)
+            lab[torch.tensor(m) == 0] = -100
+            lab[0] = -100          # never predicted across a document boundary
+            labels[b, at:at + n] = lab
+            doc[b, at:at + n] = k
+            at += n
+    return ids, labels, doc
+
+
+def _loss_sum(model, ids, labels, doc) -> torch.Tensor:
+    """Summed next-token cross entropy over labelled tokens, with a block-diagonal causal mask."""
+    B, S = ids.shape
+    causal = torch.ones(S, S, dtype=torch.bool).tril()
+    same = doc[:, :, None] == doc[:, None, :]
+    mask = (causal & same & (doc[:, :, None] >= 0)) | torch.eye(S, dtype=torch.bool)
+    mask = mask[:, None]
+    positions = torch.arange(S)
+    h = model.model.embed_tokens(ids)
+    for layer in model.model.layers:
+        h = layer(h, lambda i, x, layer=layer: layer.self_attn[i](x, positions, mask))
+    logits = model.lm_head(model.model.norm(h))
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=-100, reduction="sum")
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``out`` (None when there is none)."""
+    out = Path(out)
+    best = None
+    for p in out.glob("checkpoint-*") if out.is_dir() else ():
+        try:
+            step = int(p.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if (p / STATE).is_file() and (best is None or step > best[0]):
+            best = (step, p)
+    return best[1] if best else None
+
+
+def _shape(config) -> dict:
+    d = config.to_dict()
+    return {k: v for k, v in d.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
+
+
+def _check_same_shape(base_cfg, ckpt: Path) -> None:
+    other_d = json.loads((ckpt / "config.json").read_text())
+    a = _shape(base_cfg)
+    diff = {k: (a.get(k), other_d.get(k)) for k in a if k in other_d and a.get(k) != other_d.get(k)}
+    if diff:
+        shown = ", ".join(f"{k}: model {x!r} vs checkpoint {y!r}" for k, (x, y) in list(diff.items())[:6])
+        raise ValueError(f"resume: checkpoint {str(ckpt)!r} is of another model shape ({shown}); use a new "
+                         f"--out folder or the matching --model")
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def _save(out: Path, step: int, model, tokenizer_dir: Path, masters, opt, cfg: SFTConfig, meta: dict) -> Path:
+    final = out / f"checkpoint-{step:06d}"
+    tmp = out / f".tmp-checkpoint-{step:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    for f in _TOKENIZER_FILES:
+        if (tokenizer_dir / f).is_file():
+            shutil.copy2(tokenizer_dir / f, tmp / f)
+    torch.save({"step": step, "masters": [m.detach().clone() for m in masters], "optimizer": opt.state_dict(),
+                "config": asdict(cfg)}, tmp / STATE)
+    (tmp / META).write_text(json.dumps({**meta, "step": step, "tool_format": cfg.tool_format}, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    olds = sorted((p for p in out.glob("checkpoint-*") if p != final), key=lambda p: p.name)
+    for p in olds[:max(0, len(olds) - (cfg.keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def _publish_final(out: Path, ckpt: Path) -> Path:
+    tmp, final = out / ".tmp-final", out / "final"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(ckpt, tmp, ignore=shutil.ignore_patterns(STATE))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike,
+          cfg: SFTConfig | None = None, progress: bool = True) -> SFTResult:
+    """Fine-tunes the checkpoint folder ``model`` on ``data`` into ``out`` (see the module
+    docstring); resumes from ``out``'s newest checkpoint when there is one."""
+    from longcat.engine.llm import load_tokenizer
+    from longcat.models import LongcatFlashForCausalLM
+
+    cfg = cfg or SFTConfig()
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    model_dir, out = Path(model), Path(out)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model: expected a checkpoint folder with config.json, got {str(model_dir)!r}")
+    tokenizer = load_tokenizer(None, str(model_dir))
+    if tokenizer is None:
+        raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (make one with `longcat models init`)")
+    dist, rank, world = _dist()
+    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()
+    docs, dropped = load_dataset(paths, tokenizer, cfg)
+    if not docs:
+        raise ValueError(f"data: no trajectory of {[str(p) for p in paths]} fits seq_len={cfg.seq_len} "
+                         f"({dropped} longer)")
+    rows = pack(docs, cfg.seq_len)
+    per_step = cfg.micro_batch * cfg.grad_accum * world
+    steps_per_epoch = max(1, len(rows) // per_step)
+    total = cfg.max_steps or max(1, int(round(steps_per_epoch * cfg.epochs)))
+
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    net = LongcatFlashForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    base_config = net.config
+    out.mkdir(parents=True, exist_ok=True)
+    resume = latest_checkpoint(out)
+    start = 0
+    state = None
+    if resume is not None:
+        _check_same_shape(base_config, resume)
+        state = torch.load(resume / STATE, map_location="cpu", weights_only=False)
+        start = int(state["step"])
+    params = [p for p in net.parameters() if p.requires_grad]
+    masters = [p.detach().float().clone() for p in params]
+    if state is not None:
+        if len(state["masters"]) != len(masters) or any(a.shape != b.shape for a, b in zip(state["masters"], masters)):
+            raise ValueError(f"resume: {str(resume)!r} holds weights of another shape than --model {str(model_dir)!r}")
+        masters = [m.float() for m in state["masters"]]
+    for m in masters:
+        m.requires_grad_(True)
+    net = net.to(dtype)
+    params = [p for p in net.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p, m in zip(params, masters):
+            p.copy_(m)
+    decay = [m for m in masters if m.dim() >= 2]
+    no_decay = [m for m in masters if m.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    net.train()
+
+    metrics_path = out / "metrics.jsonl"
+    history: list[dict] = []
+    if rank == 0 and metrics_path.exists():
+        history = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+        history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
+            "rows": len(rows), "total_steps": total, "world_size": world}
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="sft", unit="step")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens_trained = 0
+    last_ckpt = resume
+    loss_val = None
+    step = start
+    t_train = time.perf_counter()
+    timed_out = False
+    try:
+        for step in range(start, total):
+            epoch, k = divmod(step, steps_per_epoch)
+            order = list(range(len(rows)))
+            random.Random(cfg.seed * 1000003 + epoch).shuffle(order)
+            mine = order[k * per_step:(k + 1) * per_step][rank::world]
+            n_tok = torch.tensor([float(sum(sum(docs[i][1][1:]) for r in mine for i in rows[r]))])
+            if dist is not None:
+                dist.all_reduce(n_tok)
+            denom = max(1.0, float(n_tok))
+            for m in masters:
+                m.grad = torch.zeros_like(m)
+            loss_sum = 0.0
+            for j in range(0, len(mine), cfg.micro_batch):
+                ids, labels, doc = _batch(docs, [rows[r] for r in mine[j:j + cfg.micro_batch]], cfg.seq_len, pad)
+                loss = _loss_sum(net, ids, labels, doc) / denom
+                loss.backward()
+                loss_sum += float(loss.detach()) * denom
+                for p, m in zip(params, masters):
+                    if p.grad is not None:
+                        m.grad += p.grad.float()
+                        p.grad = None
+                tokens_trained += int((labels != -100).sum())
+            if dist is not None:
+                for m in masters:
+                    dist.all_reduce(m.grad)
+                t = torch.tensor([loss_sum])
+                dist.all_reduce(t)
+                loss_sum = float(t)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(masters, cfg.clip))
+            lr = lr_at(step, total, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+            with torch.no_grad():
+                for p, m in zip(params, masters):
+                    p.copy_(m)
+            loss_val = loss_sum / denom
+            rec = {"step": step + 1, "loss": loss_val, "lr": lr, "grad_norm": gnorm, "tokens": int(n_tok),
+                   "seconds": time.perf_counter() - t_start}
+            if rank == 0:
+                history.append(rec)
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.1e}")
+            done = step + 1 == total
+            timed_out = cfg.max_seconds is not None and time.perf_counter() - t_train > cfg.max_seconds
+            if cfg.max_seconds is not None and dist is not None:   # every rank stops at the same step
+                flag = torch.tensor([1.0 if timed_out else 0.0])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                timed_out = bool(flag)
+            if (step + 1) % cfg.save_every == 0 or done or timed_out:
+                if rank == 0:
+                    last_ckpt = _save(out, step + 1, net, model_dir, masters, opt, cfg, meta)
+                if dist is not None:
+                    dist.barrier()
+            if timed_out:
+                step += 1
+                break
+        else:
+            step = total
+    finally:
+        if bar is not None:
+            bar.close()
+    if last_ckpt is None:
+        last_ckpt = latest_checkpoint(out)
+    final = out / "final"
+    if rank == 0 and last_ckpt is not None:
+        final = _publish_final(out, last_ckpt)
+    if dist is not None:
+        dist.barrier()
+    return SFTResult(checkpoint_dir=final, metrics_path=metrics_path, steps=step, resumed_from=start,
+                     examples=len(docs), dropped_too_long=dropped, tokens_trained=tokens_trained,
+                     seconds=time.perf_counter() - t_start, final_loss=loss_val, history=history)

@@ -1,0 +1,21 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """A small environment build (2 domains) and its synthesised data, shared by the tests here."""
+    from longcat.data import envs_adapter as ea
+    from longcat.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("agentic")
+    ea.build_envs(root / "envs", count=12, seed=0, domains=["retail", "airline"], tasks_per_env=2, workers=1,
+                  progress=False)
+    summary = synthesize(root / "envs", root / "data", eval_fraction=0.25, seed=0, workers=1, progress=False)
+    return root, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    from longcat.models.random_init import init_checkpoint
+
+    return init_checkpoint(tmp_path_factory.mktemp("tiny") / "init", "tiny", seed=0, max_position_embeddings=4096)

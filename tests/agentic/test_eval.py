@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from longcat.data import envs_adapter as ea
+from longcat.data.synth import ReferencePolicy
+from longcat.evaluate import EvalConfig, markdown_table, partial_credit, pass_hat_k
+from longcat.evaluate import runner
+
+
+def test_pass_hat_k():
+    assert pass_hat_k([2, 0], 2, 1) == 0.5
+    assert pass_hat_k([2, 1], 2, 2) == 0.5          # only the task with 2/2 passes twice
+    assert pass_hat_k([3, 2, 0], 4, 2) == pytest.approx((3 / 6 + 1 / 6) / 3)
+    with pytest.raises(ValueError, match="k"):
+        pass_hat_k([1], 2, 3)
+
+
+def test_config_errors_are_named():
+    with pytest.raises(ValueError, match="conditions"):
+        EvalConfig(conditions=("sunny",))
+    with pytest.raises(ValueError, match="temperature"):
+        EvalConfig(samples=3, temperature=0.0)
+
+
+class _Gold:
+    """The reference agent behind the evaluator's agent interface: it must score 1 everywhere."""
+    name, tool_format = "gold", "compact"
+
+    def __init__(self):
+        self.policies = {}
+
+    def replies(self, convs, cfg, seed):
+        out = []
+        for c in convs:
+            p = self.policies.setdefault(id(c), ReferencePolicy(c.task, "grounded", c.env.tools))
+            out.append((p(c.messages, {"env": c.env, "last": c.last}), 0, 1))
+        return out
+
+
+class _Mute:
+    name, tool_format = "mute", "compact"
+
+    def replies(self, convs, cfg, seed):
+        return [({"role": "assistant", "content": "Goodbye."}, 0, 1) for _ in convs]
+
+
+def test_evaluation_loop_scores_reference_and_silent_agents(built):
+    root, _ = built
+    envs, tasks = runner.load_heldout(root / "data")
+    tasks = tasks[:3]
+    cfg = EvalConfig(samples=1)
+    for cond in ("clean", "noisy"):
+        rows = runner._run_condition(_Gold(), envs, tasks, cond, cfg, None)
+        assert [r["reward"] for r in rows] == [1.0] * len(tasks)
+        assert all(r["partial"] == 1.0 for r in rows)
+    rows = runner._run_condition(_Mute(), envs, tasks, "clean", cfg, None)
+    assert all(r["reward"] == 0.0 and r["partial"] < 1.0 for r in rows)
+    s = runner._summarize(rows, 1)
+    assert s["success"] == 0.0 and s["tasks"] == len(tasks)
+
+
+def test_partial_credit_counts_parts():
+    task = {"gold_actions": [{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": {}}],
+            "rubrics": [{"info": 5}]}
+    ep = ea.Episode(messages=[], tools=[], reward=0.0, reward_info={"db": False, "rubrics": [True]},
+                    tool_calls=[("a", {"x": "1"}), ("b", {"y": 2})])
+    assert partial_credit(task, ep) == pytest.approx(2 / 4)
+
+
+def test_engine_checkpoint_writes_json_and_markdown(built, tiny_ckpt, tmp_path):
+    root, _ = built
+    envs, tasks = runner.load_heldout(root / "data")
+    r = runner.evaluate(envs, tasks, model=str(tiny_ckpt), out=tmp_path / "res", progress=False,
+                        cfg=EvalConfig(conditions=("clean",), max_tasks=2, max_turns=2, max_tokens=8))
+    saved = json.loads((tmp_path / "res.json").read_text())
+    assert saved["conditions"]["clean"]["all"]["tasks"] == 2 == r["conditions"]["clean"]["all"]["tasks"]
+    assert 0 < saved["conditions"]["clean"]["all"]["generated_tokens_per_task"] <= 16
+    assert (tmp_path / "res.md").read_text() == markdown_table(r)
+    with pytest.raises(ValueError, match="exactly one"):
+        runner.evaluate(envs, tasks, progress=False)

@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from longcat.sft import SFTConfig, latest_checkpoint, train
+from longcat.sft.trainer import _batch, _loss_sum, lr_at, pack
+
+
+def _conv(i):
+    return {"messages": [{"role": "system", "content": "Agent."}, {"role": "user", "content": f"Order W{i}?"},
+                         {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {
+                             "name": "get_order", "arguments": json.dumps({"order_id": f"W{i}"})}}]},
+                         {"role": "tool", "tool_call_id": "c", "content": f"{{\"status\": \"s{i % 3}\"}}"},
+                         {"role": "assistant", "content": f"The status is s{i % 3}."}]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from longcat.models.random_init import init_checkpoint
+
+    root = tmp_path_factory.mktemp("sft")
+    ckpt = init_checkpoint(root / "init", "tiny", seed=0, max_position_embeddings=1024)
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(_conv(i)) + "\n" for i in range(24)))
+    return root, ckpt, data
+
+
+CFG = dict(seq_len=256, grad_accum=1, lr=3e-3, warmup_steps=2, dtype="float32", save_every=2)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_pack_and_schedule():
+    docs = [([1] * n, [1] * n) for n in (5, 9, 3, 7, 2)]
+    rows = pack(docs, 10)
+    assert sorted(i for r in rows for i in r) == list(range(5))
+    assert all(sum(len(docs[i][0]) for i in r) <= 10 for r in rows) and len(rows) == 3
+    cfg = SFTConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(s, 20, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(19, 20, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 15 / 16)).item()))
+    with pytest.raises(ValueError, match="seq_len"):
+        SFTConfig(seq_len=0)
+
+
+def test_packed_loss_equals_separate_losses(setup):
+    """The block-diagonal mask: two packed conversations cost what they cost alone."""
+    from longcat.models import LongcatFlashForCausalLM
+
+    _, ckpt, _ = setup
+    model = LongcatFlashForCausalLM.from_pretrained(str(ckpt))
+    docs = [([1, 5, 9, 14, 20, 3], [0, 0, 1, 1, 1, 1]), ([1, 7, 7, 30, 2], [0, 1, 1, 0, 1])]
+    packed = _loss_sum(model, *_batch(docs, [[0, 1]], 16, 0))
+    alone = sum(_loss_sum(model, *_batch(docs, [[i]], 16, 0)) for i in range(2))
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_train_checkpoint_resume_is_the_same_run(setup):
+    root, ckpt, data = setup
+    straight = train(data, ckpt, root / "straight", SFTConfig(**CFG, max_steps=3), progress=False)
+    assert straight.steps == 3 and straight.final_loss < straight.history[0]["loss"]
+    assert (straight.checkpoint_dir / "config.json").is_file() and (straight.checkpoint_dir / "tokenizer.json").is_file()
+    # interrupted after 2 steps, then resumed: nothing trained twice, same weights
+    first = train(data, ckpt, root / "resumed", SFTConfig(**CFG, max_steps=2), progress=False)
+    assert first.steps == 2
+    again = train(data, ckpt, root / "resumed", SFTConfig(**CFG, max_steps=3), progress=False)
+    assert again.resumed_from == 2 and again.steps == 3
+    steps = [json.loads(l)["step"] for l in (root / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    a, b = _weights(straight.checkpoint_dir), _weights(again.checkpoint_dir)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # no temporary folders left; the engine loads the result
+    assert not list((root / "resumed").glob(".tmp-*"))
+    from longcat.engine import LLM, SamplingParams
+
+    out = LLM(str(again.checkpoint_dir)).generate([[1, 5, 9]], SamplingParams(max_tokens=3, temperature=0))
+    assert len(out[0].outputs[0].token_ids) == 3
+
+
+def test_checkpoint_of_another_shape_is_refused(setup, tmp_path):
+    import shutil
+
+    root, ckpt, data = setup
+    train(data, ckpt, tmp_path / "run", SFTConfig(**CFG, max_steps=2), progress=False)
+    other = shutil.copytree(ckpt, tmp_path / "other")          # the same model with another context length
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["max_position_embeddings"] = 512
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="another model shape.*max_position_embeddings"):
+        train(data, other, tmp_path / "run", SFTConfig(**CFG, max_steps=4), progress=False)
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-000002"
+
+
+def test_bad_data_names_file_and_line(setup, tmp_path):
+    _, ckpt, _ = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_conv(0)) + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: the conversation has no assistant turn"):
+        train(bad, ckpt, tmp_path / "o", SFTConfig(**CFG, max_steps=1), progress=False)
+    with pytest.raises(ValueError, match="model: expected a checkpoint folder"):
+        train(bad, tmp_path, tmp_path / "o", SFTConfig(**CFG, max_steps=1), progress=False)
+
+
+_DDP = """
+import sys, json
+from longcat.sft import SFTConfig, train
+cfg = SFTConfig(seq_len=256, micro_batch=1, grad_accum=int(sys.argv[4]), lr=3e-3, warmup_steps=2,
+                dtype="float32", save_every=2, max_steps=2)
+r = train(sys.argv[1], sys.argv[2], sys.argv[3], cfg, progress=False)
+"""
+
+
+def test_data_parallel_under_torchrun_matches_one_process(setup, tmp_path):
+    """2 gloo ranks with grad_accum 1 see the same rows per step as 1 process with grad_accum 2."""
+    root, ckpt, data = setup
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+           str(script), str(data), str(ckpt), str(tmp_path / "ddp"), "1"]
+    subprocess.run(cmd, check=True, env=env, timeout=240, capture_output=True)
+    subprocess.run([sys.executable, str(script), str(data), str(ckpt), str(tmp_path / "one"), "2"], check=True,
+                   env=env, timeout=240, capture_output=True)
+    a, b = _weights(tmp_path / "ddp" / "final"), _weights(tmp_path / "one" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
