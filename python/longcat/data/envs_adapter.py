@@ -110,6 +110,24 @@ class Episode:
     steps: int = 0
 
 
+SYSTEM_PROMPTS = ("brief", "full")
+
+
+def brief_system_prompt(env) -> str:
+    """A system prompt of about a hundred tokens: the role, the domain, its own policy notes and
+    the rules the evaluator enforces (authenticate first, only the user's own records, say when
+    done). The environment's full policy document (1,000-1,500 words) would alone fill the
+    2,048-token context the tiny and small presets train with; ``system="full"`` keeps it."""
+    domain = env.domain
+    notes = (getattr(domain, "policy", "") or "").strip()
+    return (f"You are a customer-service agent for the {domain.name.replace('_', ' ')} domain. "
+            f"{(domain.description or '').strip()} {notes} Authenticate the user with the lookup "
+            f"tools before changing their records, and act only on their own records. Use the tools "
+            f"to look up and change records; ask the user for any detail you need; tell the user the "
+            f"information they ask for. When everything is done, say so without asking a question."
+            ).replace("  ", " ")
+
+
 class Conversation:
     """One running episode in OpenAI chat form. ``messages`` (system, user, ...) and ``tools``
     after construction; ``apply(reply)`` takes the next assistant message (``content`` and
@@ -117,10 +135,14 @@ class Conversation:
     text-only turn goes to the user simulator, whose reply becomes the next ``user`` message
     (the closing reply that ends the episode is not appended). ``done`` and ``result()``."""
 
-    def __init__(self, env, task: Mapping, max_turns: int = 30):
+    def __init__(self, env, task: Mapping, max_turns: int = 30, system: str = "brief"):
+        if system not in SYSTEM_PROMPTS:
+            raise ValueError(f"system: expected one of {SYSTEM_PROMPTS}, got {system!r}")
         obs = env.reset(task)
         self.env, self.task, self.max_turns = env, task, max_turns
         self.messages = [dict(m) for m in obs["messages"]]
+        if system == "brief" and self.messages and self.messages[0]["role"] == "system":
+            self.messages[0]["content"] = brief_system_prompt(env)
         self.tools = obs["tools"]
         self.last: Mapping = obs
         self.turns = 0
