@@ -70,6 +70,17 @@ class Past:
 
 
 # ------------------------------------------------------------------------------------- parsing
+
+def _child_sums(inv: "Sum", data: dict) -> dict:
+    """Per parent key, the sum over its children of the product of ``inv.factors``."""
+    sums: dict = {}
+    for c in data.get(inv.child, []):
+        p = 1.0
+        for fn in inv.factors:
+            p *= float(c.get(fn) or 0)
+        sums[c.get(inv.by)] = sums.get(c.get(inv.by), 0.0) + p
+    return sums
+
 def _path(dom, text: Any, where: str, err: Callable[[str, str], None]) -> tuple[str, tuple]:
     if not isinstance(text, str) or text.count(".") < 1:
         err(where, f"expected a path entity.field[.field...], got {text!r}")
@@ -256,12 +267,7 @@ def violations(dom, data: Mapping[str, list]) -> list[str]:
                                f"{'.'.join(inv.right)}={b!r}" + (f" ({inv.message})"
                                                                   if inv.message else ""))
         elif isinstance(inv, Sum):
-            sums: dict = {}
-            for c in data.get(inv.child, []):
-                p = 1.0
-                for fn in inv.factors:
-                    p *= float(c.get(fn) or 0)
-                sums[c.get(inv.by)] = sums.get(c.get(inv.by), 0.0) + p
+            sums = _child_sums(inv, data)
             pk = dom.entities[inv.entity].primary_key
             for r in data.get(inv.entity, []):
                 want = round(sums.get(r[pk], 0.0), 2)
@@ -376,12 +382,7 @@ def enforce_sums(dom, data: dict[str, list]) -> None:
     for inv in getattr(dom, "invariants", ()):
         if not isinstance(inv, Sum):
             continue
-        sums: dict = {}
-        for c in data.get(inv.child, []):
-            p = 1.0
-            for fn in inv.factors:
-                p *= float(c.get(fn) or 0)
-            sums[c.get(inv.by)] = sums.get(c.get(inv.by), 0.0) + p
+        sums = _child_sums(inv, data)
         pk = dom.entities[inv.entity].primary_key
         for r in data.get(inv.entity, []):
             r[inv.target] = round(sums.get(r[pk], 0.0), 2)
