@@ -6,7 +6,8 @@ a signal proportional to the reward variance ``p (1 - p)``. The value of giving 
 is ``V(k) = p (1 - p) (1 - (1 - q)**k)`` (the chance that at least one is informative): concave in
 ``k``, so handing out the budget one group at a time to the largest marginal gain (a heap) is
 optimal for the batch's total value. ``oversampling`` is the cheaper approximation used under
-asynchrony: launch ``1 / q`` groups per wanted informative group, capped."""
+asynchrony: launch ``1 / q`` groups per wanted informative group, capped. ``RolloutBudget`` is
+what the streaming loop uses (recipe section ``budget``): rollouts per prompt from live pass rates."""
 from __future__ import annotations
 
 import heapq
