@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from longcat.rl.checkpoint import latest_checkpoint, load_state
 
@@ -25,15 +26,17 @@ async def parity(task, sample):  # a reward that varies within groups without a 
 
 recipe = {{"seed": 3, "warm_start": {{"steps": 0}},
           "rollout": {{"group_size": 4, "max_new_tokens": 3, "controllers": 2, "max_concurrent": 4}},
-          "train": {{"steps": {STEPS}, "batch_groups": 2, "max_staleness": 1, "checkpoint_every": 1, "lr": 1e-3}}}}
+          "train": {{"steps": {STEPS}, "batch_groups": 2, "max_staleness": 1, "checkpoint_every": 1, "lr": 1e-3}},
+          "task": {{"max_operand": 20 if sys.argv[2] == "none" else 3}},  # greedy: prompts that come back
+          "budget": {{"mode": sys.argv[2]}}}}
 res = train(recipe, sys.argv[1], progress=False, reward_fn=parity)
 print("DONE", res.steps, res.resumed_from)
 """
 
 
-def _run(out, wait=True):
+def _run(out, budget, wait=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), budget], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     if wait:
         out_text, _ = proc.communicate(timeout=240)
@@ -42,9 +45,10 @@ def _run(out, wait=True):
     return proc
 
 
-def test_kill_and_resume_loses_no_prompt(tmp_path):
+@pytest.mark.parametrize("budget", ["none", "greedy"])  # greedy: skipped prompts, planned prompts re-queued
+def test_kill_and_resume_loses_no_prompt(tmp_path, budget):
     out = tmp_path / "run"
-    proc = _run(out, wait=False)
+    proc = _run(out, budget, wait=False)
     deadline = time.time() + 180
     while latest_checkpoint(str(out)) is None:
         assert proc.poll() is None, proc.stdout.read()
@@ -54,7 +58,7 @@ def test_kill_and_resume_loses_no_prompt(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_state(latest_checkpoint(str(out)))["step"]
-    text = _run(out)
+    text = _run(out, budget)
     assert "DONE" in text and "resumed_from=" not in text
     state = load_state(latest_checkpoint(str(out)))
     assert state["step"] == STEPS
@@ -77,4 +81,6 @@ def test_kill_and_resume_loses_no_prompt(tmp_path):
     assert len(history) == len(set(history)), "a prompt was trained twice"
     assert sorted(history) == trained
     assert killed_at >= 1
+    if budget != "none":  # the pass-rate table went through the kill and the resume
+        assert state["pass_rates"] and sum(n for _, n in state["pass_rates"].values()) > 0
 

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from longcat.rl.budget import RolloutBudget
 from longcat.rl.buffer import SampleBuffer, StalenessManager
 from longcat.rl.losses import is_degenerate
 from longcat.rl.protocols import Group, Policy, PromptSource, RewardFn
@@ -59,6 +60,31 @@ class RolloutManager:
                 "ledger": dict(self.ledger)}
 
 
+class PromptPlanner:
+    """Which prompt next, with how many rollouts: ``group_size`` each without a budget; with one,
+    prompts are planned ``budget.window`` at a time (greedy) or one by one (oversample), and a
+    prompt the budget gives nothing ends in the ledger as ``unallocated``. Planned prompts stay in
+    the manager's in-flight set until they finish, so a checkpoint re-queues them."""
+
+    def __init__(self, manager: RolloutManager, source: PromptSource, group_size: int,
+                 budget: Optional[RolloutBudget] = None):
+        self.manager, self.source, self.group_size, self.budget = manager, source, group_size, budget
+        self.queue: deque[tuple[int, int]] = deque()
+
+    def next(self) -> tuple[int, int]:
+        if self.budget is None:
+            return self.manager.take(), self.group_size
+        while not self.queue:
+            uids = [self.manager.take() for _ in range(self.budget.window if self.budget.mode == "greedy" else 1)]
+            sizes = self.budget.plan([self.budget.key(self.source.get(u)[1]) for u in uids])
+            for uid, n in zip(uids, sizes):
+                if n == 0:
+                    self.manager.done(uid, "unallocated")
+                else:
+                    self.queue.append((uid, n))
+        return self.queue.popleft()
+
+
 @dataclass
 class RolloutStats:
     groups: int = 0
@@ -84,13 +110,14 @@ class RolloutController:
     def __init__(self, index: int, *, policy: Policy, source: PromptSource, reward_fn: RewardFn,
                  manager: RolloutManager, staleness: StalenessManager, buffer: SampleBuffer, stats: RolloutStats,
                  group_size: int, reward_timeout: float, filter_degenerate: bool, log: Callable[[str], None],
-                 max_filtered_in_a_row: int = 1000):
+                 max_filtered_in_a_row: int = 1000, planner: Optional[PromptPlanner] = None):
         self.index = index
         self.policy, self.source, self.reward_fn = policy, source, reward_fn
         self.manager, self.staleness, self.buffer, self.stats = manager, staleness, buffer, stats
         self.group_size, self.reward_timeout, self.filter_degenerate = group_size, reward_timeout, filter_degenerate
         self.log = log
         self.max_filtered_in_a_row = max_filtered_in_a_row
+        self.planner = planner if planner is not None else PromptPlanner(manager, source, group_size)
 
     async def run(self, workers: int) -> None:
         await asyncio.gather(*(self._worker() for _ in range(workers)))
@@ -98,10 +125,10 @@ class RolloutController:
     async def _worker(self) -> None:
         while True:
             await self.staleness.admit()
-            uid = self.manager.take()
+            uid, n = self.planner.next()
             accepted = False
             try:
-                group = await self._rollout(uid)
+                group = await self._rollout(uid, n)
                 accepted = group is not None
                 if accepted:
                     await self.buffer.put(group)
@@ -123,11 +150,11 @@ class RolloutController:
         self.log(f"dropped a sample of prompt: {sample.error}")
         return None
 
-    async def _rollout(self, uid: int) -> Optional[Group]:
+    async def _rollout(self, uid: int, n: int) -> Optional[Group]:
         task, prompt_ids = self.source.get(uid)
         version = self.policy.acquire_version()
         try:
-            samples = await self.policy.generate(prompt_ids, self.group_size, version)
+            samples = await self.policy.generate(prompt_ids, n, version)
         finally:
             self.policy.release_version(version)
         rewards = await asyncio.gather(*(self._score(task, s) for s in samples))
@@ -137,6 +164,8 @@ class RolloutController:
         self.stats.samples += len(samples)
         self.stats.tokens += sum(len(s.completion_ids) for s in samples)
         self.stats.rewards += [s.reward for s in kept]
+        if self.planner.budget is not None:  # every scored group, filtered ones too: they say the most
+            self.planner.budget.observe(prompt_ids, [s.reward for s in kept])
         if len(kept) < 2:
             self.stats.failed_groups += 1
             self.manager.done(uid, "failed")
@@ -172,16 +201,17 @@ class StreamingLoop:
     def __init__(self, *, policy: Policy, source: PromptSource, reward_fn: RewardFn, manager: RolloutManager,
                  buffer: SampleBuffer, staleness: StalenessManager, group_size: int, controllers: int,
                  reward_timeout: float = 30.0, filter_degenerate: bool = True, log: Callable[[str], None] = print,
-                 max_filtered_in_a_row: int = 1000):
+                 max_filtered_in_a_row: int = 1000, budget: Optional[RolloutBudget] = None):
         self.policy, self.manager, self.buffer, self.staleness = policy, manager, buffer, staleness
         self.stats = RolloutStats()
+        self.planner = PromptPlanner(manager, source, group_size, budget)
         workers = staleness.max_concurrent
         self._workers = [workers // controllers + (i < workers % controllers) for i in range(controllers)]
         self.controllers = [RolloutController(i, policy=policy, source=source, reward_fn=reward_fn, manager=manager,
                                               staleness=staleness, buffer=buffer, stats=self.stats,
                                               group_size=group_size, reward_timeout=reward_timeout,
                                               filter_degenerate=filter_degenerate, log=log,
-                                              max_filtered_in_a_row=max_filtered_in_a_row)
+                                              max_filtered_in_a_row=max_filtered_in_a_row, planner=self.planner)
                             for i in range(controllers)]
         self.idle_wait_s = 0.0  # trainer time spent waiting for a batch
 
@@ -218,4 +248,4 @@ class StreamingLoop:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["RolloutManager", "RolloutController", "RolloutStats", "StreamingLoop", "StepReport"]
+__all__ = ["PromptPlanner", "RolloutManager", "RolloutController", "RolloutStats", "StreamingLoop", "StepReport"]

@@ -55,6 +55,20 @@ class RolloutConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Dynamic rollout budget (report 4.3.1, ``longcat.rl.budget``): ``none`` (every prompt gets
+    ``rollout.group_size``), ``greedy`` (heap allocation over ``window`` prompts at a time under a
+    fixed ``window * rollout.group_size`` samples, in chunks of ``unit``) or ``oversample``
+    (``group_size / P(informative group)`` samples per prompt), from live per-prompt pass rates."""
+    mode: str = "none"
+    window: Optional[int] = None          # prompts planned together (greedy); None: train.batch_groups
+    unit: int = 2                         # samples per allocation chunk (greedy)
+    max_group_size: Optional[int] = None  # rollouts per prompt at most; None: 2 * rollout.group_size
+    decay: float = 0.9                    # pass-rate memory (older results count this much less per update)
+    max_factor: float = 4.0               # oversample: at most this many times rollout.group_size
+
+
+@dataclass
 class AlgorithmConfig:
     loss: str = "gspo"            # gspo | grpo
     eps_neg_low: float = 0.2
@@ -88,6 +102,7 @@ class Recipe:
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -153,7 +168,21 @@ def _check(r: Recipe) -> None:
     need(r.algorithm.tis_cap is None or r.algorithm.tis_cap > 0, "algorithm.tis_cap", "None or > 0", r.algorithm.tis_cap)
     need(r.algorithm.minibatches <= r.train.batch_groups * r.rollout.group_size, "algorithm.minibatches",
          "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.algorithm.minibatches)
+    b = r.budget
+    need(b.mode in ("none", "greedy", "oversample"), "budget.mode", "'none', 'greedy' or 'oversample'", b.mode)
+    need(b.window is None or b.window >= 1, "budget.window", "None or >= 1", b.window)
+    need(b.unit >= 2, "budget.unit", ">= 2 (a chunk is a group of its own)", b.unit)
+    need(0 < b.decay <= 1, "budget.decay", "in (0, 1]", b.decay)
+    need(b.max_factor >= 1, "budget.max_factor", ">= 1", b.max_factor)
     # Conflicts between sections.
+    window = r.train.batch_groups if b.window is None else b.window
+    max_group = 2 * r.rollout.group_size if b.max_group_size is None else b.max_group_size
+    if b.mode != "none" and max_group < max(b.unit, r.rollout.group_size if b.mode == "oversample" else 2):
+        raise ValueError(f"recipe: 'budget.max_group_size' ({max_group}) must be >= budget.unit ({b.unit})"
+                         f"{' and >= rollout.group_size' if b.mode == 'oversample' else ''}")
+    if b.mode == "greedy" and b.unit > window * r.rollout.group_size:
+        raise ValueError(f"recipe: 'budget.unit' ({b.unit}) is larger than the whole budget of a window "
+                         f"(budget.window * rollout.group_size = {window * r.rollout.group_size})")
     if r.model.checkpoint is None and r.model.preset is None:
         raise ValueError("recipe: 'model' needs 'preset' or 'checkpoint'")
     if r.rollout.temperature != 1.0 or r.rollout.top_p != 1.0:

@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 import torch
 
+from longcat.rl.budget import RolloutBudget
 from longcat.rl.buffer import SampleBuffer, StalenessManager, staleness_histogram
 from longcat.rl.checkpoint import (groups_from_list, groups_to_list, latest_checkpoint, load_state, rng_state,
                                    save_checkpoint, set_rng_state)
@@ -92,7 +93,13 @@ class _Run:
         r = recipe.rollout
         self.version = 0 if state is None else state["version"]
         self.step = 0 if state is None else state["step"]
-        engine_args = {"max_model_len": 64, "max_num_seqs": max(64, r.group_size), "seed": recipe.seed, **r.engine}
+        b = recipe.budget
+        self.budget = None if b.mode == "none" else RolloutBudget(
+            b.mode, r.group_size, window=recipe.train.batch_groups if b.window is None else b.window, unit=b.unit,
+            max_group_size=b.max_group_size, decay=b.decay, max_factor=b.max_factor,
+            counts=None if state is None else state.get("pass_rates"))
+        max_group = r.group_size if self.budget is None else self.budget.max_group_size
+        engine_args = {"max_model_len": 64, "max_num_seqs": max(64, max_group), "seed": recipe.seed, **r.engine}
         self.policy = EnginePolicy(self.model, self.tokenizer, engine_args=engine_args, version=self.version,
                                    sampling=dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens))
         self.manager = RolloutManager() if state is None else RolloutManager(
@@ -116,7 +123,7 @@ class _Run:
                                   buffer=self.buffer, staleness=self.staleness, group_size=r.group_size,
                                   controllers=r.controllers, reward_timeout=r.reward_timeout,
                                   filter_degenerate=a.filter_degenerate, log=lambda m: None,
-                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row)
+                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row, budget=self.budget)
         self.metrics = MetricsLog(out_dir)
         self.progress = Progress(self.total_steps, progress, start=self.step)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="longcat-rl-trainer")
@@ -127,7 +134,8 @@ class _Run:
         return {"version": self.version, "step": self.step, "optimizer": self.trainer.optimizer.state_dict(),
                 "rng": rng_state(), "manager": self.manager.state(), "buffer": groups_to_list(self.buffer.groups),
                 "accepted": self.staleness.accepted, "nan_steps": self.nan_steps,
-                "elapsed_s": self.elapsed0 + time.perf_counter() - self.t_start, "recipe": self.recipe.to_dict()}
+                "elapsed_s": self.elapsed0 + time.perf_counter() - self.t_start, "recipe": self.recipe.to_dict(),
+                "pass_rates": None if self.budget is None else dict(self.budget.rates.counts)}
 
     def checkpoint(self) -> str:
         # Synchronous from here to the end: the snapshot sees one consistent moment of the loop.
@@ -166,7 +174,9 @@ class _Run:
                "samples_per_s": s.samples / dt, "tokens_per_s": s.tokens / dt, "groups": s.groups,
                "filtered": s.filtered, "failed_samples": s.failed_samples, "failed_groups": s.failed_groups,
                "live_versions": len(self.policy.live_versions), "buffer": len(self.buffer),
-               "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids}
+               "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids, "samples": s.samples}
+        if self.budget is not None:
+            row.update(self.budget.take_stats())
         self.loop.stats.__init__()  # per-step counters
         self.t_last = now
         self.metrics.write(row)
