@@ -44,24 +44,38 @@ def test_bad_config():
         SummaryTuneConfig(steps=0)
     with pytest.raises(ValueError, match="SummaryTuneConfig.when_absent"):
         SummaryTuneConfig(when_absent="majority")
+    with pytest.raises(ValueError, match="SummaryTuneConfig.task_max_operand"):
+        SummaryTuneConfig(task_max_operand=0)
     with pytest.raises(ValueError, match="SummaryTuneConfig.summary_fraction"):
         SummaryTuneConfig(summary_fraction=1.5)
 
 
-def test_fine_tune_lowers_the_summary_loss(tmp_path):
+def test_fine_tune_lowers_the_summary_loss(tmp_path, fake):
     from longcat.models.random_init import init_checkpoint
 
     torch.set_num_threads(1)
     base = init_checkpoint(tmp_path / "base", preset="tiny", seed=0)
     before_weights = (base / "model.safetensors").read_bytes()
-    # A random model never writes the right answer, so keep the draws with the true answer as target.
-    cfg = SummaryTuneConfig(steps=25, batch_size=16, lr=3e-3, n_problems=60, samples_per_problem=4,
-                            max_candidates=4, max_tokens=3, when_absent="truth", holdout_fraction=0.2)
+    # A random model never answers right, so a scripted policy stands in for its samples: right for
+    # even sample indices, off by one or two otherwise.
+    policy = fake(lambda prompt, i, r: str(eval(prompt[:-1]) + (0 if i % 2 == 0 else i % 3 + 1)))
+    cfg = SummaryTuneConfig(steps=30, batch_size=16, lr=3e-3, n_problems=60, samples_per_problem=4,
+                            max_candidates=4, holdout_fraction=0.2)
     with pytest.raises(ValueError, match="base_model"):
-        train_summary(tmp_path / "nothing", tmp_path / "out", cfg, log=None)
-    record = train_summary(base, tmp_path / "out", cfg, log=None)
+        train_summary(tmp_path / "nothing", tmp_path / "out", cfg, log=None, backend=policy)
+    record = train_summary(base, tmp_path / "out", cfg, log=None, backend=policy)
+    assert all(r.n == 4 and r.temperature == 1.0 for r in policy.requests)
     assert record["loss_after"]["summary"] < 0.8 * record["loss_before"]["summary"]
     assert record["heldout_summary_examples"] > 0 and record["summary_examples"] > 0
     saved = json.loads((tmp_path / "out" / "summary_tune.json").read_text())
-    assert saved["config"]["steps"] == 25 and (tmp_path / "out" / "tokenizer.json").is_file()
+    assert saved["config"]["steps"] == 30 and (tmp_path / "out" / "tokenizer.json").is_file()
     assert (base / "model.safetensors").read_bytes() == before_weights  # the base checkpoint is untouched
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    from longcat.cli import main
+
+    assert main(["heavy-train-summary", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "base_model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["heavy-train-summary", "--model", "m", "--out", "o", "--when-absent", "vote"])

@@ -151,6 +151,8 @@ def _add_train_summary_parser(sub) -> None:
     p.add_argument("--max-operand", type=bounded(int, 1), default=d.max_operand, help="of the training problems")
     p.add_argument("--eval-max-operand", type=bounded(int, 1), default=d.eval_max_operand,
                    help="the bench's LONGCAT_HEAVY_MAX_OPERAND: its problems are kept out of training")
+    p.add_argument("--task-max-operand", type=bounded(int, 1), default=None,
+                   help="plain task examples only from training problems with operands <= this (default: all)")
     p.add_argument("--n-problems", type=bounded(int, 1), default=d.n_problems)
     p.add_argument("--samples-per-problem", type=bounded(int, 1), default=d.samples_per_problem)
     p.add_argument("--summary-fraction", type=bounded(float, 0.0, 1.0), default=d.summary_fraction)
@@ -166,6 +168,7 @@ def cmd_train_summary(args: argparse.Namespace) -> int:
     try:
         cfg = SummaryTuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 max_operand=args.max_operand, eval_max_operand=args.eval_max_operand,
+                                task_max_operand=args.task_max_operand,
                                 n_problems=args.n_problems, samples_per_problem=args.samples_per_problem,
                                 summary_fraction=args.summary_fraction, when_absent=args.when_absent)
         train_summary(args.model, args.out, cfg, device=args.device)

@@ -17,7 +17,8 @@ This fine-tune starts from such a checkpoint and:
    over voting by picking the right candidate, and writing an answer no candidate holds is the
    task skill, which the plain examples train; ``"truth"`` keeps it with the true answer;
 4. trains on a mix of summary examples (``summary_fraction``) and plain task examples
-   (``"12+7="`` -> ``"19"``), so the task skill does not degrade;
+   (``"12+7="`` -> ``"19"``, optionally only with operands <= ``task_max_operand``), so the task
+   skill does not degrade;
 5. reports the summary loss and the task loss on held-out training-side problems (also disjoint
    from the bench) before and after, and saves the checkpoint with ``summary_tune.json``.
 """
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from longcat.heavy.backends import EngineBackend, SampleRequest
 from longcat.heavy.candidates import Candidate
@@ -42,14 +44,15 @@ WHEN_ABSENT = ("skip", "truth")
 
 @dataclass(frozen=True)
 class SummaryTuneConfig:
-    steps: int = 150
+    steps: int = 300
     batch_size: int = 32
     lr: float = 3e-4
     seed: int = 1                    # training problems use make_problems(seed=1_000_000 + seed)
     max_operand: int = 9
     eval_max_operand: int = 9        # the bench's LONGCAT_HEAVY_MAX_OPERAND whose problems are kept out
+    task_max_operand: Optional[int] = None  # plain task examples only from problems with operands <= this
     ops: str = "+-"
-    n_problems: int = 600            # drawn before the bench's prompts are removed
+    n_problems: int = 2000           # drawn before the bench's prompts are removed
     holdout_fraction: float = 0.15   # of the remaining distinct problems, for the before/after losses
     samples_per_problem: int = 16
     max_candidates: int = 8
@@ -68,6 +71,10 @@ class SummaryTuneConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"SummaryTuneConfig.{name}: expected a number in [0, 1], got {v!r}")
+        if self.task_max_operand is not None and (isinstance(self.task_max_operand, bool) or not isinstance(
+                self.task_max_operand, int) or self.task_max_operand < 1):
+            raise ValueError(f"SummaryTuneConfig.task_max_operand: expected None or an int >= 1, "
+                             f"got {self.task_max_operand!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
@@ -104,7 +111,7 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
                      rng: random.Random) -> tuple[list[tuple[str, str]], int]:
     """(prompt, target) pairs in the ``COMPACT`` layout, each from a random subset of a problem's
     finished candidates, and how many draws were skipped (``when_absent="skip"`` and the true
-    answer not shown)."""
+    answer not shown, or no finished candidate at all)."""
     if when_absent not in WHEN_ABSENT:
         raise ValueError(f"when_absent: expected one of {WHEN_ABSENT}, got {when_absent!r}")
     if len(candidates) != len(problems):
@@ -113,6 +120,7 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
     for p, cands in zip(problems, candidates):
         answers = [c.answer_content for c in cands if c.finished]
         if not answers:
+            skipped += draws_per_problem
             continue
         for _ in range(draws_per_problem):
             shown = rng.sample(answers, rng.randint(1, min(max_candidates, len(answers))))
@@ -131,9 +139,10 @@ def sample_candidates(backend, problems: Sequence[ArithProblem], cfg: SummaryTun
 
 
 def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneConfig = SummaryTuneConfig(),
-                  device: str = "cpu", log=print) -> dict:
+                  device: str = "cpu", log=print, backend=None) -> dict:
     """Fine-tunes ``base_model`` (a checkpoint folder, left untouched) into ``out_dir``; returns the
-    record also written to ``out_dir/summary_tune.json`` (losses before/after, data counts)."""
+    record also written to ``out_dir/summary_tune.json`` (losses before/after, data counts).
+    ``backend``: where the candidates come from (default: the built-in engine on ``base_model``)."""
     from transformers import AutoTokenizer
 
     from longcat.models import LongcatFlashForCausalLM
@@ -147,9 +156,10 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
     start = time.perf_counter()
     rng = random.Random(cfg.seed)
     train, holdout = training_problems(cfg)
-    backend = EngineBackend(str(base), max_num_seqs=256, max_model_len=128)
+    if backend is None:
+        backend = EngineBackend(str(base), max_num_seqs=256, max_model_len=128)
     cands = sample_candidates(backend, train + holdout, cfg)
-    del backend
+    backend = None  # frees the engine's KV cache before training
     own_acc = sum(parse_answer(c.text) == p.answer for p, cs in zip(train + holdout, cands) for c in cs if c.finished
                   ) / (len(cands) * cfg.samples_per_problem)
     draws = max(1, cfg.steps * cfg.batch_size // max(1, len(train)))
@@ -163,9 +173,17 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
     say(f"summary fine-tune: {len(train)} train / {len(holdout)} held-out problems (none of the bench's), "
         f"own accuracy {own_acc:.2f}, {len(pool)} summary examples ({skipped} draws skipped: answer absent)")
 
+    # Plain task examples keep the task skill; task_max_operand keeps them in the range the model
+    # is evaluated on, so wider summary problems do not retrain the task on unfamiliar operands.
+    task_problems = [p for p in train if cfg.task_max_operand is None
+                     or max(map(int, re.findall(r"\d+", p.prompt))) <= cfg.task_max_operand]
+    if not task_problems:
+        raise ValueError(f"SummaryTuneConfig.task_max_operand: no training problem has operands <= "
+                         f"{cfg.task_max_operand}")
+
     def next_pairs():
         n_sum = sum(rng.random() < cfg.summary_fraction for _ in range(cfg.batch_size))
-        plain = [(p.prompt, str(p.answer)) for p in rng.choices(train, k=cfg.batch_size - n_sum)]
+        plain = [(p.prompt, str(p.answer)) for p in rng.choices(task_problems, k=cfg.batch_size - n_sum)]
         return [rng.choice(pool) for _ in range(n_sum)] + plain
 
     tokenizer = AutoTokenizer.from_pretrained(base)
