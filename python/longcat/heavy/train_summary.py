@@ -21,6 +21,11 @@ This fine-tune starts from such a checkpoint and:
    skill does not degrade;
 5. reports the summary loss and the task loss on held-out training-side problems (also disjoint
    from the bench) before and after, and saves the checkpoint with ``summary_tune.json``.
+
+Measured on the ``rl/arith-tiny`` checkpoint (operands <= 9): Heavy Thinking went from 0.005-0.115
+to 0.29-0.385 accuracy, still below self-consistency at equal tokens. With ~66 training problems
+the model memorises their answers (train loss 0.22, held-out summary loss 0.70) instead of
+learning to pick the right candidate.
 """
 from __future__ import annotations
 
