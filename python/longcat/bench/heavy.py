@@ -25,6 +25,10 @@ from longcat.tasks.arith import make_problems, parse_answer
 
 # The warm start the bench trains when no --model is given (single-digit +/-, task + summary step).
 WARM_START = WarmStartConfig(steps=120, batch_size=32, lr=5e-3, max_operand=9)
+# The evaluation problems: ``make_problems(n, seed=EVAL_SEED, ...)`` (the quick run's 48 are the
+# first 48 of the full run's 200). ``longcat.heavy.train_summary`` keeps its training problems out of them.
+EVAL_SEED = 2026
+EVAL_N, EVAL_N_QUICK = 200, 48
 COLUMNS = ["method", "k", "rounds", "accuracy", "stderr", "gen_tokens", "sc_acc_at_equal_tokens", "delta_vs_sc",
            "seconds"]
 
@@ -140,8 +144,8 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
         max_operand = int(os.environ.get("LONGCAT_HEAVY_MAX_OPERAND", "99"))
     setup_s = time.perf_counter() - t0
     backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
-    n = 48 if quick else 200
-    problems = make_problems(n, seed=2026, max_operand=max_operand, ops="+-")
+    n = EVAL_N_QUICK if quick else EVAL_N
+    problems = make_problems(n, seed=EVAL_SEED, max_operand=max_operand, ops="+-")
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
     rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2))
     title = f"Heavy Thinking vs voting on arith (+-, operands <= {max_operand}), {n} problems"

@@ -130,6 +130,52 @@ def add_parser(sub) -> None:
                    help="how answers are compared: whole answer text, or the last integer (arith)")
     p.add_argument("--json", action="store_true", help="one JSON object per task")
     p.set_defaults(func=_checked)
+    _add_train_summary_parser(sub)
+
+
+def _add_train_summary_parser(sub) -> None:
+    from longcat.heavy.train_summary import WHEN_ABSENT, SummaryTuneConfig
+
+    d = SummaryTuneConfig()
+    p = sub.add_parser("heavy-train-summary", help="fine-tune the summary step (compact arith layout) on the "
+                       "model's own candidates", description="Supervised summary-step fine-tune "
+                       "(longcat.heavy.train_summary): samples the model's candidates on training problems kept "
+                       "out of `longcat bench heavy`, trains on summary prompts mixed with plain task samples, "
+                       "writes the checkpoint and summary_tune.json to --out.")
+    p.add_argument("--model", required=True, help="the starting checkpoint folder (left untouched)")
+    p.add_argument("--out", required=True, help="folder of the fine-tuned checkpoint (replaced)")
+    p.add_argument("--steps", type=bounded(int, 1), default=d.steps)
+    p.add_argument("--batch-size", type=bounded(int, 1), default=d.batch_size)
+    p.add_argument("--lr", type=bounded(float, 1e-12), default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-operand", type=bounded(int, 1), default=d.max_operand, help="of the training problems")
+    p.add_argument("--eval-max-operand", type=bounded(int, 1), default=d.eval_max_operand,
+                   help="the bench's LONGCAT_HEAVY_MAX_OPERAND: its problems are kept out of training")
+    p.add_argument("--task-max-operand", type=bounded(int, 1), default=None,
+                   help="plain task examples only from training problems with operands <= this (default: all)")
+    p.add_argument("--n-problems", type=bounded(int, 1), default=d.n_problems)
+    p.add_argument("--samples-per-problem", type=bounded(int, 1), default=d.samples_per_problem)
+    p.add_argument("--summary-fraction", type=bounded(float, 0.0, 1.0), default=d.summary_fraction)
+    p.add_argument("--when-absent", choices=WHEN_ABSENT, default=d.when_absent,
+                   help="a summary draw whose candidates miss the true answer: skip it, or target the truth")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_train_summary)
+
+
+def cmd_train_summary(args: argparse.Namespace) -> int:
+    from longcat.heavy.train_summary import SummaryTuneConfig, train_summary
+
+    try:
+        cfg = SummaryTuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                max_operand=args.max_operand, eval_max_operand=args.eval_max_operand,
+                                task_max_operand=args.task_max_operand,
+                                n_problems=args.n_problems, samples_per_problem=args.samples_per_problem,
+                                summary_fraction=args.summary_fraction, when_absent=args.when_absent)
+        train_summary(args.model, args.out, cfg, device=args.device)
+    except (ValueError, OSError) as e:
+        print(f"longcat heavy-train-summary: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _checked(args: argparse.Namespace) -> int:

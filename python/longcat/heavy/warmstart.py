@@ -86,6 +86,51 @@ def _batch(tokenizer, pairs: list[tuple[str, str]], eos: int) -> tuple[torch.Ten
     return ids, lab, mask
 
 
+def fit(model, tokenizer, next_pairs, *, steps: int, lr: float, seed: int, device: str = "cpu", log=print,
+        label: str = "fine-tune") -> list[float]:
+    """``steps`` AdamW steps (one-cycle schedule from 20 steps, gradient clip 1.0) on batches of (prompt,
+    completion) pairs from ``next_pairs()``; loss on the completion tokens and EOS only. Leaves
+    the model in eval mode; returns the per-step losses."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # One-cycle needs a warm-up of >= 2 steps (else it divides by zero): a constant rate below 20 steps.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1) if steps >= 20 else None
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for step in range(steps):
+            ids, lab, mask = (t.to(device) for t in _batch(tokenizer, next_pairs(), tokenizer.eos_token_id))
+            loss = model(ids, attention_mask=mask, labels=lab)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.item())
+            if log is not None and (step + 1) % max(1, steps // 10) == 0:
+                log(f"  {label} step {step + 1}/{steps}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def mean_loss(model, tokenizer, pairs: list[tuple[str, str]], device: str = "cpu", batch_size: int = 64) -> float:
+    """Mean per-token loss of the completions (and EOS) of ``pairs`` under ``model``."""
+    if not pairs:
+        raise ValueError("pairs: expected at least one (prompt, completion) pair, got none")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        ids, lab, mask = (t.to(device) for t in _batch(tokenizer, pairs[i:i + batch_size], tokenizer.eos_token_id))
+        n = int((lab[:, 1:] != IGNORE).sum())
+        total += model(ids, attention_mask=mask, labels=lab).item() * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
 def warm_start(out_dir: str | Path, cfg: WarmStartConfig = WarmStartConfig(), device: str = "cpu",
                log=print) -> Path:
     """Trains (or reuses) the warm-start checkpoint in ``out_dir``; returns the folder."""
@@ -101,26 +146,10 @@ def warm_start(out_dir: str | Path, cfg: WarmStartConfig = WarmStartConfig(), de
     init_checkpoint(out, preset=cfg.preset, seed=cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = LongcatFlashForCausalLM.from_pretrained(out, device=device)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     rng = random.Random(cfg.seed)
-    start, losses = time.perf_counter(), []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        for step in range(cfg.steps):
-            ids, lab, mask = (t.to(device) for t in _batch(tokenizer, make_examples(cfg, cfg.batch_size, rng),
-                                                            tokenizer.eos_token_id))
-            loss = model(ids, attention_mask=mask, labels=lab)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if log is not None and (step + 1) % max(1, cfg.steps // 10) == 0:
-                log(f"  warm start step {step + 1}/{cfg.steps}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    model.eval()
+    start = time.perf_counter()
+    losses = fit(model, tokenizer, lambda: make_examples(cfg, cfg.batch_size, rng), steps=cfg.steps, lr=cfg.lr,
+                 seed=cfg.seed, device=device, log=log, label="warm start")
     model.save_pretrained(out)
     record.write_text(json.dumps({"config": asdict(cfg), "final_loss": sum(losses[-10:]) / len(losses[-10:]),
                                   "seconds": time.perf_counter() - start}, indent=2) + "\n")

@@ -1,0 +1,214 @@
+"""A short supervised fine-tune of the summary step on the model's own candidates.
+
+A policy trained only on the task (e.g. the ``rl/arith-tiny.yaml`` checkpoint) has never seen a
+summary prompt (``"12+7=[19][18]="``), so Heavy Thinking with it does worse than a single sample.
+This fine-tune starts from such a checkpoint and:
+
+1. draws training problems that the bench never evaluates: ``make_problems`` with another seed,
+   then every prompt that ``longcat bench heavy`` evaluates (its seed, quick and full sizes, at
+   ``eval_max_operand`` and at its default limit 99) is removed by string match. With operands
+   <= 9 there are only 200 distinct problems and the bench reads about 126 of them, so set
+   ``max_operand`` above ``eval_max_operand`` for more training problems;
+2. samples ``samples_per_problem`` candidates per problem from the starting model (temperature
+   1, like the bench's candidates);
+3. builds summary examples: a random subset of 1..``max_candidates`` of those candidates in the
+   ``COMPACT`` layout, target the true answer. When the true answer is not among the shown
+   candidates, ``when_absent="skip"`` (default) drops the example, since the summary can only gain
+   over voting by picking the right candidate, and writing an answer no candidate holds is the
+   task skill, which the plain examples train; ``"truth"`` keeps it with the true answer;
+4. trains on a mix of summary examples (``summary_fraction``) and plain task examples
+   (``"12+7="`` -> ``"19"``, optionally only with operands <= ``task_max_operand``), so the task
+   skill does not degrade;
+5. reports the summary loss and the task loss on held-out training-side problems (also disjoint
+   from the bench) before and after, and saves the checkpoint with ``summary_tune.json``.
+
+Measured on the ``rl/arith-tiny`` checkpoint (operands <= 9): Heavy Thinking went from 0.005-0.115
+to 0.29-0.385 accuracy, still below self-consistency at equal tokens. With ~66 training problems
+the model memorises their answers (train loss 0.22, held-out summary loss 0.70) instead of
+learning to pick the right candidate.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from longcat.heavy.backends import EngineBackend, SampleRequest
+from longcat.heavy.candidates import Candidate
+from longcat.heavy.templates import COMPACT, ShownCandidate
+from longcat.heavy.warmstart import fit, mean_loss
+from longcat.tasks.arith import ArithProblem, make_problems, parse_answer
+
+WHEN_ABSENT = ("skip", "truth")
+
+
+@dataclass(frozen=True)
+class SummaryTuneConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-4
+    seed: int = 1                    # training problems use make_problems(seed=1_000_000 + seed)
+    max_operand: int = 9
+    eval_max_operand: int = 9        # the bench's LONGCAT_HEAVY_MAX_OPERAND whose problems are kept out
+    task_max_operand: Optional[int] = None  # plain task examples only from problems with operands <= this
+    ops: str = "+-"
+    n_problems: int = 2000           # drawn before the bench's prompts are removed
+    holdout_fraction: float = 0.15   # of the remaining distinct problems, for the before/after losses
+    samples_per_problem: int = 16
+    max_candidates: int = 8
+    summary_fraction: float = 0.5    # share of summary examples in each batch
+    when_absent: str = "skip"
+    temperature: float = 1.0
+    max_tokens: int = 8
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "max_operand", "eval_max_operand", "n_problems", "samples_per_problem", "max_candidates",
+                     "max_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SummaryTuneConfig.{name}: expected an int >= 1, got {v!r}")
+        for name in ("summary_fraction", "holdout_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"SummaryTuneConfig.{name}: expected a number in [0, 1], got {v!r}")
+        if self.task_max_operand is not None and (isinstance(self.task_max_operand, bool) or not isinstance(
+                self.task_max_operand, int) or self.task_max_operand < 1):
+            raise ValueError(f"SummaryTuneConfig.task_max_operand: expected None or an int >= 1, "
+                             f"got {self.task_max_operand!r}")
+        if self.when_absent not in WHEN_ABSENT:
+            raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ValueError(f"SummaryTuneConfig.lr: expected a number > 0, got {self.lr!r}")
+
+
+def bench_prompts(eval_max_operand: int, ops: str = "+-") -> set[str]:
+    """Every prompt ``longcat bench heavy`` evaluates (quick or full) with operands up to
+    ``eval_max_operand`` and at its default limit, 99."""
+    from longcat.bench.heavy import EVAL_N, EVAL_N_QUICK, EVAL_SEED
+
+    return {p.prompt for m in {eval_max_operand, 99} for n in (EVAL_N, EVAL_N_QUICK)
+            for p in make_problems(n, seed=EVAL_SEED, max_operand=m, ops=ops)}
+
+
+def training_problems(cfg: SummaryTuneConfig) -> tuple[list[ArithProblem], list[ArithProblem]]:
+    """(train, holdout): distinct problems, none of which the bench evaluates."""
+    excluded = bench_prompts(cfg.eval_max_operand, cfg.ops)
+    seen, distinct = set(excluded), []
+    for p in make_problems(cfg.n_problems, seed=1_000_000 + cfg.seed, max_operand=cfg.max_operand, ops=cfg.ops):
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            distinct.append(p)
+    if len(distinct) < 2:
+        raise ValueError(f"SummaryTuneConfig.n_problems / max_operand: only {len(distinct)} problem(s) left after "
+                         f"removing the bench's; expected >= 2 (raise max_operand or n_problems)")
+    n_hold = max(1, round(len(distinct) * cfg.holdout_fraction)) if cfg.holdout_fraction > 0 else 0
+    n_hold = min(n_hold, len(distinct) - 1)
+    return distinct[n_hold:], distinct[:n_hold]
+
+
+def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequence[Candidate]],
+                     draws_per_problem: int, max_candidates: int, when_absent: str,
+                     rng: random.Random) -> tuple[list[tuple[str, str]], int]:
+    """(prompt, target) pairs in the ``COMPACT`` layout, each from a random subset of a problem's
+    finished candidates, and how many draws were skipped (``when_absent="skip"`` and the true
+    answer not shown, or no finished candidate at all)."""
+    if when_absent not in WHEN_ABSENT:
+        raise ValueError(f"when_absent: expected one of {WHEN_ABSENT}, got {when_absent!r}")
+    if len(candidates) != len(problems):
+        raise ValueError(f"candidates: expected one list per problem ({len(problems)}), got {len(candidates)}")
+    pairs, skipped = [], 0
+    for p, cands in zip(problems, candidates):
+        answers = [c.answer_content for c in cands if c.finished]
+        if not answers:
+            skipped += draws_per_problem
+            continue
+        for _ in range(draws_per_problem):
+            shown = rng.sample(answers, rng.randint(1, min(max_candidates, len(answers))))
+            if when_absent == "skip" and not any(parse_answer(a) == p.answer for a in shown):
+                skipped += 1
+                continue
+            pairs.append((COMPACT.render(p.prompt, [ShownCandidate(a) for a in shown]), str(p.answer)))
+    return pairs, skipped
+
+
+def sample_candidates(backend, problems: Sequence[ArithProblem], cfg: SummaryTuneConfig) -> list[list[Candidate]]:
+    """``samples_per_problem`` candidates per problem from ``backend`` (one ``n=`` request each)."""
+    requests = [SampleRequest(p.prompt, n=cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed * 7 + i,
+                              max_tokens=cfg.max_tokens) for i, p in enumerate(problems)]
+    return [b.candidates for b in backend.sample(requests)]
+
+
+def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneConfig = SummaryTuneConfig(),
+                  device: str = "cpu", log=print, backend=None) -> dict:
+    """Fine-tunes ``base_model`` (a checkpoint folder, left untouched) into ``out_dir``; returns the
+    record also written to ``out_dir/summary_tune.json`` (losses before/after, data counts).
+    ``backend``: where the candidates come from (default: the built-in engine on ``base_model``)."""
+    from transformers import AutoTokenizer
+
+    from longcat.models import LongcatFlashForCausalLM
+
+    say = log or (lambda *_: None)
+    base, out = Path(base_model), Path(out_dir)
+    if not (base / "config.json").is_file():
+        raise ValueError(f"base_model: expected a checkpoint folder with config.json, got {str(base)!r}")
+    if out.resolve() == base.resolve():
+        raise ValueError(f"out_dir: expected a folder other than base_model, got {str(out)!r}")
+    start = time.perf_counter()
+    rng = random.Random(cfg.seed)
+    train, holdout = training_problems(cfg)
+    if backend is None:
+        backend = EngineBackend(str(base), max_num_seqs=256, max_model_len=128)
+    cands = sample_candidates(backend, train + holdout, cfg)
+    backend = None  # frees the engine's KV cache before training
+    own_acc = sum(parse_answer(c.text) == p.answer for p, cs in zip(train + holdout, cands) for c in cs if c.finished
+                  ) / (len(cands) * cfg.samples_per_problem)
+    draws = max(1, cfg.steps * cfg.batch_size // max(1, len(train)))
+    pool, skipped = summary_examples(train, cands[:len(train)], draws, cfg.max_candidates, cfg.when_absent, rng)
+    held_summary, _ = summary_examples(holdout, cands[len(train):], 8, cfg.max_candidates, cfg.when_absent,
+                                       random.Random(cfg.seed + 1))
+    held_task = [(p.prompt, str(p.answer)) for p in holdout]
+    if not pool:
+        raise ValueError("no summary example: the model's candidates never hold the true answer on the training "
+                         "problems (use when_absent='truth', or start from a model that solves part of them)")
+    say(f"summary fine-tune: {len(train)} train / {len(holdout)} held-out problems (none of the bench's), "
+        f"own accuracy {own_acc:.2f}, {len(pool)} summary examples ({skipped} draws skipped: answer absent)")
+
+    # Plain task examples keep the task skill; task_max_operand keeps them in the range the model
+    # is evaluated on, so wider summary problems do not retrain the task on unfamiliar operands.
+    task_problems = [p for p in train if cfg.task_max_operand is None
+                     or max(map(int, re.findall(r"\d+", p.prompt))) <= cfg.task_max_operand]
+    if not task_problems:
+        raise ValueError(f"SummaryTuneConfig.task_max_operand: no training problem has operands <= "
+                         f"{cfg.task_max_operand}")
+
+    def next_pairs():
+        n_sum = sum(rng.random() < cfg.summary_fraction for _ in range(cfg.batch_size))
+        plain = [(p.prompt, str(p.answer)) for p in rng.choices(task_problems, k=cfg.batch_size - n_sum)]
+        return [rng.choice(pool) for _ in range(n_sum)] + plain
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = LongcatFlashForCausalLM.from_pretrained(base, device=device)
+    before = {"summary": mean_loss(model, tokenizer, held_summary, device) if held_summary else None,
+              "task": mean_loss(model, tokenizer, held_task, device) if held_task else None}
+    losses = fit(model, tokenizer, next_pairs, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, device=device, log=log,
+                 label="summary fine-tune")
+    after = {"summary": mean_loss(model, tokenizer, held_summary, device) if held_summary else None,
+             "task": mean_loss(model, tokenizer, held_task, device) if held_task else None}
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(base, out)  # tokenizer and config; the weights are overwritten next
+    model.save_pretrained(out)
+    record = {"config": asdict(cfg), "base_model": str(base), "train_problems": len(train),
+              "holdout_problems": len(holdout), "own_accuracy": own_acc, "summary_examples": len(pool),
+              "skipped_absent": skipped, "heldout_summary_examples": len(held_summary),
+              "loss_before": before, "loss_after": after, "final_train_loss": sum(losses[-10:]) / len(losses[-10:]),
+              "seconds": time.perf_counter() - start}
+    (out / "summary_tune.json").write_text(json.dumps(record, indent=2) + "\n")
+    say(f"summary fine-tune done in {record['seconds']:.0f} s: held-out summary loss {before['summary']} -> "
+        f"{after['summary']}, task loss {before['task']} -> {after['task']}")
+    return record
