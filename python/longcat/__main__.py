@@ -1,5 +1,5 @@
 import sys
 
-from longcat.cli import main
+from longcat.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

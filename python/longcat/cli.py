@@ -123,5 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def console_main(argv: list[str] | None = None) -> int:
+    """The ``longcat`` command: ``main`` with bad input (a ValueError or a missing file, whose
+    message names the argument) reported in one line with exit status 2 instead of a traceback.
+    ``LONGCAT_DEBUG=1`` shows the traceback."""
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("LONGCAT_DEBUG") == "1":
+            raise
+        print(f"longcat: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
