@@ -2,6 +2,7 @@
 must be contained, plus the calculator and the refusal to run unsandboxed without an opt-out."""
 import os
 import socket
+import tempfile
 import threading
 
 import pytest
@@ -107,7 +108,8 @@ def test_no_network():
 
 @needs_ns
 def test_writes_outside_its_folder_fail():
-    code = ("import os\nfor p in ['/usr/evil', '/evil', '/tmp/evil', '/lib/evil']:\n"
+    host_tmp = os.path.join(tempfile.gettempdir(), "evil")
+    code = (f"import os\nfor p in ['/usr/evil', '/evil', {host_tmp!r}, '/lib/evil']:\n"
             "    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n"
             "    except OSError as e:\n        print('denied', p)\n"
             "open('/sandbox/ok.txt', 'w').write('fine'); print(open('ok.txt').read())\n")

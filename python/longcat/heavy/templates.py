@@ -9,6 +9,7 @@ decided by ``longcat.heavy.candidates``.
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,13 +23,14 @@ class ShownCandidate:
     tool_results: tuple[str, ...] = ()
 
 
-class SummaryTemplate:
+class SummaryTemplate(abc.ABC):
     """Renders the summary prompt. Subclasses set ``render``."""
 
     name = "template"
 
+    @abc.abstractmethod
     def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
-        raise NotImplementedError
+        """The summary prompt for ``question`` and the candidates shown."""
 
 
 class VerboseTemplate(SummaryTemplate):

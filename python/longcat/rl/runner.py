@@ -203,15 +203,12 @@ class _Run:
             self.wall_s = time.perf_counter() - self.t_start
 
 
-def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *, ray: bool = False,
+def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
           max_steps: Optional[int] = None, progress: bool = True, reward_fn=None) -> TrainResult:
     """Train a policy with the streaming asynchronous loop. ``recipe``: a YAML path, a dict or a
     ``Recipe``; ``out_dir``: metrics, plots, checkpoints (a run resumes from ``out_dir``'s latest
     checkpoint). ``max_steps`` overrides ``train.steps``. ``reward_fn`` replaces the task's reward
     (an async ``(task, sample) -> float``)."""
-    if ray:
-        raise NotImplementedError("train(ray=True): the Ray backend is not part of this release; "
-                                  "the asyncio backend runs everything in one process")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"train: 'max_steps' must be None or an int >= 1, got {max_steps!r}")
     r = load_recipe(recipe)

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -44,9 +45,10 @@ def main():
     cfg = json.loads(sys.argv[1])
     code = sys.stdin.buffer.read()
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # the new root lives on a tmpfs of this namespace only; the host's /tmp is hidden under it
-    mount("sandbox", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    root = "/tmp/root"
+    # the new root lives on a tmpfs of this namespace only; the host's temp folder is hidden under it
+    scratch = tempfile.gettempdir()
+    mount("sandbox", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    root = os.path.join(scratch, "root")
     os.mkdir(root, 0o755)
     for p in cfg["ro_paths"]:
         dst = root + p
@@ -64,7 +66,7 @@ def main():
     with open(work + "/main.py", "wb") as f:
         f.write(code)
     os.chown(work + "/main.py", cfg["uid"], cfg["uid"])
-    mount(None, "/tmp", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(None, scratch, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(root)
     os.chdir("/sandbox")
     # this process stays as the namespace's init and reports how the code ended (unshare's own
