@@ -21,16 +21,16 @@ from longcat.rl.trainer import build_batch
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A few built environments, the longcat tokenizer, and a task the reference agent solves."""
+    from transformers import AutoTokenizer
+
     from longcat.data.synth import ReferencePolicy, policy_rules
-    from longcat.models.tokenizer import train_tokenizer
+    from longcat.models.random_init import init_checkpoint
 
     root = tmp_path_factory.mktemp("agent")
     ea.build_envs(root / "envs", count=8, seed=0, tasks_per_env=2, progress=False)
     envs, tasks = ea.load_build(root / "envs")
-    train_tokenizer(root / "tok", seed=0)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(root / "tok")
+    init_checkpoint(root / "init", "tiny", seed=0)  # a random tiny policy and the longcat tokenizer
+    tok = AutoTokenizer.from_pretrained(root / "init")
     for task in sorted(tasks, key=lambda t: (ea.tier_of(t), t["task_id"])):
         if ea.tier_of(task) < 2:
             continue
@@ -40,7 +40,7 @@ def world(tmp_path_factory):
         env.close()
         if ep.reward == 1.0:
             replies = [m for m in ep.messages if m["role"] == "assistant"]
-            return {"envs": envs, "tasks": tasks, "tok": tok, "task": task, "replies": replies}
+            return {"envs": envs, "tasks": tasks, "tok": tok, "task": task, "replies": replies, "root": root}
     pytest.skip("no two-call task solved by the reference agent in this build")
 
 
@@ -226,3 +226,70 @@ def test_an_engine_failure_mid_episode_drops_only_that_episode(world):
     assert asyncio.run(go()) is None
     assert "RuntimeError: engine lost" in logs[-1]
     assert loop.stats.failed_samples == 1
+
+
+AGENT = {"name": "agent-test", "task": {"name": "envs"}, "model": {"preset": "tiny"},
+         "envs": {"count": 6, "tasks_per_env": 2, "max_turns": 2, "max_model_len": 1536, "reward": "partial"},
+         "context": {"max_turns": 1},
+         "curriculum": {"enabled": True, "start_intensity": 0.2, "max_intensity": 0.6, "step": 0.2, "min_updates": 1},
+         "rollout": {"group_size": 2, "max_new_tokens": 8, "controllers": 1, "max_concurrent": 1},
+         "algorithm": {"filter_degenerate": False},
+         "train": {"steps": 2, "batch_groups": 1, "lr": 1.0e-5, "checkpoint_every": 1, "max_staleness": 0}}
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"envs": {"rewrd": "partial"}}, "envs.rewrd"),
+    ({"context": {"summarize": 100}}, "context.summarize"),
+    ({"curriculum": {"enabled": True, "speed": 1}}, "curriculum.speed"),
+    ({"envs": {"reward": "dense"}}, "envs.reward"),
+    ({"envs": {"noise": ["typos", "hail"]}}, "envs.noise"),
+    ({"envs": {"noise": ["typos"]}}, "envs.noise"),  # conflicts with the curriculum
+    ({"context": {"summarize_at": 1530}}, "context.summarize_at"),  # no room left for the summary
+    ({"warm_start": {"steps": 10}}, "warm_start.steps"),
+    ({"curriculum": {"max_intensity": 1.5}}, "curriculum"),
+])
+def test_agent_recipe_bad_keys_name_the_key(patch, key):
+    from longcat.rl import load_recipe
+
+    data = json.loads(json.dumps(AGENT))
+    for section, values in patch.items():
+        data.setdefault(section, {}).update(values)
+    with pytest.raises(ValueError, match=f"'{key}"):
+        load_recipe(data)
+
+
+def test_agent_sections_need_the_envs_task():
+    from longcat.rl import load_recipe
+
+    with pytest.raises(ValueError, match="'context.max_turns' only applies to task.name 'envs'"):
+        load_recipe({"context": {"max_turns": 3}})
+
+
+def test_the_curriculum_raises_noise_as_the_gap_closes_and_resumes_losslessly(world, tmp_path):
+    # A random tiny policy fails clean and noisy episodes alike: the gap is closed, so every step
+    # (min_updates 1) raises the intensity; the state is in the checkpoint and a resumed run goes on
+    # from it instead of starting over.
+    from longcat.rl import train
+    from longcat.rl.checkpoint import latest_checkpoint, load_state
+    from longcat.rl.metrics import read_metrics
+
+    recipe = json.loads(json.dumps(AGENT))
+    recipe["model"]["checkpoint"] = str(world["root"] / "init")
+    recipe["envs"]["build"] = str(world["root"] / "envs")
+    out = tmp_path / "run"
+    first = train(recipe, out, max_steps=1, progress=False)
+    assert first.steps == 1
+    state = load_state(latest_checkpoint(str(out)))["agent"]["curriculum"]
+    rows = read_metrics(first.metrics_path)
+    assert rows[0]["curriculum"]["intensity"] == pytest.approx(state["intensity"])
+    # one group of two episodes per step (synchronous); seed 0 makes one of each prompt's two noisy
+    assert (rows[0]["episodes"], rows[0]["clean_episodes"], rows[0]["noisy_episodes"]) == (2, 1, 1)
+    second = train(recipe, out, max_steps=2, progress=False)
+    assert second.resumed_from is not None and second.steps == 2
+    rows = read_metrics(second.metrics_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # both kinds of episodes every step, so the curriculum measured a gap each time
+        assert r["clean_episodes"] and r["noisy_episodes"]
+    # closed gap -> one step harder per step: 0.2 -> 0.4 at step 1, and the resumed step 2 goes on
+    # from 0.4 to 0.6 (a fresh curriculum would be back at 0.4)
+    assert [round(r["curriculum"]["intensity"], 6) for r in rows] == [0.4, 0.6]
