@@ -105,7 +105,9 @@ class FilterStarvation(RuntimeError):
 
 class RolloutController:
     """One virtual rollout group: ``workers`` concurrent trajectories, each a loop of admit ->
-    prompt -> generate (one pinned version) -> score every sample -> buffer or filter."""
+    prompt -> generate (one pinned version) -> score every sample -> buffer or filter. With
+    ``episodes`` (multi-turn), generation and scoring are one episode per sample, under the
+    pinned version; its segments share one reward and one ``trajectory`` index."""
 
     def __init__(self, index: int, *, policy: Policy, source: PromptSource, reward_fn: RewardFn,
                  manager: RolloutManager, staleness: StalenessManager, buffer: SampleBuffer, stats: RolloutStats,
