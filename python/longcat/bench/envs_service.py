@@ -8,7 +8,9 @@ Phases (``--quick``: 600 environments and short phases):
 2. open + reset N environments over a handful of built (record, task) pairs; memory is the
    proportional set size (PSS) of the service, the zygote and the workers, before and after.
 3. load ``uniform``: steps arrive at 1,000/s (open loop) on environments drawn uniformly from
-   all N: the worst case, almost every step wakes a hibernated environment (reset + replay).
+   all N: the worst case, almost every step wakes a hibernated environment (it resumes its
+   suspended state and the one it evicts is suspended); run ``UNIFORM_REPEATS`` times, the
+   medians go to the context. Memory is measured again after it (live environments included).
 4. load ``active set``: the same offered rate on a working set that fits the workers' live
    caches, woken once before (what an RL loop with that many episodes in flight looks like);
    then again at 300 steps/s offered, below saturation, for the latency of an unloaded service.
@@ -20,7 +22,9 @@ Phases (``--quick``: 600 environments and short phases):
    mid-episode; service memory and file descriptors before/after.
 
 Offered steps beyond the service's admission limits are rejected (``Overloaded``) and counted,
-never queued without bound; latencies are of the steps that ran."""
+never queued without bound; latencies are of the steps that ran. The machine's load average
+(``os.getloadavg``) is recorded at the start and the end: on a shared machine the rates depend on
+it."""
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +40,7 @@ from longcat.envs.runtime import Environment
 OFFERED_RATE = 1000.0
 SUSTAINABLE_RATE = 300.0   # a second active-set load below saturation, for its latency
 TARGET_P99_MS = 50.0
+UNIFORM_REPEATS = 3
 FINAL_MESSAGE = {"type": "message", "content": "All done: your request is complete."}  # ends the episode
 QUESTIONS = ["Could you tell me your email?", "What is your name?", "Which order is it?",
              "Can you confirm the details?"]
@@ -301,12 +306,15 @@ def _log(msg: str) -> None:
 async def _run(quick: bool) -> tuple[list, dict]:
     from longcat.envs.service import EnvService, Overloaded
 
+    from longcat.envs.service.workers import usable_cpus
+
     n_envs = 600 if quick else 32_000
     seconds = 2.0 if quick else 15.0
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = len(usable_cpus())
     live = 128 if quick else 2048
     ctx: dict = {"environments": n_envs, "workers": workers, "live_per_worker": live,
-                 "offered_steps_per_s": OFFERED_RATE}
+                 "offered_steps_per_s": OFFERED_RATE, "load_average_start": _loadavg(),
+                 "usable_cpus": usable_cpus()}
     rows = []
     t0 = time.perf_counter()
     pairs = make_pairs(per_domain=3 if quick else 6)
@@ -359,9 +367,10 @@ async def _run(quick: bool) -> tuple[list, dict]:
         book = Book(handles, pair_of)
         rng = random.Random(0)
         active = handles[:workers * live // 2]
-        phases = [("uniform over all", lambda: rng.choice(handles), OFFERED_RATE),
-                  ("active set", lambda: rng.choice(active), OFFERED_RATE),
-                  ("active set", lambda: rng.choice(active), SUSTAINABLE_RATE)]
+        phases = [("uniform over all", lambda: rng.choice(handles), OFFERED_RATE)] * \
+            UNIFORM_REPEATS + [("active set", lambda: rng.choice(active), OFFERED_RATE),
+                               ("active set", lambda: rng.choice(active), SUSTAINABLE_RATE)]
+        uniform = []
         for name, pick, rate in phases:
             if name == "active set" and rate == OFFERED_RATE:
                 # an RL loop's episodes in flight are awake: wake the set once, untimed
@@ -380,6 +389,21 @@ async def _run(quick: bool) -> tuple[list, dict]:
                          "p99_ms": 1e3 * _pct(lat, 0.99), "rejected": book.rejected - rej0,
                          "skipped_busy": book.skipped - skip0,
                          "errors": sum(book.errors.values()) - err0})
+            if name == "uniform over all":
+                uniform.append(rows[-1])
+                if len(uniform) == UNIFORM_REPEATS:
+                    ctx["uniform_median"] = {k: statistics.median(r[k] for r in uniform)
+                                             for k in ("steps_per_s", "p50_ms", "p99_ms")}
+                    ctx["uniform_median"]["target_p99_ms"] = TARGET_P99_MS
+                    mem2 = svc.memory_bytes()
+                    stats = await svc.worker_stats()
+                    ctx.update(memory_after_uniform_gib=mem2["total"] / 2**30,
+                               memory_per_env_after_uniform_kib=(mem2["total"] - mem0["total"])
+                               / n_envs / 1024,
+                               suspended_state_mib=sum(st.get("suspended_bytes", 0)
+                                                       for st in stats) / 2**20,
+                               live_after_uniform=sum(st.get("live", 0) for st in stats),
+                               worker_cpus=[st.get("cpus") for st in stats])
 
         _log('faults')
         # faults under the active-set load
@@ -474,7 +498,16 @@ async def _run(quick: bool) -> tuple[list, dict]:
         ctx["soak"] = sk
     finally:
         await svc.stop()
+    ctx["load_average_end"] = _loadavg()
     return rows, ctx
+
+
+def _loadavg() -> list | None:
+    """1, 5 and 15 minute load averages (what ``uptime`` prints), where the OS tells."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def run(device: str = "cpu", quick: bool = False):

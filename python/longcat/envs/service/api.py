@@ -36,6 +36,10 @@ Semantics (the contract the RL loop and external agents rely on):
   environment: their schemas are appended to ``reset``'s tools; their calls never touch the
   database and do not count toward the environment's ``max_steps``.
 
+Local workers are pinned to the service's CPUs, one core each in turn (``pin_workers=False``
+leaves them to the scheduler; where the OS has no affinity call they stay unpinned, and
+``worker_stats()`` shows each worker's CPUs).
+
 ``backend="ray"`` runs the workers as Ray actors (``address``: an existing cluster; default: a
 local one started here); the API is the same.
 """
@@ -51,7 +55,7 @@ from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
 from .host import DEFAULT_FACTORY, rss_bytes
-from .workers import CallTimeout, LocalWorker, RayWorker, WorkerLost, Zygote
+from .workers import CallTimeout, LocalWorker, RayWorker, WorkerLost, Zygote, usable_cpus
 
 __all__ = ["EnvService", "EnvServiceError", "UnknownHandle", "EpisodeStateError", "HandleBusy",
            "Overloaded", "WorkerLost", "CODE_TOOLS"]
@@ -125,10 +129,10 @@ class EnvService:
                  start_timeout: float = 180.0, max_open: int = 100_000, max_inflight: int = 512,
                  max_queue: int = 20_000, max_action_bytes: int = 64 * 1024,
                  code_tools: Sequence[str] = (), sandbox_limits=None,
-                 allow_unsandboxed: bool = False, latency_window: int = 20_000):
+                 allow_unsandboxed: bool = False, latency_window: int = 20_000,
+                 pin_workers: bool = True):
         if workers is None:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-                (os.cpu_count() or 1)
+            workers = len(usable_cpus())
         _positive("workers", workers)
         if backend not in ("local", "ray"):
             raise ValueError(f"backend: expected 'local' or 'ray', got {backend!r}")
@@ -150,6 +154,9 @@ class EnvService:
         self.max_action_bytes = max_action_bytes
         self.code_tools = code_tools
         self.allow_unsandboxed = allow_unsandboxed
+        if not isinstance(pin_workers, bool):
+            raise ValueError(f"pin_workers: expected True or False, got {pin_workers!r}")
+        self.pin_workers = pin_workers and backend == "local"
         self._worker_config = {"factory": env_factory, "live": live_per_worker,
                                "sandbox_limits": sandbox_limits,
                                "allow_unsandboxed": allow_unsandboxed}
@@ -212,6 +219,9 @@ class EnvService:
         if self.backend == "ray":
             w = RayWorker(cfg, start_timeout=self.start_timeout)
         else:
+            if self.pin_workers:   # worker i on core i (round robin when there are more)
+                cpus = usable_cpus()
+                cfg["cpus"] = [cpus[index % len(cpus)]]
             w = LocalWorker(cfg, self._zygote, start_timeout=self.start_timeout)
             w.on_lost = lambda w=w: self._worker_lost(index, w)
         await w.start()
