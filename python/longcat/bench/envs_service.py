@@ -456,6 +456,11 @@ async def _run(quick: bool) -> tuple[list, dict]:
         t_kill = fault_s / 8
         events = [(0.0, mark), (t_kill, mark), (t_kill, kill), (1.5 * t_kill, hang),
                   (1.7 * t_kill, raise_), (0.6 * fault_s, mark)]
+        ticks = []   # (time, steps done) every half second: the throughput timeline
+
+        async def tick():
+            ticks.append((asyncio.get_running_loop().time(), len(book.lat)))
+        events += [(0.5 * i, tick) for i in range(int(fault_s / 0.5) + 1)]
         offered, done, secs = await offered_load(svc, book, lambda: rng.choice(active),
                                                  OFFERED_RATE, fault_s, events)
         await mark()
@@ -474,6 +479,10 @@ async def _run(quick: bool) -> tuple[list, dict]:
                          "raise_step": fault_log.get("raise"),
                          "killed_pid": fault_log.get("killed_pid"),
                          "steps_per_s_before": before_rate, "steps_per_s_after_recovery": after_rate,
+                         "timeline_steps_per_s": [
+                             [round(t0 - ticks[0][0], 1), round((n1 - n0) / max(t1 - t0, 1e-9))]
+                             for (t0, n0), (t1, n1) in zip(ticks, ticks[1:])],
+                         "kill_at_s": t_kill, "hang_at_s": 1.5 * t_kill,
                          "step_timeout_s": step_timeout}
 
         _log('replay check')

@@ -17,8 +17,9 @@ Semantics (the contract the RL loop and external agents rely on):
 * A step is *committed* when its reply reaches the service: the service appends the action to
   the handle's log. A worker that crashes, or is killed because it answered nothing for
   ``step_timeout`` seconds while a call was running (a hung tool), is replaced; its
-  environments are rebuilt on the new worker from their logs (reset + replay), so nothing
-  committed is lost and no other worker is touched. The calls that were in flight on it return
+  environments move to the new worker as their logs and are rebuilt lazily, each on its first
+  use (the shared state after its reset, then its log), so nothing committed is lost, no other
+  worker is touched, and the new worker serves at once instead of replaying every log first. The calls that were in flight on it return
   an *error observation* ``({"role": "error", "isError": True, "content": ...}, 0.0, False,
   {"error": kind, "committed": False})`` and may be retried. ``kind`` is ``"timeout"``,
   ``"worker_lost"`` or ``"tool_raised"`` (the environment raised; its state stays at the last
@@ -30,6 +31,8 @@ Semantics (the contract the RL loop and external agents rely on):
 * Back-pressure: at most ``max_open`` open environments, at most ``max_inflight`` requests sent
   to workers at once; callers beyond that wait in a queue of at most ``max_queue``, and further
   calls raise ``Overloaded`` instead of piling up (a start-up storm cannot exhaust the machine).
+  Both limits are split evenly between the workers, so calls piling up on a stalled or
+  restarting worker never take the places of calls to the healthy ones.
 * ``session()`` closes every environment it opened when the block ends, including when the
   client is cancelled or fails (a client that disconnects mid-episode leaves nothing behind).
 * ``code_tools=("python", "calculator")`` adds the sandboxed code tools (``sandbox.py``) to every
@@ -199,7 +202,10 @@ class EnvService:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
                 self._owns_ray = True
-        self._sem = asyncio.Semaphore(self.max_inflight)
+        n = self.n_workers   # each worker its share of the limits (at least one place)
+        self._sem = [asyncio.Semaphore(-(-self.max_inflight // n)) for _ in range(n)]
+        self._queue_cap = -(-self.max_queue // n)
+        self._waiting_on = [0] * n
         if self.backend == "local":
             self._zygote = Zygote(self.start_timeout)
             await self._zygote.start()
@@ -322,14 +328,19 @@ class EnvService:
         try:
             if not self._started:
                 raise EnvServiceError("the service is not running")
-            if self._waiting >= self.max_queue:
+            if self._waiting_on[w] >= self._queue_cap:
                 self.failures["overloaded"] += 1
-                raise Overloaded(f"more than max_queue={self.max_queue} calls are waiting")
+                raise Overloaded(f"more than max_queue={self.max_queue} calls are waiting "
+                                 f"({self._queue_cap} for worker {w})")
             self._waiting += 1
+            self._waiting_on[w] += 1
             try:
-                await self._sem.acquire()
+                if not self._ready[w].is_set():   # restarting: wait without taking a place
+                    await _wait_event(self._ready[w], self.start_timeout)
+                await self._sem[w].acquire()
             finally:
                 self._waiting -= 1
+                self._waiting_on[w] -= 1
             self._inflight += 1
             try:
                 if not self._ready[w].is_set():
@@ -359,7 +370,7 @@ class EnvService:
                     raise
             finally:
                 self._inflight -= 1
-                self._sem.release()
+                self._sem[w].release()
         finally:
             if not sent and on_done is not None:
                 on_done(None)
