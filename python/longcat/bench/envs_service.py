@@ -28,6 +28,7 @@ it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -316,6 +317,7 @@ async def _run(quick: bool) -> tuple[list, dict]:
                  "offered_steps_per_s": OFFERED_RATE, "load_average_start": _loadavg(),
                  "usable_cpus": usable_cpus()}
     rows = []
+    gc_pauses = _GcPauses()
     t0 = time.perf_counter()
     pairs = make_pairs(per_domain=3 if quick else 6)
     ctx["pairs"] = len(pairs)
@@ -364,6 +366,13 @@ async def _run(quick: bool) -> tuple[list, dict]:
                              f"{per_env / 1024:.1f} KiB/env"})
 
         _log('opened and reset')
+        # The client and the service share this process: tens of thousands of handles, logs
+        # and book entries make a full garbage collection pause the event loop for a second
+        # or more. What exists now lives to the end, so it leaves the collector's generations
+        # (what a long-running server does after warm-up); the pauses are still recorded.
+        gc.collect()
+        gc.freeze()
+        gc.callbacks.append(gc_pauses)
         book = Book(handles, pair_of)
         rng = random.Random(0)
         active = handles[:workers * live // 2]
@@ -506,9 +515,33 @@ async def _run(quick: bool) -> tuple[list, dict]:
                              f"{sk['worker_handles_after']}"})
         ctx["soak"] = sk
     finally:
+        if gc_pauses in gc.callbacks:
+            gc.callbacks.remove(gc_pauses)
+        gc.unfreeze()
         await svc.stop()
     ctx["load_average_end"] = _loadavg()
+    ctx["client_and_service_gc"] = gc_pauses.summary()
     return rows, ctx
+
+
+class _GcPauses:
+    """A ``gc.callbacks`` entry timing this process's collections (full ones apart)."""
+
+    def __init__(self):
+        self.t0 = 0.0
+        self.pauses: dict[int, list] = {0: [], 1: [], 2: []}
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.t0)
+
+    def summary(self) -> dict:
+        full = self.pauses[2]
+        young = self.pauses[0] + self.pauses[1]
+        return {"full_collections": len(full), "full_max_ms": 1e3 * max(full, default=0.0),
+                "young_collections": len(young), "young_max_ms": 1e3 * max(young, default=0.0)}
 
 
 def _loadavg() -> list | None:
