@@ -22,9 +22,10 @@ Phases (``--quick``: 600 environments and short phases):
    mid-episode; service memory and file descriptors before/after.
 
 Offered steps beyond the service's admission limits are rejected (``Overloaded``) and counted,
-never queued without bound; latencies are of the steps that ran. The machine's load average
-(``os.getloadavg``) is recorded at the start and the end: on a shared machine the rates depend on
-it."""
+never queued without bound; latencies are of the steps that ran. ``cpu_ms_per_step`` is the CPU
+time of this process (the client and the service) and the workers per step that ran: unlike the
+rates, it does not depend on how loaded the machine is. The load average (``os.getloadavg``) is
+recorded at the start and the end: on a shared machine the rates depend on it."""
 from __future__ import annotations
 
 import asyncio
@@ -389,11 +390,16 @@ async def _run(quick: bool) -> tuple[list, dict]:
             n_lat = len(book.lat)
             rej0, skip0, err0 = book.rejected, book.skipped, sum(book.errors.values())
             _log(f"load: {name} at {rate:.0f}/s")
+            pids = [os.getpid()] + [w.pid for w in svc._workers]
+            cpu0 = _cpu_seconds(pids)
             offered, done, secs = await offered_load(svc, book, pick, rate, seconds)
+            cpu1 = _cpu_seconds(pids)
             lat = book.lat[n_lat:]
             rows.append({"phase": f"load: {name} ({len(active) if name == 'active set' else n_envs} "
                                   f"envs) at {rate:.0f}/s",
                          "offered": offered, "steps": done, "steps_per_s": done / secs,
+                         "cpu_ms_per_step": None if cpu0 is None or cpu1 is None or not done
+                         else 1e3 * (cpu1 - cpu0) / done,
                          "p50_ms": 1e3 * statistics.median(lat) if lat else float("nan"),
                          "p99_ms": 1e3 * _pct(lat, 0.99), "rejected": book.rejected - rej0,
                          "skipped_busy": book.skipped - skip0,
@@ -402,7 +408,9 @@ async def _run(quick: bool) -> tuple[list, dict]:
                 uniform.append(rows[-1])
                 if len(uniform) == UNIFORM_REPEATS:
                     ctx["uniform_median"] = {k: statistics.median(r[k] for r in uniform)
-                                             for k in ("steps_per_s", "p50_ms", "p99_ms")}
+                                             for k in ("steps_per_s", "p50_ms", "p99_ms")
+                                             + (("cpu_ms_per_step",) if all(
+                                                 r["cpu_ms_per_step"] for r in uniform) else ())}
                     ctx["uniform_median"]["target_p99_ms"] = TARGET_P99_MS
                     mem2 = svc.memory_bytes()
                     stats = await svc.worker_stats()
@@ -544,6 +552,20 @@ class _GcPauses:
                 "young_collections": len(young), "young_max_ms": 1e3 * max(young, default=0.0)}
 
 
+def _cpu_seconds(pids) -> float | None:
+    """CPU time (user + system) the processes used so far (Linux /proc; None elsewhere): the
+    cost of a step that the machine's load does not change, unlike its latency."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def _loadavg() -> list | None:
     """1, 5 and 15 minute load averages (what ``uptime`` prints), where the OS tells."""
     try:
@@ -563,8 +585,8 @@ def run(device: str = "cpu", quick: bool = False):
         area="envs-service",
         title=f"Environment service: {ctx['environments']} open environments, "
               f"{ctx['workers']} worker(s), {OFFERED_RATE:.0f} steps/s offered",
-        columns=["phase", "offered", "steps", "steps_per_s", "p50_ms", "p99_ms", "rejected",
-                 "skipped_busy", "errors", "note"], context=ctx)
+        columns=["phase", "offered", "steps", "steps_per_s", "p50_ms", "p99_ms",
+                 "cpu_ms_per_step", "rejected", "skipped_busy", "errors", "note"], context=ctx)
     for r in rows:
         result.add(**r)
     peer = rows[0]["steps_per_s"]
