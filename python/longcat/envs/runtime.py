@@ -39,7 +39,8 @@ from .noise import CURSOR_ARG, NoiseConfig, ToolNoise, noisy_instruction, noisy_
 from .tasks import _label, communicated
 from .users import STOP, ScriptedUser
 
-__all__ = ["Environment", "Suspended", "ScriptedUser", "openai_tool_schema", "mcp_tool_schema", "STOP"]
+__all__ = ["Environment", "Suspended", "ScriptedUser", "openai_tool_schema", "mcp_tool_schema",
+           "STOP"]
 
 MAX_MESSAGE_CHARS = 20000
 

@@ -19,9 +19,10 @@ Semantics (the contract the RL loop and external agents rely on):
   ``step_timeout`` seconds while a call was running (a hung tool), is replaced; its
   environments move to the new worker as their logs and are rebuilt lazily, each on its first
   use (the shared state after its reset, then its log), so nothing committed is lost, no other
-  worker is touched, and the new worker serves at once instead of replaying every log first. The calls that were in flight on it return
-  an *error observation* ``({"role": "error", "isError": True, "content": ...}, 0.0, False,
-  {"error": kind, "committed": False})`` and may be retried. ``kind`` is ``"timeout"``,
+  worker is touched, and the new worker serves at once instead of replaying every log first.
+  The calls that were in flight on it return an *error observation* ``({"role": "error",
+  "isError": True, "content": ...}, 0.0, False, {"error": kind, "committed": False})`` and may
+  be retried. ``kind`` is ``"timeout"``,
   ``"worker_lost"`` or ``"tool_raised"`` (the environment raised; its state stays at the last
   committed step).
 * Caller mistakes raise at once and change nothing: ``UnknownHandle`` (never opened / closed),
