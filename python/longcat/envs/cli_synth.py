@@ -102,7 +102,7 @@ def _load(dir_: Path):
     return summary, envs, tasks
 
 
-LADDER = ("gold", "write-only", "nothing", "random")
+LADDER = ("gold", "careful", "naive", "write-only", "nothing", "random")
 STATS_LADDER = LADDER + ("gold+noise",)
 
 
@@ -303,7 +303,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a folder written by `longcat envs build`")
-    p.add_argument("--agent", choices=["gold", "naive", "write-only", "nothing", "random",
+    p.add_argument("--agent", choices=["gold", "careful", "naive", "write-only", "nothing", "random",
                                        "openai"],
                    default="gold", help="a reference agent, or 'openai' (--agent-url)")
     p.add_argument("--agent-url", default=None,
@@ -365,6 +365,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def noise_table(envs: dict, tasks: list, sample: int, intensity: float = 1.0,
+                seed: int = 0) -> dict:
+    """Mean reward of the careful and the naive grounded agents (``grounded``) with no noise
+    and under each noise type alone, over the first ``sample`` tasks of every domain:
+    {"clean" | noise type: {"careful", "naive", "n"}}."""
+    from .noise import NOISE_TYPES, NoiseConfig
+
+    out = {}
+    for kind in ("clean",) + NOISE_TYPES:
+        noise = None if kind == "clean" else NoiseConfig([kind], intensity, seed)
+        per = score_agents(envs, tasks, sample, agents=("careful", "naive"), noise=noise)
+        n = sum(r["n"] for r in per.values())
+        out[kind] = {a: sum(r[a] * r["n"] for r in per.values()) / max(n, 1)
+                     for a in ("careful", "naive")}
+        out[kind]["n"] = n
+    return out
+
+
+def _configure_noise_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="a folder written by `longcat envs build`")
+    p.add_argument("--sample", type=int, default=10, help="tasks per domain (default 10)")
+    p.add_argument("--intensity", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table as JSON here")
+
+
+def cmd_noise_table(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.sample < 1:
+        raise ValueError(f"--sample: expected >= 1, got {args.sample}")
+    summary, envs, tasks = _load(Path(args.dir))
+    rows = noise_table(envs, tasks, args.sample, args.intensity, args.seed)
+    table = Table(title=f"careful vs naive agent per noise type (intensity {args.intensity})")
+    for c in ("noise", "tasks", "careful", "naive", "naive drop"):
+        table.add_column(c, justify="left" if c == "noise" else "right")
+    base = rows["clean"]["naive"]
+    for kind, r in rows.items():
+        table.add_row(kind, str(r["n"]), f"{100 * r['careful']:.1f}%", f"{100 * r['naive']:.1f}%",
+                      "" if kind == "clean" else f"{100 * (base - r['naive']):.1f} pt")
+    Console(width=120).print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a folder written by `longcat envs build`")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per domain)")
@@ -389,6 +437,8 @@ SUBCOMMANDS = [
      _configure_stats, cmd_stats),
     ("eval", "score a reference agent (gold / write-only / nothing / random) on a build",
      _configure_eval, cmd_eval),
+    ("noise-table", "careful vs naive reference agent, clean and under each noise type",
+     _configure_noise_table, cmd_noise_table),
     ("export-tau2", "write a build's tasks as tau2-bench domain folders (db.json, tasks.json, "
      "policy.md, ...)", _configure_export, cmd_export),
 ]

@@ -10,7 +10,8 @@ Instruction noise (applied to the first user message, never to the task's gold d
                         user reveals it when asked, which keeps the task solvable);
   * ``typos``        -- letter swaps/drops/doublings in ordinary words; protected spans (ids,
                         emails, any value the agent must copy exactly) are never touched;
-  * ``irrelevant``   -- off-topic sentences about the user's life;
+  * ``irrelevant``   -- off-topic sentences about the user's life, and a decoy: an old value
+                        of something the user states ("My old email was ..."), never to be used;
   * ``out_of_order`` -- the sentences of the instruction are shuffled.
 
 State noise (needs the environment's snapshot/restore; ``ToolNoise(..., undo=...)``):
@@ -296,6 +297,15 @@ def noisy_instruction(text: str, config: NoiseConfig, *, key: Any = "",
         text = paraphrase(text, rng, config.intensity)
     if "irrelevant" in types:
         text = add_irrelevant(text, rng, config.intensity, extra_details)
+        # and a decoy: an old value of something the user states, which they no longer use
+        stated = [(k, v) for k, (v, _) in (ambiguous or {}).items() if str(v) and str(v) in text]
+        if stated:
+            k, v = rng.choice(stated)
+            label = k.replace("_id", " id").replace("_", " ").strip()
+            sents = _sentences(text)
+            sents.insert(rng.randrange(len(sents) + 1),
+                         f"My old {label} was {decoy(v)}, I don't use it any more.")
+            text = " ".join(sents)
     if "out_of_order" in types:
         text = shuffle_order(text, rng, config.intensity)
     if "typos" in types:
