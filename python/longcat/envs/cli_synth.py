@@ -103,16 +103,18 @@ def _load(dir_: Path):
 
 
 LADDER = ("gold", "careful", "naive", "write-only", "nothing", "random")
-STATS_LADDER = LADDER + ("gold+noise",)
+STATS_LADDER = LADDER + ("gold+noise", "careful+noise")
 
 
 def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None, *,
-                 make_agent=None, user=None, trials: int = 1, log: str | None = None) -> dict:
+                 make_agent=None, user=None, trials: int = 1, log: str | None = None,
+                 max_steps: int | None = None) -> dict:
     """Per domain over the first ``sample`` tasks: each agent's mean reward (key = agent name),
     mean partial credit (``<name>:partial``) and, with ``trials`` > 1, pass^k for k = trials
     (``<name>:pass^k``). Trial i uses noise seed ``noise.seed + i``. ``make_agent(name)``
     builds an agent (default: ``agents.AGENTS``); ``user`` is ``Environment``'s user factory;
-    ``log`` a JSONL file every episode is appended to."""
+    ``log`` a JSONL file every episode is appended to; ``max_steps`` the environments' step
+    limit (default: ``Environment``'s)."""
     from dataclasses import replace
 
     from .agents import AGENTS, run_episode
@@ -140,8 +142,9 @@ def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None
                 if t["env_id"] != env_id:   # one open environment at a time
                     if env is not None:
                         env.close()
-                    env, env_id = Environment(envs[t["env_id"]], noise=tnoise, user=user), \
-                        t["env_id"]
+                    kw = {} if max_steps is None else {"max_steps": max_steps}
+                    env, env_id = Environment(envs[t["env_id"]], noise=tnoise, user=user,
+                                              **kw), t["env_id"]
                 for a in agents:
                     r, info = run_episode(env, make_agent(a), t, log=log)
                     rewards[a].setdefault(t["task_id"], []).append(r)
@@ -224,10 +227,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.agents:
         from .noise import NoiseConfig
 
-        noisy = score_agents(envs, tasks, args.sample, agents=("gold",),
-                             noise=NoiseConfig.all(0.5, seed=0))
+        noisy = score_agents(envs, tasks, args.sample, agents=("gold", "careful"),
+                             noise=NoiseConfig.all(0.5, seed=0), max_steps=NOISE_TABLE_STEPS)
         for dom, row in noisy.items():
             scores[dom]["gold+noise"] = row["gold"]
+            scores[dom]["careful+noise"] = row["careful"]
     doms = {d: load_domain(d) for d in summary["domains"]}
     tstats = task_stats(tasks, doms)
     viol = invariant_violations(envs, doms)
@@ -365,8 +369,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+NOISE_TABLE_STEPS = 150    # re-reads and paged answers cost steps: more than the default 60
+
+
 def noise_table(envs: dict, tasks: list, sample: int, intensity: float = 1.0,
-                seed: int = 0) -> dict:
+                seed: int = 0, max_steps: int = NOISE_TABLE_STEPS) -> dict:
     """Mean reward of the careful and the naive grounded agents (``grounded``) with no noise
     and under each noise type alone, over the first ``sample`` tasks of every domain:
     {"clean" | noise type: {"careful", "naive", "n"}}."""
@@ -375,7 +382,8 @@ def noise_table(envs: dict, tasks: list, sample: int, intensity: float = 1.0,
     out = {}
     for kind in ("clean",) + NOISE_TYPES:
         noise = None if kind == "clean" else NoiseConfig([kind], intensity, seed)
-        per = score_agents(envs, tasks, sample, agents=("careful", "naive"), noise=noise)
+        per = score_agents(envs, tasks, sample, agents=("careful", "naive"), noise=noise,
+                           max_steps=max_steps)
         n = sum(r["n"] for r in per.values())
         out[kind] = {a: sum(r[a] * r["n"] for r in per.values()) / max(n, 1)
                      for a in ("careful", "naive")}

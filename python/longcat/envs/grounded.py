@@ -103,8 +103,9 @@ class _Grounded:
         except (json.JSONDecodeError, TypeError):
             return None
 
-    def _call(self, name: str, args: dict):
-        """Yields the call (and, careful, its retries and pages); returns (payload, obs)."""
+    def _call(self, name: str, args: dict, pages: bool = True):
+        """Yields the call (and, careful, its retries and further pages); returns (payload,
+        obs)."""
         obs = None
         for attempt in range(self.max_retries + 1):
             obs = yield {"type": "tool_call", "name": name, "arguments": dict(args)}
@@ -116,12 +117,12 @@ class _Grounded:
         if obs.get("isError"):
             return None, obs
         payload = self._parse(obs.get("content", ""))
-        if self.careful and isinstance(payload, dict) and "next_cursor" in payload \
+        if pages and self.careful and isinstance(payload, dict) and "next_cursor" in payload \
                 and "total_pages" in payload:
             key = next((k for k, v in payload.items() if isinstance(v, list)), "items")
             items, cursor = list(payload.get(key, [])), payload["next_cursor"]
             while cursor:
-                page, o = yield from self._call(name, {**args, CURSOR_ARG: cursor})
+                page, o = yield from self._call(name, {**args, CURSOR_ARG: cursor}, False)
                 if not isinstance(page, dict):
                     break
                 items += page.get(key, [])
@@ -133,12 +134,13 @@ class _Grounded:
 
     def _read(self, name: str, args: dict):
         payload, obs = yield from self._call(name, args)
-        if self.careful and payload is not None:   # until two answers agree
+        if self.careful:                 # until two answers agree (errors included)
             for _ in range(4):
-                again, obs = yield from self._call(name, args)
-                if again == payload:
+                again, obs2 = yield from self._call(name, args)
+                same = again == payload and bool(obs2.get("isError")) == bool(obs.get("isError"))
+                payload, obs = again, obs2
+                if same:
                     break
-                payload = again
         return payload, obs
 
     # -- the episode ---------------------------------------------------------------------------
@@ -228,28 +230,39 @@ class _Grounded:
         return plan
 
     def _verify(self, action: Mapping, tool, payload):
-        """Careful: re-read the written record; repeat the write while its change is missing."""
+        """Careful: re-read the written record (a created one by its new id); repeat the write
+        while its change is missing (a deleted record: while it is still there)."""
         from .runtime import get_tool_for
 
         d = self.domain
-        if tool.kind not in ("update_fields", "set_status", "cancel", "adjust") or \
-                not tool.entity or not isinstance(payload, dict):
+        kinds = ("create", "update_fields", "set_status", "cancel", "adjust", "delete")
+        if tool.kind not in kinds or not tool.entity or tool.entity not in d.entities:
             return payload
         get = get_tool_for(d, self.tool_names, tool.entity)
-        key = action["arguments"].get(tool.options.get("key_param"))
-        if get is None or key is None:
+        pk = d.entities[tool.entity].primary_key
+        if get is None:
             return payload
-        gkp = d.tools[get].options.get("key_param", d.entities[tool.entity].primary_key)
-        for _ in range(2):
-            now, _ = yield from self._read(get, {gkp: key})
-            if not isinstance(now, dict) or all(now[k] == v for k, v in payload.items()
-                                                if k in now):
+        gkp = d.tools[get].options.get("key_param", pk)
+        for _ in range(3):
+            key = payload.get(pk) if tool.kind == "create" and isinstance(payload, dict) \
+                else action["arguments"].get(tool.options.get("key_param"))
+            if key is None:
                 return payload
-            payload, _ = yield from self._call(action["name"], action["arguments"])
-            if payload is None:
+            now, _ = yield from self._read(get, {gkp: key})
+            if tool.kind == "delete":
+                ok = now is None
+            elif isinstance(payload, dict):
+                ok = isinstance(now, dict) and all(now[k] == v for k, v in payload.items()
+                                                   if k in now)
+            else:
+                ok = now is not None
+            if ok:
+                return payload
+            again, _ = yield from self._call(action["name"], action["arguments"])
+            if again is None:
                 return None
+            payload = again
         return payload
-
 
 
 class CarefulAgent(_Grounded):

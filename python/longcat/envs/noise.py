@@ -467,7 +467,7 @@ class ToolNoise:
     pure function of env_key, tool, arguments and attempt number)."""
 
     def __init__(self, call: ToolCall, config: NoiseConfig, *, env_key: Any = "",
-                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 2,
+                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 1,
                  undo: tuple[Callable, Callable] | None = None,
                  verifiable: Callable[[str], bool] = lambda name: False):
         self._call = call

@@ -18,7 +18,8 @@ is written from it:
 
 Self-verification (each task, before it is kept): the gold actions replayed on a fresh copy reach
 the expected state; doing nothing does not; dropping a write (missing step) does not; changing
-one argument of a write (wrong argument) does not. Tasks failing any check are dropped and the
+one argument of a write (wrong argument) does not; and the careful grounded agent, which uses
+only what the user says and the tools show, solves it (no value comes from nowhere). Tasks failing any check are dropped and the
 reason counted (``SynthStats.dropped``).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from .noise import stable_seed
 
 __all__ = ["synthesize_task", "SynthStats", "to_tau2", "humanize", "normalize_text",
-           "communicated"]
+           "communicated", "solvable_from_conversation"]
 
 
 @dataclass
@@ -97,6 +98,9 @@ _REPORT = ("Also, tell me the {what}.", "Please let me know the {what}.",
            "And what is the {what}?", "Can you also tell me the {what}?")
 _HIDDEN_HINT = ("I'll give you the details you need when you ask.",
                 "Ask me if you need anything else.", "I have the other details at hand.")
+_READ_BACK = ("Once that's done, tell me the new {what}.",
+              "When it's changed, what is the {what} now?",
+              "After that, please confirm the new {what}.")
 _CLOSINGS = ("Thanks!", "Thank you.", "That's all.", "Appreciate it.", "")
 
 
@@ -302,6 +306,7 @@ def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
     return None
 
 
+READ_BACK_RATE = 0.6   # share of tasks that try to ask for a changed value, read back after the change
 FUSE_RATE = 0.6        # share of tasks that try to add a second verified chain of the environment
 REFUSAL_RATE = 0.7     # share of authenticated tasks that try to add a request the policy forbids
 
@@ -524,6 +529,44 @@ def _foreign_write(ctx, calls, person, person_key) -> bool:
     return False
 
 
+def _read_back(ctx, env, calls, tpl, patch, person, rng):
+    """(get call, (what, new value)): a field the path's last update of an existing record
+    changes, read back after the path through the environment's ``get`` tool of the record
+    (the user asks for its new value); None when there is none."""
+    d = ctx.domain
+    kinds = ("update_fields", "set_status", "adjust", "cancel")
+    for name, args in reversed(calls):
+        t = d.tools[name]
+        if t.mode != "write":
+            continue
+        kp = t.options.get("key_param")
+        get = _find_tool(d, env["tools"], kind="get", entity=t.entity) if t.entity else None
+        if t.kind not in kinds or not kp or args.get(kp) is None or get is None:
+            return None
+        e = d.entities[t.entity]
+        fields = list(t.options.get("fields", ())) + list(t.options.get("set", {})) + \
+            ([t.options["field"]] if "field" in t.options else [])
+        ctx.open_state(tpl, patch)
+        before = ctx.runtime.state.get(e.name, args[kp])
+        if ctx.replay(calls) is None or before is None:
+            return None
+        after = ctx.runtime.state.get(e.name, args[kp])
+        if after is None:
+            return None
+        options = [f for f in dict.fromkeys(fields) if f in e.fields and after.get(f) is not None
+                   and after.get(f) != before.get(f) and not isinstance(after.get(f), bool)
+                   and not e.fields[f].key and not e.fields[f].ref
+                   and len(str(after.get(f))) >= 2]
+        if not options:
+            return None
+        f = rng.choice(options)
+        gkp = d.tools[get].options.get("key_param", kp)
+        owner = "my " if person is not None and _owner_field(e, person) else "the "
+        return [get, {gkp: args[kp]}], (f"{humanize(f)} of {owner}{humanize(e.name)}",
+                                         after[f])
+    return None
+
+
 def _forbidden(ctx, env, calls, results, person, person_key, tpl, patch, expected_hash, rng):
     """A write the user will ask for on a record of *another* person (the tools allow it, the
     policy does not): (call, get-tool check call, description) or None."""
@@ -725,6 +768,10 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         forbidden = _forbidden(ctx, env, calls, results, pe, person_key, tpl, patch,
                                expected_hash, rng)
     gold = reads + calls + ([forbidden[1]] if forbidden else [])
+    read_back = _read_back(ctx, env, calls, tpl, patch, pe, rng) \
+        if rng.random() < READ_BACK_RATE else None
+    if read_back is not None:
+        gold.append(read_back[0])
     ctx.open_state(tpl, patch)
     if ctx.replay(gold) is None or db_hash(ctx.conn, d) != expected_hash:
         stats.drop("gold with reads fails")
@@ -787,17 +834,21 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         what, value, src = rubric
         sents.append(rng.choice(_REPORT).format(what=what))
         rubrics.append({"info": value, "description": f"tell the user the {what}", "tool": src})
+    if read_back is not None:
+        what, value = read_back[1]
+        sents.append(rng.choice(_READ_BACK).format(what=what))
+        rubrics.append({"info": value, "description": f"tell the user the new {what} after the "
+                        f"change", "tool": read_back[0][0]})
     if hidden:
         sents.append(rng.choice(_HIDDEN_HINT))
     closing = rng.choice(_CLOSINGS)
     if closing:
         sents.append(closing)
     instruction = " ".join(sents)
-    stats.kept += 1
     requested = [{"name": n, "arguments": a} for n, a in calls if d.tools[n].mode == "write"]
     if forbidden is not None:
         requested.append({"name": forbidden[0][0], "arguments": forbidden[0][1]})
-    return {
+    task = {
         "task_id": f"{env['env_id']}-t{chain_index}-{task_index}",
         "env_id": env["env_id"],
         "domain": d.name,
@@ -821,8 +872,30 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         "chains": [chain_index] + ([fused_with] if fused_with is not None else []),
         "reward_basis": ["DB", "COMMUNICATE"] if rubrics else ["DB"],
         "verification": {"gold": True, "do_nothing_fails": True,
-                         "missing_step_fails": True, "wrong_argument_fails": True},
+                         "missing_step_fails": True, "wrong_argument_fails": True,
+                         "solvable_from_conversation": True},
     }
+    if not solvable_from_conversation(env, task, d):
+        stats.drop("not solvable from the conversation")
+        return None
+    stats.kept += 1
+    return task
+
+
+def solvable_from_conversation(env: Mapping, task: Mapping, domain=None) -> bool:
+    """Self-verification from the agent's side: the careful grounded agent
+    (``grounded.CarefulAgent``), which acts only on values the user gives or a tool answer
+    shows, earns the full reward (no task needs a value nobody can know)."""
+    from .grounded import CarefulAgent
+    from .runtime import Environment
+
+    environment = Environment(env, domain=domain, max_steps=150)
+    try:
+        from .agents import run_episode
+
+        return run_episode(environment, CarefulAgent(), task)[0] == 1.0
+    finally:
+        environment.close()
 
 
 def to_tau2(task: Mapping, initialization_data: Mapping | None = None) -> dict:
