@@ -186,31 +186,23 @@ def invariant_violations(envs: dict, domains: dict) -> dict:
 
 
 def task_stats(tasks: list, domains: dict) -> dict:
-    """Per domain: gold actions per task (mean, p90, max), the share of tasks needing a read (a
-    write argument whose value the user never states, so only a tool output can supply it), the
-    share of refusal tasks (none are synthesised yet) and the share with >= 6 gold actions."""
+    """Per domain: gold actions per task (mean, p90, max), the share of tasks needing a read
+    (``tasks.needs_read``: a write argument whose value the user never states, so only a tool
+    output can supply it), the share of refusal tasks and the share with >= 6 gold actions."""
     from .spec import load_domain
+    from .tasks import needs_read
 
     by_dom: dict[str, list] = {}
     for t in tasks:
         by_dom.setdefault(t["domain"], []).append(t)
     out = {}
     for dom, ts in by_dom.items():
-        tools = (domains.get(dom) or load_domain(dom)).tools
+        domain = domains.get(dom) or load_domain(dom)
         lens = sorted(len(t["gold_actions"]) for t in ts)
-        needs_read = 0
-        for t in ts:
-            said = " ".join([t["instruction"]] + [str(v) for v in t.get("known_info", {}).values()]
-                            + [str(v) for v in t.get("hidden_info", {}).values()])
-            for a in t["gold_actions"]:
-                if a["name"] in tools and tools[a["name"]].mode == "write" and any(
-                        not isinstance(v, bool) and v is not None and str(v) not in said
-                        for v in a["arguments"].values()):
-                    needs_read += 1
-                    break
+        n_read = sum(needs_read(t, domain) for t in ts)
         out[dom] = {"gold/task": sum(lens) / len(lens), "p90": lens[int(0.9 * (len(lens) - 1))],
                     "max": lens[-1], ">=6 gold": sum(x >= 6 for x in lens) / len(lens),
-                    "needs read": needs_read / len(ts),
+                    "needs read": n_read / len(ts),
                     "refusals": sum(bool(t.get("refusal")) for t in ts) / len(ts)}
     return out
 

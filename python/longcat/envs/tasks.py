@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from .noise import stable_seed
 
 __all__ = ["synthesize_task", "SynthStats", "to_tau2", "humanize", "normalize_text",
-           "communicated", "solvable_from_conversation"]
+           "communicated", "solvable_from_conversation", "needs_read"]
 
 
 @dataclass
@@ -880,6 +880,18 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         return None
     stats.kept += 1
     return task
+
+
+def needs_read(task: Mapping, domain) -> bool:
+    """True when a write of the task has an argument value the user never states (not in the
+    instruction nor in what they know or hold back): only a tool's answer can supply it."""
+    said = " ".join([task["instruction"]]
+                    + [str(v) for v in task.get("known_info", {}).values()]
+                    + [str(v) for v in task.get("hidden_info", {}).values()])
+    tools = domain.tools
+    return any(a["name"] in tools and tools[a["name"]].mode == "write" and any(
+        not isinstance(v, bool) and v is not None and str(v) not in said
+        for v in a["arguments"].values()) for a in task["gold_actions"])
 
 
 def solvable_from_conversation(env: Mapping, task: Mapping, domain=None) -> bool:
