@@ -1,7 +1,9 @@
 """Noise injection for robust agent training (MISSION.md §4, the report's tau2-Noise/Vita-Noise).
 
-Two families, both deterministic under a seed and scaled by ``intensity`` in [0, 1] (0 = clean,
-so a curriculum can raise it as the robustness gap closes):
+Fourteen types in five families (instruction, user-turn, tool, state, read-consistency), all
+deterministic under a seed and scaled by ``intensity`` in [0, 1] (0 = clean, so a curriculum can
+raise it as the robustness gap closes). Each one lowers the naive reference agent and leaves the
+careful one at full reward (``grounded``; measured by ``longcat envs noise-table``):
 
 Instruction noise (applied to the first user message, never to the task's gold data):
   * ``paraphrase``   -- phrase-level rewording ("I want to" -> "I'd like to");
