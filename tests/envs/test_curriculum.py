@@ -40,3 +40,14 @@ def test_state_round_trip_and_bad_input():
         c.update(0.5, 1.5)
     with pytest.raises(ValueError, match="order"):
         NoiseCurriculum(order=("loud",))
+
+
+def test_default_order_reaches_every_noise_type_including_read_consistency():
+    from longcat.envs.noise import NOISE_TYPES
+
+    c = NoiseCurriculum(min_updates=1, ema=1.0)
+    assert set(c.order) == set(NOISE_TYPES)
+    for _ in range(200):
+        cfg = c.update(0.9, 0.9)
+    assert set(cfg.types) == set(NOISE_TYPES)
+    assert cfg.read_types == ("inconsistent", "stale") and cfg.state_types == ("silent_noop",)

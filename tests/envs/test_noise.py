@@ -181,3 +181,57 @@ def test_zero_intensity_tool_noise_is_transparent():
     noisy = ToolNoise(call, NoiseConfig.all(0.0, seed=0), env_key="e")
     for n, a in [("list_orders", {}), ("get_order", {"order_id": "#W1"}), ("nope", {})]:
         assert noisy(n, a) == clean(n, a)
+
+
+def test_inconsistent_first_answer_then_truth_and_confirm_recovers():
+    from longcat.envs.noise import decoy
+
+    call, _ = fake_tool([])
+    clean, _ = fake_tool([])
+    noisy = ToolNoise(call, NoiseConfig(["inconsistent"], 1.0, seed=0), env_key="e",
+                      is_read=lambda n: n != "cancel_order")
+    first = json.loads(result_text(noisy("get_order", {"order_id": "#W1"})))
+    assert first["order_id"] == decoy("#W1") != "#W1"
+    assert noisy.injected["inconsistent"] == 1
+    again = json.loads(result_text(noisy("get_order", {"order_id": "#W1"})))
+    assert again["order_id"] == "#W1"
+    noisy.reset()
+    _, got = robust_call(noisy, "list_orders", {}, confirm=True)
+    assert got == robust_call(clean, "list_orders", {})[1]
+
+
+def test_stale_read_after_a_write_then_fresh():
+    """A stale answer is the database before the latest write; asking again is fresh."""
+    state = {"db": {"orders": [{"order_id": "#W1", "status": "pending"}]}}
+
+    def call(name, args):
+        if name == "cancel_order":
+            state["db"]["orders"][0]["status"] = "cancelled"
+        return {"content": [{"type": "text", "text": json.dumps(state["db"])}], "isError": False}
+
+    def snapshot():
+        return json.loads(json.dumps(state["db"]))
+
+    def restore(snap):
+        state["db"] = snap
+
+    noisy = ToolNoise(call, NoiseConfig(["stale"], 1.0, seed=0), env_key="e",
+                      is_read=lambda n: n != "cancel_order", undo=(snapshot, restore))
+    noisy("cancel_order", {"order_id": "#W1"})
+    assert state["db"]["orders"][0]["status"] == "cancelled"
+    first = json.loads(result_text(noisy("list_orders", {})))
+    assert first["orders"][0]["status"] == "pending" and noisy.injected["stale"] == 1
+    assert state["db"]["orders"][0]["status"] == "cancelled"    # the database is untouched
+    _, got = robust_call(noisy, "list_orders", {}, confirm=True)
+    assert got["orders"][0]["status"] == "cancelled"
+
+
+def test_irrelevant_noise_adds_a_decoy_value():
+    from longcat.envs.noise import decoy
+
+    amb = {"email": ("ana_lee@example.com", "the email on my account")}
+    text, _ = noisy_instruction(TEXT, NoiseConfig(["irrelevant"], 1.0, seed=1), key="t",
+                                ambiguous=amb)
+    assert f"My old email was {decoy('ana_lee@example.com')}" in text
+    assert "ana_lee@example.com" in text
+    assert decoy(7) == 8 and decoy("AB-0009") == "AB-0002" and decoy("xyz") == "xyg"

@@ -8,6 +8,8 @@
   (values it has seen in earlier outputs half of the time): it should score near 0%.
 * ``WriteOnlyAgent`` replays only the gold WRITE actions (no lookup, no authentication) and
   reports nothing: the shortcut a goal-level task must defeat.
+* ``CarefulAgent`` / ``NaiveAgent`` (``grounded``) follow the gold plan with only what the
+  conversation gave them (asking, retrying, re-reading -- or not): the pair that measures noise.
 * ``OpenAIAgent`` drives a model behind any OpenAI-compatible endpoint with the environment's
   tools (function calling); several tool calls in one reply are executed one per step.
 
@@ -21,10 +23,11 @@ import json
 import random
 from typing import Any, Mapping
 
+from .grounded import CarefulAgent, NaiveAgent
 from .noise import TRUNCATION_MARK, stable_seed
 from .runtime import Environment
 
-__all__ = ["GoldAgent", "NaiveAgent", "DoNothingAgent", "RandomAgent", "WriteOnlyAgent",
+__all__ = ["GoldAgent", "CarefulAgent", "NaiveAgent", "DoNothingAgent", "RandomAgent", "WriteOnlyAgent",
            "OpenAIAgent",
            "run_episode", "AGENTS"]
 
@@ -32,7 +35,8 @@ __all__ = ["GoldAgent", "NaiveAgent", "DoNothingAgent", "RandomAgent", "WriteOnl
 class GoldAgent:
     """The careful reference agent: replays the gold actions; retries a call whose observation
     is a retryable error or a truncated result; with ``verify`` (default) re-reads the record
-    after each write (through the environment's ``get`` tool of its entity) and repeats the
+    after each write (through the environment's ``get`` tool of its entity; again until two
+    answers agree when the change looks missing, since a read may be stale) and repeats the
     write when its change is missing (silent no-op); then reports the rubric values and ends.
     ``verify=False`` is the naive variant that trusts every success message."""
 
@@ -112,8 +116,16 @@ class GoldAgent:
             self.retries = 0
             if self.checking is not None and self.last is self.checking["get"]:
                 c = self.checking
+                text = observation.get("content", "")
+                if not self._took_effect(observation) and c.get("prev") != text and \
+                        c.get("reads", 0) < 4:
+                    # one answer is not enough (a stale or inconsistent read): read again
+                    # until two answers agree
+                    c["prev"], c["reads"] = text, c.get("reads", 0) + 1
+                    return self.last
                 if not self._took_effect(observation) and c["again"] < 2:
                     c["again"] += 1               # the change is missing: do it again
+                    c["prev"] = None
                     self.last = {"type": "tool_call", "name": c["write"]["name"],
                                  "arguments": c["write"]["arguments"]}
                     self.queue.insert(0, None)    # then check once more
@@ -288,12 +300,8 @@ class RandomAgent:
         return {"type": "tool_call", "name": fn["name"], "arguments": args}
 
 
-def NaiveAgent() -> GoldAgent:
-    """The gold plan executed trustingly: no retry, no re-read after a write."""
-    return GoldAgent(max_retries=0, verify=False)
-
-
-AGENTS = {"gold": GoldAgent, "naive": NaiveAgent, "nothing": DoNothingAgent,
+AGENTS = {"gold": GoldAgent, "careful": CarefulAgent, "naive": NaiveAgent,
+          "nothing": DoNothingAgent,
           "random": RandomAgent, "write-only": WriteOnlyAgent}
 
 

@@ -4,7 +4,9 @@ Work is cut into fixed blocks of (domain, first index, count); each block is bui
 with its own usage counter for down-weighting, so the output depends only on the seed and the
 block size, never on the number of workers or their scheduling. A worker keeps one compiled
 ``DomainContext`` per domain (spec, graph, SQLite connection, template databases) for all the
-blocks it gets. Results are written in block order.
+blocks it gets. Results are written in block order. A task the user could get done without
+any lookup (``tasks.needs_read`` false) is replaced by one from the next ``READ_TRIES`` chains
+of the environment that needs one, when they give one.
 
 Outputs under ``out``: ``environments.jsonl`` (one environment record per line),
 ``tasks.jsonl`` (one task per line), ``tau2/<domain>_tasks.json`` (tau2-bench-like task lists),
@@ -21,11 +23,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .growth import DomainContext, GrowthConfig, build_environment
-from .tasks import SynthStats, synthesize_task, to_tau2
+from .tasks import SynthStats, needs_read, synthesize_task, to_tau2
 
 __all__ = ["build_block", "build", "plan_blocks", "BLOCK", "ROWS", "MAX_ROWS"]
 
 BLOCK = 25
+READ_TRIES = 2  # further chains tried for a task that needs a lookup before one that needs none
 ROWS = 6       # rows per table of entities without foreign keys (twice that for the others)
 MAX_ROWS = 1000
 
@@ -61,7 +64,7 @@ def build_block(domain: str, seed: int, start: int, count: int, tasks_per_env: i
         envs.append(env)
         if not env["verified"]:
             continue
-        made = 0
+        made, spare, passed = 0, None, 0
         for ci, calls in enumerate(env["chain_calls"]):
             if made >= tasks_per_env:
                 break
@@ -73,9 +76,22 @@ def build_block(domain: str, seed: int, start: int, count: int, tasks_per_env: i
                 stats.candidates += 1
                 stats.drop(f"task error: {type(e).__name__}: {e}"[:200])
                 task = None
-            if task is not None:
+            if task is None:
+                continue
+            if needs_read(task, ctx.domain) or passed >= READ_TRIES:
                 tasks.append(task)
-                made += 1
+                made, passed = made + 1, 0
+            else:
+                # a task the user can do without any lookup: keep it only when the next
+                # chains give none that needs one (it is not counted as a candidate)
+                spare = spare or task
+                stats.candidates -= 1
+                stats.kept -= 1
+                passed += 1
+        if made < tasks_per_env and spare is not None:
+            tasks.append(spare)
+            stats.candidates += 1
+            stats.kept += 1
     return {"domain": domain, "start": start, "envs": envs, "tasks": tasks,
             "stats": {"candidates": stats.candidates, "kept": stats.kept,
                       "dropped": stats.dropped},

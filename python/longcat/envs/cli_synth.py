@@ -102,17 +102,19 @@ def _load(dir_: Path):
     return summary, envs, tasks
 
 
-LADDER = ("gold", "write-only", "nothing", "random")
-STATS_LADDER = LADDER + ("gold+noise",)
+LADDER = ("gold", "careful", "naive", "write-only", "nothing", "random")
+STATS_LADDER = LADDER + ("gold+noise", "careful+noise")
 
 
 def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None, *,
-                 make_agent=None, user=None, trials: int = 1, log: str | None = None) -> dict:
+                 make_agent=None, user=None, trials: int = 1, log: str | None = None,
+                 max_steps: int | None = None) -> dict:
     """Per domain over the first ``sample`` tasks: each agent's mean reward (key = agent name),
     mean partial credit (``<name>:partial``) and, with ``trials`` > 1, pass^k for k = trials
     (``<name>:pass^k``). Trial i uses noise seed ``noise.seed + i``. ``make_agent(name)``
     builds an agent (default: ``agents.AGENTS``); ``user`` is ``Environment``'s user factory;
-    ``log`` a JSONL file every episode is appended to."""
+    ``log`` a JSONL file every episode is appended to; ``max_steps`` the environments' step
+    limit (default: ``Environment``'s)."""
     from dataclasses import replace
 
     from .agents import AGENTS, run_episode
@@ -140,8 +142,9 @@ def score_agents(envs: dict, tasks: list, sample: int, agents=LADDER, noise=None
                 if t["env_id"] != env_id:   # one open environment at a time
                     if env is not None:
                         env.close()
-                    env, env_id = Environment(envs[t["env_id"]], noise=tnoise, user=user), \
-                        t["env_id"]
+                    kw = {} if max_steps is None else {"max_steps": max_steps}
+                    env, env_id = Environment(envs[t["env_id"]], noise=tnoise, user=user,
+                                              **kw), t["env_id"]
                 for a in agents:
                     r, info = run_episode(env, make_agent(a), t, log=log)
                     rewards[a].setdefault(t["task_id"], []).append(r)
@@ -183,31 +186,23 @@ def invariant_violations(envs: dict, domains: dict) -> dict:
 
 
 def task_stats(tasks: list, domains: dict) -> dict:
-    """Per domain: gold actions per task (mean, p90, max), the share of tasks needing a read (a
-    write argument whose value the user never states, so only a tool output can supply it), the
-    share of refusal tasks (none are synthesised yet) and the share with >= 6 gold actions."""
+    """Per domain: gold actions per task (mean, p90, max), the share of tasks needing a read
+    (``tasks.needs_read``: a write argument whose value the user never states, so only a tool
+    output can supply it), the share of refusal tasks and the share with >= 6 gold actions."""
     from .spec import load_domain
+    from .tasks import needs_read
 
     by_dom: dict[str, list] = {}
     for t in tasks:
         by_dom.setdefault(t["domain"], []).append(t)
     out = {}
     for dom, ts in by_dom.items():
-        tools = (domains.get(dom) or load_domain(dom)).tools
+        domain = domains.get(dom) or load_domain(dom)
         lens = sorted(len(t["gold_actions"]) for t in ts)
-        needs_read = 0
-        for t in ts:
-            said = " ".join([t["instruction"]] + [str(v) for v in t.get("known_info", {}).values()]
-                            + [str(v) for v in t.get("hidden_info", {}).values()])
-            for a in t["gold_actions"]:
-                if a["name"] in tools and tools[a["name"]].mode == "write" and any(
-                        not isinstance(v, bool) and v is not None and str(v) not in said
-                        for v in a["arguments"].values()):
-                    needs_read += 1
-                    break
+        n_read = sum(needs_read(t, domain) for t in ts)
         out[dom] = {"gold/task": sum(lens) / len(lens), "p90": lens[int(0.9 * (len(lens) - 1))],
                     "max": lens[-1], ">=6 gold": sum(x >= 6 for x in lens) / len(lens),
-                    "needs read": needs_read / len(ts),
+                    "needs read": n_read / len(ts),
                     "refusals": sum(bool(t.get("refusal")) for t in ts) / len(ts)}
     return out
 
@@ -224,10 +219,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.agents:
         from .noise import NoiseConfig
 
-        noisy = score_agents(envs, tasks, args.sample, agents=("gold",),
-                             noise=NoiseConfig.all(0.5, seed=0))
+        noisy = score_agents(envs, tasks, args.sample, agents=("gold", "careful"),
+                             noise=NoiseConfig.all(0.5, seed=0), max_steps=NOISE_TABLE_STEPS)
         for dom, row in noisy.items():
             scores[dom]["gold+noise"] = row["gold"]
+            scores[dom]["careful+noise"] = row["careful"]
     doms = {d: load_domain(d) for d in summary["domains"]}
     tstats = task_stats(tasks, doms)
     viol = invariant_violations(envs, doms)
@@ -303,7 +299,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a folder written by `longcat envs build`")
-    p.add_argument("--agent", choices=["gold", "naive", "write-only", "nothing", "random",
+    p.add_argument("--agent", choices=["gold", "careful", "naive", "write-only", "nothing", "random",
                                        "openai"],
                    default="gold", help="a reference agent, or 'openai' (--agent-url)")
     p.add_argument("--agent-url", default=None,
@@ -365,6 +361,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+NOISE_TABLE_STEPS = 150    # re-reads and paged answers cost steps: more than the default 60
+
+
+def noise_table(envs: dict, tasks: list, sample: int, intensity: float = 1.0,
+                seed: int = 0, max_steps: int = NOISE_TABLE_STEPS) -> dict:
+    """Mean reward of the careful and the naive grounded agents (``grounded``) with no noise
+    and under each noise type alone, over the first ``sample`` tasks of every domain:
+    {"clean" | noise type: {"careful", "naive", "n"}}."""
+    from .noise import NOISE_TYPES, NoiseConfig
+
+    out = {}
+    for kind in ("clean",) + NOISE_TYPES:
+        noise = None if kind == "clean" else NoiseConfig([kind], intensity, seed)
+        per = score_agents(envs, tasks, sample, agents=("careful", "naive"), noise=noise,
+                           max_steps=max_steps)
+        n = sum(r["n"] for r in per.values())
+        out[kind] = {a: sum(r[a] * r["n"] for r in per.values()) / max(n, 1)
+                     for a in ("careful", "naive")}
+        out[kind]["n"] = n
+    return out
+
+
+def _configure_noise_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="a folder written by `longcat envs build`")
+    p.add_argument("--sample", type=int, default=10, help="tasks per domain (default 10)")
+    p.add_argument("--intensity", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table as JSON here")
+
+
+def cmd_noise_table(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.sample < 1:
+        raise ValueError(f"--sample: expected >= 1, got {args.sample}")
+    summary, envs, tasks = _load(Path(args.dir))
+    rows = noise_table(envs, tasks, args.sample, args.intensity, args.seed)
+    table = Table(title=f"careful vs naive agent per noise type (intensity {args.intensity})")
+    for c in ("noise", "tasks", "careful", "naive", "naive drop"):
+        table.add_column(c, justify="left" if c == "noise" else "right")
+    base = rows["clean"]["naive"]
+    for kind, r in rows.items():
+        table.add_row(kind, str(r["n"]), f"{100 * r['careful']:.1f}%", f"{100 * r['naive']:.1f}%",
+                      "" if kind == "clean" else f"{100 * (base - r['naive']):.1f} pt")
+    Console(width=120).print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="a folder written by `longcat envs build`")
     p.add_argument("--out", required=True, help="output folder (one sub-folder per domain)")
@@ -389,6 +437,8 @@ SUBCOMMANDS = [
      _configure_stats, cmd_stats),
     ("eval", "score a reference agent (gold / write-only / nothing / random) on a build",
      _configure_eval, cmd_eval),
+    ("noise-table", "careful vs naive reference agent, clean and under each noise type",
+     _configure_noise_table, cmd_noise_table),
     ("export-tau2", "write a build's tasks as tau2-bench domain folders (db.json, tasks.json, "
      "policy.md, ...)", _configure_export, cmd_export),
 ]

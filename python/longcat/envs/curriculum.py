@@ -14,7 +14,8 @@ from longcat.envs.noise import NOISE_TYPES, NoiseConfig
 
 # Mild noise first (typos, a transient tool failure), the confusing kinds later.
 DEFAULT_ORDER = ("typos", "transient", "paraphrase", "truncated", "irrelevant", "paginated", "malformed",
-                 "out_of_order", "renamed", "ambiguity")
+                 "out_of_order", "renamed", "ambiguity", "user_turns", "inconsistent", "stale",
+                 "silent_noop")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Noise injection for robust agent training (MISSION.md §4, the report's tau2-Noise/Vita-Noise).
 
-Two families, both deterministic under a seed and scaled by ``intensity`` in [0, 1] (0 = clean,
-so a curriculum can raise it as the robustness gap closes):
+Fourteen types in five families (instruction, user-turn, tool, state, read-consistency), all
+deterministic under a seed and scaled by ``intensity`` in [0, 1] (0 = clean, so a curriculum can
+raise it as the robustness gap closes). Each one lowers the naive reference agent and leaves the
+careful one at full reward (``grounded``; measured by ``longcat envs noise-table``):
 
 Instruction noise (applied to the first user message, never to the task's gold data):
   * ``paraphrase``   -- phrase-level rewording ("I want to" -> "I'd like to");
@@ -10,7 +12,8 @@ Instruction noise (applied to the first user message, never to the task's gold d
                         user reveals it when asked, which keeps the task solvable);
   * ``typos``        -- letter swaps/drops/doublings in ordinary words; protected spans (ids,
                         emails, any value the agent must copy exactly) are never touched;
-  * ``irrelevant``   -- off-topic sentences about the user's life;
+  * ``irrelevant``   -- off-topic sentences about the user's life, and a decoy: an old value
+                        of something the user states ("My old email was ..."), never to be used;
   * ``out_of_order`` -- the sentences of the instruction are shuffled.
 
 State noise (needs the environment's snapshot/restore; ``ToolNoise(..., undo=...)``):
@@ -19,6 +22,14 @@ State noise (needs the environment's snapshot/restore; ``ToolNoise(..., undo=...
                        (``verifiable(name)``: a ``get`` tool of the entity is available) are
                        chosen, and a retry executes for real. A careful agent re-reads after a
                        write and repeats it when the change is missing.
+
+Read-consistency noise (READ tools only; ``ToolNoise``):
+  * ``inconsistent`` -- the first answer to a read disagrees with the later ones: its id values
+                        (fields named ``*_id`` / ``id``) are slightly wrong; asking again gives
+                        the truth. A careful agent reads until two answers agree.
+  * ``stale``        -- the first answer to a read after a write comes from a cache: the
+                        database as it was before that write (needs ``undo``); asking again
+                        gives the fresh state. Same recovery: read until two answers agree.
 
 User-turn noise (applied to every later user message, whatever the user simulator):
   * ``user_turns``   -- the user's replies get paraphrases, typos (protected values untouched)
@@ -57,7 +68,8 @@ INSTRUCTION_NOISE = ("paraphrase", "ambiguity", "typos", "irrelevant", "out_of_o
 TOOL_NOISE = ("transient", "malformed", "truncated", "paginated", "renamed")
 USER_TURN_NOISE = ("user_turns",)
 STATE_NOISE = ("silent_noop",)
-NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE + USER_TURN_NOISE + STATE_NOISE
+READ_NOISE = ("inconsistent", "stale")
+NOISE_TYPES = INSTRUCTION_NOISE + TOOL_NOISE + USER_TURN_NOISE + STATE_NOISE + READ_NOISE
 
 
 def stable_seed(*parts: Any) -> int:
@@ -106,6 +118,10 @@ class NoiseConfig:
     @property
     def state_types(self) -> tuple[str, ...]:
         return tuple(t for t in self.types if t in STATE_NOISE)
+
+    @property
+    def read_types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.types if t in READ_NOISE)
 
     @property
     def user_turn_types(self) -> tuple[str, ...]:
@@ -283,6 +299,15 @@ def noisy_instruction(text: str, config: NoiseConfig, *, key: Any = "",
         text = paraphrase(text, rng, config.intensity)
     if "irrelevant" in types:
         text = add_irrelevant(text, rng, config.intensity, extra_details)
+        # and a decoy: an old value of something the user states, which they no longer use
+        stated = [(k, v) for k, (v, _) in (ambiguous or {}).items() if str(v) and str(v) in text]
+        if stated:
+            k, v = rng.choice(stated)
+            label = k.replace("_id", " id").replace("_", " ").strip()
+            sents = _sentences(text)
+            sents.insert(rng.randrange(len(sents) + 1),
+                         f"My old {label} was {decoy(v)}, I don't use it any more.")
+            text = " ".join(sents)
     if "out_of_order" in types:
         text = shuffle_order(text, rng, config.intensity)
     if "typos" in types:
@@ -385,6 +410,52 @@ def _with_text(result: Mapping, text: str) -> dict:
     return out
 
 
+def decoy(value: Any) -> Any:
+    """A value like ``value`` but different, that never contains it (a wrong id, an old
+    email): the last digit or letter is changed."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value + 1
+    s = str(value)
+    for i in range(len(s) - 1, -1, -1):
+        c = s[i]
+        if c.isdigit():
+            return s[:i] + str((int(c) + 3) % 10) + s[i + 1:]
+        if c.isalpha():
+            base = "a" if c.islower() else "A"
+            return s[:i] + chr((ord(c) - ord(base) + 7) % 26 + ord(base)) + s[i + 1:]
+    return s + "0"
+
+
+def _is_id_key(k: Any) -> bool:
+    return isinstance(k, str) and (k == "id" or k.endswith("_id"))
+
+
+def _perturb_ids(obj: Any) -> tuple[Any, int]:
+    """``obj`` with every id value (a ``*_id`` / ``id`` field of a record or of a list of
+    records) replaced by a decoy; and how many were changed."""
+    if isinstance(obj, list):
+        out, n = [], 0
+        for x in obj:
+            y, k = _perturb_ids(x)
+            out.append(y)
+            n += k
+        return out, n
+    if isinstance(obj, dict):
+        out, n = {}, 0
+        for k, v in obj.items():
+            if _is_id_key(k) and isinstance(v, (str, int)) and not isinstance(v, bool):
+                out[k], n = decoy(v), n + 1
+            elif isinstance(v, (list, dict)):
+                out[k], m = _perturb_ids(v)
+                n += m
+            else:
+                out[k] = v
+        return out, n
+    return obj, 0
+
+
 def _args_key(name: str, arguments: Mapping) -> str:
     return name + json.dumps(arguments, sort_keys=True, default=str)
 
@@ -398,7 +469,7 @@ class ToolNoise:
     pure function of env_key, tool, arguments and attempt number)."""
 
     def __init__(self, call: ToolCall, config: NoiseConfig, *, env_key: Any = "",
-                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 2,
+                 is_read: Callable[[str], bool] = lambda name: True, page_size: int = 1,
                  undo: tuple[Callable, Callable] | None = None,
                  verifiable: Callable[[str], bool] = lambda name: False):
         self._call = call
@@ -412,14 +483,61 @@ class ToolNoise:
         self._attempts: dict[str, int] = {}
         self._truncated_once: set[str] = set()
         self._pages: dict[str, list] = {}
-        self.injected: dict[str, int] = {t: 0 for t in TOOL_NOISE + STATE_NOISE}
+        self._inconsistent_done: set[str] = set()
+        self._pre_write = None           # the database before the latest write (stale reads)
+        self._stale_done: set[str] = set()
+        self._writes = 0
+        self.injected: dict[str, int] = {t: 0 for t in TOOL_NOISE + STATE_NOISE + READ_NOISE}
 
     def reset(self) -> None:
         self._attempts.clear()
         self._truncated_once.clear()
         self._pages.clear()
         self._noop_done.clear()
-        self.injected = {t: 0 for t in TOOL_NOISE + STATE_NOISE}
+        self._inconsistent_done.clear()
+        self._stale_done.clear()
+        self._writes = 0
+        self._drop_pre_write()
+        self.injected = {t: 0 for t in TOOL_NOISE + STATE_NOISE + READ_NOISE}
+
+    def _drop_pre_write(self) -> None:
+        if self._pre_write is not None and hasattr(self._pre_write, "close"):
+            self._pre_write.close()
+        self._pre_write = None
+
+    def _write(self, name: str, arguments) -> dict:
+        """Runs a write for real; with ``stale`` on, first keeps the database as it was."""
+        if "stale" not in self.config.types or self.undo is None or self.config.intensity <= 0:
+            return self._call(name, arguments)
+        pre = self.undo[0]()
+        result = self._call(name, arguments)
+        self._drop_pre_write()
+        self._pre_write = pre
+        if result.get("isError"):        # nothing changed: nothing to be stale about
+            self._drop_pre_write()
+            return result
+        self._writes += 1
+        self._stale_done.clear()         # every read may be served from the cache once more
+        return result
+
+    def _read(self, name: str, arguments, akey: str) -> dict:
+        """Runs a read; ``stale``: the first one per arguments after a write may answer from
+        the database before that write (only counted when that answer differs)."""
+        if self._pre_write is None or akey in self._stale_done or \
+                not self._fires("stale", name, f"{akey}:stale:{self._writes}"):
+            return self._call(name, arguments)
+        self._stale_done.add(akey)
+        fresh = self._call(name, arguments)
+        now = self.undo[0]()
+        self.undo[1](self._pre_write)    # back to the cached state (the snapshot is used up)
+        old = self._call(name, arguments)
+        self._pre_write = self.undo[0]()  # keep the cached state for other reads
+        self.undo[1](now)
+        if old.get("isError") == fresh.get("isError") and \
+                result_text(old) == result_text(fresh):
+            return fresh
+        self.injected["stale"] += 1
+        return old
 
     def _rng(self, *parts: Any) -> random.Random:
         return random.Random(stable_seed("tool", self.config.seed, self.env_key, *parts))
@@ -474,7 +592,7 @@ class ToolNoise:
                 self.injected["silent_noop"] += 1
             return result
         self._noop_done.add(akey)       # only a first attempt is ever lost
-        result = self._call(name, arguments)
+        result = self._read(name, arguments, akey) if read else self._write(name, arguments)
         if result.get("isError"):
             return result
         text = result_text(result)
@@ -483,6 +601,17 @@ class ToolNoise:
             is_json = True
         except (json.JSONDecodeError, TypeError):
             payload, is_json = text, False
+
+        if read and is_json and akey not in self._inconsistent_done and \
+                self._fires("inconsistent", name, akey + ":i"):
+            self._inconsistent_done.add(akey)
+            wrong, n = _perturb_ids(payload)
+            if n:
+                payload = wrong
+                text = json.dumps(payload, default=str)
+                result = _with_text(result, text)
+                self.injected["inconsistent"] += 1
+        self._inconsistent_done.add(akey)  # only a first answer ever disagrees
 
         if is_json and self._fires("renamed", name, "rename:" + name):
             style = _camel if self._rng("style", name).random() < 0.5 else _pascal
@@ -546,12 +675,23 @@ def _find_list(payload: Any) -> tuple[str | None, list | None]:
     return None, None
 
 
-def robust_call(call: ToolCall, name: str, arguments: dict, *, max_retries: int = 6) -> tuple[dict, Any]:
+def robust_call(call: ToolCall, name: str, arguments: dict, *, max_retries: int = 6,
+                confirm: bool = False) -> tuple[dict, Any]:
     """What a careful agent does with a noisy tool: retry retryable errors, re-call a truncated
-    READ, follow pagination cursors, extract JSON from malformed text, normalise key names.
+    READ, follow pagination cursors, extract JSON from malformed text, normalise key names;
+    with ``confirm`` (READ tools only) read again until two answers agree (inconsistent and
+    stale reads).
 
     Returns the last raw result and the recovered payload (None when the final result is a
     genuine tool error)."""
+    if confirm:
+        last = robust_call(call, name, arguments, max_retries=max_retries)
+        for _ in range(max_retries):
+            now = robust_call(call, name, arguments, max_retries=max_retries)
+            if now[1] == last[1]:
+                return now
+            last = now
+        return last
     result: dict = {}
     for _ in range(max_retries + 1):
         result = call(name, dict(arguments))

@@ -46,9 +46,10 @@ def domain_policy(domain) -> str:
     if pe is not None:
         who = _h(pe.name)
         ids = [fn for fn, f in pe.fields.items() if f.key in domain.user_held]
-        lookups = sorted(n for n, t in domain.tools.items() if t.kind == "find_by"
-                         and t.entity == pe.name
-                         and all(b in ids for b in t.options.get("by", [])))
+        lookups = sorted(n for n, t in domain.tools.items() if t.entity == pe.name and (
+            (t.kind in ("find_by", "list_by") and t.options.get("by")
+             and all(b in ids for b in t.options["by"]))
+            or (t.kind == "search" and any(f in ids for f in t.options.get("fields", ())))))
         owned = sorted((en, fn) for en, e in domain.entities.items() if en != pe.name
                        for fn, f in e.fields.items()
                        if f.ref and f.ref[0] == pe.name and f.ref[1] == pe.primary_key)
@@ -97,6 +98,12 @@ def domain_policy(domain) -> str:
             "- Read every tool result. A temporary failure (unavailable, timeout) changed "
             "nothing: try again. A result that is cut off or paged: fetch the rest before "
             "relying on it. A field may come back under a differently written name.",
+            "- Answers can disagree between calls or lag behind a change you just made: read "
+            "again until two answers agree before you rely on a value, and after a change "
+            "re-read the record to confirm it took effect (repeat the change only if it did "
+            "not).",
+            "- A value the user says they no longer use (an old email, a former number) is "
+            "not theirs to act on.",
             "- Tell the user the outcome, and every value they asked you to look up.",
             "", "## When to refuse",
             "- Refuse a change to a record of another person, a change before authentication, "

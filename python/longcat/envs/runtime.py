@@ -25,7 +25,8 @@ Bad actions (unknown type, unknown or hidden tool, malformed arguments, SQL-look
 huge payloads) become error observations; the database is unchanged by a failed call.
 
 ``noise`` (a ``NoiseConfig``) adds instruction noise to the first user message, user-turn noise
-to the later ones and tool noise to tool results.
+to the later ones, tool noise to tool results, silent no-op writes and inconsistent / stale
+reads.
 """
 from __future__ import annotations
 
@@ -274,7 +275,8 @@ class Environment:
         self.user = self.user_factory(task, text, hidden)
         self._protected = protected_values(task)
         self.tool_call = self._call_dict
-        if self.noise is not None and (self.noise.tool_types or self.noise.state_types):
+        if self.noise is not None and (self.noise.tool_types or self.noise.state_types
+                                       or self.noise.read_types):
             self.tool_call = ToolNoise(self._call_dict, self.noise, env_key=key,
                                        is_read=self._is_read_tool,
                                        undo=(self.snapshot, self._restore_and_close),

@@ -18,7 +18,8 @@ is written from it:
 
 Self-verification (each task, before it is kept): the gold actions replayed on a fresh copy reach
 the expected state; doing nothing does not; dropping a write (missing step) does not; changing
-one argument of a write (wrong argument) does not. Tasks failing any check are dropped and the
+one argument of a write (wrong argument) does not; and the careful grounded agent, which uses
+only what the user says and the tools show, solves it (no value comes from nowhere). Tasks failing any check are dropped and the
 reason counted (``SynthStats.dropped``).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from .noise import stable_seed
 
 __all__ = ["synthesize_task", "SynthStats", "to_tau2", "humanize", "normalize_text",
-           "communicated"]
+           "communicated", "solvable_from_conversation", "needs_read"]
 
 
 @dataclass
@@ -97,6 +98,9 @@ _REPORT = ("Also, tell me the {what}.", "Please let me know the {what}.",
            "And what is the {what}?", "Can you also tell me the {what}?")
 _HIDDEN_HINT = ("I'll give you the details you need when you ask.",
                 "Ask me if you need anything else.", "I have the other details at hand.")
+_READ_BACK = ("Once that's done, tell me the new {what}.",
+              "When it's changed, what is the {what} now?",
+              "After that, please confirm the new {what}.")
 _CLOSINGS = ("Thanks!", "Thank you.", "That's all.", "Appreciate it.", "")
 
 
@@ -235,6 +239,13 @@ def _persona(ctx, calls) -> tuple[dict, dict]:
             break
     if not row:
         return persona, {}
+    return _persona_of(d, pe, row, persona)
+
+
+def _persona_of(d, pe, row: Mapping, persona: dict) -> tuple[dict, dict]:
+    """``persona`` with the name/email/phone of person row ``row``, and {person key: its id,
+    "_identify": (a user-held field, its value)}."""
+    pk_key = pe.pk.key or pe.primary_key
     for src, dst in (("first_name", "first_name"), ("last_name", "last_name"), ("name", "name"),
                      ("full_name", "name"), ("email", "email"), ("phone", "phone")):
         if row.get(src):
@@ -248,6 +259,21 @@ def _persona(ctx, calls) -> tuple[dict, dict]:
             mine["_identify"] = (fn, row[fn])
             break
     return persona, mine
+
+
+def _caller(ctx, pe, rng: random.Random) -> dict | None:
+    """A person row with a user-held identifier, picked with ``rng`` (the caller of a task
+    whose path touches nobody's records)."""
+    from .db import q, row_from_db
+
+    d = ctx.domain
+    held = [fn for fn, f in pe.fields.items() if f.key in d.user_held]
+    if not held:
+        return None
+    rows = ctx.conn.execute(f"SELECT {', '.join(map(q, pe.fields))} FROM {q(pe.name)} WHERE "
+                            f"{q(held[0])} IS NOT NULL ORDER BY {q(pe.primary_key)} "
+                            f"LIMIT 50").fetchall()
+    return row_from_db(pe, rng.choice(rows)) if rows else None
 
 
 def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
@@ -280,8 +306,9 @@ def _perturb_value(ctx, tool, pn: str, v, rng: random.Random):
     return None
 
 
+READ_BACK_RATE = 0.6   # share of tasks that try to ask for a changed value, read back after the change
 FUSE_RATE = 0.6        # share of tasks that try to add a second verified chain of the environment
-REFUSAL_RATE = 0.9     # share of authenticated tasks that try to add a request the policy forbids
+REFUSAL_RATE = 0.7     # share of authenticated tasks that try to add a request the policy forbids
 
 
 def _goal(tool, person: str | None) -> str:
@@ -296,9 +323,10 @@ def _goal(tool, person: str | None) -> str:
     return (text[:1].lower() + text[1:]) if text else humanize(tool.name)
 
 
-def _display(f, v) -> str | None:
-    """How a user would state field value ``v`` (None: not something a user describes by)."""
-    if v is None or isinstance(v, bool) or f.key or f.ref:
+def _display(f, v, held=()) -> str | None:
+    """How a user would state field value ``v`` (None: not something a user describes by);
+    key fields only when the user holds such keys (``held``: a flight number, a plate)."""
+    if v is None or isinstance(v, bool) or ((f.key or f.ref) and f.key not in held):
         return None
     if f.type == "datetime" and isinstance(v, str):
         return v[:10]
@@ -348,6 +376,27 @@ def _find_tool(d, tools: Sequence[str], *, kind: str, entity: str, by: Sequence[
     return None
 
 
+def _auth_lookup(ctx, env, person, fn: str, value, person_key) -> str | None:
+    """A READ tool of the environment that finds the user's own record from identifier ``fn``
+    = ``value`` alone: a ``find_by`` on it, else a ``search`` or ``list_by`` whose answer is
+    exactly that record (the policy's authentication step)."""
+    d = ctx.domain
+    tool = _find_tool(d, env["tools"], kind="find_by", entity=person.name, by=[fn])
+    if tool or value is None:
+        return tool
+    for n in env["tools"]:
+        t = d.tools.get(n)
+        if t is None or t.entity != person.name or not (
+                (t.kind == "search" and fn in t.options.get("fields", ()))
+                or (t.kind == "list_by" and list(t.options.get("by", ())) == [fn])):
+            continue
+        res = ctx.runtime.call(n, {fn: value})
+        rows = res.data if not res.is_error and isinstance(res.data, list) else []
+        if len(rows) == 1 and rows[0].get(person.primary_key) == person_key:
+            return n
+    return None
+
+
 def _describe_owned(ctx, env, ent, v, person, person_key, cache: dict):
     """(description, read) of the user's own record ``v`` of ``ent``, found by listing the
     user's records of that entity; None when no such list tool or nothing tells it apart."""
@@ -372,19 +421,25 @@ def _describe_owned(ctx, env, ent, v, person, person_key, cache: dict):
 def _describe_by_search(ctx, env, ent, v):
     """(description, read) of record ``v`` of ``ent`` through a lookup of the environment that
     takes plain values the user can state (a ``search`` on one or two of its fields, or a
-    ``find_by`` / ``list_by`` on non-key fields) and finds exactly this record; else None."""
+    ``find_by`` / ``list_by`` on non-key fields): the lookup's answer holds the record, and
+    when it holds others too, one or two more fields the user states tell it apart ("the
+    flight with flight number 36 fX and date 2025-06-13"); else None. The shortest
+    description wins."""
     from .db import q
 
     d = ctx.domain
+    held = d.user_held
     row = ctx.runtime.state.get(ent.name, v)
     if row is None:
         return None
 
     def plain(fn: str) -> bool:
         f = ent.fields.get(fn)
-        return f is not None and _display(f, row.get(fn)) is not None and \
-            not isinstance(row.get(fn), float)
+        return f is not None and fn != ent.primary_key and \
+            _display(f, row.get(fn), held) is not None and not isinstance(row.get(fn), float)
 
+    extra_fields = [fn for fn in ent.fields if plain(fn)]
+    best = None
     for n in env["tools"]:
         t = d.tools.get(n)
         if t is None or t.entity != ent.name or t.kind not in ("search", "find_by", "list_by"):
@@ -397,6 +452,8 @@ def _describe_by_search(ctx, env, ent, v):
             by = list(t.options.get("by", []))
             combos = [by] if by and all(plain(fn) for fn in by) else []
         for combo in combos:
+            if best is not None and len(combo) >= len(best[0]):
+                continue
             args = {f: row[f] for f in combo}
             if t.kind == "find_by":   # the first match is returned: it must be the only one
                 n_match = ctx.conn.execute(
@@ -408,11 +465,28 @@ def _describe_by_search(ctx, env, ent, v):
             res = ctx.runtime.call(n, dict(args))
             data = res.data if not res.is_error else None
             rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-            if len(rows) == 1 and rows[0].get(ent.primary_key) == v:
-                desc = f"the {humanize(ent.name)} with " + " and ".join(
-                    f"{humanize(f)} {_display(ent.fields[f], row[f])}" for f in combo)
-                return desc, [n, args]
-    return None
+            if not any(isinstance(r, dict) and r.get(ent.primary_key) == v for r in rows):
+                continue
+            others = [r for r in rows if r.get(ent.primary_key) != v]
+            fields = list(combo)
+            if others:
+                rest = [f for f in extra_fields if f not in combo]
+                pick = next((c for c in [[f] for f in rest] + [
+                    [f, g] for i, f in enumerate(rest) for g in rest[i + 1:]]
+                    if all([_display(ent.fields[f], o.get(f), held) for f in c]
+                           != [_display(ent.fields[f], row.get(f), held) for f in c]
+                           for o in others)), None)
+                if pick is None:
+                    continue
+                fields += pick
+            if best is None or len(fields) < len(best[0]):
+                best = (fields, [n, args])
+    if best is None:
+        return None
+    fields, call = best
+    desc = f"the {humanize(ent.name)} with " + " and ".join(
+        f"{humanize(f)} {_display(ent.fields[f], row[f], held)}" for f in fields)
+    return desc, call
 
 
 def _verify_writes(ctx, tpl, patch, calls, writes, expected_hash, stats) -> bool:
@@ -455,16 +529,57 @@ def _foreign_write(ctx, calls, person, person_key) -> bool:
     return False
 
 
+def _read_back(ctx, env, calls, tpl, patch, person, rng):
+    """(get call, (what, new value)): a field the path's last update of an existing record
+    changes, read back after the path through the environment's ``get`` tool of the record
+    (the user asks for its new value); None when there is none."""
+    d = ctx.domain
+    kinds = ("update_fields", "set_status", "adjust", "cancel")
+    for name, args in reversed(calls):
+        t = d.tools[name]
+        if t.mode != "write":
+            continue
+        kp = t.options.get("key_param")
+        get = _find_tool(d, env["tools"], kind="get", entity=t.entity) if t.entity else None
+        if t.kind not in kinds or not kp or args.get(kp) is None or get is None:
+            return None
+        e = d.entities[t.entity]
+        fields = list(t.options.get("fields", ())) + list(t.options.get("set", {})) + \
+            ([t.options["field"]] if "field" in t.options else [])
+        ctx.open_state(tpl, patch)
+        before = ctx.runtime.state.get(e.name, args[kp])
+        if ctx.replay(calls) is None or before is None:
+            return None
+        after = ctx.runtime.state.get(e.name, args[kp])
+        if after is None:
+            return None
+        options = [f for f in dict.fromkeys(fields) if f in e.fields and after.get(f) is not None
+                   and after.get(f) != before.get(f) and not isinstance(after.get(f), bool)
+                   and not e.fields[f].key and not e.fields[f].ref
+                   and len(str(after.get(f))) >= 2]
+        if not options:
+            return None
+        f = rng.choice(options)
+        gkp = d.tools[get].options.get("key_param", kp)
+        owner = "my " if person is not None and _owner_field(e, person) else "the "
+        return [get, {gkp: args[kp]}], (f"{humanize(f)} of {owner}{humanize(e.name)}",
+                                         after[f])
+    return None
+
+
 def _forbidden(ctx, env, calls, results, person, person_key, tpl, patch, expected_hash, rng):
     """A write the user will ask for on a record of *another* person (the tools allow it, the
     policy does not): (call, get-tool check call, description) or None."""
     from .db import db_hash, q
 
     d = ctx.domain
-    order = list(range(len(calls)))
-    rng.shuffle(order)
-    for i in order:
-        name, args = calls[i]
+    # the path's own writes first, then verified writes of the environment's other chains
+    pool = [list(c) for c in calls]
+    rng.shuffle(pool)
+    extra = [list(c) for chain in env["chain_calls"] if chain for c in chain
+             if d.tools[c[0]].mode == "write" and list(c) not in pool]
+    rng.shuffle(extra)
+    for name, args in pool + extra[:8]:
         t = d.tools[name]
         kp = t.options.get("key_param")
         if t.mode != "write" or not kp or t.entity is None:
@@ -546,6 +661,16 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
     else:
         stats.drop("acts on another person's record")
         return None
+    if pe is None and _person_entity(d) is not None:
+        # the path touches no one's records; the caller is still a customer who must
+        # authenticate before any change (the policy), unless that makes a write foreign
+        ctx.open_state(tpl, patch)
+        who = _caller(ctx, _person_entity(d), rng)
+        if who is not None:
+            p2, m2 = _persona_of(d, _person_entity(d), who, dict(persona))
+            if not _foreign_write(ctx, calls, _person_entity(d), m2[next(iter(m2))]):
+                persona, mine, pe = p2, m2, _person_entity(d)
+                person_key = next(iter(mine.values()))
 
     ctx.open_state(tpl, patch)
     initial_hash = db_hash(ctx.conn, d)
@@ -599,8 +724,8 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         for fn, f in pe.fields.items():
             if f.key not in d.user_held:
                 continue
-            tool = _find_tool(d, env["tools"], kind="find_by", entity=pe.name, by=[fn])
             row = ctx.runtime.state.get(pe.name, person_key)
+            tool = _auth_lookup(ctx, env, pe, fn, row.get(fn), person_key) if row else None
             if tool and row and row.get(fn) is not None:
                 mine["_identify"] = (fn, row[fn])
                 if [tool, {fn: row[fn]}] not in calls[:1]:   # the chain may start with it
@@ -610,7 +735,11 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
                                                if h.key in d.user_held and row.get(g) is not None})}
                 break
     described: dict = {}
-    created_ids = {str(v) for data in results if isinstance(data, dict) for v in data.values()}
+    # ids made by the path's own creates (the agent learns those from the create's answer)
+    created_ids = {str(data.get(d.entities[d.tools[n].entity].primary_key))
+                   for (n, _), data in zip(calls, results)
+                   if d.tools[n].kind == "create" and d.tools[n].entity in d.entities
+                   and isinstance(data, dict)}
     for name, args in calls:
         t = d.tools[name]
         if t.mode != "write":
@@ -639,6 +768,10 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         forbidden = _forbidden(ctx, env, calls, results, pe, person_key, tpl, patch,
                                expected_hash, rng)
     gold = reads + calls + ([forbidden[1]] if forbidden else [])
+    read_back = _read_back(ctx, env, calls, tpl, patch, pe, rng) \
+        if rng.random() < READ_BACK_RATE else None
+    if read_back is not None:
+        gold.append(read_back[0])
     ctx.open_state(tpl, patch)
     if ctx.replay(gold) is None or db_hash(ctx.conn, d) != expected_hash:
         stats.drop("gold with reads fails")
@@ -653,7 +786,10 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         t = d.tools[name]
         for pn, v in args.items():
             p = t.params.get(pn)
-            if p and p.key in d.user_held and pn not in known and i == 0:
+            # a value the user holds that no earlier answer of the path shows: the user says it
+            if p and p.key in d.user_held and pn not in known and v is not None and (
+                    i == 0 or not any(str(v) in json.dumps(r, default=str)
+                                      for r in results[:i])):
                 known[pn] = v
         if t.mode != "write":
             continue
@@ -662,7 +798,8 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
             p = t.params.get(pn)
             if p is None or p.key or (pn, v) in created:
                 continue
-            if rng.random() < 0.4:
+            # one held-back value per name: a second, different one is stated instead
+            if rng.random() < 0.4 and hidden.get(pn, v) == v:
                 hide.add(pn)
                 hidden[pn] = v
         intents.append(_article_phrase(t, args, hide, created, mine, described,
@@ -697,17 +834,21 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         what, value, src = rubric
         sents.append(rng.choice(_REPORT).format(what=what))
         rubrics.append({"info": value, "description": f"tell the user the {what}", "tool": src})
+    if read_back is not None:
+        what, value = read_back[1]
+        sents.append(rng.choice(_READ_BACK).format(what=what))
+        rubrics.append({"info": value, "description": f"tell the user the new {what} after the "
+                        f"change", "tool": read_back[0][0]})
     if hidden:
         sents.append(rng.choice(_HIDDEN_HINT))
     closing = rng.choice(_CLOSINGS)
     if closing:
         sents.append(closing)
     instruction = " ".join(sents)
-    stats.kept += 1
     requested = [{"name": n, "arguments": a} for n, a in calls if d.tools[n].mode == "write"]
     if forbidden is not None:
         requested.append({"name": forbidden[0][0], "arguments": forbidden[0][1]})
-    return {
+    task = {
         "task_id": f"{env['env_id']}-t{chain_index}-{task_index}",
         "env_id": env["env_id"],
         "domain": d.name,
@@ -731,8 +872,42 @@ def synthesize_task(ctx, env: Mapping, chain_index: int, stats: SynthStats,
         "chains": [chain_index] + ([fused_with] if fused_with is not None else []),
         "reward_basis": ["DB", "COMMUNICATE"] if rubrics else ["DB"],
         "verification": {"gold": True, "do_nothing_fails": True,
-                         "missing_step_fails": True, "wrong_argument_fails": True},
+                         "missing_step_fails": True, "wrong_argument_fails": True,
+                         "solvable_from_conversation": True},
     }
+    if not solvable_from_conversation(env, task, d):
+        stats.drop("not solvable from the conversation")
+        return None
+    stats.kept += 1
+    return task
+
+
+def needs_read(task: Mapping, domain) -> bool:
+    """True when a write of the task has an argument value the user never states (not in the
+    instruction nor in what they know or hold back): only a tool's answer can supply it."""
+    said = " ".join([task["instruction"]]
+                    + [str(v) for v in task.get("known_info", {}).values()]
+                    + [str(v) for v in task.get("hidden_info", {}).values()])
+    tools = domain.tools
+    return any(a["name"] in tools and tools[a["name"]].mode == "write" and any(
+        not isinstance(v, bool) and v is not None and str(v) not in said
+        for v in a["arguments"].values()) for a in task["gold_actions"])
+
+
+def solvable_from_conversation(env: Mapping, task: Mapping, domain=None) -> bool:
+    """Self-verification from the agent's side: the careful grounded agent
+    (``grounded.CarefulAgent``), which acts only on values the user gives or a tool answer
+    shows, earns the full reward (no task needs a value nobody can know)."""
+    from .grounded import CarefulAgent
+    from .runtime import Environment
+
+    environment = Environment(env, domain=domain, max_steps=150)
+    try:
+        from .agents import run_episode
+
+        return run_episode(environment, CarefulAgent(), task)[0] == 1.0
+    finally:
+        environment.close()
 
 
 def to_tau2(task: Mapping, initialization_data: Mapping | None = None) -> dict:
