@@ -80,3 +80,23 @@ def test_two_ranks_equal_one_process_after_a_resume_and_skip_nan_together(model)
 def test_bad_world_size():
     with pytest.raises(ValueError, match="world_size"):
         DataParallelTrainer(torch.nn.Linear(2, 2), 0, lr=1e-3)
+
+
+def test_recipe_key_runs_train_data_parallel(tmp_path):
+    """``train.data_parallel: 2`` through ``train()``: the spawned rank trains in step with rank 0
+    (the run's steps, metrics and checkpoints as with one process), and is stopped at the end."""
+    import json
+    import multiprocessing
+
+    from longcat.bench.rl import parity_reward
+    from longcat.rl import train
+
+    recipe = {"seed": 0, "warm_start": {"steps": 0},
+              "rollout": {"group_size": 4, "max_new_tokens": 3, "controllers": 1, "max_concurrent": 4},
+              "train": {"steps": 2, "batch_groups": 2, "max_staleness": 1, "lr": 1e-3, "data_parallel": 2}}
+    res = train(recipe, str(tmp_path), progress=False, reward_fn=parity_reward)
+    rows = [json.loads(x) for x in open(res.metrics_path)]
+    assert res.steps == 2 and [r["version"] for r in rows] == [1, 2] and not any(r["skipped"] for r in rows)
+    assert multiprocessing.active_children() == []  # rank 1 was stopped
+    with pytest.raises(ValueError, match="train.data_parallel"):
+        train({**recipe, "train": {**recipe["train"], "data_parallel": 0}}, str(tmp_path / "x"))
