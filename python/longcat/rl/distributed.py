@@ -16,6 +16,7 @@ train on, over the process group itself (``broadcast_object_list``)."""
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 import socket
 from typing import Optional
@@ -69,8 +70,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TIMEOUT = datetime.timedelta(minutes=5)  # a rank that died fails the others' collectives after this
+
+
 def _init(rank: int, world_size: int, address: str) -> None:
-    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size, timeout=TIMEOUT)
 
 
 def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, threads: int) -> None:
