@@ -17,7 +17,7 @@ from longcat.rl.metrics import read_metrics
 def _recipe(steps: int, quick: bool, data_parallel: int = 1) -> dict:
     return {"name": "bench-backends", "seed": 0, "model": {"preset": "tiny"},
             "task": {"max_operand": 9, "ops": "+-", "n_terms": 2},
-            "warm_start": {"steps": 40 if quick else 250, "batch_size": 32, "lr": 1e-3},
+            "warm_start": {"steps": 40 if quick else 100, "batch_size": 32, "lr": 1e-3},
             "rollout": {"group_size": 8, "max_new_tokens": 4, "controllers": 2, "max_concurrent": 16},
             "train": {"steps": steps, "batch_groups": 8, "lr": 1e-4, "max_staleness": 2,
                       "checkpoint_every": steps, "data_parallel": data_parallel}}
@@ -31,7 +31,7 @@ def run(device: str = "cpu", quick: bool = False):
 
     if device != "cpu":
         raise ValueError(f"device: the RL backends benchmark runs on CPU, got {device!r}")
-    steps = 3 if quick else 12
+    steps = 3 if quick else 10
     result = BenchResult(
         area="rl-backends", title=f"RL backends, arith-tiny model and task, {steps} steps x 64 samples",
         columns=["backend", "wall_s", "steps_per_s", "samples_per_s", "ratio", "final_reward"],

@@ -212,6 +212,7 @@ class _Run:
                "staleness_max": max(report.staleness), "staleness_hist": staleness_histogram(report.staleness),
                "samples_per_s": s.samples / dt, "tokens_per_s": s.tokens / dt, "groups": s.groups,
                "filtered": s.filtered, "failed_samples": s.failed_samples, "failed_groups": s.failed_groups,
+               "lost": s.lost,
                "live_versions": len(self.policy.live_versions), "buffer": len(self.buffer),
                "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids, "samples": s.samples}
         if self.budget is not None:
