@@ -1,6 +1,6 @@
 // Paged latent KV cache writes and reads (mla_append_kv, mla_gather) and interleaved RoPE:
-// argument checks and the choice of backend. The cache ops are row copies done here; the RoPE
-// kernel is in kv_cache_rope.inc. Semantics: longcat/mla.h.
+// argument checks and the choice of backend. The CPU row copies are in kv_copy_kernels.inc, the
+// RoPE kernel in kv_cache_rope.inc. Semantics: longcat/mla.h.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,13 +10,14 @@
 #include "core/checks.h"
 #include "core/kv_cache_args.h"
 #include "cpu/isa_dispatch.h"
-#include "core/parallel.h"
 #include "longcat/kv_cache.h"
 
 namespace longcat {
 namespace cpu {
 LONGCAT_DECLARE_ISA_FN(void, rope_interleaved, const RopeArgs&)
 LONGCAT_DECLARE_ISA_FN(void, kv_copy_blocks, const KvCopyPlan&, bool)
+LONGCAT_DECLARE_ISA_FN(void, mla_append_kv, const AppendKvArgs&)
+LONGCAT_DECLARE_ISA_FN(void, mla_gather, const GatherKvArgs&)
 }  // namespace cpu
 
 namespace {
@@ -196,16 +197,7 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
                                  std::to_string(p / a.page_size) + "] = " + std::to_string(page) +
                                  " is not a page of kv_cache (num_pages " + std::to_string(a.num_pages) + ")");
   }
-  const int64_t es = dtype_size(a.dtype);
-  cpu::parallel_for(T, 64, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t s = a.seq_ids[t], p = a.positions[t];
-      const int64_t page = a.block_table[s * a.block_table_stride + p / a.page_size];
-      char* dst = static_cast<char*>(a.kv_cache) + ((page * a.page_size + p % a.page_size) * kMlaDimQK) * es;
-      std::memcpy(dst, static_cast<const char*>(a.latent) + t * a.latent_stride * es, kMlaDimV * es);
-      std::memcpy(dst + kMlaDimV * es, static_cast<const char*>(a.rope_k) + t * a.rope_stride * es, kMlaDimRope * es);
-    }
-  });
+  LONGCAT_ISA_CALL(mla_append_kv, a);
 }
 
 // ---- mla_gather ------------------------------------------------------------------------------
@@ -279,18 +271,7 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
   if (a.cu_seqlens[B] != a.total)
     fail(ErrorKind::Value, arg_prefix(op, "out") + "must have cu_seqlens[-1] = " + std::to_string(a.cu_seqlens[B]) +
                                " rows, got " + shape_str(out));
-  const int64_t es = dtype_size(a.dtype);
-  cpu::parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t L = a.cache_seqlens[b];
-      for (int64_t p = 0; p < L; p += a.page_size) {
-        const int64_t page = a.block_table[b * a.block_table_stride + p / a.page_size];
-        const int64_t n = std::min<int64_t>(a.page_size, L - p);
-        std::memcpy(static_cast<char*>(a.out) + (a.cu_seqlens[b] + p) * kMlaDimQK * es,
-                    static_cast<const char*>(a.kv_cache) + page * a.page_size * kMlaDimQK * es, n * kMlaDimQK * es);
-      }
-    }
-  });
+  LONGCAT_ISA_CALL(mla_gather, a);
 }
 
 // ---- kv_copy_blocks --------------------------------------------------------------------------

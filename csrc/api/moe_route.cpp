@@ -1,6 +1,7 @@
 // MoE routing, dispatch and combine: argument checks and the choice of backend (CPU copy by
-// ISA, or CUDA). The CPU dispatch (a histogram, a prefix sum and row copies, no arithmetic) lives
-// here; the router and combine kernels are in moe_route.inc. Semantics: longcat/moe_route.h.
+// ISA, or CUDA). The CPU dispatch's bookkeeping (a histogram, a prefix sum, the row of each slot)
+// is done here with the checks it needs; its row copies, the router and combine kernels are in
+// moe_route.inc. Semantics: longcat/moe_route.h.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -12,12 +13,12 @@
 #include "core/checks.h"
 #include "core/moe_route_args.h"
 #include "cpu/isa_dispatch.h"
-#include "core/parallel.h"
 #include "longcat/moe_route.h"
 
 namespace longcat {
 namespace cpu {
 LONGCAT_DECLARE_ISA_FN(void, moe_route, const MoeRouteArgs&)
+LONGCAT_DECLARE_ISA_FN(void, moe_dispatch_rows, const MoeDispatchArgs&, const int32_t*)
 LONGCAT_DECLARE_ISA_FN(void, moe_combine, const MoeCombineArgs&)
 }  // namespace cpu
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
@@ -285,16 +286,7 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
   if (R == 0 || H == 0) return;
   check_nonnull(op, "x", x);
   check_nonnull(op, "x_perm", x_perm);
-  const int64_t esize = dtype_size(a.dtype), row_bytes = H * esize;
-  const char* src = static_cast<const char*>(a.x);
-  char* dst = static_cast<char*>(a.x_perm);
-  cpu::parallel_for(R, std::max<int64_t>(1, (int64_t{1} << 15) / row_bytes), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int32_t t = token_of_row[r];
-      if (t >= 0) std::memcpy(dst + r * row_bytes, src + t * a.x_stride * esize, row_bytes);
-      else std::memset(dst + r * row_bytes, 0, row_bytes);
-    }
-  });
+  LONGCAT_ISA_CALL(moe_dispatch_rows, a, token_of_row.data());
 }
 
 // ---- moe_combine -------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class DemoConfig:
     eval_tiers: tuple[int, ...] = (2,)
     eval_max_turns: int = 12
     eval_max_tokens: int = 128
-    rl_steps: int = 20
+    rl_steps: int = 6
     seed: int = 0
     workers: int | None = None
 
@@ -128,6 +128,9 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
 
 
 def _run_rl(out: Path, cfg: DemoConfig, sft_final: Path, progress: bool, times: dict):
+    """Stage 6: ``rl/agent-small.yaml`` warm-started from the SFT checkpoint, on the demo's own
+    environments minus the held-out ones. A finished run in ``rl/`` is resumed, which returns at
+    once (the stage's skip); a partial one continues where it stopped."""
     try:
         import longcat.rl as rl
     except ImportError:
@@ -139,20 +142,38 @@ def _run_rl(out: Path, cfg: DemoConfig, sft_final: Path, progress: bool, times: 
         print("   " + note)
         return note, None
     recipe = _find_recipe("rl/agent-small.yaml")
-    _stage(f"6/8 asynchronous RL ({cfg.rl_steps} steps, recipe {recipe})", False)
     if recipe is None:
+        _stage("6/8 asynchronous RL", False)
         note = "RL skipped: `longcat.rl` is installed but the recipe rl/agent-small.yaml was not found."
         print("   " + note)
         return note, None
+    import yaml
+
+    from longcat.rl.checkpoint import latest_checkpoint, load_state
+
+    rl_dir = out / "rl"
+    last = latest_checkpoint(str(rl_dir))
+    _stage(f"6/8 asynchronous RL ({cfg.rl_steps} steps of {recipe.name}, from the SFT checkpoint)",
+           last is not None and load_state(last)["step"] >= cfg.rl_steps)
+    data = yaml.safe_load(recipe.read_text())
+    data["model"] = {**data.get("model", {}), "checkpoint": str(sft_final)}
+    data["envs"] = {**data.get("envs", {}), "build": str(out / "envs"),
+                    "holdout": str(out / "data" / "eval_envs.jsonl")}
     t = time.perf_counter()
-    result = rl.train(str(recipe), str(out / "rl"), max_steps=cfg.rl_steps, progress=progress)
+    result = rl.train(data, str(rl_dir), max_steps=cfg.rl_steps, progress=progress)
     times["rl"] = time.perf_counter() - t
-    return f"RL: {cfg.rl_steps} steps of `{recipe}` (warm start from the SFT checkpoint, {sft_final}).", result
+    rows = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines() if line.strip()]
+    rewards = ", ".join(f"{r['reward']:.3f}" for r in rows)
+    note = (f"{result.steps} steps of `{recipe.name}` warm-started from the SFT checkpoint ({sft_final}), on the "
+            f"training environments (held-out ones excluded), with the noise curriculum. Mean episode reward "
+            f"per step ({data['envs'].get('reward', 'success')}): {rewards}.\n\n"
+            + "".join(f"![RL {Path(p).stem}](rl/{Path(p).name}) " for p in result.plots))
+    return note, result
 
 
 def _find_recipe(rel: str) -> Path | None:
     here = Path(__file__).resolve().parent
-    for base in (Path.cwd() / "recipes", here / "recipes", here.parent.parent / "recipes", Path.cwd()):
+    for base in (Path.cwd() / "recipes", here / "recipes", here.parent.parent / "recipes", Path.cwd(), here.parent.parent):
         if (base / rel).is_file():
             return base / rel
     return None
@@ -202,7 +223,7 @@ def _plots(out: Path, before: dict | None, after: dict | None, rl_result) -> lis
         made.append("plots/success.png")
     if rl_result is not None and getattr(rl_result, "metrics_path", None) and Path(rl_result.metrics_path).is_file():
         rows = [json.loads(l) for l in Path(rl_result.metrics_path).read_text().splitlines() if l.strip()]
-        keys = [k for k in ("reward", "staleness") if rows and any(k in r for r in rows)]
+        keys = [k for k in ("reward", "staleness_mean") if rows and any(k in r for r in rows)]
         if keys:
             fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
             for ax, k in zip(axes[0], keys):

@@ -4,14 +4,16 @@ from longcat.demo import DemoConfig, run
 
 def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     cfg = DemoConfig(envs=6, tasks_per_env=2, eval_fraction=0.3, sft_seconds=1.0, sft_seq_len=2048, sft_grad_accum=1,
-                     eval_tasks=1, eval_tiers=(), eval_max_turns=2, eval_max_tokens=16, workers=1)
+                     eval_tasks=1, eval_tiers=(), eval_max_turns=2, eval_max_tokens=16, workers=1,
+                     rl_steps=1)
     report = run(tmp_path / "demo", cfg, progress=False)
     text = report.read_text()
     for part in ("## Data", "## SFT", "## RL", "### Before (random init)", "### After", "| clean | all |",
-                 "| noisy | all |", "plots/sft_loss.png", "plots/success.png"):
+                 "| noisy | all |", "plots/sft_loss.png", "plots/success.png", "rl/reward.png", "plots/rl.png"):
         assert part in text
     assert (tmp_path / "demo" / "plots" / "success.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()
+    assert (tmp_path / "demo" / "rl" / "checkpoints" / "step-000001" / "model" / "config.json").is_file()
     capsys.readouterr()
     run(tmp_path / "demo", cfg, progress=False)          # everything exists: every stage skips
-    assert capsys.readouterr().out.count("output exists: skipped") == 6
+    assert capsys.readouterr().out.count("output exists: skipped") == 7

@@ -1,7 +1,8 @@
 """Grouped SwiGLU GEMM: the edges of the CPU kernels' blocking, on every ISA copy.
 
 Rows per expert around each path switch (0, 1, the weight-streaming limits 4 and 8, the
-micro-tile heights 6/8, the row block 96 and its multiples), odd H and F (the CPU API takes any
+micro-tile heights 6/8, the vdpbf16ps micro-tiles' 16-row vectors (1-2 vectors x 8 weight rows up
+to 32 rows, then up to 6 vectors x 4), the row block 96 and its multiples), odd H and F (the CPU API takes any
 size: vector tails, partial column tiles, several K steps and a masked tail on the vdpbf16ps
 path), and NaN propagation (a NaN reaches exactly the outputs the reference makes NaN)."""
 import pytest
@@ -12,7 +13,7 @@ from longcat.ops import moe_grouped_swiglu, reference
 from test_moe_gemm import assert_matches, make_weights, make_x
 
 DTYPES = [torch.float32, torch.bfloat16]
-ROWS = [0, 1, 3, 4, 5, 7, 8, 9, 63, 64, 65, 257]
+ROWS = [0, 1, 3, 4, 5, 7, 8, 9, 16, 17, 32, 33, 48, 63, 64, 65, 80, 96, 97, 257]
 
 
 def offsets_for(counts):
@@ -48,3 +49,20 @@ def test_nan_propagates_like_the_reference(cpu_isa, rows, dtype):
     assert got.isnan().any() and not got.isnan().all()
     finite = ~want.isnan()
     assert_matches(torch.where(finite, got, 0), torch.where(finite, want, 0))
+
+
+@pytest.mark.parametrize("rows", [5, 40])  # the streaming path, the vectorised SwiGLU epilogue
+def test_gates_far_outside_the_unit_range(cpu_isa, rows):
+    # Gates of magnitude up to ~100: exp(-g) overflows and underflows in the SwiGLU epilogue.
+    E, H, F = 2, 128, 48
+    w13, w2 = make_weights(E, H, F, torch.bfloat16)
+    scale = torch.ones(1, 2 * F, 1)
+    scale[:, :F], scale[:, F:] = 60, 1 / 60  # gates x60, up values /60: the output stays O(1)
+    w13 = (w13.float() * scale).to(torch.bfloat16)
+    offsets = offsets_for([rows, rows])
+    x = make_x(2 * rows, H, torch.bfloat16)
+    got = moe_grouped_swiglu(x, offsets, w13, w2)
+    want = reference.moe_grouped_swiglu(x, offsets, w13, w2)
+    h = x.float() @ w13[0, :F].float().T
+    assert h.abs().max() > 50  # the gates do reach the range this test is about
+    assert_matches(got, want)

@@ -104,6 +104,31 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
     return statistics.median(times)
 
 
+def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", min_time: float = 0.2,
+                        warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000) -> list[float]:
+    """Median seconds per call of each of fns, timed in alternation (one call of each per round,
+    at least min_rounds rounds, about min_time in all): on a shared machine a kernel and its peer
+    then see the same load, so their ratio is not the load's drift between two measure() calls."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < min_time):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            ts.append(time.perf_counter() - t0)
+        rounds += 1
+    if _recorder is not None:
+        for fn in fns:
+            _recorder.capture(fn, device)
+    return [statistics.median(ts) for ts in times]
+
+
 def copy_bandwidth_gbs(device: str = "cpu", quick: bool = False) -> float:
     """The machine's copy bandwidth in GB/s (bytes read + bytes written), measured now with
     torch's copy_ on buffers far larger than the caches: the roofline for memory-bound ops.

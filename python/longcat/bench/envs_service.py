@@ -8,7 +8,9 @@ Phases (``--quick``: 600 environments and short phases):
 2. open + reset N environments over a handful of built (record, task) pairs; memory is the
    proportional set size (PSS) of the service, the zygote and the workers, before and after.
 3. load ``uniform``: steps arrive at 1,000/s (open loop) on environments drawn uniformly from
-   all N: the worst case, almost every step wakes a hibernated environment (reset + replay).
+   all N: the worst case, almost every step wakes a hibernated environment (it resumes its
+   suspended state and the one it evicts is suspended); run ``UNIFORM_REPEATS`` times, the
+   medians go to the context. Memory is measured again after it (live environments included).
 4. load ``active set``: the same offered rate on a working set that fits the workers' live
    caches, woken once before (what an RL loop with that many episodes in flight looks like);
    then again at 300 steps/s offered, below saturation, for the latency of an unloaded service.
@@ -20,10 +22,14 @@ Phases (``--quick``: 600 environments and short phases):
    mid-episode; service memory and file descriptors before/after.
 
 Offered steps beyond the service's admission limits are rejected (``Overloaded``) and counted,
-never queued without bound; latencies are of the steps that ran."""
+never queued without bound; latencies are of the steps that ran. ``cpu_ms_per_step`` is the CPU
+time of this process (the client and the service) and the workers per step that ran: unlike the
+rates, it does not depend on how loaded the machine is. The load average (``os.getloadavg``) is
+recorded at the start and the end: on a shared machine the rates depend on it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -36,6 +42,7 @@ from longcat.envs.runtime import Environment
 OFFERED_RATE = 1000.0
 SUSTAINABLE_RATE = 300.0   # a second active-set load below saturation, for its latency
 TARGET_P99_MS = 50.0
+UNIFORM_REPEATS = 3
 FINAL_MESSAGE = {"type": "message", "content": "All done: your request is complete."}  # ends the episode
 QUESTIONS = ["Could you tell me your email?", "What is your name?", "Which order is it?",
              "Can you confirm the details?"]
@@ -301,13 +308,17 @@ def _log(msg: str) -> None:
 async def _run(quick: bool) -> tuple[list, dict]:
     from longcat.envs.service import EnvService, Overloaded
 
+    from longcat.envs.service.workers import usable_cpus
+
     n_envs = 600 if quick else 32_000
     seconds = 2.0 if quick else 15.0
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = len(usable_cpus())
     live = 128 if quick else 2048
     ctx: dict = {"environments": n_envs, "workers": workers, "live_per_worker": live,
-                 "offered_steps_per_s": OFFERED_RATE}
+                 "offered_steps_per_s": OFFERED_RATE, "load_average_start": _loadavg(),
+                 "usable_cpus": usable_cpus()}
     rows = []
+    gc_pauses = _GcPauses()
     t0 = time.perf_counter()
     pairs = make_pairs(per_domain=3 if quick else 6)
     ctx["pairs"] = len(pairs)
@@ -356,12 +367,20 @@ async def _run(quick: bool) -> tuple[list, dict]:
                              f"{per_env / 1024:.1f} KiB/env"})
 
         _log('opened and reset')
+        # The client and the service share this process: tens of thousands of handles, logs
+        # and book entries make a full garbage collection pause the event loop for a second
+        # or more. What exists now lives to the end, so it leaves the collector's generations
+        # (what a long-running server does after warm-up); the pauses are still recorded.
+        gc.collect()
+        gc.freeze()
+        gc.callbacks.append(gc_pauses)
         book = Book(handles, pair_of)
         rng = random.Random(0)
         active = handles[:workers * live // 2]
-        phases = [("uniform over all", lambda: rng.choice(handles), OFFERED_RATE),
-                  ("active set", lambda: rng.choice(active), OFFERED_RATE),
-                  ("active set", lambda: rng.choice(active), SUSTAINABLE_RATE)]
+        phases = [("uniform over all", lambda: rng.choice(handles), OFFERED_RATE)] * \
+            UNIFORM_REPEATS + [("active set", lambda: rng.choice(active), OFFERED_RATE),
+                               ("active set", lambda: rng.choice(active), SUSTAINABLE_RATE)]
+        uniform = []
         for name, pick, rate in phases:
             if name == "active set" and rate == OFFERED_RATE:
                 # an RL loop's episodes in flight are awake: wake the set once, untimed
@@ -371,15 +390,37 @@ async def _run(quick: bool) -> tuple[list, dict]:
             n_lat = len(book.lat)
             rej0, skip0, err0 = book.rejected, book.skipped, sum(book.errors.values())
             _log(f"load: {name} at {rate:.0f}/s")
+            pids = [os.getpid()] + [w.pid for w in svc._workers]
+            cpu0 = _cpu_seconds(pids)
             offered, done, secs = await offered_load(svc, book, pick, rate, seconds)
+            cpu1 = _cpu_seconds(pids)
             lat = book.lat[n_lat:]
             rows.append({"phase": f"load: {name} ({len(active) if name == 'active set' else n_envs} "
                                   f"envs) at {rate:.0f}/s",
                          "offered": offered, "steps": done, "steps_per_s": done / secs,
+                         "cpu_ms_per_step": None if cpu0 is None or cpu1 is None or not done
+                         else 1e3 * (cpu1 - cpu0) / done,
                          "p50_ms": 1e3 * statistics.median(lat) if lat else float("nan"),
                          "p99_ms": 1e3 * _pct(lat, 0.99), "rejected": book.rejected - rej0,
                          "skipped_busy": book.skipped - skip0,
                          "errors": sum(book.errors.values()) - err0})
+            if name == "uniform over all":
+                uniform.append(rows[-1])
+                if len(uniform) == UNIFORM_REPEATS:
+                    ctx["uniform_median"] = {k: statistics.median(r[k] for r in uniform)
+                                             for k in ("steps_per_s", "p50_ms", "p99_ms")
+                                             + (("cpu_ms_per_step",) if all(
+                                                 r["cpu_ms_per_step"] for r in uniform) else ())}
+                    ctx["uniform_median"]["target_p99_ms"] = TARGET_P99_MS
+                    mem2 = svc.memory_bytes()
+                    stats = await svc.worker_stats()
+                    ctx.update(memory_after_uniform_gib=mem2["total"] / 2**30,
+                               memory_per_env_after_uniform_kib=(mem2["total"] - mem0["total"])
+                               / n_envs / 1024,
+                               suspended_state_mib=sum(st.get("suspended_bytes", 0)
+                                                       for st in stats) / 2**20,
+                               live_after_uniform=sum(st.get("live", 0) for st in stats),
+                               worker_cpus=[st.get("cpus") for st in stats])
 
         _log('faults')
         # faults under the active-set load
@@ -432,6 +473,11 @@ async def _run(quick: bool) -> tuple[list, dict]:
         t_kill = fault_s / 8
         events = [(0.0, mark), (t_kill, mark), (t_kill, kill), (1.5 * t_kill, hang),
                   (1.7 * t_kill, raise_), (0.6 * fault_s, mark)]
+        ticks = []   # (time, steps done) every half second: the throughput timeline
+
+        async def tick():
+            ticks.append((asyncio.get_running_loop().time(), len(book.lat)))
+        events += [(0.5 * i, tick) for i in range(int(fault_s / 0.5) + 1)]
         offered, done, secs = await offered_load(svc, book, lambda: rng.choice(active),
                                                  OFFERED_RATE, fault_s, events)
         await mark()
@@ -450,6 +496,10 @@ async def _run(quick: bool) -> tuple[list, dict]:
                          "raise_step": fault_log.get("raise"),
                          "killed_pid": fault_log.get("killed_pid"),
                          "steps_per_s_before": before_rate, "steps_per_s_after_recovery": after_rate,
+                         "timeline_steps_per_s": [
+                             [round(t0 - ticks[0][0], 1), round((n1 - n0) / max(t1 - t0, 1e-9))]
+                             for (t0, n0), (t1, n1) in zip(ticks, ticks[1:])],
+                         "kill_at_s": t_kill, "hang_at_s": 1.5 * t_kill,
                          "step_timeout_s": step_timeout}
 
         _log('replay check')
@@ -473,8 +523,55 @@ async def _run(quick: bool) -> tuple[list, dict]:
                              f"{sk['worker_handles_after']}"})
         ctx["soak"] = sk
     finally:
+        if gc_pauses in gc.callbacks:
+            gc.callbacks.remove(gc_pauses)
+        gc.unfreeze()
         await svc.stop()
+    ctx["load_average_end"] = _loadavg()
+    ctx["client_and_service_gc"] = gc_pauses.summary()
     return rows, ctx
+
+
+class _GcPauses:
+    """A ``gc.callbacks`` entry timing this process's collections (full ones apart)."""
+
+    def __init__(self):
+        self.t0 = 0.0
+        self.pauses: dict[int, list] = {0: [], 1: [], 2: []}
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.t0)
+
+    def summary(self) -> dict:
+        full = self.pauses[2]
+        young = self.pauses[0] + self.pauses[1]
+        return {"full_collections": len(full), "full_max_ms": 1e3 * max(full, default=0.0),
+                "young_collections": len(young), "young_max_ms": 1e3 * max(young, default=0.0)}
+
+
+def _cpu_seconds(pids) -> float | None:
+    """CPU time (user + system) the processes used so far (Linux /proc; None elsewhere): the
+    cost of a step that the machine's load does not change, unlike its latency."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def _loadavg() -> list | None:
+    """1, 5 and 15 minute load averages (what ``uptime`` prints), where the OS tells."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def run(device: str = "cpu", quick: bool = False):
@@ -488,8 +585,8 @@ def run(device: str = "cpu", quick: bool = False):
         area="envs-service",
         title=f"Environment service: {ctx['environments']} open environments, "
               f"{ctx['workers']} worker(s), {OFFERED_RATE:.0f} steps/s offered",
-        columns=["phase", "offered", "steps", "steps_per_s", "p50_ms", "p99_ms", "rejected",
-                 "skipped_busy", "errors", "note"], context=ctx)
+        columns=["phase", "offered", "steps", "steps_per_s", "p50_ms", "p99_ms",
+                 "cpu_ms_per_step", "rejected", "skipped_busy", "errors", "note"], context=ctx)
     for r in rows:
         result.add(**r)
     peer = rows[0]["steps_per_s"]

@@ -8,8 +8,10 @@
 
 Every CPU ISA copy of the kernel (avx2, avx512, avx512bf16: ``isa`` column) is measured in the
 same run against the same peers. Weight streaming (few rows per expert) is reported as GB/s of
-the active experts' weights (+ x and out) and as a fraction of the copy bandwidth measured in the
-same run (``of_copy_bw``); compute-bound shapes as a fraction of the dense bf16 matmul.
+the active experts' weights (+ x and out) and as a fraction of the copy bandwidth (``of_copy_bw``);
+compute-bound shapes as a fraction of the dense bf16 matmul. Both peers (the dense matmul and a
+256 MB copy) are timed in alternation with each ISA copy (``measure_interleaved``), so that on a
+shared machine the ratios compare calls made under the same load.
 
 Shapes: LongCat-Flash experts (H=6144, F=2048). The real layer has 512 routed experts (+256
 zero-computation experts, top-12), whose weights alone are 75 GB in bf16, so the benchmark
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from longcat.bench.common import BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure, using_isa
+from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure,
+                                  measure_interleaved, using_isa)
 from longcat.ops import moe_grouped_swiglu, reference
 
 HIDDEN, INTER, TOPK, N_ROUTED, N_ZERO = 6144, 2048, 12, 512, 256
@@ -45,7 +48,11 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     # 4096 tokens: 64 rows per expert, the compute-bound end of the LongCat shape.
     token_counts = [128] if quick else [16, 128, 512, 4096]
     min_time = 0.05 if quick else (0.2 if cuda else 0.3)
-    bw = copy_bandwidth_gbs(device, quick)
+    # Copy bandwidth: measured once up front for the context, and per row as a peer timed in
+    # alternation with the kernel (a 256 MB copy, far larger than the caches) for of_copy_bw.
+    bw_start = copy_bandwidth_gbs(device, quick)
+    copy_src = torch.ones(64 << 20 if quick else 256 << 20, dtype=torch.uint8, device=device)
+    copy_dst = torch.empty_like(copy_src)
     isas = cpu_isa_copies(device)
     cases = [("longcat", HIDDEN, INTER, experts, t, None) for t in token_counts]
     # Small, compute-bound: 8 experts of H=1024, F=512 with 256 rows each.
@@ -57,11 +64,12 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                f"of {N_ROUTED}+{N_ZERO} uniform routing)"),
         columns=["shape", "isa", "experts", "tokens", "rows", "rows/expert", "longcat_ms", "TFLOP/s", "GB/s",
                  "of_copy_bw", "dense_TFLOP/s", "of_dense", "loop_ms", "vs_loop"],
-        context={"machine": machine_info(device), "copy_bandwidth_gbs": bw, "isas": isas,
-                 "note": "dense = torch bf16 F.linear([R, H], [3F, H]) of the same FLOPs, same run; "
+        context={"machine": machine_info(device), "copy_bandwidth_gbs": bw_start, "isas": isas,
+                 "note": "dense = torch bf16 F.linear([R, H], [3F, H]) of the same FLOPs, timed in alternation "
+                         "with each ISA copy (medians); "
                          "loop = the per-expert loop as transformers runs it (reference.moe_grouped_swiglu); "
                          "vs_loop = loop_ms / longcat_ms; GB/s = (active experts' weights + x + out) / time, "
-                         "of_copy_bw = GB/s / copy bandwidth (same run)"},
+                         "of_copy_bw = GB/s / the copy bandwidth of a 256 MB copy_ timed in alternation with the kernel"},
     )
     weights_cache: dict = {}
     for name, H, F, E, tokens, rows_each in cases:
@@ -84,14 +92,18 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         flops = 2.0 * R * H * 3 * F
         # CPU calls take up to seconds: fewer repeats there (medians of >= 2 timed calls).
         kw = {} if cuda else {"warmup": 1, "min_iters": 2}
-        t_dense = measure(lambda: torch.nn.functional.linear(x, dense_w), device, min_time, **kw)
+        dense = lambda: torch.nn.functional.linear(x, dense_w)  # noqa: E731
         t_loop = measure(lambda: reference.moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
         active = int((offsets[1:] > offsets[:-1]).sum())
         nbytes = (active * 3 * F * H + 2 * R * H) * x.element_size()
         for isa in isas:
             with using_isa(isa):
-                t_ours = measure(lambda: moe_grouped_swiglu(x, offsets, w13, w2), device, min_time, **kw)
+                # The dense peer in alternation with each copy: same load on a shared machine.
+                t_ours, t_dense, t_copy = measure_interleaved(
+                    [lambda: moe_grouped_swiglu(x, offsets, w13, w2), dense, lambda: copy_dst.copy_(copy_src)],
+                    device, min_time, min_rounds=3 if cuda else 5)
             gbs = nbytes / t_ours / 1e9
+            bw = 2 * copy_src.numel() / t_copy / 1e9
             result.add(shape=f"{name} H={H} F={F}", isa=isa, experts=E,
                        tokens=tokens if tokens is not None else "-", rows=R,
                        **{"rows/expert": R / E, "longcat_ms": t_ours * 1e3, "TFLOP/s": flops / t_ours / 1e12,

@@ -17,7 +17,8 @@ import torch
 
 from longcat import _C
 import longcat
-from longcat.bench.common import BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure, using_isa
+from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure,
+                                  measure_interleaved, using_isa)
 from longcat.ops import moe_combine, moe_dispatch, moe_route, reference
 from longcat.ops._common import stream_of
 
@@ -54,7 +55,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         columns=["op", "isa", "tokens", "longcat_us", "kernel_us", "torch_us", "vs_torch", "GFLOP/s", "GB/s",
                  "of_copy_bw"],
         context={"machine": machine_info(device), "copy_bandwidth_gbs": bw,
-                 "note": "route: torch = the plain-torch reference router; dispatch+combine: torch = "
+                 "note": "route: torch = the plain-torch reference router, timed in alternation with each ISA copy "
+                         "(medians); dispatch+combine: torch = "
                          "index_select / index_add_; GB/s counts the rows moved (see module docstring)"},
     )
     g = torch.Generator(device=device).manual_seed(0)
@@ -67,10 +69,10 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         ids, w = ours()
         kernel = lambda: _C.moe_route(ids, w, hidden, weight, bias, N_ROUTED, N_ZERO, SCALE,  # noqa: E731
                                       "softmax", False, stream_of(hidden))
-        t_ref = measure(ref, device, min_time)
         for isa in cpu_isa_copies(device):
             with using_isa(isa):
-                t_ours = measure(ours, device, min_time)
+                # The reference in alternation with each copy: same load on a shared machine.
+                t_ours, t_ref = measure_interleaved([ours, ref], device, min_time, min_rounds=5)
                 t_kernel = measure(kernel, device, min_time)
             result.add(op="route", isa=isa, tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
                        torch_us=t_ref * 1e6, vs_torch=t_ref / t_ours,

@@ -1,4 +1,4 @@
-"""``longcat rl train --recipe rl/<name>.yaml [--out DIR] [--max-steps N]``."""
+"""``longcat rl train --recipe rl/<name>.yaml [--out DIR] [--max-steps N] [--init CKPT]``."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
     if args.ray_address is not None and not args.ray:
         raise ValueError("rl train: '--ray-address' needs '--ray'")
-    res = train(args.recipe, out, max_steps=args.max_steps, progress=not args.no_progress,
+    res = train(args.recipe, out, max_steps=args.max_steps, progress=not args.no_progress, init=args.init,
                 backend="ray" if args.ray else "local", ray_address=args.ray_address)
     print(f"steps: {res.steps}  final reward: {res.final_reward:.3f}" + (f"  (resumed from {res.resumed_from})"
                                                                         if res.resumed_from else ""))
@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--recipe", required=True, help="a recipe YAML (see rl/*.yaml)")
     t.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     t.add_argument("--max-steps", type=int, default=None, help="override train.steps")
+    t.add_argument("--init", default=None, help="warm-start checkpoint (e.g. an SFT checkpoint); overrides "
+                   "the recipe's model.checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--ray", action="store_true",
                    help="generators, reward workers and the trainer as Ray actors (pip install 'longcat[ray]')")

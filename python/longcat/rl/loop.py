@@ -106,13 +106,16 @@ class FilterStarvation(RuntimeError):
 
 class RolloutController:
     """One virtual rollout group: ``workers`` concurrent trajectories, each a loop of admit ->
-    prompt -> generate (one pinned version) -> score every sample -> buffer or filter."""
+    prompt -> generate (one pinned version) -> score every sample -> buffer or filter. With
+    ``episodes`` (multi-turn), generation and scoring are one episode per sample, under the
+    pinned version; its segments share one reward and one ``trajectory`` index."""
 
     def __init__(self, index: int, *, policy: Policy, source: PromptSource, reward_fn: RewardFn,
                  manager: RolloutManager, staleness: StalenessManager, buffer: SampleBuffer, stats: RolloutStats,
                  group_size: int, reward_timeout: float, filter_degenerate: bool, log: Callable[[str], None],
-                 max_filtered_in_a_row: int = 1000, planner: Optional[PromptPlanner] = None):
+                 max_filtered_in_a_row: int = 1000, planner: Optional[PromptPlanner] = None, episodes=None):
         self.index = index
+        self.episodes = episodes  # multi-turn: an async (task, uid, index, version) -> segments (longcat.rl.agent)
         self.policy, self.source, self.reward_fn = policy, source, reward_fn
         self.manager, self.staleness, self.buffer, self.stats = manager, staleness, buffer, stats
         self.group_size, self.reward_timeout, self.filter_degenerate = group_size, reward_timeout, filter_degenerate
@@ -155,27 +158,53 @@ class RolloutController:
         self.log(f"dropped a sample of prompt: {sample.error}")
         return None
 
+    async def _episode(self, task: Any, uid: int, index: int, version: int) -> Optional[list]:
+        """One multi-turn episode's segments (reward set), or None when the environment raised or
+        the episode ran past its timeout: the trajectory is dropped and logged, the loop goes on."""
+        timeout = getattr(self.episodes, "timeout", self.reward_timeout)
+        try:
+            return await asyncio.wait_for(self.episodes(task, uid, index, version), timeout)
+        except asyncio.TimeoutError:
+            error = f"episode timed out after {timeout}s"
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        self.stats.failed_samples += 1
+        self.stats.errors.append(error)
+        self.log(f"dropped an episode of prompt {uid}: {error}")
+        return None
+
     async def _rollout(self, uid: int, n: int) -> Optional[Group]:
         task, prompt_ids = self.source.get(uid)
         version = self.policy.acquire_version()
         try:
-            samples = await self.policy.generate(prompt_ids, n, version)
+            if self.episodes is not None:
+                trajectories = await asyncio.gather(*(self._episode(task, uid, i, version) for i in range(n)))
+            else:
+                samples = await self.policy.generate(prompt_ids, n, version)
         finally:
             self.policy.release_version(version)
-        rewards = await asyncio.gather(*(self._score(task, s) for s in samples))
-        for s, r in zip(samples, rewards):
-            s.reward = r
-        kept = [s for s in samples if s.reward is not None]
-        self.stats.samples += len(samples)
-        self.stats.tokens += sum(len(s.completion_ids) for s in samples)
-        self.stats.rewards += [s.reward for s in kept]
+        if self.episodes is None:
+            rewards = await asyncio.gather(*(self._score(task, s) for s in samples))
+            for s, r in zip(samples, rewards):
+                s.reward = r
+            trajectories = [[s] if s.reward is not None else None for s in samples]
+        kept = [t for t in trajectories if t is not None]
+        for j, t in enumerate(kept):
+            for s in t:
+                s.trajectory = j if self.episodes is not None else None
+        self.stats.samples += len(trajectories)
+        self.stats.tokens += sum(len(s.completion_ids) if s.loss_mask is None else sum(s.loss_mask)
+                                 for t in kept for s in t)
+        rewards = [t[0].reward for t in kept]
+        self.stats.rewards += rewards
         if self.planner.budget is not None:  # every scored group, filtered ones too: they say the most
-            self.planner.budget.observe(prompt_ids, [s.reward for s in kept])
-        if len(kept) < 2:
+            self.planner.budget.observe(prompt_ids, rewards)
+        kept = [s for t in kept for s in t]
+        if len(rewards) < 2:
             self.stats.failed_groups += 1
             self.manager.done(uid, "failed")
             return None
-        if self.filter_degenerate and is_degenerate([s.reward for s in kept]):
+        if self.filter_degenerate and is_degenerate(rewards):
             self.stats.filtered += 1
             self.stats.filtered_in_a_row += 1
             self.manager.done(uid, "filtered")
@@ -206,7 +235,7 @@ class StreamingLoop:
     def __init__(self, *, policy: Policy, source: PromptSource, reward_fn: RewardFn, manager: RolloutManager,
                  buffer: SampleBuffer, staleness: StalenessManager, group_size: int, controllers: int,
                  reward_timeout: float = 30.0, filter_degenerate: bool = True, log: Callable[[str], None] = print,
-                 max_filtered_in_a_row: int = 1000, budget: Optional[RolloutBudget] = None):
+                 max_filtered_in_a_row: int = 1000, budget: Optional[RolloutBudget] = None, episodes=None):
         self.policy, self.manager, self.buffer, self.staleness = policy, manager, buffer, staleness
         self.stats = RolloutStats()
         self.planner = PromptPlanner(manager, source, group_size, budget)
@@ -216,7 +245,8 @@ class StreamingLoop:
                                               staleness=staleness, buffer=buffer, stats=self.stats,
                                               group_size=group_size, reward_timeout=reward_timeout,
                                               filter_degenerate=filter_degenerate, log=log,
-                                              max_filtered_in_a_row=max_filtered_in_a_row, planner=self.planner)
+                                              max_filtered_in_a_row=max_filtered_in_a_row, planner=self.planner,
+                                              episodes=episodes)
                             for i in range(controllers)]
         self.idle_wait_s = 0.0  # trainer time spent waiting for a batch
 

@@ -12,7 +12,10 @@ from typing import Any, Optional, Protocol, runtime_checkable
 class Sample:
     """One generated answer. ``logprobs[i]`` is the rollout engine's logprob of ``completion_ids[i]``
     and ``versions[i]`` the policy version that produced it (one value: a trajectory never mixes
-    versions). ``reward`` is None until scored; ``error`` names why a sample was dropped."""
+    versions). ``reward`` is None until scored; ``error`` names why a sample was dropped.
+    A multi-turn trajectory (``longcat.rl.agent``) sets ``loss_mask`` (1 on the policy's own
+    tokens, 0 on tool results and user turns inside the completion; None: every token is trained)
+    and ``trajectory``: the segments of one episode share it, and one advantage."""
 
     prompt_ids: list[int]
     completion_ids: list[int]
@@ -22,6 +25,8 @@ class Sample:
     finish_reason: Optional[str] = None
     reward: Optional[float] = None
     error: Optional[str] = None
+    loss_mask: Optional[list[int]] = None
+    trajectory: Optional[int] = None
 
     @property
     def version(self) -> int:

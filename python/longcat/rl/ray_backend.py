@@ -49,6 +49,9 @@ def check_recipe(recipe) -> None:
     if recipe.policy.kind != "engine":
         raise ValueError(f"recipe: 'policy.kind' {recipe.policy.kind!r} conflicts with the Ray backend "
                          "(its generators are engine actors; an OpenAI server is used with the local backend)")
+    if recipe.task.name != "arith":
+        raise ValueError(f"recipe: 'task.name' {recipe.task.name!r} conflicts with the Ray backend (its reward "
+                         "workers score single-turn tasks; multi-turn environment episodes run with the local backend)")
     if recipe.train.data_parallel != 1:
         raise ValueError(f"recipe: 'train.data_parallel' ({recipe.train.data_parallel}) conflicts with the Ray "
                          "backend (its trainer is one actor); use the local backend for a data-parallel trainer")

@@ -108,6 +108,46 @@ class TrainConfig:
 
 
 @dataclass
+class EnvsConfig:
+    """``task.name: envs`` (``longcat.rl.agent``): multi-turn episodes in built environments."""
+    build: Optional[str] = None        # a `longcat envs build` folder; None: build `count` envs into the run folder
+    count: int = 30
+    tasks_per_env: int = 3
+    holdout: Optional[str] = None      # an eval_envs.jsonl (`longcat data synth`): its environments are not trained on
+    domains: Optional[list] = None     # keep only these domains
+    tiers: Optional[list] = None       # keep only tasks with these numbers of gold tool calls
+    max_turns: int = 8                 # assistant turns per episode
+    max_model_len: int = 2048          # the engine's context (prompt + generated tokens)
+    tool_format: Optional[str] = None  # compact | json; None: the checkpoint's sft_meta.json, else compact
+    reward: str = "success"            # success (0/1) | partial (partial credit)
+    noise: list = field(default_factory=list)  # fixed noise types of noisy episodes (without a curriculum)
+    noise_intensity: float = 0.3
+    noisy_fraction: float = 0.5        # share of episodes run with noise (the rest measure the clean rate)
+    episode_timeout: float = 120.0     # seconds; a longer episode is dropped
+
+
+@dataclass
+class ContextSection:
+    """Hybrid context management (``longcat.rl.context``); None turns a rule off."""
+    summarize_at: Optional[int] = None  # tokens: past this the policy summarises its tool-call history
+    max_turns: Optional[int] = None     # assistant turns since the last reset: then all but system + question go
+
+
+@dataclass
+class CurriculumSection:
+    """The noise curriculum (``longcat.envs.curriculum.NoiseCurriculum``) driving noisy episodes."""
+    enabled: bool = False
+    order: Optional[list] = None        # noise types in the order they join; None: the curriculum's default
+    start_intensity: float = 0.1
+    max_intensity: float = 0.6
+    step: float = 0.1
+    close_gap: float = 0.05
+    backoff_gap: float = 0.3
+    ema: float = 0.5
+    min_updates: int = 3
+
+
+@dataclass
 class Recipe:
     name: str = "recipe"
     seed: int = 0
@@ -119,6 +159,9 @@ class Recipe:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    envs: EnvsConfig = field(default_factory=EnvsConfig)
+    context: ContextSection = field(default_factory=ContextSection)
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,7 +218,7 @@ def _check(r: Recipe) -> None:
     need(r.rollout.group_size >= 2, "rollout.group_size", ">= 2 (advantages are relative within a group)",
          r.rollout.group_size)
     need(r.algorithm.loss in ("gspo", "grpo"), "algorithm.loss", "'gspo' or 'grpo'", r.algorithm.loss)
-    need(r.task.name == "arith", "task.name", "'arith' (the only task this loop ships with)", r.task.name)
+    need(r.task.name in ("arith", "envs"), "task.name", "'arith' or 'envs'", r.task.name)
     need(r.rollout.latency.dist in ("none", "pareto"), "rollout.latency.dist", "'none' or 'pareto'",
          r.rollout.latency.dist)
     need(r.train.lr > 0, "train.lr", "> 0", r.train.lr)
@@ -207,6 +250,7 @@ def _check(r: Recipe) -> None:
         raise ValueError(f"recipe: 'rollout.temperature' ({r.rollout.temperature}) and 'rollout.top_p' "
                          f"({r.rollout.top_p}) conflict with the policy-gradient loss: the engine's logprobs are "
                          "those of the untempered distribution, so both must be 1.0")
+    _check_envs(r)
     if r.train.max_staleness == 0 and r.rollout.max_concurrent < r.train.batch_groups:
         raise ValueError(f"recipe: 'rollout.max_concurrent' ({r.rollout.max_concurrent}) conflicts with synchronous "
                          f"training (train.max_staleness 0): a batch of train.batch_groups ({r.train.batch_groups}) "
@@ -220,6 +264,9 @@ def _check_backends(r: Recipe, need) -> None:
     if p.kind == "openai":
         need(isinstance(p.base_url, str) and p.base_url.startswith(("http://", "https://")), "policy.base_url",
              "an http(s) URL when policy.kind is 'openai'", p.base_url)
+        if r.task.name != "arith":
+            raise ValueError(f"recipe: 'policy.kind' 'openai' conflicts with task.name {r.task.name!r}: multi-turn "
+                             "episodes need the built-in engine's stop rules (policy.kind 'engine')")
     else:
         for key in ("base_url", "model", "api_key", "weights_dir"):
             if getattr(p, key) is not None:
@@ -227,6 +274,63 @@ def _check_backends(r: Recipe, need) -> None:
     need(r.train.data_parallel >= 1, "train.data_parallel", ">= 1", r.train.data_parallel)
     need(r.train.data_parallel <= r.train.batch_groups * r.rollout.group_size, "train.data_parallel",
          "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.train.data_parallel)
+
+
+def _check_envs(r: Recipe) -> None:
+    """The multi-turn environment sections: valid values, and only with ``task.name: envs``."""
+    if r.task.name != "envs":
+        for section in ("envs", "context", "curriculum"):
+            default = dataclasses.asdict(type(getattr(r, section))())
+            for k, v in dataclasses.asdict(getattr(r, section)).items():
+                if v != default[k]:
+                    raise ValueError(f"recipe: '{section}.{k}' only applies to task.name 'envs', "
+                                     f"got task.name {r.task.name!r}")
+        return
+    from longcat.envs.noise import NOISE_TYPES
+
+    e, c, x = r.envs, r.curriculum, r.context
+
+    def need(cond, key, expected, got):
+        if not cond:
+            raise ValueError(f"recipe: '{key}' must be {expected}, got {got!r}")
+
+    for key, v in (("envs.count", e.count), ("envs.tasks_per_env", e.tasks_per_env), ("envs.max_turns", e.max_turns),
+                   ("curriculum.min_updates", c.min_updates)):
+        need(v >= 1, key, ">= 1", v)
+    need(e.max_model_len > r.rollout.max_new_tokens, "envs.max_model_len", f"> rollout.max_new_tokens "
+         f"({r.rollout.max_new_tokens})", e.max_model_len)
+    need(e.reward in ("success", "partial"), "envs.reward", "'success' or 'partial'", e.reward)
+    need(e.tool_format in (None, "compact", "json"), "envs.tool_format", "None, 'compact' or 'json'", e.tool_format)
+    need(0 <= e.noisy_fraction <= 1, "envs.noisy_fraction", "in [0, 1]", e.noisy_fraction)
+    need(0 <= e.noise_intensity <= 1, "envs.noise_intensity", "in [0, 1]", e.noise_intensity)
+    need(e.episode_timeout > 0, "envs.episode_timeout", "> 0", e.episode_timeout)
+    for key, names in (("envs.noise", e.noise), ("curriculum.order", c.order or [])):
+        bad = [t for t in names if t not in NOISE_TYPES]
+        need(not bad, key, f"a list of noise types from {list(NOISE_TYPES)}", bad)
+    for key, v in (("envs.domains", e.domains), ("envs.tiers", e.tiers)):
+        need(v is None or (isinstance(v, list) and v), key, "None or a non-empty list", v)
+    for key, v in (("context.summarize_at", x.summarize_at), ("context.max_turns", x.max_turns)):
+        need(v is None or v >= 1, key, "None or >= 1", v)
+    if x.summarize_at is not None and x.summarize_at + r.rollout.max_new_tokens >= e.max_model_len:
+        raise ValueError(f"recipe: 'context.summarize_at' ({x.summarize_at}) + rollout.max_new_tokens "
+                         f"({r.rollout.max_new_tokens}) must stay below envs.max_model_len ({e.max_model_len}): "
+                         "the summary is written before the context is full")
+    if r.warm_start.steps:
+        raise ValueError(f"recipe: 'warm_start.steps' ({r.warm_start.steps}) is the arithmetic warm start; with "
+                         "task.name 'envs' the warm start is model.checkpoint (an SFT checkpoint) or --init")
+    if c.enabled and e.noise:
+        raise ValueError(f"recipe: 'envs.noise' ({e.noise}) conflicts with curriculum.enabled: the curriculum "
+                         "chooses the noise of noisy episodes")
+    if c.enabled and e.noisy_fraction in (0, 1):
+        raise ValueError(f"recipe: 'envs.noisy_fraction' ({e.noisy_fraction}) must be strictly between 0 and 1 "
+                         "with curriculum.enabled: the curriculum needs both clean and noisy episodes")
+    try:
+        from longcat.envs.curriculum import NoiseCurriculum
+
+        NoiseCurriculum(start_intensity=c.start_intensity, max_intensity=c.max_intensity, step=c.step,
+                        close_gap=c.close_gap, backoff_gap=c.backoff_gap, ema=c.ema)
+    except ValueError as err:
+        raise ValueError(f"recipe: 'curriculum': {err}") from None
 
 
 def load_recipe(recipe: Union[str, os.PathLike, dict, Recipe]) -> Recipe:

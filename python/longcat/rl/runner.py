@@ -69,9 +69,13 @@ class _Run:
         self.total_steps = recipe.train.steps if max_steps is None else max_steps
         os.makedirs(out_dir, exist_ok=True)
         random.seed(recipe.seed)
-        self.tokenizer = arith_tokenizer()
-        t = recipe.task
-        self.source = ArithSource(self.tokenizer, recipe.seed, t.max_operand, t.ops, t.n_terms)
+        self.agent = _agent_task(recipe, out_dir, log)
+        if self.agent is not None:
+            self.tokenizer, self.source = self.agent.tokenizer, self.agent.source
+        else:
+            self.tokenizer = arith_tokenizer()
+            t = recipe.task
+            self.source = ArithSource(self.tokenizer, recipe.seed, t.max_operand, t.ops, t.n_terms)
         resume = latest_checkpoint(out_dir)
         self.resumed_from = resume
         if resume is not None:
@@ -81,7 +85,7 @@ class _Run:
             self.model = LongcatFlashForCausalLM.from_pretrained(os.path.join(resume, "model"), dtype=torch.float32)
         else:
             state = None
-            self.model = _build_model(recipe)
+            self.model = _build_model(recipe) if self.agent is None else self.agent.load_model()
             ws = recipe.warm_start
             if ws.steps:
                 t0 = time.perf_counter()
@@ -91,7 +95,8 @@ class _Run:
         a = recipe.algorithm
         trainer_args = dict(lr=recipe.train.lr, loss=a.loss, clip=TripletClip(a.eps_neg_low, a.eps_neg_high,
                                                                               a.eps_pos_high),
-                            tis_cap=a.tis_cap, max_len=recipe.rollout.max_new_tokens, normalize_std=a.normalize_std,
+                            tis_cap=a.tis_cap, max_len=recipe.rollout.max_new_tokens if self.agent is None
+                            else recipe.envs.max_model_len, normalize_std=a.normalize_std,
                             grad_clip=recipe.train.grad_clip, minibatches=a.minibatches)
         self.trainer = self._make_trainer(trainer_args)
         r = recipe.rollout
@@ -103,9 +108,12 @@ class _Run:
             max_group_size=b.max_group_size, decay=b.decay, max_factor=b.max_factor,
             counts=None if state is None else state.get("pass_rates"))
         max_group = r.group_size if self.budget is None else self.budget.max_group_size
-        engine_args = {"max_model_len": 64, "max_num_seqs": max(64, max_group), "seed": recipe.seed, **r.engine}
-        self.policy = self._make_policy(engine_args, dict(temperature=r.temperature, top_p=r.top_p,
-                                                          max_tokens=r.max_new_tokens))
+        engine_args = {"max_model_len": 64 if self.agent is None else recipe.envs.max_model_len,
+                       "max_num_seqs": max(64, max_group), "seed": recipe.seed, **r.engine}
+        sampling = dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                        **({} if self.agent is None else self.agent.sampling()))
+        self.policy = self._make_policy(engine_args, sampling)
+        episodes = None if self.agent is None else self.agent.make_episodes(self.policy)
         self.manager = RolloutManager() if state is None else RolloutManager(
             state["manager"]["next_uid"], state["manager"]["requeued"], state["manager"]["ledger"])
         self.buffer = SampleBuffer()
@@ -117,11 +125,13 @@ class _Run:
             self.buffer.restore(groups_from_list(state["buffer"]))
             # AReaL's on_version_recovered: every finished version consumed one batch.
             self.staleness.accepted = state["accepted"]
+            if self.agent is not None:
+                self.agent.load_state_dict(state.get("agent"))
         self.nan_steps = 0 if state is None else state["nan_steps"]
         self.elapsed0 = 0.0 if state is None else state["elapsed_s"]
-        reward = reward_fn if reward_fn is not None else ArithReward(self.tokenizer)
+        reward = reward_fn if reward_fn is not None else ArithReward(self.tokenizer) if self.agent is None else None
         lat = r.latency
-        if lat.dist == "pareto":
+        if lat.dist == "pareto" and reward is not None:
             reward = DelayedReward(reward, lat.scale, lat.alpha, lat.cap, seed=recipe.seed + self.step)
         if backend == "ray":  # scoring in reward-worker actors
             from longcat.rl.ray_backend import RayReward
@@ -132,7 +142,8 @@ class _Run:
                                   buffer=self.buffer, staleness=self.staleness, group_size=r.group_size,
                                   controllers=r.controllers, reward_timeout=r.reward_timeout,
                                   filter_degenerate=a.filter_degenerate, log=lambda m: None,
-                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row, budget=self.budget)
+                                  max_filtered_in_a_row=recipe.train.max_filtered_in_a_row, budget=self.budget,
+                                  episodes=episodes)
         self.metrics = MetricsLog(out_dir)
         self.progress = Progress(self.total_steps, progress, start=self.step)
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="longcat-rl-trainer")
@@ -174,7 +185,8 @@ class _Run:
                 "rng": rng_state(), "manager": self.manager.state(), "buffer": groups_to_list(self.buffer.groups),
                 "accepted": self.staleness.accepted, "nan_steps": self.nan_steps,
                 "elapsed_s": self.elapsed0 + time.perf_counter() - self.t_start, "recipe": self.recipe.to_dict(),
-                "pass_rates": None if self.budget is None else dict(self.budget.rates.counts)}
+                "pass_rates": None if self.budget is None else dict(self.budget.rates.counts),
+                "agent": None if self.agent is None else self.agent.state_dict()}
 
     def checkpoint(self) -> str:
         # Synchronous from here to the end: the snapshot sees one consistent moment of the loop.
@@ -217,6 +229,9 @@ class _Run:
                "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids, "samples": s.samples}
         if self.budget is not None:
             row.update(self.budget.take_stats())
+        if self.agent is not None:
+            self.agent.on_step(row)
+            row["errors"] = s.errors[-5:]  # why trajectories were dropped (environment raised, timed out)
         self.loop.stats.__init__()  # per-step counters
         self.t_last = now
         self.metrics.write(row)
@@ -246,22 +261,44 @@ class _Run:
             self.wall_s = time.perf_counter() - self.t_start
 
 
+def _agent_task(recipe: Recipe, out_dir: str, log):
+    """The multi-turn environment task (``task.name: envs``), or None for arithmetic."""
+    if recipe.task.name != "envs":
+        return None
+    from longcat.rl.agent import AgentTask
+
+    return AgentTask(recipe, out_dir, log)
+
+
+def _with_init(recipe: Recipe, init: Optional[str]) -> Recipe:
+    """``--init CKPT``: the warm-start checkpoint replaces the recipe's ``model.checkpoint``."""
+    if init is None:
+        return recipe
+    if not os.path.isfile(os.path.join(init, "config.json")):
+        raise ValueError(f"train: 'init' must be a checkpoint folder with config.json, got {init!r}")
+    data = recipe.to_dict()
+    data["model"]["checkpoint"] = os.fspath(init)
+    return load_recipe(data)
+
+
 def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
-          max_steps: Optional[int] = None, progress: bool = True, reward_fn=None, backend: str = "local",
-          ray_address: Optional[str] = None) -> TrainResult:
+          max_steps: Optional[int] = None, progress: bool = True, reward_fn=None,
+          init: Optional[str] = None, backend: str = "local", ray_address: Optional[str] = None) -> TrainResult:
     """Train a policy with the streaming asynchronous loop. ``recipe``: a YAML path, a dict or a
     ``Recipe``; ``out_dir``: metrics, plots, checkpoints (a run resumes from ``out_dir``'s latest
     checkpoint). ``max_steps`` overrides ``train.steps``. ``reward_fn`` replaces the task's reward
-    (an async ``(task, sample) -> float``). ``backend``: ``local`` (one process, asyncio) or
-    ``ray`` (generators, reward workers and the trainer as Ray actors, ``longcat.rl.ray_backend``;
-    joins the cluster at ``ray_address``, or starts a local one, unless Ray is already initialised)."""
+    (an async ``(task, sample) -> float``). ``init`` (a checkpoint folder) overrides
+    ``model.checkpoint``: the warm start of ``task.name: envs`` recipes (e.g. an SFT checkpoint).
+    ``backend``: ``local`` (one process, asyncio) or ``ray`` (generators, reward workers and the
+    trainer as Ray actors, ``longcat.rl.ray_backend``; joins the cluster at ``ray_address``, or
+    starts a local one, unless Ray is already initialised)."""
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"train: 'max_steps' must be None or an int >= 1, got {max_steps!r}")
     if backend not in BACKENDS:
         raise ValueError(f"train: 'backend' must be one of {BACKENDS}, got {backend!r}")
     if ray_address is not None and backend != "ray":
         raise ValueError(f"train: 'ray_address' ({ray_address!r}) needs backend='ray', got backend={backend!r}")
-    r = load_recipe(recipe)
+    r = _with_init(load_recipe(recipe), init)
     if backend == "ray":
         from longcat.rl.ray_backend import check_recipe, ray_session
 

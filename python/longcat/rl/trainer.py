@@ -4,6 +4,7 @@ loss or gradient skips the step (with one minibatch nothing is applied; with sev
 minibatches before the bad one stay applied) and says so in the returned stats."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,12 +25,21 @@ class Batch:
     advantages: torch.Tensor      # [B]
 
 
+def sample_advantages(samples: list, normalize_std: bool) -> torch.Tensor:
+    """Group-relative advantages of one group's samples. Segments of one multi-turn trajectory
+    (same ``trajectory``) count once in the group statistics and share their trajectory's value."""
+    keys = [i if s.trajectory is None else ("t", s.trajectory) for i, s in enumerate(samples)]
+    order = list(dict.fromkeys(keys))
+    first = {k: s.reward for k, s in reversed(list(zip(keys, samples)))}
+    adv = group_advantages(torch.tensor([first[k] for k in order], dtype=torch.float32), normalize_std)
+    return adv[[order.index(k) for k in keys]]
+
+
 def build_batch(groups: list[Group], normalize_std: bool, pad_id: int = 0) -> Batch:
     samples, advantages = [], []
     for g in groups:
-        adv = group_advantages(torch.tensor([s.reward for s in g.samples], dtype=torch.float32), normalize_std)
         samples += g.samples
-        advantages.append(adv)
+        advantages.append(sample_advantages(g.samples, normalize_std))
     B = len(samples)
     T = max(1, max(len(s.completion_ids) for s in samples))
     S = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
@@ -42,7 +52,7 @@ def build_batch(groups: list[Group], normalize_std: bool, pad_id: int = 0) -> Ba
         p, c = len(s.prompt_ids), len(s.completion_ids)
         ids[i, :p + c] = torch.tensor(s.prompt_ids + s.completion_ids)
         attn[i, :p + c] = 1
-        cmask[i, :c] = 1
+        cmask[i, :c] = 1 if s.loss_mask is None else torch.tensor(s.loss_mask, dtype=torch.float32)
         behav[i, :c] = torch.tensor(s.logprobs, dtype=torch.float32)
         starts[i] = p
     return Batch(ids, attn, cmask, starts, behav, torch.cat(advantages))
@@ -138,5 +148,4 @@ class PolicyTrainer:
 
 
 def _rows_of(batch: Batch, rows: torch.Tensor) -> Batch:
-    return Batch(*(t[rows] for t in (batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                     batch.starts, batch.behav_logp, batch.advantages)))
+    return Batch(*(getattr(batch, f.name)[rows] for f in dataclasses.fields(batch)))

@@ -17,10 +17,12 @@ Semantics (the contract the RL loop and external agents rely on):
 * A step is *committed* when its reply reaches the service: the service appends the action to
   the handle's log. A worker that crashes, or is killed because it answered nothing for
   ``step_timeout`` seconds while a call was running (a hung tool), is replaced; its
-  environments are rebuilt on the new worker from their logs (reset + replay), so nothing
-  committed is lost and no other worker is touched. The calls that were in flight on it return
-  an *error observation* ``({"role": "error", "isError": True, "content": ...}, 0.0, False,
-  {"error": kind, "committed": False})`` and may be retried. ``kind`` is ``"timeout"``,
+  environments move to the new worker as their logs and are rebuilt lazily, each on its first
+  use (the shared state after its reset, then its log), so nothing committed is lost, no other
+  worker is touched, and the new worker serves at once instead of replaying every log first.
+  The calls that were in flight on it return an *error observation* ``({"role": "error",
+  "isError": True, "content": ...}, 0.0, False, {"error": kind, "committed": False})`` and may
+  be retried. ``kind`` is ``"timeout"``,
   ``"worker_lost"`` or ``"tool_raised"`` (the environment raised; its state stays at the last
   committed step).
 * Caller mistakes raise at once and change nothing: ``UnknownHandle`` (never opened / closed),
@@ -30,11 +32,17 @@ Semantics (the contract the RL loop and external agents rely on):
 * Back-pressure: at most ``max_open`` open environments, at most ``max_inflight`` requests sent
   to workers at once; callers beyond that wait in a queue of at most ``max_queue``, and further
   calls raise ``Overloaded`` instead of piling up (a start-up storm cannot exhaust the machine).
+  Both limits are split evenly between the workers, so calls piling up on a stalled or
+  restarting worker never take the places of calls to the healthy ones.
 * ``session()`` closes every environment it opened when the block ends, including when the
   client is cancelled or fails (a client that disconnects mid-episode leaves nothing behind).
 * ``code_tools=("python", "calculator")`` adds the sandboxed code tools (``sandbox.py``) to every
   environment: their schemas are appended to ``reset``'s tools; their calls never touch the
   database and do not count toward the environment's ``max_steps``.
+
+Local workers are pinned to the service's CPUs, one core each in turn (``pin_workers=False``
+leaves them to the scheduler; where the OS has no affinity call they stay unpinned, and
+``worker_stats()`` shows each worker's CPUs).
 
 ``backend="ray"`` runs the workers as Ray actors (``address``: an existing cluster; default: a
 local one started here); the API is the same.
@@ -51,7 +59,7 @@ from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
 from .host import DEFAULT_FACTORY, rss_bytes
-from .workers import CallTimeout, LocalWorker, RayWorker, WorkerLost, Zygote
+from .workers import CallTimeout, LocalWorker, RayWorker, WorkerLost, Zygote, usable_cpus
 
 __all__ = ["EnvService", "EnvServiceError", "UnknownHandle", "EpisodeStateError", "HandleBusy",
            "Overloaded", "WorkerLost", "CODE_TOOLS"]
@@ -125,10 +133,10 @@ class EnvService:
                  start_timeout: float = 180.0, max_open: int = 100_000, max_inflight: int = 512,
                  max_queue: int = 20_000, max_action_bytes: int = 64 * 1024,
                  code_tools: Sequence[str] = (), sandbox_limits=None,
-                 allow_unsandboxed: bool = False, latency_window: int = 20_000):
+                 allow_unsandboxed: bool = False, latency_window: int = 20_000,
+                 pin_workers: bool = True):
         if workers is None:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-                (os.cpu_count() or 1)
+            workers = len(usable_cpus())
         _positive("workers", workers)
         if backend not in ("local", "ray"):
             raise ValueError(f"backend: expected 'local' or 'ray', got {backend!r}")
@@ -150,6 +158,9 @@ class EnvService:
         self.max_action_bytes = max_action_bytes
         self.code_tools = code_tools
         self.allow_unsandboxed = allow_unsandboxed
+        if not isinstance(pin_workers, bool):
+            raise ValueError(f"pin_workers: expected True or False, got {pin_workers!r}")
+        self.pin_workers = pin_workers and backend == "local"
         self._worker_config = {"factory": env_factory, "live": live_per_worker,
                                "sandbox_limits": sandbox_limits,
                                "allow_unsandboxed": allow_unsandboxed}
@@ -192,7 +203,10 @@ class EnvService:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
                 self._owns_ray = True
-        self._sem = asyncio.Semaphore(self.max_inflight)
+        n = self.n_workers   # each worker its share of the limits (at least one place)
+        self._sem = [asyncio.Semaphore(-(-self.max_inflight // n)) for _ in range(n)]
+        self._queue_cap = -(-self.max_queue // n)
+        self._waiting_on = [0] * n
         if self.backend == "local":
             self._zygote = Zygote(self.start_timeout)
             await self._zygote.start()
@@ -212,6 +226,9 @@ class EnvService:
         if self.backend == "ray":
             w = RayWorker(cfg, start_timeout=self.start_timeout)
         else:
+            if self.pin_workers:   # worker i on core i (round robin when there are more)
+                cpus = usable_cpus()
+                cfg["cpus"] = [cpus[index % len(cpus)]]
             w = LocalWorker(cfg, self._zygote, start_timeout=self.start_timeout)
             w.on_lost = lambda w=w: self._worker_lost(index, w)
         await w.start()
@@ -312,14 +329,19 @@ class EnvService:
         try:
             if not self._started:
                 raise EnvServiceError("the service is not running")
-            if self._waiting >= self.max_queue:
+            if self._waiting_on[w] >= self._queue_cap:
                 self.failures["overloaded"] += 1
-                raise Overloaded(f"more than max_queue={self.max_queue} calls are waiting")
+                raise Overloaded(f"more than max_queue={self.max_queue} calls are waiting "
+                                 f"({self._queue_cap} for worker {w})")
             self._waiting += 1
+            self._waiting_on[w] += 1
             try:
-                await self._sem.acquire()
+                if not self._ready[w].is_set():   # restarting: wait without taking a place
+                    await _wait_event(self._ready[w], self.start_timeout)
+                await self._sem[w].acquire()
             finally:
                 self._waiting -= 1
+                self._waiting_on[w] -= 1
             self._inflight += 1
             try:
                 if not self._ready[w].is_set():
@@ -349,7 +371,7 @@ class EnvService:
                     raise
             finally:
                 self._inflight -= 1
-                self._sem.release()
+                self._sem[w].release()
         finally:
             if not sent and on_done is not None:
                 on_done(None)

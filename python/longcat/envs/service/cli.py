@@ -132,6 +132,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: python,calculator (sandboxed code tools)")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="run the python tool without namespaces where the kernel refuses them")
+    p.add_argument("--no-pin", action="store_true",
+                   help="leave the workers to the scheduler (default: one CPU each)")
     p.add_argument("--stats", type=float, default=0.0, metavar="SECONDS",
                    help="print metrics to stderr every SECONDS (and at exit)")
 
@@ -158,7 +160,8 @@ def _cmd(args: argparse.Namespace) -> int:
     async def main():
         async with EnvService(args.workers, live_per_worker=args.live_per_worker,
                               step_timeout=args.step_timeout, code_tools=code_tools,
-                              allow_unsandboxed=args.allow_unsandboxed) as svc:
+                              allow_unsandboxed=args.allow_unsandboxed,
+                              pin_workers=not args.no_pin) as svc:
             def write(s):
                 sys.stdout.write(s)
                 sys.stdout.flush()

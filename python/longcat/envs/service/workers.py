@@ -1,8 +1,10 @@
 """Worker backends of ``EnvService``: each worker hosts an ``EnvHost`` and answers requests.
 
 * ``LocalWorker``: a process forked by the ``Zygote`` (``python -m longcat.envs.service.worker
-  --zygote FD``, which imported everything once), talking over a Unix socket pair with length-prefixed pickles; the parent side is asyncio streams, so a hung
-  worker never blocks the event loop (writes are buffered, the caller's timeout fires).
+  --zygote FD``, which imported everything once), talking over a Unix socket pair with
+  length-prefixed pickles; the parent side is asyncio streams, so a hung worker never blocks
+  the event loop (writes are buffered, the caller's timeout fires). With ``cpus`` in its
+  config it pins itself to them (``pin_to_cpus``) before it serves.
 * ``RayWorker``: the same ``EnvHost`` as a Ray actor (``ray.remote``), on whatever node Ray
   places it; its method calls are awaited as ObjectRefs.
 
@@ -23,7 +25,8 @@ import subprocess
 import sys
 import time
 
-__all__ = ["WorkerLost", "CallTimeout", "LocalWorker", "RayWorker", "Zygote"]
+__all__ = ["WorkerLost", "CallTimeout", "LocalWorker", "RayWorker", "Zygote", "pin_to_cpus",
+           "usable_cpus"]
 
 _HDR = struct.Struct("!I")
 
@@ -34,6 +37,13 @@ class WorkerLost(RuntimeError):
 
 class CallTimeout(WorkerLost):
     """The call a stalled worker was stuck in (the worker was killed for it)."""
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where the OS cannot tell)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def _fail(pending: dict, pid, stalled: bool) -> None:
@@ -303,6 +313,19 @@ def zygote_main(fd: int) -> None:
         sock.sendall(struct.pack("!Q", pid))
 
 
+def pin_to_cpus(cpus) -> bool:
+    """Pins this process to ``cpus`` (a worker per core keeps its caches warm and the workers
+    off each other's cores); where the OS has no affinity call or refuses it, the process stays
+    where the scheduler puts it. Returns whether it is pinned."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def worker_main(fd: int) -> None:
     """The local worker process: read a request, answer it, until the parent goes away."""
     from .host import EnvHost
@@ -319,7 +342,9 @@ def worker_main(fd: int) -> None:
     first = read()
     if first is None:
         return
-    host = EnvHost(**first[1])
+    config = dict(first[1])
+    pin_to_cpus(config.pop("cpus", None))
+    host = EnvHost(**config)
     while True:
         req = read()
         if req is None:
