@@ -17,4 +17,5 @@ AREAS = {
     "kv": "longcat.bench.kv",
     "heavy": "longcat.bench.heavy",
     "rl": "longcat.bench.rl",
+    "rl-backends": "longcat.bench.rl_backends",
 }

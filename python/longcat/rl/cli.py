@@ -9,7 +9,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from longcat.rl import train
 
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
-    res = train(args.recipe, out, max_steps=args.max_steps, progress=not args.no_progress, init=args.init)
+    if args.ray_address is not None and not args.ray:
+        raise ValueError("rl train: '--ray-address' needs '--ray'")
+    res = train(args.recipe, out, max_steps=args.max_steps, progress=not args.no_progress, init=args.init,
+                backend="ray" if args.ray else "local", ray_address=args.ray_address)
     print(f"steps: {res.steps}  final reward: {res.final_reward:.3f}" + (f"  (resumed from {res.resumed_from})"
                                                                         if res.resumed_from else ""))
     if res.stopped:
@@ -28,4 +31,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--init", default=None, help="warm-start checkpoint (e.g. an SFT checkpoint); overrides "
                    "the recipe's model.checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--ray", action="store_true",
+                   help="generators, reward workers and the trainer as Ray actors (pip install 'longcat[ray]')")
+    t.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster (default: a local one, or RAY_ADDRESS)")
     t.set_defaults(func=cmd_train)

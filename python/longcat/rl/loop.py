@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from longcat.rl.budget import RolloutBudget
 from longcat.rl.buffer import SampleBuffer, StalenessManager
 from longcat.rl.losses import is_degenerate
-from longcat.rl.protocols import Group, Policy, PromptSource, RewardFn
+from longcat.rl.protocols import Group, Policy, PromptSource, RewardFn, RolloutLost
 
 
 class RolloutManager:
@@ -91,6 +91,7 @@ class RolloutStats:
     filtered: int = 0
     failed_samples: int = 0
     failed_groups: int = 0
+    lost: int = 0                 # trajectories whose generator died (their prompts re-queued)
     filtered_in_a_row: int = 0
     samples: int = 0
     tokens: int = 0
@@ -139,6 +140,10 @@ class RolloutController:
                 self.manager.requeue(uid)  # stopped mid-flight: the prompt goes back, nothing lost
                 await self.staleness.finish(False)
                 raise
+            except RolloutLost as e:  # its generator died: the prompt goes back to the queue
+                self.manager.requeue(uid)
+                self.stats.lost += 1
+                self.log(f"re-queued prompt {uid}: {e}")
             await self.staleness.finish(accepted)
 
     async def _score(self, task: Any, sample) -> Optional[float]:

@@ -65,6 +65,12 @@ class EnginePolicy:
         self._pins[self._version] += 1
         return self._version
 
+    def pin(self, version: int) -> None:
+        """Pin a live version that may not be the newest (a remote caller's pinned trajectory)."""
+        if version not in self._engines:
+            raise ValueError(f"pin: version {version} is not live (live: {self.live_versions})")
+        self._pins[version] += 1
+
     def release_version(self, version: int) -> None:
         if self._pins[version] <= 0:
             raise ValueError(f"release_version: version {version} is not pinned")

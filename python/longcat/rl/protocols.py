@@ -49,6 +49,11 @@ class Group:
         return [s.reward for s in self.samples]
 
 
+class RolloutLost(RuntimeError):
+    """The generator of a trajectory died mid-flight (a killed actor or process): the loop
+    re-queues the prompt; nothing of it is kept."""
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Generates ``n`` samples for a prompt with one policy version, and takes new weights."""

@@ -69,6 +69,19 @@ class BudgetConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """Where rollouts are generated: ``engine`` (the built-in engine, one per live version) or
+    ``openai`` (any OpenAI-compatible server at ``base_url``; the trainer pushes weights through
+    its update endpoint, see ``longcat.rl.openai_policy``)."""
+    kind: str = "engine"                 # engine | openai
+    base_url: Optional[str] = None       # openai: e.g. http://127.0.0.1:8000
+    model: Optional[str] = None          # openai: served model name (None: the first listed)
+    api_key: Optional[str] = None        # openai: Bearer key (None: $LONGCAT_API_KEY if set)
+    weights_dir: Optional[str] = None    # openai: where pushed weights are written (the server reads them)
+    timeout: float = 120.0               # openai: seconds per HTTP request
+
+
+@dataclass
 class AlgorithmConfig:
     loss: str = "gspo"            # gspo | grpo
     eps_neg_low: float = 0.2
@@ -91,6 +104,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_nan_steps: int = 3        # consecutive non-finite steps before the run stops
     max_filtered_in_a_row: int = 1000  # all-correct/all-wrong groups in a row before the run stops
+    data_parallel: int = 1        # trainer processes (torch.distributed, gloo): longcat.rl.distributed
 
 
 @dataclass
@@ -143,6 +157,7 @@ class Recipe:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     envs: EnvsConfig = field(default_factory=EnvsConfig)
     context: ContextSection = field(default_factory=ContextSection)
@@ -211,6 +226,7 @@ def _check(r: Recipe) -> None:
     need(r.algorithm.tis_cap is None or r.algorithm.tis_cap > 0, "algorithm.tis_cap", "None or > 0", r.algorithm.tis_cap)
     need(r.algorithm.minibatches <= r.train.batch_groups * r.rollout.group_size, "algorithm.minibatches",
          "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.algorithm.minibatches)
+    _check_backends(r, need)
     b = r.budget
     need(b.mode in ("none", "greedy", "oversample"), "budget.mode", "'none', 'greedy' or 'oversample'", b.mode)
     need(b.window is None or b.window >= 1, "budget.window", "None or >= 1", b.window)
@@ -239,6 +255,25 @@ def _check(r: Recipe) -> None:
         raise ValueError(f"recipe: 'rollout.max_concurrent' ({r.rollout.max_concurrent}) conflicts with synchronous "
                          f"training (train.max_staleness 0): a batch of train.batch_groups ({r.train.batch_groups}) "
                          "groups must be able to run at once")
+
+
+def _check_backends(r: Recipe, need) -> None:
+    p = r.policy
+    need(p.kind in ("engine", "openai"), "policy.kind", "'engine' or 'openai'", p.kind)
+    need(p.timeout > 0, "policy.timeout", "> 0", p.timeout)
+    if p.kind == "openai":
+        need(isinstance(p.base_url, str) and p.base_url.startswith(("http://", "https://")), "policy.base_url",
+             "an http(s) URL when policy.kind is 'openai'", p.base_url)
+        if r.task.name != "arith":
+            raise ValueError(f"recipe: 'policy.kind' 'openai' conflicts with task.name {r.task.name!r}: multi-turn "
+                             "episodes need the built-in engine's stop rules (policy.kind 'engine')")
+    else:
+        for key in ("base_url", "model", "api_key", "weights_dir"):
+            if getattr(p, key) is not None:
+                raise ValueError(f"recipe: 'policy.{key}' conflicts with policy.kind 'engine' (it is for 'openai')")
+    need(r.train.data_parallel >= 1, "train.data_parallel", ">= 1", r.train.data_parallel)
+    need(r.train.data_parallel <= r.train.batch_groups * r.rollout.group_size, "train.data_parallel",
+         "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.train.data_parallel)
 
 
 def _check_envs(r: Recipe) -> None:

@@ -59,10 +59,13 @@ def _policy_weights(model) -> dict:
     return {k: v.detach().clone() for k, v in model.hf_state_dict().items()}
 
 
+BACKENDS = ("local", "ray")
+
+
 class _Run:
     def __init__(self, recipe: Recipe, out_dir: str, max_steps: Optional[int], progress: bool,
-                 reward_fn=None, log=print):
-        self.recipe, self.out_dir, self.log = recipe, out_dir, log
+                 reward_fn=None, log=print, backend: str = "local"):
+        self.recipe, self.out_dir, self.log, self.backend = recipe, out_dir, log, backend
         self.total_steps = recipe.train.steps if max_steps is None else max_steps
         os.makedirs(out_dir, exist_ok=True)
         random.seed(recipe.seed)
@@ -90,11 +93,12 @@ class _Run:
                 log(f"warm start: {ws.steps} supervised steps in {time.perf_counter() - t0:.1f}s, "
                     f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
         a = recipe.algorithm
-        self.trainer = PolicyTrainer(self.model, lr=recipe.train.lr, loss=a.loss,
-                                     clip=TripletClip(a.eps_neg_low, a.eps_neg_high, a.eps_pos_high), tis_cap=a.tis_cap,
-                                     max_len=recipe.rollout.max_new_tokens if self.agent is None
-                                     else recipe.envs.max_model_len, normalize_std=a.normalize_std,
-                                     grad_clip=recipe.train.grad_clip, minibatches=a.minibatches)
+        trainer_args = dict(lr=recipe.train.lr, loss=a.loss, clip=TripletClip(a.eps_neg_low, a.eps_neg_high,
+                                                                              a.eps_pos_high),
+                            tis_cap=a.tis_cap, max_len=recipe.rollout.max_new_tokens if self.agent is None
+                            else recipe.envs.max_model_len, normalize_std=a.normalize_std,
+                            grad_clip=recipe.train.grad_clip, minibatches=a.minibatches)
+        self.trainer = self._make_trainer(trainer_args)
         r = recipe.rollout
         self.version = 0 if state is None else state["version"]
         self.step = 0 if state is None else state["step"]
@@ -108,8 +112,7 @@ class _Run:
                        "max_num_seqs": max(64, max_group), "seed": recipe.seed, **r.engine}
         sampling = dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                         **({} if self.agent is None else self.agent.sampling()))
-        self.policy = EnginePolicy(self.model, self.tokenizer, engine_args=engine_args, version=self.version,
-                                   sampling=sampling)
+        self.policy = self._make_policy(engine_args, sampling)
         episodes = None if self.agent is None else self.agent.make_episodes(self.policy)
         self.manager = RolloutManager() if state is None else RolloutManager(
             state["manager"]["next_uid"], state["manager"]["requeued"], state["manager"]["ledger"])
@@ -130,6 +133,11 @@ class _Run:
         lat = r.latency
         if lat.dist == "pareto" and reward is not None:
             reward = DelayedReward(reward, lat.scale, lat.alpha, lat.cap, seed=recipe.seed + self.step)
+        if backend == "ray":  # scoring in reward-worker actors
+            from longcat.rl.ray_backend import RayReward
+
+            reward = RayReward(reward, workers=r.controllers)
+        self.reward = reward
         self.loop = StreamingLoop(policy=self.policy, source=self.source, reward_fn=reward, manager=self.manager,
                                   buffer=self.buffer, staleness=self.staleness, group_size=r.group_size,
                                   controllers=r.controllers, reward_timeout=r.reward_timeout,
@@ -141,6 +149,36 @@ class _Run:
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="longcat-rl-trainer")
         self.stopped: Optional[str] = None
         self.last_ckpt = resume
+
+    # ---- backends: which policy and trainer (the loop, logging and checkpoints are the same) ----
+
+    def _make_policy(self, engine_args: dict, sampling: dict):
+        p = self.recipe.policy
+        if p.kind == "openai":
+            from longcat.rl.openai_policy import OpenAIPolicy
+
+            # The server starts from the trainer's weights: pushed as the current version.
+            return OpenAIPolicy(p.base_url, p.model, sampling=sampling, version=self.version,
+                                state_dict=_policy_weights(self.model), weights_dir=p.weights_dir,
+                                api_key=p.api_key or os.environ.get("LONGCAT_API_KEY"), timeout=p.timeout)
+        if self.backend == "ray":
+            from longcat.rl.ray_backend import RayPolicy
+
+            return RayPolicy(self.model, self.tokenizer, generators=self.recipe.rollout.controllers,
+                             engine_args=engine_args, sampling=sampling, version=self.version)
+        return EnginePolicy(self.model, self.tokenizer, engine_args=engine_args, version=self.version,
+                            sampling=sampling)
+
+    def _make_trainer(self, trainer_args: dict):
+        if self.backend == "ray":
+            from longcat.rl.ray_backend import RayTrainer
+
+            return RayTrainer(self.model, **trainer_args)
+        if self.recipe.train.data_parallel > 1:
+            from longcat.rl.distributed import DataParallelTrainer
+
+            return DataParallelTrainer(self.model, self.recipe.train.data_parallel, **trainer_args)
+        return PolicyTrainer(self.model, **trainer_args)
 
     def _state(self) -> dict:
         return {"version": self.version, "step": self.step, "optimizer": self.trainer.optimizer.state_dict(),
@@ -186,6 +224,7 @@ class _Run:
                "staleness_max": max(report.staleness), "staleness_hist": staleness_histogram(report.staleness),
                "samples_per_s": s.samples / dt, "tokens_per_s": s.tokens / dt, "groups": s.groups,
                "filtered": s.filtered, "failed_samples": s.failed_samples, "failed_groups": s.failed_groups,
+               "lost": s.lost,
                "live_versions": len(self.policy.live_versions), "buffer": len(self.buffer),
                "elapsed_s": self.elapsed0 + now - self.t_start, "uids": uids, "samples": s.samples}
         if self.budget is not None:
@@ -216,6 +255,9 @@ class _Run:
             self.metrics.close()
             await self.policy.close()
             self._exec.shutdown(wait=True)
+            for part in (self.trainer, self.reward):
+                if callable(getattr(part, "close", None)):
+                    part.close()
             self.wall_s = time.perf_counter() - self.t_start
 
 
@@ -241,17 +283,32 @@ def _with_init(recipe: Recipe, init: Optional[str]) -> Recipe:
 
 def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
           max_steps: Optional[int] = None, progress: bool = True, reward_fn=None,
-          init: Optional[str] = None) -> TrainResult:
+          init: Optional[str] = None, backend: str = "local", ray_address: Optional[str] = None) -> TrainResult:
     """Train a policy with the streaming asynchronous loop. ``recipe``: a YAML path, a dict or a
     ``Recipe``; ``out_dir``: metrics, plots, checkpoints (a run resumes from ``out_dir``'s latest
     checkpoint). ``max_steps`` overrides ``train.steps``. ``reward_fn`` replaces the task's reward
     (an async ``(task, sample) -> float``). ``init`` (a checkpoint folder) overrides
-    ``model.checkpoint``: the warm start of ``task.name: envs`` recipes (e.g. an SFT checkpoint)."""
+    ``model.checkpoint``: the warm start of ``task.name: envs`` recipes (e.g. an SFT checkpoint).
+    ``backend``: ``local`` (one process, asyncio) or ``ray`` (generators, reward workers and the
+    trainer as Ray actors, ``longcat.rl.ray_backend``; joins the cluster at ``ray_address``, or
+    starts a local one, unless Ray is already initialised)."""
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"train: 'max_steps' must be None or an int >= 1, got {max_steps!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"train: 'backend' must be one of {BACKENDS}, got {backend!r}")
+    if ray_address is not None and backend != "ray":
+        raise ValueError(f"train: 'ray_address' ({ray_address!r}) needs backend='ray', got backend={backend!r}")
     r = _with_init(load_recipe(recipe), init)
-    run = _Run(r, os.fspath(out_dir), max_steps, progress, reward_fn)
-    asyncio.run(run.run())
+    if backend == "ray":
+        from longcat.rl.ray_backend import check_recipe, ray_session
+
+        check_recipe(r)
+        with ray_session(ray_address):
+            run = _Run(r, os.fspath(out_dir), max_steps, progress, reward_fn, backend=backend)
+            asyncio.run(run.run())
+    else:
+        run = _Run(r, os.fspath(out_dir), max_steps, progress, reward_fn)
+        asyncio.run(run.run())
     rows = read_metrics(run.metrics.path) if os.path.exists(run.metrics.path) else []
     plots = write_plots(rows, run.out_dir)
     tail = [x["reward"] for x in rows[-5:] if not math.isnan(x["reward"])]

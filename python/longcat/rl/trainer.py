@@ -4,6 +4,7 @@ loss or gradient skips the step (with one minibatch nothing is applied; with sev
 minibatches before the bad one stay applied) and says so in the returned stats."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -85,36 +86,66 @@ class PolicyTrainer:
             kwargs["max_len"] = self.max_len
         return LOSSES[self.loss_name](logp, old, behav, adv, mask, **kwargs)
 
+    # Data-parallel hooks (longcat.rl.distributed overrides them; one process: identity).
+    def _local_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of ``rows`` this process computes."""
+        return rows
+
+    def _all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def _sync_grads(self) -> None:
+        pass
+
     def step(self, groups: list[Group]) -> dict:
         batch = build_batch(groups, self.normalize_std, self.pad_id)
         self.model.train()
-        with torch.no_grad():
-            old = completion_logprobs(self.model, batch)
         B = batch.input_ids.shape[0]
         parts = torch.arange(B).chunk(self.minibatches)
+        mine = torch.cat([self._local_rows(rows) for rows in parts])
+        old = torch.zeros_like(batch.behav_logp)
+        if len(mine):
+            with torch.no_grad():
+                old[mine] = completion_logprobs(self.model, _rows_of(batch, mine))
         stats = {"loss": 0.0, "grad_norm": 0.0, "skipped": False}
         for rows in parts:
-            sub = Batch(*(t[rows] for t in (batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                             batch.starts, batch.behav_logp, batch.advantages)))
-            logp = completion_logprobs(self.model, sub)
-            loss, extra = self._loss(logp, old[rows], sub.behav_logp, sub.advantages, sub.completion_mask)
+            local = self._local_rows(rows)
             self.optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                stats.update(skipped=True, loss=float(loss.detach()))
+            if len(local):
+                sub = _rows_of(batch, local)
+                logp = completion_logprobs(self.model, sub)
+                loss, extra = self._loss(logp, old[local], sub.behav_logp, sub.advantages, sub.completion_mask)
+                # Both losses are means over rows: a share of rows weighs by its size, so the
+                # processes' gradients sum to the whole minibatch's.
+                loss = loss * (len(local) / len(rows))
+                stats.update(extra)
+            else:
+                loss = None
+            total = self._all_reduce_sum(torch.zeros(()) if loss is None else loss.detach().clone())
+            if not torch.isfinite(total):
+                stats.update(skipped=True, loss=float(total))
                 break
-            loss.backward()
+            if loss is not None:
+                loss.backward()
+            self._sync_grads()
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             if not math.isfinite(float(norm)):
                 self.optimizer.zero_grad(set_to_none=True)
-                stats.update(skipped=True, loss=float(loss.detach()), grad_norm=float(norm))
+                stats.update(skipped=True, loss=float(total), grad_norm=float(norm))
                 break
             self.optimizer.step()
-            stats["loss"] += float(loss.detach()) / len(parts)
+            stats["loss"] += float(total) / len(parts)
             stats["grad_norm"] = max(stats["grad_norm"], float(norm))
-            stats.update(extra)
         self.model.eval()
         # The engine/trainer gap on the same tokens (the mismatch TIS corrects), per token.
-        n = batch.completion_mask.sum().clamp(min=1)
-        stats["logp_gap"] = float(((old - batch.behav_logp).abs() * batch.completion_mask).sum() / n)
-        stats["tokens"] = int(n)
+        mask = torch.zeros(B, 1)
+        mask[mine] = 1.0
+        mask = batch.completion_mask * mask
+        sums = self._all_reduce_sum(torch.stack([((old - batch.behav_logp).abs() * mask).sum(), mask.sum()]))
+        stats["logp_gap"] = float(sums[0] / sums[1].clamp(min=1))
+        stats["tokens"] = int(sums[1])
         return stats
+
+
+def _rows_of(batch: Batch, rows: torch.Tensor) -> Batch:
+    return Batch(*(getattr(batch, f.name)[rows] for f in dataclasses.fields(batch)))

@@ -1,0 +1,166 @@
+"""The RL trainer data-parallel over ``world_size`` processes with ``torch.distributed`` (gloo on
+CPU, NCCL where each rank has a GPU): every rank holds the policy and its optimizer, computes the
+loss on its share of each minibatch's rows (``rows[rank::world]``), the gradients are summed with
+one ``all_reduce`` (the loss is weighted by the share's size, so the sum is the whole batch's
+gradient), and every rank applies the same optimizer step, so the weights stay identical.
+
+Why an explicit all-reduce and not ``DistributedDataParallel``: the MoE policy leaves some experts
+without tokens in a step; on one process their ``grad`` is None and AdamW skips them, while DDP
+would hand them zeros (and AdamW would still move them by momentum). Here a parameter no rank
+touched keeps ``grad=None``, so a step equals the single-process step on the same batch.
+
+``DataParallelTrainer`` is rank 0, used by ``train()`` when ``train.data_parallel > 1``: it
+starts ranks 1..N-1 as processes (``torch.multiprocessing`` spawn), sends them the weights and
+optimizer state before the first step (so a resumed run continues exactly), and each batch to
+train on, over the process group itself (``broadcast_object_list``)."""
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import socket
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from longcat.rl.trainer import PolicyTrainer
+
+
+class _ShardedTrainer(PolicyTrainer):
+    """``PolicyTrainer`` whose data-parallel hooks use the default process group."""
+
+    def __init__(self, model, *, rank: int, world_size: int, **kwargs):
+        super().__init__(model, **kwargs)
+        self.rank, self.world_size = rank, world_size
+
+    def _local_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[self.rank::self.world_size]
+
+    def _all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().clone().float()
+        dist.all_reduce(t)
+        return t
+
+    def _sync_grads(self) -> None:
+        params = list(self.model.parameters())
+        # Which parameters got a gradient on any rank (the others stay None, as on one process).
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        dist.all_reduce(has)
+        live = [p for p, h in zip(params, has.tolist()) if h > 0]
+        if not live:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                          for p in live])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in live:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            offset += n
+
+    def load(self, model_state: dict, optimizer_state: dict) -> None:
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TIMEOUT = datetime.timedelta(minutes=5)  # a rank that died fails the others' collectives after this
+
+
+def _init(rank: int, world_size: int, address: str) -> None:
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size, timeout=TIMEOUT)
+
+
+def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _init(rank, world_size, address)
+    try:
+        trainer = _ShardedTrainer(model, rank=rank, world_size=world_size, **kwargs)
+        while True:
+            msg = [None]
+            dist.broadcast_object_list(msg, src=0)
+            kind, payload = msg[0]
+            if kind == "stop":
+                break
+            if kind == "load":
+                trainer.load(*payload)
+            elif kind == "step":
+                trainer.step(payload)
+            elif kind == "gather":
+                dist.gather_object({k: v.detach().clone() for k, v in model.state_dict().items()}, None, dst=0)
+    finally:
+        dist.destroy_process_group()
+
+
+class DataParallelTrainer(_ShardedTrainer):
+    """Rank 0 of a ``world_size``-process trainer over ``model`` (trained in place here, as
+    ``PolicyTrainer`` does). ``kwargs``: ``PolicyTrainer``'s. ``threads``: torch threads of each
+    spawned rank (None: cores / world_size). ``close()`` stops the other ranks."""
+
+    def __init__(self, model: torch.nn.Module, world_size: int, *, threads: Optional[int] = None, **kwargs):
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"DataParallelTrainer: 'world_size' must be an int >= 1, got {world_size!r}")
+        if dist.is_initialized():
+            raise RuntimeError("DataParallelTrainer: a torch.distributed process group already exists in this "
+                               "process; it starts its own (train.data_parallel)")
+        super().__init__(model, rank=0, world_size=world_size, **kwargs)
+        import torch.multiprocessing as mp
+
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)
+        ctx = mp.get_context("spawn")
+        self._procs = []
+        template = copy.deepcopy(model).cpu()
+        for rank in range(1, world_size):
+            p = ctx.Process(target=_rank_main, args=(rank, world_size, address, template, kwargs, threads),
+                            daemon=True, name=f"longcat-rl-rank{rank}")
+            p.start()
+            self._procs.append(p)
+        _init(0, world_size, address)
+        self._synced = False
+        self._closed = False
+
+    def _send(self, kind: str, payload=None) -> None:
+        dist.broadcast_object_list([(kind, payload)], src=0)
+
+    def step(self, groups) -> dict:
+        if self._closed:
+            raise RuntimeError("DataParallelTrainer.step: the trainer is closed")
+        for p in self._procs:
+            if not p.is_alive():
+                raise RuntimeError(f"DataParallelTrainer: rank process {p.name} died (exit code {p.exitcode})")
+        if not self._synced:  # weights and optimizer state as they are now (a warm start, a resume)
+            self._send("load", (self.model.state_dict(), self.optimizer.state_dict()))
+            self._synced = True
+        self._send("step", groups)
+        return super().step(groups)
+
+    def gather_states(self) -> list[dict]:
+        """Every rank's model state dict, rank 0 first (to check that the ranks agree)."""
+        self._send("gather")
+        out = [None] * self.world_size
+        dist.gather_object({k: v.detach().clone() for k, v in self.model.state_dict().items()}, out, dst=0)
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if all(p.is_alive() for p in self._procs):
+                self._send("stop")
+        finally:
+            for p in self._procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+            dist.destroy_process_group()
+
+
+__all__ = ["DataParallelTrainer"]
