@@ -212,6 +212,15 @@ class Snapshot:
     def close(self):
         self._copy.close()
 
+    # Picklable as its database image, so an environment holding one (the stale-read noise keeps
+    # the database from before the latest write) can be suspended and resumed.
+    def __getstate__(self):
+        return {"image": self._copy.serialize()}
+
+    def __setstate__(self, state):
+        self._copy = sqlite3.connect(":memory:", check_same_thread=False)
+        self._copy.deserialize(state["image"])
+
 
 def snapshot(conn: sqlite3.Connection) -> Snapshot:
     if conn.in_transaction:
