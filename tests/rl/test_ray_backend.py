@@ -76,7 +76,7 @@ def test_killed_generator_requeues_its_prompts(cluster):
             return uid, [3 + uid % 7, 4, 5]
 
     async def main():
-        policy = RayPolicy(model, generators=2, sampling={"max_tokens": 3, "ignore_eos": True},
+        policy = RayPolicy(model, generators=2, sampling={"max_tokens": 12, "ignore_eos": True},
                            engine_args={"max_model_len": 32, "max_num_seqs": 16, "seed": 1})
         manager, buffer = RolloutManager(), SampleBuffer()
         staleness = StalenessManager(2, 1, 4)
@@ -85,9 +85,14 @@ def test_killed_generator_requeues_its_prompts(cluster):
         trained = []
 
         async def killer():
-            while policy._load[0] == 0:  # the moment actor 0 holds a trajectory
-                await asyncio.sleep(0.001)
-            policy.kill_generator(0)
+            # Kill actor 0 the moment it holds a trajectory; on a loaded machine the trajectory
+            # may finish before the kill lands (the actor is then replaced with nothing lost), so
+            # kill again until a trajectory in flight is lost.
+            while policy.lost == 0:
+                while policy._load[0] == 0:
+                    await asyncio.sleep(0.001)
+                policy.kill_generator(0)
+                await asyncio.sleep(0.2)
 
         async def on_batch(report):
             if report.step == 1:
@@ -98,7 +103,7 @@ def test_killed_generator_requeues_its_prompts(cluster):
             new = policy.version + 1
             await policy.update_weights(model.hf_state_dict(), new)
             await staleness.set_version(new)
-            return report.step < 6 or policy.replaced == 0 or any(u not in manager.ledger for u in lost())
+            return report.step < 6 or policy.lost == 0 or any(u not in manager.ledger for u in lost())
 
         def lost():
             return [int(m.group(1)) for m in (re.match(r"re-queued prompt (\d+)", x) for x in logs) if m]
@@ -111,7 +116,9 @@ def test_killed_generator_requeues_its_prompts(cluster):
 
     policy, manager, buffer, trained, lost = asyncio.run(main())
     assert policy.replaced >= 1 and policy.lost >= 1 and lost  # the in-flight trajectories failed ...
-    assert all(u in trained for u in lost)  # ... and their prompts came back and were trained
+    # ... and their prompts came back and were trained (or filtered out as an all-equal group)
+    ends = {u: manager.ledger.get(u) for u in lost}
+    assert all(e == "filtered" or (e == "trained" and u in trained) for u, e in ends.items()), ends
     assert len(trained) == len(set(trained))  # none trained twice
     # Every prompt id issued ends in one place: the ledger, the buffer, re-queued or in flight.
     accounted = set(manager.ledger) | {g.uid for g in buffer.groups} | set(manager.requeued) | manager.inflight
