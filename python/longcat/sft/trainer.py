@@ -342,6 +342,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
+            "dropped_too_long": dropped, "seq_len": cfg.seq_len,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
