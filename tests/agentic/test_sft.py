@@ -47,6 +47,12 @@ def test_pack_and_schedule():
     cfg = SFTConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
     assert [lr_at(s, 20, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(19, 20, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 15 / 16)).item()))
+    timed = SFTConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, max_seconds=10.0)
+    # a time budget moves the cosine by the time fraction when that is further along than the steps
+    assert lr_at(4, 1000, timed, elapsed=0.0) == pytest.approx(1.0)
+    assert lr_at(4, 1000, timed, elapsed=5.0) == pytest.approx(0.55)
+    assert lr_at(4, 1000, timed, elapsed=12.0) == pytest.approx(0.1)
+    assert lr_at(4, 1000, cfg, elapsed=12.0) == pytest.approx(1.0)      # no budget: steps only
     with pytest.raises(ValueError, match="seq_len"):
         SFTConfig(seq_len=0)
 
@@ -61,6 +67,29 @@ def test_packed_loss_equals_separate_losses(setup):
     packed = _loss_sum(model, *_batch(docs, [[0, 1]], 16, 0))
     alone = sum(_loss_sum(model, *_batch(docs, [[i]], 16, 0)) for i in range(2))
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_loss_matches_the_model_forward(setup):
+    """Per-document attention and labelled-only logits give the model's own full-sequence loss."""
+    from longcat.models import LongcatFlashForCausalLM
+
+    _, ckpt, _ = setup
+    model = LongcatFlashForCausalLM.from_pretrained(str(ckpt))
+    g = torch.Generator().manual_seed(0)
+    docs = []
+    for n in (7, 12, 3, 9):
+        ids = torch.randint(3, 200, (n,), generator=g).tolist()
+        mask = (torch.rand(n, generator=g) < 0.6).long().tolist()
+        mask[-1] = 1
+        docs.append((ids, mask))
+    expected = 0.0
+    for ids, mask in docs:
+        lab = torch.tensor(ids)
+        lab[torch.tensor(mask) == 0] = -100
+        lab[0] = -100
+        expected += model(torch.tensor([ids]), labels=lab[None]) * int((lab[1:] != -100).sum())
+    got = _loss_sum(model, *_batch(docs, [[0, 2], [1, 3]], 24, 0))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_train_checkpoint_resume_is_the_same_run(setup):

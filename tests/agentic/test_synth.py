@@ -107,3 +107,7 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tiny_ckpt):
     assert learned == ('<tool_call>\n{"name": "get_order", "arguments": {"order_id": "W1"}}\n</tool_call><|im_end|>'
                        'The status is ok.<|im_end|>')
     assert tok.decode(ids, skip_special_tokens=False) == render(msgs, tools, "compact")
+    names = render(msgs, tools, "names")
+    assert "get_order(order_id, limit?)\n" in names and "Get an order" not in names
+    ids_n, mask_n = encode(tok, msgs, tools, "names")
+    assert len(ids_n) < len(ids) and tok.decode([i for i, m in zip(ids_n, mask_n) if m], skip_special_tokens=False) == learned

@@ -4,7 +4,9 @@
 ``"json"`` passes the OpenAI schemas to the chat template (``# Tools`` block, one JSON object a
 tool, ~100 tokens each); ``"compact"`` writes one line a tool into the system message
 (``name(required, optional?): description``), which keeps a 27-tool environment near 600 tokens
-instead of 3,000 -- what a small model trained on 2 CPU cores can afford.
+instead of 3,000 -- what a small model trained on 2 CPU cores can afford; ``"names"`` keeps only
+``name(required, optional?)`` a line (about 350 tokens for 27 tools): the shortest prompt, for
+the demo's CPU budget, where attention's cost grows with the square of the conversation.
 
 ``encode(tokenizer, messages, tools, tool_format)`` renders the conversation once and returns
 token ids plus a mask that is 1 on the tokens of assistant turns (content, tool calls and the
@@ -24,10 +26,10 @@ from longcat.models.tokenizer import render_chat
 __all__ = ["TOOL_FORMATS", "compact_tools", "prompt_messages", "encode", "render", "read_jsonl",
            "check_trajectory"]
 
-TOOL_FORMATS = ("compact", "json")
+TOOL_FORMATS = ("compact", "names", "json")
 
 
-def compact_tools(tools: Sequence[Mapping]) -> str:
+def compact_tools(tools: Sequence[Mapping], descriptions: bool = True) -> str:
     lines = []
     for t in tools:
         fn = t["function"]
@@ -35,7 +37,7 @@ def compact_tools(tools: Sequence[Mapping]) -> str:
         req = params.get("required", [])
         names = [p for p in req] + [f"{p}?" for p in params.get("properties", {}) if p not in req]
         desc = (fn.get("description") or "").strip().split(". ")[0].rstrip(".")
-        lines.append(f"{fn['name']}({', '.join(names)}): {desc}")
+        lines.append(f"{fn['name']}({', '.join(names)})" + (f": {desc}" if descriptions else ""))
     return ("# Tools\n" + "\n".join(lines) + "\nCall a tool as <tool_call>{\"name\": ..., \"arguments\": {...}}"
             "</tool_call>.")
 
@@ -48,7 +50,7 @@ def prompt_messages(messages: Sequence[Mapping], tools: Sequence[Mapping] | None
     msgs = [dict(m) for m in messages]
     if tool_format == "json" or not tools:
         return msgs, (list(tools) if tools else None)
-    block = compact_tools(tools)
+    block = compact_tools(tools, descriptions=tool_format == "compact")
     if msgs and msgs[0]["role"] == "system":
         msgs[0]["content"] = (msgs[0].get("content") or "") + "\n\n" + block
     else:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from longcat.data.format import TOOL_FORMATS
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="score a checkpoint or an OpenAI-compatible endpoint on held-out tasks")
@@ -19,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tiers", default=None, help="comma-separated gold-call counts to keep, e.g. 2,3")
     p.add_argument("--max-turns", type=int, default=12)
     p.add_argument("--max-tokens", type=int, default=128, help="most tokens per assistant turn")
-    p.add_argument("--tool-format", default=None, choices=["compact", "json"],
+    p.add_argument("--tool-format", default=None, choices=list(TOOL_FORMATS),
                    help="prompt format (default: the one the checkpoint was fine-tuned with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

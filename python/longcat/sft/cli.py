@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from longcat.data.format import TOOL_FORMATS
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sft", help="supervised fine-tuning on chat trajectories (resumable, torchrun-aware)")
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None, help="stop and save after this much training time")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--save-every", type=int, default=50)
-    p.add_argument("--tool-format", default="compact", choices=["compact", "json"])
+    p.add_argument("--tool-format", default="compact", choices=list(TOOL_FORMATS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sft)

@@ -94,12 +94,17 @@ class SFTResult:
     history: list[dict] = field(default_factory=list)
 
 
-def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) of ``total``."""
+def lr_at(step: int, total: int, cfg: SFTConfig, elapsed: float | None = None) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``. Under a time budget
+    (``cfg.max_seconds``, ``elapsed`` seconds trained so far) the cosine follows whichever of
+    the step or the time fraction is further along, so a run the clock stops still ends at the
+    low end of its schedule instead of at full rate."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, total - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.max_seconds is not None and elapsed is not None:
+        t = max(t, min(1.0, elapsed / cfg.max_seconds))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -160,20 +165,44 @@ def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int):
     return ids, labels, doc
 
 
+def _segments(doc: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(row, start, end) of every document of a packed batch (padding, doc id -1, left out)."""
+    out = []
+    for b, row in enumerate(doc.tolist()):
+        start = 0
+        for t in range(1, len(row) + 1):
+            if t == len(row) or row[t] != row[start]:
+                if row[start] >= 0:
+                    out.append((b, start, t))
+                start = t
+    return out
+
+
 def _loss_sum(model, ids, labels, doc) -> torch.Tensor:
-    """Summed next-token cross entropy over labelled tokens, with a block-diagonal causal mask."""
-    B, S = ids.shape
-    causal = torch.ones(S, S, dtype=torch.bool).tril()
-    same = doc[:, :, None] == doc[:, None, :]
-    mask = (causal & same & (doc[:, :, None] >= 0)) | torch.eye(S, dtype=torch.bool)
-    mask = mask[:, None]
-    positions = torch.arange(S)
-    h = model.model.embed_tokens(ids)
+    """Summed next-token cross entropy over labelled tokens of a packed batch.
+
+    Packed documents are laid end to end without their padding and attention runs on each
+    document alone (causal, from position 0), which is what a block-diagonal causal mask over
+    the row computes, without the [S, S] mask or the padding: the quadratic part shrinks from
+    S^2 to the sum of the squared document lengths and uses the causal kernel. The vocabulary
+    projection runs only where a label is taken (assistant tokens, about a tenth of a row)."""
+    segs = _segments(doc)
+    flat = torch.cat([ids[b, a:e] for b, a, e in segs])[None]
+    targets = torch.cat([torch.cat([labels[b, a + 1:e], labels.new_full((1,), -100)]) for b, a, e in segs])
+    bounds, at = [], 0
+    for _, a, e in segs:
+        bounds.append((at, at + e - a))
+        at += e - a
+
+    def attend(attn, x):
+        return torch.cat([attn(x[:, a:e], torch.arange(e - a, device=x.device), None) for a, e in bounds], 1)
+
+    h = model.model.embed_tokens(flat)
     for layer in model.model.layers:
-        h = layer(h, lambda i, x, layer=layer: layer.self_attn[i](x, positions, mask))
-    logits = model.lm_head(model.model.norm(h))
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=-100, reduction="sum")
+        h = layer(h, lambda i, x, layer=layer: attend(layer.self_attn[i], x))
+    keep = targets != -100
+    logits = model.lm_head(model.model.norm(h[0, keep]))
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
@@ -313,6 +342,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
+            "dropped_too_long": dropped, "seq_len": cfg.seq_len,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
@@ -356,7 +386,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                 dist.all_reduce(t)
                 loss_sum = float(t)
             gnorm = float(torch.nn.utils.clip_grad_norm_(masters, cfg.clip))
-            lr = lr_at(step, total, cfg)
+            lr = lr_at(step, total, cfg, time.perf_counter() - t_train)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.step()
