@@ -1,0 +1,85 @@
+"""Weight-streaming linear layer for few rows: ``linear(x, weight) = x @ weight.T`` (torch's
+``F.linear`` without bias), fp32 sums rounded once to x's dtype. Semantics:
+``reference.linear``; the C++ contract is ``csrc/include/longcat/linear.h``.
+
+It exists for decode: with a handful of rows a linear layer is bound by reading its weights,
+and the kernel streams each weight row once per 8 rows of x (vdpbf16ps on AVX512-BF16 CPUs).
+With many rows (prefill) torch's blocked GEMM is faster; ``longcat bench linear`` measures
+where the two cross. CPU only: on a CUDA tensor the op runs ``F.linear`` (same semantics)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from longcat import _C
+from longcat.ops._common import check_tensors, eager_fast_path, view
+
+_OP = "linear"
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """The checks that need no tensor data (so they also run on fake tensors); the C++ API
+    repeats them."""
+    check_tensors(_OP, x=x, weight=weight)
+    if x.dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"{_OP}: argument 'x' must have dtype float32 or bfloat16, got "
+                        f"{str(x.dtype).replace('torch.', '')}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{_OP}: argument 'weight' must have the dtype of 'x' ({x.dtype}), got {weight.dtype}")
+    if x.dim() < 1:
+        raise ValueError(f"{_OP}: argument 'x' must have at least 1 dimension [..., K], got a scalar")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"{_OP}: argument 'weight' must have shape [N, {x.shape[-1]}] (K = x.shape[-1]), got "
+                         f"{list(weight.shape)}")
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x as [M, K] with a unit last stride (the kernel takes one row stride: a column slice of a
+    2-D tensor passes as it is)."""
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 or x2.shape[-1] <= 1 else x2.contiguous()
+
+
+def _run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    x2 = _rows(x)
+    out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+    _C.linear(out, view(x2), view(weight.contiguous()))
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("longcat::linear", mutates_args=())
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _run(x, weight)
+
+
+@_linear.register_fake
+def _(x, weight):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    g = grad_out.reshape(-1, weight.shape[0])
+    grad_x = (g @ weight).view(x.shape) if ctx.needs_input_grad[0] else None
+    grad_w = (g.t() @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w
+
+
+_linear.register_autograd(_backward, setup_context=_setup)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T``: x ``[..., K]`` float32 or bfloat16, weight ``[N, K]`` of x's dtype;
+    returns ``[..., N]`` in x's dtype, each output the fp32 sum of its K products rounded once.
+    Any strides (a copy is made where the kernel needs one). Differentiable (the backward runs
+    torch matmuls). On CUDA tensors it is ``F.linear``."""
+    _check(x, weight)
+    if x.device.type == "cuda":
+        return F.linear(x, weight)
+    if eager_fast_path(x, weight):
+        return _run(x, weight)
+    return _linear(x, weight)
