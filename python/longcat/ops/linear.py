@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, view
+from longcat.ops._common import check_tensors, dl, eager_fast_path
 
 _OP = "linear"
 
@@ -43,7 +43,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x2 = _rows(x)
     out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-    _C.linear(out, view(x2), view(weight.contiguous()))
+    _C.linear(dl(out), dl(x2), dl(weight.contiguous()))
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
