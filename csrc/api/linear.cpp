@@ -12,9 +12,12 @@ LONGCAT_DECLARE_ISA_FN(void, linear, const LinearArgs&)
 void linear(const TensorView& out, const TensorView& x, const TensorView& weight, Stream) {
   const char* op = "linear";
   check_views(op, {{"x", &x}, {"weight", &weight}, {"out", &out}});
-  check_ndim(op, "x", x, 2);
-  check_ndim(op, "weight", weight, 2);
-  check_ndim(op, "out", out, 2);
+  const bool batched = x.ndim == 3;
+  if (x.ndim != 2 && x.ndim != 3)
+    fail(ErrorKind::Value, arg_prefix(op, "x") + "must have 2 dimensions [M, K] or 3 [G, M, K], got shape " +
+                               shape_str(x));
+  check_ndim(op, "weight", weight, x.ndim);
+  check_ndim(op, "out", out, x.ndim);
   if (x.device.type != DeviceType::CPU)
     fail(ErrorKind::Runtime, arg_prefix(op, "x") + "must be a CPU tensor (linear has no CUDA kernel), got " +
                                  device_name(x.device));
@@ -23,23 +26,31 @@ void linear(const TensorView& out, const TensorView& x, const TensorView& weight
   check_same_dtype(op, "out", out, "x", x);
   check_same_device(op, "weight", weight, "x", x);
   check_same_device(op, "out", out, "x", x);
-  check_size(op, "weight", weight, 1, x.size(1), "the input size x.shape[1]");
-  check_size(op, "out", out, 0, x.size(0), "the rows of x");
-  check_size(op, "out", out, 1, weight.size(0), "the output size weight.shape[0]");
+  const int d = batched ? 1 : 0;  // the row dim of x and out
+  if (batched) {
+    check_size(op, "weight", weight, 0, x.size(0), "the groups x.shape[0]");
+    check_size(op, "out", out, 0, x.size(0), "the groups x.shape[0]");
+  }
+  check_size(op, "weight", weight, d + 1, x.size(-1), "the input size x.shape[-1]");
+  check_size(op, "out", out, d, x.size(d), "the rows of x");
+  check_size(op, "out", out, d + 1, weight.size(d), "the output size of weight");
   check_contiguous(op, "weight", weight);
   check_contiguous(op, "out", out);
+  check_last_dim_contiguous(op, "x", x);
   check_no_overlap(op, "out", out, "x", x);
   check_no_overlap(op, "out", out, "weight", weight);
   LinearArgs a{};
   a.out = out.data;
   a.x = x.data;
   a.weight = weight.data;
-  a.M = x.size(0);
-  a.N = weight.size(0);
-  a.K = x.size(1);
-  a.x_stride = row_stride(op, "x", x);
+  a.G = batched ? x.size(0) : 1;
+  a.M = x.size(d);
+  a.N = weight.size(d);
+  a.K = x.size(-1);
+  a.x_stride = x.stride(d);
+  a.x_group_stride = batched ? x.stride(0) : 0;
   a.dtype = x.dtype;
-  if (a.M == 0 || a.N == 0) return;
+  if (a.G == 0 || a.M == 0 || a.N == 0) return;
   check_nonnull(op, "out", out);
   if (a.K > 0) {
     check_nonnull(op, "x", x);

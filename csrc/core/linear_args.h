@@ -8,11 +8,11 @@
 namespace longcat {
 
 struct LinearArgs {
-  void* out;            // [M, N] contiguous
-  const void* x;        // [M, K], rows x_stride elements apart
-  const void* weight;   // [N, K] contiguous
-  int64_t M, N, K;
-  int64_t x_stride;
+  void* out;            // [G, M, N] contiguous
+  const void* x;        // [G, M, K]: rows x_stride, groups x_group_stride elements apart
+  const void* weight;   // [G, N, K] contiguous
+  int64_t G, M, N, K;
+  int64_t x_stride, x_group_stride;
   DType dtype;
 };
 

@@ -7,11 +7,14 @@
 // reads each weight row once per 8 rows of x, straight from the caller's [N, K] matrix (no
 // packed copy), and on AVX512-BF16 CPUs multiplies bf16 pairs with vdpbf16ps.
 //
-// Shapes: x [M, K] (last dim contiguous, rows at one row stride: a column slice is fine),
-// weight [N, K] contiguous, out [M, N] contiguous. Any M, N, K >= 0 (K = 0 gives zeros).
+// Shapes: x [M, K], weight [N, K], out [M, N]; or, batched over G groups (e.g. attention heads,
+// as torch.bmm(x, weight.transpose(1, 2))): x [G, M, K], weight [G, N, K], out [G, M, N], group
+// g using weight[g]. x needs only a contiguous last dim (any row and group strides, e.g. one
+// head of a [M, heads, K] tensor); weight and out are contiguous. Any G, M, N, K >= 0 (K = 0
+// gives zeros).
 // dtypes: float32 or bfloat16, the same for all three. CPU only: a CUDA tensor is Error(Runtime).
-// out may not overlap x or weight. CPU work is split over column blocks across the library's
-// threads.
+// out may not overlap x or weight. CPU work is split over (group, column block) pairs across
+// the library's threads.
 #pragma once
 
 #include "longcat/common.h"

@@ -57,13 +57,16 @@ def _forget_derived(module: nn.Module) -> None:
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, weight)`` for inference: longcat's weight-streaming kernel for a few bf16
+    """``F.linear(x, weight)`` for inference, or per head with a 3-D weight (x ``[heads, M, K]``,
+    weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16
     rows on CPU (decode), torch's GEMM otherwise. Measured (``longcat bench linear``, the small
-    preset's matrices, 1 thread): 1.3-2.3x faster than ``F.linear`` at 1 row, 1.0-1.4x at 4-8,
-    slower from 16 rows on, where torch's blocked GEMM reuses each weight tile across rows."""
-    if x.shape[0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype == torch.bfloat16 and x.device.type == "cpu":
+    preset's matrices, 1 thread, process CPU time): 2-2.3x faster than ``F.linear`` at 1 row,
+    1.2-1.8x at 4-8; slower from about 16-32 rows on, where torch's blocked GEMM reuses each
+    weight tile across rows."""
+    if x.shape[-2 if weight.dim() == 3 else 0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype == torch.bfloat16 \
+            and x.device.type == "cpu":
         return ops.linear(x, weight)
-    return F.linear(x, weight)
+    return F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
 
 
 class RMSNorm(nn.Module):
@@ -225,8 +228,9 @@ class MLA(nn.Module):
             "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
             "w_qb": scaled(self.q_b_proj.weight, self.q_scale),
             "kv_norm_w": scaled(self.kv_a_layernorm.weight, self.kv_scale),
-            "w_uk": kv_b[:, :nope].contiguous(),                    # [nh, nope, 512]: q_nope -> latent
-            "w_uv_t": kv_b[:, nope:].transpose(1, 2).contiguous(),  # [nh, 512, v]: latent out -> v
+            # Per-head absorption matrices as [nh, N, K] (a linear layer per head, see _linear):
+            "w_uk_t": kv_b[:, :nope].transpose(1, 2).contiguous(),  # [nh, 512, nope]: q_nope -> latent
+            "w_uv": kv_b[:, nope:].contiguous(),                    # [nh, v, 512]: latent out -> v
         }
 
     # ---- training forward --------------------------------------------------------------------
@@ -293,7 +297,7 @@ class MLA(nn.Module):
         value half."""
         b = q_nope.shape[0]
         nh = self.num_heads
-        q_latent = torch.bmm(q_nope.transpose(0, 1), w["w_uk"]).transpose(0, 1)   # [b, nh, 512]
+        q_latent = _linear(q_nope.transpose(0, 1), w["w_uk_t"]).transpose(0, 1)   # [b, nh, 512]
         q_full = torch.cat([q_latent, q_rot], -1).unsqueeze(1)                    # [b, 1, nh, 576]
         if self.window is None:
             out, _ = ops.mla_decode(q_full, cache, d["block_table"], d["seq_lens"],
@@ -301,7 +305,7 @@ class MLA(nn.Module):
         else:
             out, _ = ops.ssa_decode(q_full, cache, d["block_table"], d["seq_lens"], softmax_scale=self.softmax_scale,
                                     metadata=d["md_ssa"], **self.window)
-        return torch.bmm(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv_t"]).transpose(0, 1)
+        return _linear(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv"]).transpose(0, 1)
 
     def _prefill(self, q_nope, q_rot, latent, k_rot, cache, p):
         """Non-absorbed MLA over packed prefill chunks: the keys' latents (the new ones, or the

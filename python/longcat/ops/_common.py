@@ -36,15 +36,21 @@ def check_tensor(op: str, name: str, value: object) -> torch.Tensor:
 
 
 def check_tensors(op: str, **tensors: object) -> None:
-    """check_tensor for each keyword, and all on the device of the first one."""
-    items = list(tensors.items())
-    first_name, first = items[0]
-    check_tensor(op, first_name, first)
-    for name, t in items[1:]:
-        check_tensor(op, name, t)
-        if t.device != first.device:
+    """check_tensor for each keyword, and all on the device of the first one. Runs on every op
+    call of a decode step, so the common case (tensors on one device) reads each tensor's device
+    once and compares device objects only."""
+    first_name = first_device = None
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            check_tensor(op, name, t)
+        device = t.device
+        if first_device is None:
+            check_tensor(op, name, t)
+            first_name, first_device = name, device
+        elif device != first_device:
+            check_tensor(op, name, t)
             raise ValueError(f"{op}: argument '{name}' must be on the device of '{first_name}' "
-                             f"({first.device}), got {t.device}")
+                             f"({first_device}), got {device}")
 
 
 _profiler_enabled = torch._C._autograd._profiler_enabled
@@ -63,7 +69,7 @@ def eager_fast_path(*tensors: torch.Tensor) -> bool:
     not while torch.compile traces, not when autograd must record the op, not for meta tensors,
     and not while a torch.profiler is recording, so that the dispatcher records the op under its
     registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``)."""
-    if torch.compiler.is_compiling() or tensors[0].device.type == "meta" or _profiler_enabled():
+    if torch.compiler.is_compiling() or tensors[0].is_meta or _profiler_enabled():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 

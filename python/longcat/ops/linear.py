@@ -28,23 +28,28 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise TypeError(f"{_OP}: argument 'weight' must have the dtype of 'x' ({x.dtype}), got {weight.dtype}")
     if x.dim() < 1:
         raise ValueError(f"{_OP}: argument 'x' must have at least 1 dimension [..., K], got a scalar")
-    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
-        raise ValueError(f"{_OP}: argument 'weight' must have shape [N, {x.shape[-1]}] (K = x.shape[-1]), got "
-                         f"{list(weight.shape)}")
+    if weight.dim() == 3:  # batched: one weight per group
+        if x.dim() != 3 or x.shape[0] != weight.shape[0] or weight.shape[2] != x.shape[-1]:
+            raise ValueError(f"{_OP}: with a 3-D 'weight' [G, N, K] (shape {list(weight.shape)}), argument 'x' must "
+                             f"be [G, M, K] with the same G and K, got shape {list(x.shape)}")
+    elif weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"{_OP}: argument 'weight' must have shape [N, {x.shape[-1]}] (K = x.shape[-1]) or "
+                         f"[G, N, K], got {list(weight.shape)}")
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """x as [M, K] with a unit last stride (the kernel takes one row stride: a column slice of a
-    2-D tensor passes as it is)."""
-    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 or x2.shape[-1] <= 1 else x2.contiguous()
+def _out_shape(x: torch.Tensor, weight: torch.Tensor) -> tuple:
+    return (*x.shape[:-1], weight.shape[-2])
 
 
 def _run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    x2 = _rows(x)
-    out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-    _C.linear(dl(out), dl(x2), dl(weight.contiguous()))
-    return out.view(*x.shape[:-1], weight.shape[0])
+    if weight.dim() == 3:  # x [G, M, K]: any row and group strides, a contiguous last dim
+        x2 = x if x.stride(-1) == 1 or x.shape[-1] <= 1 else x.contiguous()
+    else:  # x as [M, K] with one row stride (a column slice of a 2-D tensor passes as it is)
+        x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        x2 = x2 if x2.stride(-1) == 1 or x2.shape[-1] <= 1 else x2.contiguous()
+    out = torch.empty(*x2.shape[:-1], weight.shape[-2], dtype=x.dtype, device=x.device)
+    _C.linear(dl(out), dl(x2), dl(weight if weight.is_contiguous() else weight.contiguous()))
+    return out.view(_out_shape(x, weight))
 
 
 @torch.library.custom_op("longcat::linear", mutates_args=())
@@ -54,7 +59,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 @_linear.register_fake
 def _(x, weight):
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
+    return x.new_empty(_out_shape(x, weight))
 
 
 def _setup(ctx, inputs, output):
@@ -63,6 +68,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
+    if weight.dim() == 3:
+        grad_x = torch.bmm(grad_out, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad_out.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
     g = grad_out.reshape(-1, weight.shape[0])
     grad_x = (g @ weight).view(x.shape) if ctx.needs_input_grad[0] else None
     grad_w = (g.t() @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
@@ -75,11 +84,13 @@ _linear.register_autograd(_backward, setup_context=_setup)
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T``: x ``[..., K]`` float32 or bfloat16, weight ``[N, K]`` of x's dtype;
     returns ``[..., N]`` in x's dtype, each output the fp32 sum of its K products rounded once.
+    Batched (``torch.bmm(x, weight.transpose(1, 2))``): x ``[G, M, K]``, weight ``[G, N, K]``
+    -> ``[G, M, N]``, e.g. per-head projections with x a transposed view ``[heads, M, K]``.
     Any strides (a copy is made where the kernel needs one). Differentiable (the backward runs
-    torch matmuls). On CUDA tensors it is ``F.linear``."""
+    torch matmuls). On CUDA tensors it is ``F.linear`` / ``torch.bmm``."""
     _check(x, weight)
     if x.device.type == "cuda":
-        return F.linear(x, weight)
+        return F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
     if eager_fast_path(x, weight):
         return _run(x, weight)
     return _linear(x, weight)

@@ -10,7 +10,7 @@ from longcat.ops._common import check_no_internal_overlap, check_tensors, dl, ea
 
 
 def _empty_like(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x's strides
+    return torch.empty_like(x, memory_format=torch.contiguous_format)  # contiguous, whatever x's strides
 
 
 @torch.library.custom_op("longcat::rms_norm", mutates_args=())
