@@ -1,10 +1,10 @@
 """Helpers shared by the op wrappers: argument checks that run before DLPack, and streams."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
-
 from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from longcat import _C
@@ -64,12 +64,30 @@ def check_no_internal_overlap(op: str, name: str, t: torch.Tensor) -> None:
                          f"{list(t.stride())} for shape {list(t.shape)}); call .contiguous()")
 
 
+_record_ops_in_profiler = True
+
+
+@contextlib.contextmanager
+def ops_unrecorded_in_profiler():
+    """Within the block, ops keep their eager fast path while a torch.profiler records (they then
+    run as in an unprofiled program, without the dispatcher's Python around each call, and do
+    not show as ``longcat::*`` events). For benchmarks that time the kernels at their
+    ``longcat._C`` entry points and use the profiler only for torch's own ops."""
+    global _record_ops_in_profiler
+    before, _record_ops_in_profiler = _record_ops_in_profiler, False
+    try:
+        yield
+    finally:
+        _record_ops_in_profiler = before
+
+
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """True when the op may call the kernel directly, skipping the dispatcher (tens of us per call):
     not while torch.compile traces, not when autograd must record the op, not for meta tensors,
     and not while a torch.profiler is recording, so that the dispatcher records the op under its
-    registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``)."""
-    if torch.compiler.is_compiling() or tensors[0].is_meta or _profiler_enabled():
+    registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``;
+    ``ops_unrecorded_in_profiler`` turns that off)."""
+    if torch.compiler.is_compiling() or tensors[0].is_meta or (_record_ops_in_profiler and _profiler_enabled()):
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
