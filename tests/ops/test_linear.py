@@ -173,3 +173,21 @@ def test_batched_bad_input_and_grad():
     torch.testing.assert_close(gw, w.grad)
     torch.library.opcheck(torch.ops.longcat.linear.default, (make((3, 4, 16), torch.float32),
                                                              make((3, 5, 16), torch.float32)))
+
+
+def test_negative_and_zero_strides():
+    import numpy as np
+
+    from longcat import _C
+
+    x = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)[::-1]
+    w, out = np.ones((3, 8), np.float32), np.empty((6, 3), np.float32)
+    with pytest.raises(ValueError, match=r"linear: argument 'x' has a negative stride -8 in dimension 0"):
+        _C.linear(out, x, w)
+    with pytest.raises(ValueError, match=r"linear: argument 'out' has a negative stride"):
+        _C.linear(np.empty((6, 3), np.float32)[::-1], np.ascontiguousarray(x), w)
+    # An expanded x (row stride 0) is read as it is: every row the same.
+    row = make((1, 40), torch.bfloat16, 1)
+    wt = make((9, 40), torch.bfloat16, 2)
+    got = linear(row.expand(5, 40), wt)
+    assert torch.equal(got, linear(row, wt).expand(5, 9))
