@@ -191,3 +191,15 @@ def test_negative_and_zero_strides():
     wt = make((9, 40), torch.bfloat16, 2)
     got = linear(row.expand(5, 40), wt)
     assert torch.equal(got, linear(row, wt).expand(5, 9))
+
+
+def test_bench_quick_runs():
+    from longcat.bench import AREAS
+    from longcat.bench.linear import run
+
+    assert AREAS["linear"] == "longcat.bench.linear"
+    result = run(quick=True)
+    assert {(r["matrix"], r["rows"]) for r in result.rows} >= {("gate+up", 8), ("lm_head", 1)}
+    for row in result.rows:
+        assert row["longcat_us"] > 0 and row["F.linear_us"] > 0 and row["vs_F.linear"] > 0
+    assert result.context["isa_copies_us_gate+up_8_rows"]  # at least the active copy
