@@ -11,6 +11,7 @@ using namespace nb::literals;
 
 namespace longcat::python {
 void register_norm(nb::module_& m);
+void register_linear(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
 void register_kv_cache(nb::module_& m);
@@ -54,6 +55,7 @@ NB_MODULE(_C, m) {
         "(count, message): CUDA devices seen by longcat's runtime; count -1 when built without CUDA.");
 
   longcat::python::register_norm(m);
+  longcat::python::register_linear(m);
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
   longcat::python::register_kv_cache(m);

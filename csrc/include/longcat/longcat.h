@@ -4,6 +4,7 @@
 #include "longcat/build_config.h"
 #include "longcat/common.h"
 #include "longcat/kv_cache.h"
+#include "longcat/linear.h"
 #include "longcat/mla.h"
 #include "longcat/moe_gemm.h"
 #include "longcat/moe_route.h"

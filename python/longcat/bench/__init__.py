@@ -5,6 +5,7 @@ machine's copy bandwidth) and reports medians and ratios, never a single timing.
 
 AREAS = {
     "norm": "longcat.bench.norm",
+    "linear": "longcat.bench.linear",
     "moe": "longcat.bench.moe",
     "moe_gemm": "longcat.bench.moe_gemm",
     "moe_route": "longcat.bench.moe_route",

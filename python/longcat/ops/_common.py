@@ -1,9 +1,11 @@
 """Helpers shared by the op wrappers: argument checks that run before DLPack, and streams."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from longcat import _C
 
@@ -34,15 +36,21 @@ def check_tensor(op: str, name: str, value: object) -> torch.Tensor:
 
 
 def check_tensors(op: str, **tensors: object) -> None:
-    """check_tensor for each keyword, and all on the device of the first one."""
-    items = list(tensors.items())
-    first_name, first = items[0]
-    check_tensor(op, first_name, first)
-    for name, t in items[1:]:
-        check_tensor(op, name, t)
-        if t.device != first.device:
+    """check_tensor for each keyword, and all on the device of the first one. Runs on every op
+    call of a decode step, so the common case (tensors on one device) reads each tensor's device
+    once and compares device objects only."""
+    first_name = first_device = None
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            check_tensor(op, name, t)
+        device = t.device
+        if first_device is None:
+            check_tensor(op, name, t)
+            first_name, first_device = name, device
+        elif device != first_device:
+            check_tensor(op, name, t)
             raise ValueError(f"{op}: argument '{name}' must be on the device of '{first_name}' "
-                             f"({first.device}), got {t.device}")
+                             f"({first_device}), got {device}")
 
 
 _profiler_enabled = torch._C._autograd._profiler_enabled
@@ -56,12 +64,30 @@ def check_no_internal_overlap(op: str, name: str, t: torch.Tensor) -> None:
                          f"{list(t.stride())} for shape {list(t.shape)}); call .contiguous()")
 
 
+_record_ops_in_profiler = True
+
+
+@contextlib.contextmanager
+def ops_unrecorded_in_profiler():
+    """Within the block, ops keep their eager fast path while a torch.profiler records (they then
+    run as in an unprofiled program, without the dispatcher's Python around each call, and do
+    not show as ``longcat::*`` events). For benchmarks that time the kernels at their
+    ``longcat._C`` entry points and use the profiler only for torch's own ops."""
+    global _record_ops_in_profiler
+    before, _record_ops_in_profiler = _record_ops_in_profiler, False
+    try:
+        yield
+    finally:
+        _record_ops_in_profiler = before
+
+
 def eager_fast_path(*tensors: torch.Tensor) -> bool:
     """True when the op may call the kernel directly, skipping the dispatcher (tens of us per call):
     not while torch.compile traces, not when autograd must record the op, not for meta tensors,
     and not while a torch.profiler is recording, so that the dispatcher records the op under its
-    registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``)."""
-    if torch.compiler.is_compiling() or tensors[0].device.type == "meta" or _profiler_enabled():
+    registered name (``longcat::mla_decode``, with input shapes when ``record_shapes=True``;
+    ``ops_unrecorded_in_profiler`` turns that off)."""
+    if torch.compiler.is_compiling() or tensors[0].is_meta or (_record_ops_in_profiler and _profiler_enabled()):
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
@@ -71,6 +97,15 @@ def stream_of(t: torch.Tensor) -> int:
     if t.device.type == "cuda":
         return torch.cuda.current_stream(t.device).cuda_stream
     return 0
+
+
+def dl(t: torch.Tensor):
+    """t as a DLPack capsule for ``longcat._C`` (detached if it requires grad). nanobind takes a
+    capsule as it is; given a tensor it calls torch's Python-level ``Tensor.__dlpack__``, which
+    costs several microseconds per argument (measured 5-8 us against 0.5-0.9 us for
+    ``to_dlpack``): most of a small op's overhead in a decode step. For the eager fast paths;
+    streams are passed to the kernels explicitly, so no synchronisation is skipped."""
+    return _to_dlpack(t.detach() if t.requires_grad else t)
 
 
 def view(t: torch.Tensor) -> torch.Tensor:

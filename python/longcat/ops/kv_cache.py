@@ -15,7 +15,8 @@ from typing import Sequence
 import torch
 
 from longcat import _C
-from longcat.ops._common import _profiler_enabled, check_tensor, check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import (_profiler_enabled, check_tensor, check_tensors, dl, eager_fast_path, stream_of,
+                                 view)
 
 LONGCAT_ROPE_BASE = 1e7  # rope_theta of LongCat-Flash
 
@@ -114,7 +115,7 @@ def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = LON
         return out
     if eager_fast_path(x):
         res = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        _C.rope_interleaved(res, x, positions, inv_freq, half_output, stream_of(x))
+        _C.rope_interleaved(dl(res), dl(x), dl(positions), dl(inv_freq), half_output, stream_of(x))
         return res
     return _rope(x, positions, inv_freq, half_output)
 
@@ -171,7 +172,8 @@ def mla_append_kv(latent: torch.Tensor, rope_k: torch.Tensor, kv_cache: torch.Te
     if not positions.is_contiguous():
         positions = positions.contiguous()
     if eager_fast_path(latent, rope_k):
-        _C.mla_append_kv(kv_cache, latent, rope_k, block_table, seq_ids, positions, stream_of(kv_cache))
+        _C.mla_append_kv(dl(kv_cache), dl(latent), dl(rope_k), dl(block_table), dl(seq_ids), dl(positions),
+                         stream_of(kv_cache))
         return
     _append(kv_cache, latent, rope_k, block_table, seq_ids, positions)
 

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from longcat import _C
-from longcat.ops._common import (SsaWindow, check_tensors, check_window, eager_fast_path, int_arg, stream_of, view,
+from longcat.ops._common import (SsaWindow, check_tensors, check_window, dl, eager_fast_path, int_arg, stream_of,
                                  window_from_op, window_to_op)
 
 _DIM_QK, _DIM_V = _C.MLA_DIM_QK, _C.MLA_DIM_V
@@ -121,8 +121,8 @@ def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_sc
     out, lse = _outputs(q, head_dim_v)
     ws = torch.empty(_C.mla_decode_workspace_size(b, s_q, h_q, head_dim_v, workers), dtype=torch.uint8,
                      device=q.device)
-    _C.mla_decode(out, lse, view(q), view(kv_cache), block_table, cache_seqlens, head_dim_v, softmax_scale,
-                  causal, metadata, ws, workers, window, stream_of(q))
+    _C.mla_decode(dl(out), dl(lse), dl(q), dl(kv_cache), dl(block_table), dl(cache_seqlens), head_dim_v,
+                  softmax_scale, causal, dl(metadata), dl(ws), workers, window, stream_of(q))
     return out, lse
 
 

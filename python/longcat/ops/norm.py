@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_no_internal_overlap, check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_no_internal_overlap, check_tensors, dl, eager_fast_path, stream_of, view
 
 
 def _empty_like(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x's strides
+    return torch.empty_like(x, memory_format=torch.contiguous_format)  # contiguous, whatever x's strides
 
 
 @torch.library.custom_op("longcat::rms_norm", mutates_args=())
@@ -119,7 +119,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             raise RuntimeError("rms_norm(out=...) does not support autograd; call it without out")
         if eager_fast_path(x, weight):
-            _C.rms_norm(out, x, weight, eps, stream_of(x))
+            _C.rms_norm(dl(out), dl(x), dl(weight), eps, stream_of(x))
         else:
             _rms_norm_out(out, x, weight, eps)
         return out
@@ -127,7 +127,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
     check_no_internal_overlap("rms_norm", "x", x)
     if eager_fast_path(x, weight):
         out = _empty_like(x)
-        _C.rms_norm(out, x, weight, eps, stream_of(x))
+        _C.rms_norm(dl(out), dl(x), dl(weight), eps, stream_of(x))
         return out
     return _rms_norm(x, weight, eps)
 
@@ -141,7 +141,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     eps = float(eps)
     if eager_fast_path(x, residual, weight):
         out, residual_out = _empty_like(x), _empty_like(x)
-        _C.fused_add_rms_norm(out, residual_out, x, residual, weight, eps, stream_of(x))
+        _C.fused_add_rms_norm(dl(out), dl(residual_out), dl(x), dl(residual), dl(weight), eps, stream_of(x))
         return out, residual_out
     return _fused_add_rms_norm(x, residual, weight, eps)
 

@@ -23,6 +23,12 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     return rms_norm(s, weight, eps), s
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` summed in float32, rounded once to x's dtype (``ops.linear``); with a
+    3-D weight ``[G, N, K]`` and x ``[G, M, K]``, one product per group."""
+    return (x.float() @ weight.float().transpose(-1, -2)).to(x.dtype)
+
+
 def moe_grouped_swiglu(x_perm: torch.Tensor, offsets: torch.Tensor, w13: torch.Tensor,
                        w2: torch.Tensor) -> torch.Tensor:
     """The grouped expert MLP of the MoE layer, one expert at a time, as Hugging Face
