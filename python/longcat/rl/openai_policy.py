@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from typing import Optional
 
-from longcat.rl.protocols import Sample
+from longcat.rl.protocols import PinnedVersions, Sample
 
 
 class WeightSyncError(RuntimeError):
@@ -43,7 +43,7 @@ def _check_url(base_url) -> str:
     return base_url.rstrip("/").removesuffix("/v1")
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(PinnedVersions):
     """``base_url``: the server (with or without ``/v1``); ``model``: the served model name (None:
     the first of ``GET /v1/models``). ``sampling``: ``temperature``, ``top_p``, ``max_tokens`` of
     every rollout. ``state_dict``: if given, pushed as ``version`` at construction, so the server
@@ -98,15 +98,7 @@ class OpenAIPolicy:
     def live_versions(self) -> list[int]:
         return [self._version]
 
-    def acquire_version(self) -> int:
-        v = self._version if self._next is None else self._next
-        self._pins[v] += 1
-        return v
-
-    def release_version(self, version: int) -> None:
-        if self._pins[version] <= 0:
-            raise ValueError(f"release_version: version {version} is not pinned")
-        self._pins[version] -= 1
+    def _released(self, version: int) -> None:
         if self._pins[version] == 0 and version == self._version and self._drained is not None:
             self._drained.set()
 

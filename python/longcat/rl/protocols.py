@@ -84,3 +84,23 @@ class PromptSource(Protocol):
     re-queued prompt exactly."""
 
     def get(self, uid: int) -> tuple[Any, list[int]]: ...
+
+
+class PinnedVersions:
+    """Version pinning for policies whose new trajectories start on the newest weights: a
+    trajectory pins the live version, or the one being pushed while a push runs (``_next``).
+    Subclasses set ``_version``, ``_next`` and ``_pins`` (a Counter)."""
+
+    def acquire_version(self) -> int:
+        v = self._version if self._next is None else self._next
+        self._pins[v] += 1
+        return v
+
+    def release_version(self, version: int) -> None:
+        if self._pins[version] <= 0:
+            raise ValueError(f"release_version: version {version} is not pinned")
+        self._pins[version] -= 1
+        self._released(version)
+
+    def _released(self, version: int) -> None:
+        """Called after each release (a push may be waiting for the old version to drain)."""

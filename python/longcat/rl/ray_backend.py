@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import torch
 
-from longcat.rl.protocols import RolloutLost, Sample
+from longcat.rl.protocols import PinnedVersions, RolloutLost, Sample
 
 
 def _ray():
@@ -119,7 +119,7 @@ class GeneratorActor:
         await self.policy.close()
 
 
-class RayPolicy:
+class RayPolicy(PinnedVersions):
     """The ``Policy`` protocol over ``generators`` ``GeneratorActor``s (see the module doc)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer=None, *, generators: int = 2,
@@ -171,16 +171,6 @@ class RayPolicy:
     @property
     def live_versions(self) -> list[int]:
         return sorted(set().union(*self._versions))
-
-    def acquire_version(self) -> int:
-        v = self._version if self._next is None else self._next
-        self._pins[v] += 1
-        return v
-
-    def release_version(self, version: int) -> None:
-        if self._pins[version] <= 0:
-            raise ValueError(f"release_version: version {version} is not pinned")
-        self._pins[version] -= 1
 
     def _dead(self, e: BaseException) -> bool:
         return isinstance(e, (self._ray.exceptions.RayActorError, self._ray.exceptions.WorkerCrashedError))
