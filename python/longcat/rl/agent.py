@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -75,6 +76,92 @@ class EnvTaskSource:
         return task, list(self.tokenizer(task["task_id"], add_special_tokens=False)["input_ids"])
 
 
+class EnvSessions:
+    """Running episodes' environments, by session id: ``start`` builds an environment and its
+    ``Conversation``, ``apply`` executes one assistant reply (tool calls, user simulator),
+    ``reward`` scores the episode, ``close`` frees it. Synchronous: ``LocalEnvHost`` runs it on
+    threads of this process, ``longcat.rl.ray_backend.EnvWorkerActor`` inside a Ray actor."""
+
+    def __init__(self, envs: Mapping[str, dict]):
+        self.envs = envs
+        self.sessions: dict[int, tuple] = {}
+        self._ids = itertools.count()
+
+    def start(self, task: Mapping, noise, max_steps: int, max_turns: int) -> tuple[int, list, list]:
+        from longcat.data import envs_adapter as ea
+
+        env = ea.make_env(self.envs[task["env_id"]], noise, max_steps)
+        try:
+            conv = ea.Conversation(env, task, max_turns, "brief")
+        except BaseException:
+            env.close()
+            raise
+        sid = next(self._ids)
+        self.sessions[sid] = (env, conv, task)
+        return sid, conv.messages, conv.tools
+
+    def apply(self, sid: int, reply: dict, messages: Optional[list] = None) -> tuple[list, bool]:
+        """``messages``: the history as context management left it (None: unchanged)."""
+        _, conv, _ = self.sessions[sid]
+        if messages is not None:
+            conv.messages = [dict(m) for m in messages]
+        conv.apply(reply)
+        return conv.messages, conv.done
+
+    def reward(self, sid: int, partial: bool) -> float:
+        env, conv, task = self.sessions[sid]
+        result = conv.result()
+        if not partial or result.reward >= 1.0:
+            return float(result.reward)
+        from longcat.evaluate.runner import partial_credit
+
+        if not result.reward_info:
+            result.reward_info = env.evaluate()[1]
+        return float(partial_credit(task, result))
+
+    def close(self, sid: int) -> None:
+        entry = self.sessions.pop(sid, None)
+        if entry is not None:
+            entry[0].close()
+
+
+class LocalEnvHost:
+    """``EnvSessions`` in this process, each call on a thread (environments block)."""
+
+    def __init__(self, envs: Mapping[str, dict]):
+        self.sessions = EnvSessions(envs)
+
+    async def start(self, task, noise, max_steps: int, max_turns: int):
+        return await asyncio.to_thread(self.sessions.start, task, noise, max_steps, max_turns)
+
+    async def apply(self, sid, reply: dict, messages: Optional[list] = None):
+        return await asyncio.to_thread(self.sessions.apply, sid, reply, messages)
+
+    async def reward(self, sid, partial: bool) -> float:
+        return await asyncio.to_thread(self.sessions.reward, sid, partial)
+
+    async def close(self, sid) -> None:
+        await asyncio.to_thread(self.sessions.close, sid)
+
+
+class _Conv:
+    """The episode's view of its conversation (messages, tools, done) on an env host: the
+    environment itself may live in another process."""
+
+    def __init__(self, host, sid, messages: list, tools: list):
+        self.host, self.sid, self.messages, self.tools = host, sid, list(messages), tools
+        self.done = False
+        self._replaced = False
+
+    def replace(self, messages: list) -> None:
+        self.messages, self._replaced = list(messages), True
+
+    async def apply(self, reply: dict) -> None:
+        sent = self.messages if self._replaced else None
+        self.messages, self.done = await self.host.apply(self.sid, reply, sent)
+        self.messages, self._replaced = list(self.messages), False
+
+
 class AgentEpisodes:
     """Runs one episode under a pinned policy version and returns its segments (``Sample``s
     with ``reward`` set). ``policy``: a ``longcat.rl.protocols.Policy`` whose sampling stops at
@@ -85,10 +172,11 @@ class AgentEpisodes:
                  max_turns: int = 8, max_model_len: int = 2048, max_new_tokens: int = 128,
                  tool_format: str = "compact", reward: str = "success", noisy_fraction: float = 0.5,
                  noise_for: Callable[[bool, int], Any] = lambda noisy, seed: None, seed: int = 0,
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, env_host=None):
         if reward not in ("success", "partial"):
             raise ValueError(f"AgentEpisodes: 'reward' must be 'success' or 'partial', got {reward!r}")
         self.envs, self.policy, self.tokenizer = envs, policy, tokenizer
+        self.env_host = env_host if env_host is not None else LocalEnvHost(envs)
         self.context, self.max_turns, self.max_model_len = context, max_turns, max_model_len
         self.max_new_tokens, self.tool_format, self.reward = max_new_tokens, tool_format, reward
         self.noisy_fraction, self.noise_for, self.seed, self.timeout = noisy_fraction, noise_for, seed, timeout
@@ -118,21 +206,19 @@ class AgentEpisodes:
         return s
 
     async def __call__(self, task: Mapping, uid: int, index: int, version: int) -> list[Sample]:
-        from longcat.data import envs_adapter as ea
-
         rng = random.Random((self.seed * 1_000_003 + uid) * 1024 + index)
         noisy = rng.random() < self.noisy_fraction
         noise = self.noise_for(noisy, rng.randrange(2 ** 31))
-        env = await asyncio.to_thread(ea.make_env, self.envs[task["env_id"]], noise, 4 * self.max_turns)
+        sid, messages, tools = await self.env_host.start(task, noise, 4 * self.max_turns, self.max_turns)
         try:
-            return await self._episode(ea, env, task, version, noisy=noisy and noise is not None)
+            return await self._episode(_Conv(self.env_host, sid, messages, tools), task, version,
+                                       noisy=noisy and noise is not None)
         finally:
-            await asyncio.to_thread(env.close)
+            await self.env_host.close(sid)
 
-    async def _episode(self, ea, env, task, version: int, noisy: bool) -> list[Sample]:
+    async def _episode(self, conv: "_Conv", task, version: int, noisy: bool) -> list[Sample]:
         from longcat.engine.chat import parse_assistant_text
 
-        conv = await asyncio.to_thread(ea.Conversation, env, task, self.max_turns, "brief")
         done_segments: list[_Segment] = []
         seg = _Segment(self._encode(self._render(conv.messages, conv.tools, gen=True)))
 
@@ -150,7 +236,7 @@ class AgentEpisodes:
                 messages, action = await manage_context(conv.messages, self.context, lambda _: seg.length, summarize)
                 if action is not None:
                     self.events[action] += 1
-                    conv.messages = messages
+                    conv.replace(messages)
                     if seg.ids:
                         done_segments.append(seg)
                     seg = _Segment(self._encode(self._render(messages, conv.tools, gen=True)))
@@ -161,7 +247,7 @@ class AgentEpisodes:
                 if msg.tool_calls:
                     reply["tool_calls"] = msg.tool_calls
                 n = len(conv.messages) + 1
-                await asyncio.to_thread(conv.apply, reply)
+                await conv.apply(reply)
                 self.events["turns"] += 1
                 if conv.done:
                     break
@@ -178,14 +264,7 @@ class AgentEpisodes:
             self.events["context_full"] += 1  # the episode ends as it stands (not done: reward 0)
         if seg.ids or not done_segments:
             done_segments.append(seg)
-        result = conv.result()
-        reward = result.reward
-        if self.reward == "partial" and reward < 1.0:
-            from longcat.evaluate.runner import partial_credit
-
-            if not result.reward_info:
-                result.reward_info = env.evaluate()[1]
-            reward = partial_credit(task, result)
+        reward = await self.env_host.reward(conv.sid, self.reward == "partial")
         self.outcomes.append((noisy, float(reward)))
         out = [s.sample(version) for s in done_segments]
         for s in out:
@@ -299,14 +378,15 @@ class AgentTask:
         e = self.recipe.envs
         return ea.noise_config(e.noise, e.noise_intensity, seed) if e.noise else None
 
-    def make_episodes(self, policy) -> AgentEpisodes:
+    def make_episodes(self, policy, env_host=None) -> AgentEpisodes:
         e, r = self.recipe.envs, self.recipe.rollout
         ctx = ContextConfig(self.recipe.context.summarize_at, self.recipe.context.max_turns)
         self.episodes = AgentEpisodes(self.envs, policy, self.tokenizer, context=ctx, max_turns=e.max_turns,
                                       max_model_len=e.max_model_len, max_new_tokens=r.max_new_tokens,
                                       tool_format=self.tool_format, reward=e.reward,
                                       noisy_fraction=e.noisy_fraction if (self.curriculum or e.noise) else 0.0,
-                                      noise_for=self.noise_for, seed=self.recipe.seed, timeout=e.episode_timeout)
+                                      noise_for=self.noise_for, seed=self.recipe.seed, timeout=e.episode_timeout,
+                                      env_host=env_host)
         return self.episodes
 
     def on_step(self, row: dict) -> None:
@@ -327,4 +407,5 @@ class AgentTask:
             self.curriculum.load_state_dict(state["curriculum"])
 
 
-__all__ = ["AgentEpisodes", "AgentTask", "EnvTaskSource", "ContextFull", "SUMMARY_REQUEST"]
+__all__ = ["AgentEpisodes", "AgentTask", "EnvSessions", "EnvTaskSource", "LocalEnvHost", "ContextFull",
+           "SUMMARY_REQUEST"]

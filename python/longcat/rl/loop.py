@@ -164,6 +164,8 @@ class RolloutController:
         timeout = getattr(self.episodes, "timeout", self.reward_timeout)
         try:
             return await asyncio.wait_for(self.episodes(task, uid, index, version), timeout)
+        except RolloutLost:  # its generator died: the whole group is re-queued, not dropped
+            raise
         except asyncio.TimeoutError:
             error = f"episode timed out after {timeout}s"
         except Exception as e:
@@ -178,7 +180,12 @@ class RolloutController:
         version = self.policy.acquire_version()
         try:
             if self.episodes is not None:
-                trajectories = await asyncio.gather(*(self._episode(task, uid, i, version) for i in range(n)))
+                # Every episode ends before the version is released (a lost one re-queues the group).
+                trajectories = await asyncio.gather(*(self._episode(task, uid, i, version) for i in range(n)),
+                                                    return_exceptions=True)
+                for t in trajectories:
+                    if isinstance(t, BaseException):
+                        raise t
             else:
                 samples = await self.policy.generate(prompt_ids, n, version)
         finally:

@@ -46,15 +46,10 @@ def _ray():
 
 def check_recipe(recipe) -> None:
     """Settings the Ray backend cannot combine with (named, before anything starts)."""
-    if recipe.policy.kind != "engine":
-        raise ValueError(f"recipe: 'policy.kind' {recipe.policy.kind!r} conflicts with the Ray backend "
-                         "(its generators are engine actors; an OpenAI server is used with the local backend)")
-    if recipe.task.name != "arith":
-        raise ValueError(f"recipe: 'task.name' {recipe.task.name!r} conflicts with the Ray backend (its reward "
-                         "workers score single-turn tasks; multi-turn environment episodes run with the local backend)")
     if recipe.train.data_parallel != 1:
         raise ValueError(f"recipe: 'train.data_parallel' ({recipe.train.data_parallel}) conflicts with the Ray "
-                         "backend (its trainer is one actor); use the local backend for a data-parallel trainer")
+                         "backend (its trainer is one actor); use the local backend or torchrun for a "
+                         "data-parallel trainer")
 
 
 @contextlib.contextmanager
@@ -303,6 +298,95 @@ class RayReward:
         self.actors = []
 
 
+class EnvWorkerActor:
+    """Environment worker: the ``EnvSessions`` of the episodes routed here."""
+
+    def __init__(self, envs):
+        from longcat.rl.agent import EnvSessions
+
+        self.sessions = EnvSessions(envs)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def start(self, task, noise, max_steps: int, max_turns: int):
+        return self.sessions.start(task, noise, max_steps, max_turns)
+
+    def apply(self, sid: int, reply: dict, messages=None):
+        return self.sessions.apply(sid, reply, messages)
+
+    def reward(self, sid: int, partial: bool) -> float:
+        return self.sessions.reward(sid, partial)
+
+    def close(self, sid: int) -> None:
+        self.sessions.close(sid)
+
+
+class RayEnvHost:
+    """The multi-turn task's environments in ``workers`` ``EnvWorkerActor``s (the env host of
+    ``longcat.rl.agent.AgentEpisodes``): an episode opens its environment on the worker with the
+    fewest open episodes and stays there. A worker that dies fails its episodes (the loop drops
+    them, as any environment failure) and is replaced by a fresh one."""
+
+    def __init__(self, envs, workers: int = 2):
+        ray = _ray()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"RayEnvHost: 'workers' must be an int >= 1, got {workers!r}")
+        self._ray = ray
+        self._cls = ray.remote(num_cpus=_actor_cpus(workers, 0.25), max_restarts=0)(EnvWorkerActor)
+        self._envs_ref = ray.put(dict(envs))  # the environment records go to the object store once
+        self.actors = [self._cls.remote(self._envs_ref) for _ in range(workers)]
+        self._open = [0] * workers
+        ray.get([a.ping.remote() for a in self.actors])
+        self.replaced = 0
+
+    async def _call(self, i: int, actor, method: str, *args):
+        try:
+            return await getattr(actor, method).remote(*args)
+        except (self._ray.exceptions.RayActorError, self._ray.exceptions.WorkerCrashedError) as e:
+            if self.actors[i] is actor:
+                self.replaced += 1
+                self.actors[i], self._open[i] = self._cls.remote(self._envs_ref), 0
+            raise RuntimeError(f"environment worker {i} died: {type(e).__name__}") from None
+
+    async def start(self, task, noise, max_steps: int, max_turns: int):
+        i = min(range(len(self.actors)), key=lambda j: self._open[j])
+        actor = self.actors[i]
+        self._open[i] += 1
+        try:
+            sid, messages, tools = await self._call(i, actor, "start", task, noise, max_steps, max_turns)
+        except BaseException:
+            if self.actors[i] is actor:
+                self._open[i] -= 1
+            raise
+        return (i, actor, sid), messages, tools
+
+    async def apply(self, sid, reply: dict, messages=None):
+        i, actor, local = sid
+        return await self._call(i, actor, "apply", local, reply, messages)
+
+    async def reward(self, sid, partial: bool) -> float:
+        i, actor, local = sid
+        return await self._call(i, actor, "reward", local, partial)
+
+    async def close(self, sid) -> None:
+        i, actor, local = sid
+        if self.actors[i] is not actor:
+            return  # its worker died and was replaced: nothing left to close
+        self._open[i] -= 1
+        with contextlib.suppress(Exception):
+            await actor.close.remote(local)
+
+    def kill_worker(self, index: int) -> None:
+        """Kill one environment worker (fault injection for tests and drills)."""
+        self._ray.kill(self.actors[index], no_restart=True)
+
+    def close_all(self) -> None:
+        for a in self.actors:
+            self._ray.kill(a, no_restart=True)
+        self.actors = []
+
+
 class TrainerActor:
     def __init__(self, model, kwargs: dict, threads: int):
         from longcat.rl.trainer import PolicyTrainer
@@ -356,4 +440,4 @@ class RayTrainer:
         self._ray.kill(self.actor, no_restart=True)
 
 
-__all__ = ["RayPolicy", "RayReward", "RayTrainer", "ray_session", "check_recipe"]
+__all__ = ["RayEnvHost", "RayPolicy", "RayReward", "RayTrainer", "ray_session", "check_recipe"]

@@ -113,7 +113,12 @@ class _Run:
         sampling = dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                         **({} if self.agent is None else self.agent.sampling()))
         self.policy = self._make_policy(engine_args, sampling)
-        episodes = None if self.agent is None else self.agent.make_episodes(self.policy)
+        self.env_host = None
+        if self.agent is not None and backend == "ray":  # environments in worker actors
+            from longcat.rl.ray_backend import RayEnvHost
+
+            self.env_host = RayEnvHost(self.agent.envs, workers=r.controllers)
+        episodes = None if self.agent is None else self.agent.make_episodes(self.policy, self.env_host)
         self.manager = RolloutManager() if state is None else RolloutManager(
             state["manager"]["next_uid"], state["manager"]["requeued"], state["manager"]["ledger"])
         self.buffer = SampleBuffer()
@@ -133,7 +138,7 @@ class _Run:
         lat = r.latency
         if lat.dist == "pareto" and reward is not None:
             reward = DelayedReward(reward, lat.scale, lat.alpha, lat.cap, seed=recipe.seed + self.step)
-        if backend == "ray":  # scoring in reward-worker actors
+        if backend == "ray" and reward is not None:  # scoring in reward-worker actors
             from longcat.rl.ray_backend import RayReward
 
             reward = RayReward(reward, workers=r.controllers)
@@ -258,6 +263,8 @@ class _Run:
             for part in (self.trainer, self.reward):
                 if callable(getattr(part, "close", None)):
                     part.close()
+            if self.env_host is not None:
+                self.env_host.close_all()
             self.wall_s = time.perf_counter() - self.t_start
 
 
