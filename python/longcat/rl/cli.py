@@ -1,4 +1,5 @@
-"""``longcat rl train --recipe rl/<name>.yaml [--out DIR] [--max-steps N] [--init CKPT]``."""
+"""``longcat rl train --recipe rl/<name>.yaml [--out DIR] [--max-steps N] [--init CKPT] [--ray]``;
+also ``torchrun --nproc_per_node N -m longcat rl train ...`` (a data-parallel trainer over N ranks)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,16 @@ import os
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from longcat.rl.distributed import launched_by_torchrun, torchrun_main
+
+    if launched_by_torchrun():
+        # Rank 0 is the single controller (rollouts, buffer, checkpoints, trainer rank 0); the
+        # other ranks only train their share of each batch (longcat.rl.distributed).
+        return torchrun_main(lambda: _train(args))
+    return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from longcat.rl import train
 
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])

@@ -77,23 +77,75 @@ def _init(rank: int, world_size: int, address: str) -> None:
     dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size, timeout=TIMEOUT)
 
 
+def _receive():
+    msg = [None]
+    dist.broadcast_object_list(msg, src=0)
+    return msg[0]
+
+
+def _digest(model: torch.nn.Module) -> torch.Tensor:
+    """A hash of each weight tensor's bytes (exact: a sum would round differently with another
+    thread count): equal on every rank while the ranks are in step."""
+    import hashlib
+
+    return torch.tensor([int.from_bytes(hashlib.blake2b(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                                                        .tobytes(), digest_size=7).digest(), "little")
+                         for v in model.state_dict().values()], dtype=torch.int64)
+
+
+def _serve(trainer: _ShardedTrainer) -> None:
+    """Rank > 0: do what rank 0 says until it says stop."""
+    while True:
+        kind, payload = _receive()
+        if kind == "stop":
+            break
+        if kind == "load":
+            trainer.load(*payload)
+        elif kind == "step":
+            trainer.step(payload)
+        elif kind == "gather":
+            dist.gather_object({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, None, dst=0)
+        elif kind == "digest":
+            dist.gather(_digest(trainer.model), dst=0)
+
+
 def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, threads: int) -> None:
     torch.set_num_threads(threads)
     _init(rank, world_size, address)
     try:
-        trainer = _ShardedTrainer(model, rank=rank, world_size=world_size, **kwargs)
-        while True:
-            msg = [None]
-            dist.broadcast_object_list(msg, src=0)
-            kind, payload = msg[0]
-            if kind == "stop":
-                break
-            if kind == "load":
-                trainer.load(*payload)
-            elif kind == "step":
-                trainer.step(payload)
-            elif kind == "gather":
-                dist.gather_object({k: v.detach().clone() for k, v in model.state_dict().items()}, None, dst=0)
+        _serve(_ShardedTrainer(model, rank=rank, world_size=world_size, **kwargs))
+    finally:
+        dist.destroy_process_group()
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that ``torchrun`` (``torch.distributed.run``) started with more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def torchrun_worker() -> None:
+    """Rank > 0 of ``torchrun ... -m longcat rl train``: rank 0 (the controller: rollouts, buffer,
+    checkpoints, trainer rank 0) sends the policy's architecture and the trainer's settings,
+    then every batch; this rank trains its share until rank 0 stops it. The process group is the
+    caller's (``init_process_group`` from torchrun's environment)."""
+    kind, (model, kwargs) = _receive()
+    if kind != "init":
+        raise RuntimeError(f"torchrun rank {dist.get_rank()}: expected the trainer from rank 0, got {kind!r}")
+    _serve(_ShardedTrainer(model, rank=dist.get_rank(), world_size=dist.get_world_size(), **kwargs))
+
+
+def torchrun_main(controller) -> int:
+    """The body of ``longcat rl train`` under ``torchrun``: joins the process group torchrun
+    describes (gloo, or NCCL where each rank has a GPU), rank 0 runs ``controller()`` (the whole
+    run: its trainer is a ``DataParallelTrainer(spawn=False)``), the other ranks serve it."""
+    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ["WORLD_SIZE"]) \
+        else "gloo"
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    try:
+        if dist.get_rank() == 0:
+            return controller()
+        torchrun_worker()
+        return 0
     finally:
         dist.destroy_process_group()
 
@@ -101,11 +153,26 @@ def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, th
 class DataParallelTrainer(_ShardedTrainer):
     """Rank 0 of a ``world_size``-process trainer over ``model`` (trained in place here, as
     ``PolicyTrainer`` does). ``kwargs``: ``PolicyTrainer``'s. ``threads``: torch threads of each
-    spawned rank (None: cores / world_size). ``close()`` stops the other ranks."""
+    spawned rank (None: cores / world_size). ``close()`` checks that the ranks hold the same
+    weights and stops the other ranks.
 
-    def __init__(self, model: torch.nn.Module, world_size: int, *, threads: Optional[int] = None, **kwargs):
+    ``spawn=False``: the ranks exist already (``torchrun``; this process is rank 0 of the default
+    process group, the others run ``torchrun_worker``); the group stays the caller's."""
+
+    def __init__(self, model: torch.nn.Module, world_size: int, *, threads: Optional[int] = None,
+                 spawn: bool = True, **kwargs):
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"DataParallelTrainer: 'world_size' must be an int >= 1, got {world_size!r}")
+        self._spawned = spawn
+        self._procs = []
+        if not spawn:
+            if not dist.is_initialized() or dist.get_rank() != 0 or dist.get_world_size() != world_size:
+                raise RuntimeError(f"DataParallelTrainer(spawn=False): needs this process to be rank 0 of an "
+                                   f"initialised process group of world_size {world_size}")
+            super().__init__(model, rank=0, world_size=world_size, **kwargs)
+            self._send("init", (copy.deepcopy(model).cpu(), kwargs))
+            self._synced = self._closed = False
+            return
         if dist.is_initialized():
             raise RuntimeError("DataParallelTrainer: a torch.distributed process group already exists in this "
                                "process; it starts its own (train.data_parallel)")
@@ -115,7 +182,6 @@ class DataParallelTrainer(_ShardedTrainer):
         address = f"tcp://127.0.0.1:{_free_port()}"
         threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)
         ctx = mp.get_context("spawn")
-        self._procs = []
         template = copy.deepcopy(model).cpu()
         for rank in range(1, world_size):
             p = ctx.Process(target=_rank_main, args=(rank, world_size, address, template, kwargs, threads),
@@ -148,19 +214,36 @@ class DataParallelTrainer(_ShardedTrainer):
         dist.gather_object({k: v.detach().clone() for k, v in self.model.state_dict().items()}, out, dst=0)
         return out
 
+    def check_in_sync(self) -> int:
+        """Raise if any rank's weights differ from rank 0's (per-tensor sums, no weights sent);
+        returns the number of tensors compared."""
+        self._send("digest")
+        mine = _digest(self.model)
+        out = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.gather(mine, out, dst=0)
+        for rank, d in enumerate(out[1:], 1):
+            if not torch.equal(d, mine):
+                bad = int((d != mine).nonzero()[0])
+                raise RuntimeError(f"DataParallelTrainer: rank {rank}'s weights differ from rank 0's "
+                                   f"(tensor {list(self.model.state_dict())[bad]!r})")
+        return len(mine)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
             if all(p.is_alive() for p in self._procs):
+                if self._synced:
+                    self.check_in_sync()
                 self._send("stop")
         finally:
             for p in self._procs:
                 p.join(30)
                 if p.is_alive():
                     p.kill()
-            dist.destroy_process_group()
+            if self._spawned:
+                dist.destroy_process_group()
 
 
-__all__ = ["DataParallelTrainer"]
+__all__ = ["DataParallelTrainer", "launched_by_torchrun", "torchrun_main", "torchrun_worker"]

@@ -179,10 +179,13 @@ class _Run:
             from longcat.rl.ray_backend import RayTrainer
 
             return RayTrainer(self.model, **trainer_args)
-        if self.recipe.train.data_parallel > 1:
-            from longcat.rl.distributed import DataParallelTrainer
+        from longcat.rl.distributed import DataParallelTrainer, launched_by_torchrun
 
-            return DataParallelTrainer(self.model, self.recipe.train.data_parallel, **trainer_args)
+        dp = self.recipe.train.data_parallel
+        if launched_by_torchrun():  # this process is rank 0; torchrun started the other ranks
+            return DataParallelTrainer(self.model, int(os.environ["WORLD_SIZE"]), spawn=False, **trainer_args)
+        if dp > 1:
+            return DataParallelTrainer(self.model, dp, **trainer_args)
         return PolicyTrainer(self.model, **trainer_args)
 
     def _state(self) -> dict:
@@ -306,6 +309,16 @@ def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
     if ray_address is not None and backend != "ray":
         raise ValueError(f"train: 'ray_address' ({ray_address!r}) needs backend='ray', got backend={backend!r}")
     r = _with_init(load_recipe(recipe), init)
+    from longcat.rl.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if backend == "ray":
+            raise ValueError("train: backend 'ray' conflicts with a torchrun launch (the Ray backend places its "
+                             "own trainer actor); launch with plain `longcat rl train --ray`")
+        if r.train.data_parallel not in (1, world):
+            raise ValueError(f"recipe: 'train.data_parallel' ({r.train.data_parallel}) conflicts with torchrun's "
+                             f"{world} processes (give 1 or the same number)")
     if backend == "ray":
         from longcat.rl.ray_backend import check_recipe, ray_session
 
