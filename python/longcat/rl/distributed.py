@@ -128,9 +128,14 @@ def torchrun_worker() -> None:
     checkpoints, trainer rank 0) sends the policy's architecture and the trainer's settings,
     then every batch; this rank trains its share until rank 0 stops it. The process group is the
     caller's (``init_process_group`` from torchrun's environment)."""
-    kind, (model, kwargs) = _receive()
+    kind, payload = _receive()
     if kind != "init":
         raise RuntimeError(f"torchrun rank {dist.get_rank()}: expected the trainer from rank 0, got {kind!r}")
+    sharding, model, kwargs = payload
+    if sharding == "fsdp2":
+        from longcat.rl.fsdp import torchrun_worker as fsdp_worker
+
+        return fsdp_worker(model, kwargs)
     _serve(_ShardedTrainer(model, rank=dist.get_rank(), world_size=dist.get_world_size(), **kwargs))
 
 
@@ -170,7 +175,7 @@ class DataParallelTrainer(_ShardedTrainer):
                 raise RuntimeError(f"DataParallelTrainer(spawn=False): needs this process to be rank 0 of an "
                                    f"initialised process group of world_size {world_size}")
             super().__init__(model, rank=0, world_size=world_size, **kwargs)
-            self._send("init", (copy.deepcopy(model).cpu(), kwargs))
+            self._send("init", ("none", copy.deepcopy(model).cpu(), kwargs))
             self._synced = self._closed = False
             return
         if dist.is_initialized():

@@ -50,6 +50,9 @@ def check_recipe(recipe) -> None:
         raise ValueError(f"recipe: 'train.data_parallel' ({recipe.train.data_parallel}) conflicts with the Ray "
                          "backend (its trainer is one actor); use the local backend or torchrun for a "
                          "data-parallel trainer")
+    if recipe.train.sharding != "none":
+        raise ValueError(f"recipe: 'train.sharding' ({recipe.train.sharding!r}) conflicts with the Ray backend "
+                         "(its trainer is one unsharded actor); use the local backend or torchrun")
 
 
 @contextlib.contextmanager

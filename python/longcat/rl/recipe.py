@@ -105,6 +105,7 @@ class TrainConfig:
     max_nan_steps: int = 3        # consecutive non-finite steps before the run stops
     max_filtered_in_a_row: int = 1000  # all-correct/all-wrong groups in a row before the run stops
     data_parallel: int = 1        # trainer processes (torch.distributed, gloo): longcat.rl.distributed
+    sharding: str = "none"        # none (every rank holds the weights) | fsdp2 (longcat.rl.fsdp)
 
 
 @dataclass
@@ -272,6 +273,7 @@ def _check_backends(r: Recipe, need) -> None:
             if getattr(p, key) is not None:
                 raise ValueError(f"recipe: 'policy.{key}' conflicts with policy.kind 'engine' (it is for 'openai')")
     need(r.train.data_parallel >= 1, "train.data_parallel", ">= 1", r.train.data_parallel)
+    need(r.train.sharding in ("none", "fsdp2"), "train.sharding", "'none' or 'fsdp2'", r.train.sharding)
     need(r.train.data_parallel <= r.train.batch_groups * r.rollout.group_size, "train.data_parallel",
          "<= the samples of one batch (train.batch_groups * rollout.group_size)", r.train.data_parallel)
 

@@ -182,6 +182,12 @@ class _Run:
         from longcat.rl.distributed import DataParallelTrainer, launched_by_torchrun
 
         dp = self.recipe.train.data_parallel
+        if self.recipe.train.sharding == "fsdp2":
+            from longcat.rl.fsdp import FSDPTrainer
+
+            if launched_by_torchrun():
+                return FSDPTrainer(self.model, int(os.environ["WORLD_SIZE"]), spawn=False, **trainer_args)
+            return FSDPTrainer(self.model, dp, **trainer_args)
         if launched_by_torchrun():  # this process is rank 0; torchrun started the other ranks
             return DataParallelTrainer(self.model, int(os.environ["WORLD_SIZE"]), spawn=False, **trainer_args)
         if dp > 1:

@@ -97,6 +97,11 @@ class PolicyTrainer:
     def _sync_grads(self) -> None:
         pass
 
+    def _idle_loss(self, batch: Batch, grad: bool):
+        """This process has no row of a minibatch: None (nothing to compute), or, for a sharded
+        model whose forward is a collective, a zero loss through the model (longcat.rl.fsdp)."""
+        return None
+
     def step(self, groups: list[Group]) -> dict:
         batch = build_batch(groups, self.normalize_std, self.pad_id)
         self.model.train()
@@ -107,6 +112,8 @@ class PolicyTrainer:
         if len(mine):
             with torch.no_grad():
                 old[mine] = completion_logprobs(self.model, _rows_of(batch, mine))
+        else:
+            self._idle_loss(batch, grad=False)
         stats = {"loss": 0.0, "grad_norm": 0.0, "skipped": False}
         for rows in parts:
             local = self._local_rows(rows)
@@ -120,7 +127,7 @@ class PolicyTrainer:
                 loss = loss * (len(local) / len(rows))
                 stats.update(extra)
             else:
-                loss = None
+                loss = self._idle_loss(batch, grad=True)
             total = self._all_reduce_sum(torch.zeros(()) if loss is None else loss.detach().clone())
             if not torch.isfinite(total):
                 stats.update(skipped=True, loss=float(total))
