@@ -1,7 +1,8 @@
 """``torchrun --nproc_per_node 2 -m longcat rl train``: rank 0 is the single controller
 (rollouts, buffer, checkpoints, trainer rank 0), rank 1 trains its share of every batch. The run
 ends with its steps, checkpoints and metrics as a one-process run, and with both ranks holding
-the same trained weights (checked at the end: a rank that did not train fails the run)."""
+the same trained weights (checked at the end: a rank that did not train fails the run), or with
+``sharding: fsdp2`` each its shard of them."""
 import json
 import os
 import signal
@@ -23,12 +24,13 @@ task: {max_operand: 3, ops: "+", n_terms: 2}
 warm_start: {steps: 40, batch_size: 32, lr: 3.0e-3}
 rollout: {group_size: 4, max_new_tokens: 3, controllers: 1, max_concurrent: 4}
 algorithm: {filter_degenerate: false}
-train: {steps: 2, batch_groups: 2, lr: 1.0e-3, max_staleness: 1, checkpoint_every: 1, data_parallel: %d}
+train: {steps: 2, batch_groups: 2, lr: 1.0e-3, max_staleness: 1, checkpoint_every: 1, data_parallel: %d,
+        sharding: %s}
 """
 
 
-def _torchrun(tmp_path, data_parallel: int):
-    (tmp_path / "r.yaml").write_text(RECIPE % data_parallel)
+def _torchrun(tmp_path, data_parallel: int, sharding: str = "none"):
+    (tmp_path / "r.yaml").write_text(RECIPE % (data_parallel, sharding))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "longcat", "rl", "train", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"),
@@ -45,8 +47,9 @@ def _torchrun(tmp_path, data_parallel: int):
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def test_torchrun_two_ranks_train_in_step(tmp_path):
-    p = _torchrun(tmp_path, 2)
+@pytest.mark.parametrize("sharding", ["none", pytest.param("fsdp2", marks=pytest.mark.slow)])
+def test_torchrun_two_ranks_train_in_step(tmp_path, sharding):
+    p = _torchrun(tmp_path, 2, sharding)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "steps: 2" in p.stdout
     rows = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
