@@ -12,7 +12,17 @@ touched keeps ``grad=None``, so a step equals the single-process step on the sam
 ``DataParallelTrainer`` is rank 0, used by ``train()`` when ``train.data_parallel > 1``: it
 starts ranks 1..N-1 as processes (``torch.multiprocessing`` spawn), sends them the weights and
 optimizer state before the first step (so a resumed run continues exactly), and each batch to
-train on, over the process group itself (``broadcast_object_list``)."""
+train on, over the process group itself (``broadcast_object_list``).
+
+Under ``torchrun --nproc_per_node N -m longcat rl train ...`` the ranks exist already: rank 0 is
+the single controller (rollout controllers, generators, sample buffer, ledger, checkpoints and
+trainer rank 0, ``DataParallelTrainer(spawn=False)``); ranks 1..N-1 run ``torchrun_worker`` and
+only train their share of each batch. One controller, as verl's single-controller driver and
+DORA's central RolloutManager: the staleness bound, the prompt ledger and the checkpoint stay in
+one place, so the resume guarantees are the one-process run's; per-rank controllers would need
+a distributed ledger and a cross-rank version agreement for no gain at this scale (the rollout
+side scales with ``--ray`` instead). At the end ``close()`` checks that every rank holds rank 0's
+weights (a hash per tensor)."""
 from __future__ import annotations
 
 import copy

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from longcat.rl.distributed import TIMEOUT, _free_port, _init, _receive, _ShardedTrainer
+from longcat.rl.distributed import _free_port, _init, _receive, _ShardedTrainer
 
 
 def _shard(model: torch.nn.Module, world_size: int) -> torch.nn.Module:

@@ -14,11 +14,23 @@ semantics, same checkpoints and metrics as the local backend.
 - ``RayReward``: the reward function copied into ``workers`` actors, called round-robin; a
   killed worker drops the samples it was scoring (as any environment failure does) and is
   replaced.
+- ``RayEnvHost`` (the multi-turn task, ``task.name: envs``): ``workers`` environment-worker
+  actors hold the episodes' environments and conversations; the driver's controllers run each
+  episode's turns (the generator actors write, the env worker executes the tool calls and the
+  user simulator), under one pinned version as with the local backend. A killed env worker
+  drops its episodes (logged, as any environment failure) and is replaced; a killed generator
+  re-queues the whole group.
 - ``RayTrainer``: ``PolicyTrainer`` in an actor; after every step the driver's model copy takes
   the new weights (for the weight push and the checkpoint).
 
-Generators share half the cluster's CPUs, reward workers a quarter, the trainer a quarter (at
-most 1 CPU per actor), so a run fits a 2-CPU local cluster as well as a large one. Ray is an optional extra (``pip install longcat[ray]``)."""
+With ``policy.kind: openai`` the server is the generator: there are no generator actors, the
+driver's ``OpenAIPolicy`` sends the rollouts to the server and pushes it the trainer actor's
+weights after every step (``longcat.rl.openai_policy``); reward workers and the trainer are actors.
+
+Generators share half the cluster's CPUs, reward (or environment) workers a quarter, the
+trainer a quarter (at most 1 CPU per actor), so a run fits a 2-CPU local cluster as well as a
+large one. A killed ``--ray`` run resumes from its last checkpoint like a local one (lossless:
+the ledger, buffer and re-queued prompts are the driver's, in the checkpoint). Ray is an optional extra (``pip install longcat[ray]``)."""
 from __future__ import annotations
 
 import asyncio
