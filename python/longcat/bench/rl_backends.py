@@ -1,6 +1,7 @@
 """The RL backends on one recipe at an equal sample budget: the in-process asyncio loop (the
 peer), the Ray backend (generators, reward workers and the trainer as actors on a local cluster
-of the machine's cores) and the data-parallel trainer over 2 processes (gloo).
+of the machine's cores), the data-parallel trainer over 2 processes (gloo all-reduce) and the
+FSDP2-sharded trainer over 2 processes (``train.sharding: fsdp2``).
 
 Every run trains arith-tiny's model and task from the same seed with the same short warm start
 (not timed) for the same number of steps and samples; reported: steps and trained samples per
@@ -14,13 +15,13 @@ from longcat.rl.metrics import read_metrics
 
 
 
-def _recipe(steps: int, quick: bool, data_parallel: int = 1) -> dict:
+def _recipe(steps: int, quick: bool, data_parallel: int = 1, sharding: str = "none") -> dict:
     return {"name": "bench-backends", "seed": 0, "model": {"preset": "tiny"},
             "task": {"max_operand": 9, "ops": "+-", "n_terms": 2},
             "warm_start": {"steps": 40 if quick else 100, "batch_size": 32, "lr": 1e-3},
             "rollout": {"group_size": 8, "max_new_tokens": 4, "controllers": 2, "max_concurrent": 16},
             "train": {"steps": steps, "batch_groups": 8, "lr": 1e-4, "max_staleness": 2,
-                      "checkpoint_every": steps, "data_parallel": data_parallel}}
+                      "checkpoint_every": steps, "data_parallel": data_parallel, "sharding": sharding}}
 
 
 def run(device: str = "cpu", quick: bool = False):
@@ -38,8 +39,10 @@ def run(device: str = "cpu", quick: bool = False):
         context={"machine": machine_info("cpu"), "torch_threads": torch.get_num_threads(),
                  "recipe": _recipe(steps, quick)})
     base = None
-    for name, backend, dp in (("in-process (asyncio)", "local", 1), ("ray (local cluster)", "ray", 1),
-                              ("data-parallel 2 (gloo)", "local", 2)):
+    for name, backend, dp, sharding in (("in-process (asyncio)", "local", 1, "none"),
+                                        ("ray (local cluster)", "ray", 1, "none"),
+                                        ("data-parallel 2 (gloo)", "local", 2, "none"),
+                                        ("fsdp2 2 (gloo)", "local", 2, "fsdp2")):
         if backend == "ray":
             try:
                 import ray  # noqa: F401
@@ -48,7 +51,7 @@ def run(device: str = "cpu", quick: bool = False):
                            samples_per_s=float("nan"), ratio=float("nan"), final_reward=float("nan"))
                 continue
         with tempfile.TemporaryDirectory() as out:
-            res = train(_recipe(steps, quick, dp), out, progress=False, backend=backend)
+            res = train(_recipe(steps, quick, dp, sharding), out, progress=False, backend=backend)
             rows = read_metrics(res.metrics_path)
         samples = sum(r["samples"] for r in rows)
         trained = sum(len(r["uids"]) for r in rows) * 8
