@@ -1,32 +1,19 @@
 """The Ray backend with the multi-turn environment task: generators and environment workers as
 actors (a driver process whose own environments cannot even be built still runs every episode)."""
 import pytest
-import torch
 
 from longcat.rl import train
 from longcat.rl.metrics import read_metrics
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-    torch.set_num_threads(n)
-
-
-def test_agent_task_runs_its_episodes_on_ray_actors(cluster, tmp_path, monkeypatch):
+def test_agent_task_runs_its_episodes_on_ray_actors(ray_cluster, envs_world, tmp_path, monkeypatch):
     from longcat.data import envs_adapter as ea
-    from longcat.models.random_init import init_checkpoint
 
-    ea.build_envs(tmp_path / "envs", count=4, seed=0, tasks_per_env=2, progress=False)
-    init_checkpoint(tmp_path / "init", "tiny", seed=0)
-    recipe = {"name": "agent-ray", "task": {"name": "envs"}, "model": {"checkpoint": str(tmp_path / "init")},
-              "envs": {"build": str(tmp_path / "envs"), "max_turns": 2, "max_model_len": 1024, "reward": "partial"},
+    world, run_dir = envs_world, tmp_path / "run"
+    recipe = {"name": "agent-ray", "task": {"name": "envs"}, "model": {"checkpoint": str(world / "init")},
+              "envs": {"build": str(world / "envs"), "max_turns": 2, "max_model_len": 1024, "reward": "partial"},
               "context": {"max_turns": 1},
               "curriculum": {"enabled": True, "min_updates": 1},
               "rollout": {"group_size": 2, "max_new_tokens": 8, "controllers": 2, "max_concurrent": 2},
@@ -37,7 +24,7 @@ def test_agent_task_runs_its_episodes_on_ray_actors(cluster, tmp_path, monkeypat
         raise AssertionError("an environment was built in the driver process")
 
     monkeypatch.setattr(ea, "make_env", no_env_here)
-    res = train(recipe, str(tmp_path / "run"), progress=False, backend="ray")
+    res = train(recipe, str(run_dir), progress=False, backend="ray")
     assert res.steps == 2 and res.stopped is None and res.generator_busy_s > 0
     rows = read_metrics(res.metrics_path)
     assert [r["version"] for r in rows] == [1, 2]

@@ -9,19 +9,9 @@ import torch
 
 from longcat.rl import train
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
 from longcat.bench.rl import parity_reward  # noqa: E402  (importable by the reward workers)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def server(tmp_path_factory):
         yield s
 
 
-def test_openai_policy_with_ray_trainer_and_reward_workers(cluster, server, tmp_path):
+def test_openai_policy_with_ray_trainer_and_reward_workers(ray_cluster, server, tmp_path):
     recipe = {"name": "arith-openai-ray", "seed": 0, "model": {"preset": "tiny"},
               "task": {"max_operand": 9, "ops": "+-", "n_terms": 2}, "warm_start": {"steps": 0},
               "rollout": {"group_size": 4, "max_new_tokens": 4, "controllers": 2, "max_concurrent": 4},

@@ -1,0 +1,27 @@
+"""Fixtures shared by the Ray tests: a 2-CPU local Ray cluster per test module (torch on one
+thread meanwhile: the actors share the cores), and a small environment build with a random tiny
+policy checkpoint (the longcat tokenizer) for the multi-turn task."""
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def envs_world(tmp_path_factory):
+    from longcat.data import envs_adapter as ea
+    from longcat.models.random_init import init_checkpoint
+
+    root = tmp_path_factory.mktemp("envs-world")
+    ea.build_envs(root / "envs", count=4, seed=0, tasks_per_env=2, progress=False)
+    init_checkpoint(root / "init", "tiny", seed=0)
+    return root
