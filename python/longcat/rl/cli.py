@@ -43,7 +43,8 @@ def add_parser(subparsers) -> None:
                    "the recipe's model.checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--ray", action="store_true",
-                   help="generators, reward workers and the trainer as Ray actors (pip install 'longcat[ray]')")
+                   help="generators, reward or environment workers and the trainer as Ray actors "
+                   "(pip install 'longcat[ray]')")
     t.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join this Ray cluster (default: a local one, or RAY_ADDRESS)")
     t.set_defaults(func=cmd_train)

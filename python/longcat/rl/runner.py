@@ -305,9 +305,11 @@ def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
     checkpoint). ``max_steps`` overrides ``train.steps``. ``reward_fn`` replaces the task's reward
     (an async ``(task, sample) -> float``). ``init`` (a checkpoint folder) overrides
     ``model.checkpoint``: the warm start of ``task.name: envs`` recipes (e.g. an SFT checkpoint).
-    ``backend``: ``local`` (one process, asyncio) or ``ray`` (generators, reward workers and the
-    trainer as Ray actors, ``longcat.rl.ray_backend``; joins the cluster at ``ray_address``, or
-    starts a local one, unless Ray is already initialised)."""
+    ``backend``: ``local`` (one process, asyncio) or ``ray`` (generators, reward or environment
+    workers and the trainer as Ray actors, ``longcat.rl.ray_backend``; joins the cluster at
+    ``ray_address``, or starts a local one, unless Ray is already initialised). With the local
+    backend the trainer runs over ``train.data_parallel`` processes (``train.sharding``: none or
+    fsdp2), or over torchrun's ranks when ``torchrun`` launched this process (rank 0 runs here)."""
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"train: 'max_steps' must be None or an int >= 1, got {max_steps!r}")
     if backend not in BACKENDS:
