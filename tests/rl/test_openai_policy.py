@@ -125,5 +125,3 @@ def test_bad_arguments(server):
         load_recipe({"policy": {"base_url": "http://127.0.0.1:1"}})
     with pytest.raises(ValueError, match="policy.kind"):
         load_recipe({"policy": {"kind": "vllm"}})
-    with pytest.raises(ValueError, match="'policy.kind' 'openai' conflicts with task.name 'envs'"):
-        load_recipe({"task": {"name": "envs"}, "policy": {"kind": "openai", "base_url": "http://127.0.0.1:1"}})

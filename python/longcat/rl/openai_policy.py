@@ -1,7 +1,9 @@
 """``OpenAIPolicy``: any OpenAI-compatible server (``longcat serve``, vLLM, SGLang) as the RL
 policy, token level: prompts go out as token ids to ``POST /v1/completions`` with
 ``logprobs: 0`` and ``return_token_ids: true``, so every sample comes back with its token ids and
-the server's logprob of each sampled token (what truncated importance sampling needs).
+the server's logprob of each sampled token (what truncated importance sampling needs). A
+multi-turn task's turn ends at its chat stop tokens, sent as ``stop_token_ids`` (the extension
+vLLM, SGLang and ``longcat serve`` share).
 
 Weight-sync protocol (the trainer pushes after every step):
 
@@ -59,10 +61,10 @@ class OpenAIPolicy(PinnedVersions):
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ValueError(f"OpenAIPolicy: 'version' must be an int >= 0, got {version!r}")
         sampling = dict(sampling or {})
-        unknown = sorted(set(sampling) - {"temperature", "top_p", "max_tokens"})
+        unknown = sorted(set(sampling) - {"temperature", "top_p", "max_tokens", "stop_token_ids"})
         if unknown:
             raise ValueError(f"OpenAIPolicy: unknown 'sampling' key {unknown[0]!r} "
-                             "(known: temperature, top_p, max_tokens)")
+                             "(known: temperature, top_p, max_tokens, stop_token_ids)")
         self._sampling = sampling
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout

@@ -265,9 +265,6 @@ def _check_backends(r: Recipe, need) -> None:
     if p.kind == "openai":
         need(isinstance(p.base_url, str) and p.base_url.startswith(("http://", "https://")), "policy.base_url",
              "an http(s) URL when policy.kind is 'openai'", p.base_url)
-        if r.task.name != "arith":
-            raise ValueError(f"recipe: 'policy.kind' 'openai' conflicts with task.name {r.task.name!r}: multi-turn "
-                             "episodes need the built-in engine's stop rules (policy.kind 'engine')")
     else:
         for key in ("base_url", "model", "api_key", "weights_dir"):
             if getattr(p, key) is not None:

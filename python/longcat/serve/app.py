@@ -116,6 +116,7 @@ class _Server:
         self.tokenizer = engine.tokenizer
         self.token_text = TokenText(self.tokenizer)
         self.chat_stops = chat_stop_token_ids(self.tokenizer)
+        self.vocab_size = engine.engine.vocab_size
         self.created = int(time.time())
 
     # ---- shared ----------------------------------------------------------------------------
@@ -203,7 +204,7 @@ class _Server:
         prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
                                                     tokenize=False)
         # <|im_end|> ends a chat turn as EOS ends a text; ignore_eos ignores both
-        stops = None if body.ignore_eos else (self.chat_stops or None)
+        stops = body.stop_ids(self.vocab_size, None if body.ignore_eos else self.chat_stops)
         params = body.sampling_params(body.max_new_tokens(), body.num_logprobs(), stops)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         first, gen = await self.submit(prompt, params, rid, "messages")
@@ -324,7 +325,7 @@ class _Server:
     async def completions(self, body: CompletionRequest):
         self.check_model(body.model)
         body.check_supported()
-        params = body.sampling_params(body.max_tokens, body.logprobs)
+        params = body.sampling_params(body.max_tokens, body.logprobs, body.stop_ids(self.vocab_size))
         rid = f"cmpl-{uuid.uuid4().hex}"
         first, gen = await self.submit(body.single_prompt(), params, rid, "prompt")
         if body.stream:

@@ -50,6 +50,8 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: Optional[dict[str, Any]] = None
     ignore_eos: bool = False
+    # vLLM's and SGLang's extension: stop after any of these token ids (the RL policy's turn ends)
+    stop_token_ids: Optional[list[int]] = None
     return_token_ids: bool = False
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -69,6 +71,17 @@ class _Sampling(BaseModel):
         if not all(stops):
             raise APIError("stop: expected non-empty strings", param="stop")
         return stops
+
+    def stop_ids(self, vocab_size: int, defaults: Optional[list[int]] = None) -> Optional[list[int]]:
+        """``stop_token_ids`` checked against the vocabulary, added to ``defaults``."""
+        ids = list(defaults or [])
+        for t in self.stop_token_ids or []:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size:
+                raise APIError(f"stop_token_ids: expected token ids in [0, {vocab_size}), got {t!r}",
+                               param="stop_token_ids")
+            if t not in ids:
+                ids.append(t)
+        return ids or None
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
