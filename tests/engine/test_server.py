@@ -266,7 +266,7 @@ class ScriptedEngine:
     def __init__(self, tokenizer, script=""):
         self.tokenizer, self.script, self.version = tokenizer, script, 2
         self.die_after = None       # tokens after which the "step loop" fails
-        self.engine = SimpleNamespace(max_len=256)
+        self.engine = SimpleNamespace(max_len=256, vocab_size=len(tokenizer))
 
     async def start(self):
         pass
