@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from longcat.sft import SFTConfig, latest_checkpoint, train
-from longcat.sft.trainer import _batch, _loss_sum, lr_at, pack
+from longcat.sft.trainer import _batch, _loss_sum, load_dataset, lr_at, pack, truncate_at_turn
 
 
 def _conv(i):
@@ -55,6 +55,32 @@ def test_pack_and_schedule():
     assert lr_at(4, 1000, cfg, elapsed=12.0) == pytest.approx(1.0)      # no budget: steps only
     with pytest.raises(ValueError, match="seq_len"):
         SFTConfig(seq_len=0)
+
+
+def test_truncate_cuts_after_the_last_whole_assistant_turn(setup):
+    #        sys  sys  asst asst usr  asst asst asst
+    mask = [0, 0, 1, 1, 0, 1, 1, 1]
+    ids = list(range(8))
+    assert truncate_at_turn(ids, mask, 8) == (ids, mask)
+    assert truncate_at_turn(ids, mask, 7) == (ids[:4], mask[:4])      # the second turn does not fit whole
+    assert truncate_at_turn(ids, mask, 4) == (ids[:4], mask[:4])
+    assert truncate_at_turn(ids, mask, 3) is None
+    root, ckpt, _ = setup
+    from longcat.engine.llm import load_tokenizer
+
+    tok = load_tokenizer(None, str(ckpt))
+    long = root / "long.jsonl"
+    conv = _conv(1)
+    conv["messages"] += [{"role": "user", "content": "more " * 300}, {"role": "assistant", "content": "ok"}]
+    long.write_text(json.dumps(conv) + "\n")
+    cfg = SFTConfig(**{**CFG, "seq_len": 200})
+    assert load_dataset([long], tok, cfg) == ([], 1, 0)
+    docs, dropped, cut = load_dataset([long], tok, SFTConfig(**{**CFG, "seq_len": 200, "truncate": True}))
+    assert (dropped, cut) == (0, 1)
+    (ids, mask), = docs
+    assert len(ids) <= 200 and mask[-1] == 1
+    text = tok.decode(ids, skip_special_tokens=False)
+    assert text.endswith("<|im_end|>") and "The status is s1." in text and "more" not in text
 
 
 def test_packed_loss_equals_separate_losses(setup):

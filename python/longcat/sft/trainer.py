@@ -2,7 +2,10 @@
 
 * **Data**: JSON lines in OpenAI chat format (``longcat data synth``'s ``train.jsonl``), rendered
   with ``longcat.data.format.encode`` (the prompt format evaluation uses too); the loss is taken
-  on assistant tokens only. Conversations longer than ``seq_len`` are dropped (counted).
+  on assistant tokens only. Conversations longer than ``seq_len`` are dropped (counted), or with
+  ``truncate=True`` cut after the last assistant turn that ends within ``seq_len`` (a long
+  conversation's first turns -- look up the user, copy an id into the next call -- are the
+  same skills a short task needs; only those with no complete assistant turn inside are dropped).
 * **Packing**: conversations are packed first-fit-decreasing into rows of ``seq_len`` tokens; a
   block-diagonal causal mask keeps each conversation from seeing its row neighbours (RoPE is
   relative, so a packed conversation computes exactly what it would alone).
@@ -36,7 +39,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "pack", "lr_at", "latest_checkpoint"]
+__all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "truncate_at_turn", "pack", "lr_at",
+           "latest_checkpoint"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 STATE = "trainer_state.pt"
@@ -63,6 +67,7 @@ class SFTConfig:
     tool_format: str = "compact"
     max_seconds: float | None = None   # stop (and save) after this much training time
     max_examples: int | None = None
+    truncate: bool = False             # cut long conversations at an assistant turn instead of dropping them
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "grad_accum", "save_every", "keep"):
@@ -108,22 +113,39 @@ def lr_at(step: int, total: int, cfg: SFTConfig, elapsed: float | None = None) -
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int]:
-    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len``; and how many did not."""
+def truncate_at_turn(ids: Sequence[int], mask: Sequence[int], limit: int) -> tuple[list, list] | None:
+    """``(ids, mask)`` cut after the last assistant span (mask run of 1s, which ends with the
+    turn's ``<|im_end|>``) that ends within ``limit`` tokens; None when no span does."""
+    if len(ids) <= limit:
+        return list(ids), list(mask)
+    for end in range(limit, 0, -1):
+        if mask[end - 1] and not mask[end]:
+            return list(ids[:end]), list(mask[:end])
+    return None
+
+
+def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int, int]:
+    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len`` (or, with
+    ``cfg.truncate``, of its longest prefix ending with an assistant turn that does); how many
+    were dropped; how many of those kept were cut."""
     from longcat.data.format import check_trajectory, encode, read_jsonl
 
-    docs, dropped = [], 0
+    docs, dropped, cut_count = [], 0, 0
     for p in paths:
         for obj in read_jsonl(p, check_trajectory):
             ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
             if len(ids) > cfg.seq_len:
-                dropped += 1
-                continue
+                cut = truncate_at_turn(ids, mask, cfg.seq_len) if cfg.truncate else None
+                if cut is None:
+                    dropped += 1
+                    continue
+                ids, mask = cut
+                cut_count += 1
             if sum(mask):
                 docs.append((ids, mask))
             if cfg.max_examples is not None and len(docs) >= cfg.max_examples:
-                return docs, dropped
-    return docs, dropped
+                return docs, dropped, cut_count
+    return docs, dropped, cut_count
 
 
 def pack(docs: Sequence[tuple[list, list]], seq_len: int) -> list[list[int]]:
@@ -294,7 +316,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     dist, rank, world = _dist()
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    docs, dropped = load_dataset(paths, tokenizer, cfg)
+    docs, dropped, cut_count = load_dataset(paths, tokenizer, cfg)
     if not docs:
         raise ValueError(f"data: no trajectory of {[str(p) for p in paths]} fits seq_len={cfg.seq_len} "
                          f"({dropped} longer)")
@@ -342,7 +364,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
-            "dropped_too_long": dropped, "seq_len": cfg.seq_len,
+            "dropped_too_long": dropped, "truncated": cut_count, "seq_len": cfg.seq_len,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
