@@ -93,6 +93,15 @@ def test_packed_loss_equals_separate_losses(setup):
     packed = _loss_sum(model, *_batch(docs, [[0, 1]], 16, 0))
     alone = sum(_loss_sum(model, *_batch(docs, [[i]], 16, 0)) for i in range(2))
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    # the context loss: the other tokens' labels, added with their weight; the assistant part alone
+    ids, labels, doc, ctx = _batch(docs, [[0, 1]], 16, 0, context=True)
+    assert set(((labels != -100) & (ctx != -100)).flatten().tolist()) == {False}
+    assert int((ctx != -100).sum()) == 2          # the other tokens, not first of their doc: 1 + 1
+    total, assistant = _loss_sum(model, ids, labels, doc, ctx, 0.25)
+    torch.testing.assert_close(assistant, packed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(total, packed + 0.25 * _loss_sum(model, ids, ctx, doc), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="context_weight"):
+        SFTConfig(context_weight=2.0)
 
 
 def test_packed_loss_matches_the_model_forward(setup):
