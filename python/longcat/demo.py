@@ -26,25 +26,43 @@ from pathlib import Path
 @dataclass
 class DemoConfig:
     preset: str = "tiny"
+    # The demo's domain: `courses`, the domain whose tasks are most often of the easiest tier (2
+    # gold calls: a lookup and a change; 31% of its tasks against 13% over all domains) with the
+    # shortest conversations. One domain's ~60 tool names and id formats are what the tiny
+    # model can learn in minutes; () builds every domain.
+    domains: tuple[str, ...] = ("courses",)
     envs: int = 400
     tasks_per_env: int = 3
-    eval_fraction: float = 0.1
-    variants: str = "all"
-    # SFT budget: with the stages around it the demo takes about 11 minutes on 2 cores, leaving
-    # room for the RL stage in the 15-minute target.
-    sft_seconds: float = 360.0
-    # Conversations longer than this are dropped: 1,024 tokens keeps the short (low-tier)
-    # trajectories, and attention's cost grows with the square of the length.
+    eval_fraction: float = 0.15
+    # `reasoning` (random candidate tools before each call) and `planning` (a plan of every
+    # step) add assistant text the tiny model cannot predict and spends its few minutes on
+    variants: str = "grounded,tool_decomposition,text_driven,noisy"
+    # SFT budget. Measured with these defaults on the 2-core machine under load average 11-13
+    # (other jobs running): 1,007 s in all, of which SFT 333 s, RL 277 s, evaluations 259 s.
+    sft_seconds: float = 300.0
+    # Conversations longer than this are cut after their last assistant turn that fits
+    # (sft_truncate): a long task's first turns teach the same lookups and copied ids a short one
+    # needs, and attention's cost grows with the square of the length.
     sft_seq_len: int = 1024
-    sft_grad_accum: int = 4
-    sft_lr: float = 3e-3
+    sft_truncate: bool = True
+    # one packed row per optimizer step: in a few minutes the number of updates, not the batch's
+    # noise, is what limits the tiny model
+    sft_grad_accum: int = 1
+    sft_lr: float = 6e-3
+    # loss weight of the tokens that are not the assistant's (SFTConfig.context_weight)
+    sft_context_weight: float = 0.0
     sft_epochs: float = 4.0          # an upper bound: the time budget stops it first on 2 cores
+    # torch threads for the demo's own process (None: torch's default). The tiny preset's
+    # 128-wide matmuls gain little from a second thread, and on a shared 2-core machine two
+    # threads that wait on each other cost far more than they give (measured: one thread 8x
+    # faster per SFT row under load average 9-14).
+    threads: int | None = 1
     # the tool list as `name(params)` lines: the shortest prompt (format.py)
     tool_format: str = "names"
     eval_tasks: int = 24
     eval_tiers: tuple[int, ...] = (2,)
     eval_max_turns: int = 8          # the reference agent solves a tier-2 task in 3-4 turns
-    eval_max_tokens: int = 128
+    eval_max_tokens: int = 96        # a tier-2 call with its arguments is ~40 tokens
     rl_steps: int = 6
     seed: int = 0
     workers: int | None = None
@@ -63,6 +81,10 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
     from longcat.sft import SFTConfig, train
 
     cfg = cfg or DemoConfig()
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     out = Path(out)
     if force and out.exists():
         for sub in ("envs", "data", "models", "eval", "sft", "rl", "plots", "report.md"):
@@ -79,10 +101,10 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
 
     envs_dir = out / "envs"
     done = (envs_dir / "summary.json").is_file()
-    _stage(f"1/8 build environments ({cfg.envs})", done)
+    _stage(f"1/8 build environments ({cfg.envs}, {', '.join(cfg.domains) or 'every domain'})", done)
     if not done:
         timed("envs", lambda: ea.build_envs(envs_dir, count=cfg.envs, seed=cfg.seed, tasks_per_env=cfg.tasks_per_env,
-                                            workers=cfg.workers, progress=progress))
+                                            domains=cfg.domains or None, workers=cfg.workers, progress=progress))
     data_dir = out / "data"
     done = (data_dir / "summary.json").is_file()
     _stage("2/8 synthesise + verify trajectories", done)
@@ -114,8 +136,9 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
     _stage(f"5/8 SFT ({cfg.sft_seconds:.0f} s budget)", done)
     if not done:
         scfg = SFTConfig(seq_len=cfg.sft_seq_len, grad_accum=cfg.sft_grad_accum, lr=cfg.sft_lr, epochs=cfg.sft_epochs,
-                         warmup_steps=5, max_seconds=cfg.sft_seconds, save_every=100, seed=cfg.seed,
-                         tool_format=cfg.tool_format)
+                         warmup_steps=10, max_seconds=cfg.sft_seconds, save_every=200, seed=cfg.seed,
+                         tool_format=cfg.tool_format, truncate=cfg.sft_truncate,
+                         context_weight=cfg.sft_context_weight)
         timed("sft", lambda: train(data_dir / "train.jsonl", init_dir, sft_dir, scfg, progress=progress))
     agent_dir = sft_dir / "final"
 
@@ -255,7 +278,8 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
     sft_hist = [json.loads(l) for l in (out / "sft" / "metrics.jsonl").read_text().splitlines() if l.strip()] \
         if (out / "sft" / "metrics.jsonl").is_file() else []
     lines = ["# longcat demo report", "",
-             f"Preset `{cfg.preset}`; {data_summary['train_envs']} training environments, "
+             f"Preset `{cfg.preset}`; domains: {', '.join(cfg.domains) or 'all'}; "
+             f"{data_summary['train_envs']} training environments, "
              f"{data_summary['heldout_envs']} held out (no environment in both).", "",
              "## Data", "",
              f"{data_summary['trajectories']} verified trajectories ({data_summary['duplicates']} duplicates dropped) "
@@ -266,8 +290,9 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
     meta_path = out / "sft" / "final" / "sft_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if "dropped_too_long" in meta:
-        lines.append(f"{meta['examples']} trajectories fit {meta['seq_len']} tokens and were trained on "
-                     f"({meta['dropped_too_long']} longer ones left out).")
+        lines.append(f"{meta['examples']} trajectories were trained on, {meta.get('truncated', 0)} of them cut "
+                     f"after their last assistant turn within {meta['seq_len']} tokens "
+                     f"({meta['dropped_too_long']} left out).")
     if sft_hist:
         lines.append(f"{sft_hist[-1]['step']} optimizer steps in {sft_hist[-1]['seconds']:.0f} s on "
                      f"{sum(h['tokens'] for h in sft_hist)} assistant tokens (conversations up to "
@@ -275,7 +300,7 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
     lines += ["", "## RL", "", rl_note, "", "## Evaluation (held-out environments)", "",
               f"Tiers evaluated (a task's tier is the number of tool calls of its gold path; tier 2, the "
               f"easiest, is one lookup and one change): {list(cfg.eval_tiers) or 'all'}; at most "
-              f"{cfg.eval_tasks} tasks, every domain; tools listed in the `{cfg.tool_format}` format. Success "
+              f"{cfg.eval_tasks} tasks of the demo's domains ({', '.join(cfg.domains) or 'all'}); tools listed in the `{cfg.tool_format}` format. Success "
               f"is the environment's own reward (final database and requested values).", ""]
     if before is not None:
         lines += ["### Before (random init)", "", markdown_table(before), ""]
@@ -298,10 +323,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo every stage even when its output exists")
     p.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     p.add_argument("--envs", type=int, default=DemoConfig.envs, help="environments to build")
+    p.add_argument("--domains", default=",".join(DemoConfig.domains),
+                   help="comma-separated domains to build, or 'all' (default: %(default)s)")
     p.add_argument("--sft-seconds", type=float, default=DemoConfig.sft_seconds, help="SFT time budget")
     p.add_argument("--eval-tasks", type=int, default=DemoConfig.eval_tasks, help="held-out tasks evaluated")
     p.add_argument("--eval-tiers", default="2", help="gold-call counts evaluated, comma-separated, or 'all'")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=DemoConfig.threads,
+                   help="torch threads of the demo process (default 1: fastest on a shared 2-core machine)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return p
@@ -309,8 +338,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     tiers = () if args.eval_tiers == "all" else tuple(int(x) for x in args.eval_tiers.split(","))
-    cfg = DemoConfig(preset=args.preset, envs=args.envs, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
-                     eval_tiers=tiers, seed=args.seed)
+    domains = () if args.domains == "all" else tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    cfg = DemoConfig(preset=args.preset, envs=args.envs, domains=domains, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
+                     eval_tiers=tiers, seed=args.seed,
+                     threads=args.threads)
     t = time.perf_counter()
     report = run(args.out, cfg, force=args.force, progress=not args.no_progress)
     print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {report}")

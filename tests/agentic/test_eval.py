@@ -81,3 +81,35 @@ def test_engine_checkpoint_writes_json_and_markdown(built, tiny_ckpt, tmp_path):
     assert (tmp_path / "res.md").read_text() == markdown_table(r)
     with pytest.raises(ValueError, match="exactly one"):
         runner.evaluate(envs, tasks, progress=False)
+
+
+def test_diagnose_grades_each_reference_turn(built, tiny_ckpt):
+    from longcat.evaluate.diagnose import diagnose, diagnosis_table, grade_turn, reference_conversation
+
+    root, _ = built
+    envs, tasks = runner.load_heldout(root / "data")
+    msgs, tools = reference_conversation(envs[tasks[0]["env_id"]], tasks[0])
+    gold = [m for m in msgs if m["role"] == "assistant"]
+    call = gold[0]
+    assert call.get("tool_calls") and tools
+    name = call["tool_calls"][0]["function"]["name"]
+    args = json.loads(call["tool_calls"][0]["function"]["arguments"])
+
+    def reply(n, a):
+        return {"content": None, "tool_calls": [{"function": {"name": n, "arguments": json.dumps(a)}}]}
+
+    assert grade_turn(call, reply(name, args)) == "ok"
+    assert grade_turn(call, {"content": "Hello."}) == "kind"
+    assert grade_turn(call, reply(name + "_x", args)) == "name"
+    assert grade_turn(call, reply(name, {**args, "extra": 1})) == "keys"
+    assert grade_turn(call, reply(name, {k: str(v) + "9" for k, v in args.items()})) == "values"
+    text = {"content": "Done. The total is 12.50."}
+    assert grade_turn(text, {"content": "All done: the total is 12.5."}, told=[12.5]) == "ok"
+    assert grade_turn(text, {"content": "Done."}, told=[12.5]) == "told"
+    r = diagnose(envs, tasks[:2], str(tiny_ckpt), max_tokens=8, tool_format="names")
+    n_turns = sum(1 for t in tasks[:2] for m in reference_conversation(envs[t["env_id"]], t)[0]
+                  if m["role"] == "assistant")
+    assert len(r["turns"]) == n_turns == sum(sum(v for k, v in c.items() if k != "runaway")
+                                             for c in r["counts"].values())
+    assert all(c["runaway"] <= sum(v for k, v in c.items() if k != "runaway") for c in r["counts"].values())
+    assert "final" in r["counts"] and "| 1 |" in diagnosis_table(r)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from longcat.sft import SFTConfig, latest_checkpoint, train
-from longcat.sft.trainer import _batch, _loss_sum, lr_at, pack
+from longcat.sft.trainer import _batch, _loss_sum, load_dataset, lr_at, pack, truncate_at_turn
 
 
 def _conv(i):
@@ -57,6 +57,32 @@ def test_pack_and_schedule():
         SFTConfig(seq_len=0)
 
 
+def test_truncate_cuts_after_the_last_whole_assistant_turn(setup):
+    #        sys  sys  asst asst usr  asst asst asst
+    mask = [0, 0, 1, 1, 0, 1, 1, 1]
+    ids = list(range(8))
+    assert truncate_at_turn(ids, mask, 8) == (ids, mask)
+    assert truncate_at_turn(ids, mask, 7) == (ids[:4], mask[:4])      # the second turn does not fit whole
+    assert truncate_at_turn(ids, mask, 4) == (ids[:4], mask[:4])
+    assert truncate_at_turn(ids, mask, 3) is None
+    root, ckpt, _ = setup
+    from longcat.engine.llm import load_tokenizer
+
+    tok = load_tokenizer(None, str(ckpt))
+    long = root / "long.jsonl"
+    conv = _conv(1)
+    conv["messages"] += [{"role": "user", "content": "more " * 300}, {"role": "assistant", "content": "ok"}]
+    long.write_text(json.dumps(conv) + "\n")
+    cfg = SFTConfig(**{**CFG, "seq_len": 200})
+    assert load_dataset([long], tok, cfg) == ([], 1, 0)
+    docs, dropped, cut = load_dataset([long], tok, SFTConfig(**{**CFG, "seq_len": 200, "truncate": True}))
+    assert (dropped, cut) == (0, 1)
+    (ids, mask), = docs
+    assert len(ids) <= 200 and mask[-1] == 1
+    text = tok.decode(ids, skip_special_tokens=False)
+    assert text.endswith("<|im_end|>") and "The status is s1." in text and "more" not in text
+
+
 def test_packed_loss_equals_separate_losses(setup):
     """The block-diagonal mask: two packed conversations cost what they cost alone."""
     from longcat.models import LongcatFlashForCausalLM
@@ -67,6 +93,15 @@ def test_packed_loss_equals_separate_losses(setup):
     packed = _loss_sum(model, *_batch(docs, [[0, 1]], 16, 0))
     alone = sum(_loss_sum(model, *_batch(docs, [[i]], 16, 0)) for i in range(2))
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    # the context loss: the other tokens' labels, added with their weight; the assistant part alone
+    ids, labels, doc, ctx = _batch(docs, [[0, 1]], 16, 0, context=True)
+    assert set(((labels != -100) & (ctx != -100)).flatten().tolist()) == {False}
+    assert int((ctx != -100).sum()) == 2          # the other tokens, not first of their doc: 1 + 1
+    total, assistant = _loss_sum(model, ids, labels, doc, ctx, 0.25)
+    torch.testing.assert_close(assistant, packed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(total, packed + 0.25 * _loss_sum(model, ids, ctx, doc), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="context_weight"):
+        SFTConfig(context_weight=2.0)
 
 
 def test_packed_loss_matches_the_model_forward(setup):

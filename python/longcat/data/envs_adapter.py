@@ -114,18 +114,18 @@ SYSTEM_PROMPTS = ("brief", "full")
 
 
 def brief_system_prompt(env) -> str:
-    """A system prompt of about a hundred tokens: the role, the domain, its own policy notes and
-    the rules the evaluator enforces (authenticate first, only the user's own records, say when
+    """A system prompt of about a hundred tokens: the role, the domain's own policy notes and the
+    rules the evaluator enforces (authenticate first, only the user's own records, say when
     done). The environment's full policy document (1,000-1,500 words) would alone fill the
-    2,048-token context the tiny and small presets train with; ``system="full"`` keeps it."""
+    2,048-token context the tiny and small presets train with (``system="full"`` keeps it); the
+    domain's description is left out too: every token of the prompt is paid for at every
+    training step, and the tool list already says what the agent can do."""
     domain = env.domain
     notes = (getattr(domain, "policy", "") or "").strip()
-    return (f"You are a customer-service agent for the {domain.name.replace('_', ' ')} domain. "
-            f"{(domain.description or '').strip()} {notes} Authenticate the user with the lookup "
-            f"tools before changing their records, and act only on their own records. Use the tools "
-            f"to look up and change records; ask the user for any detail you need; tell the user the "
-            f"information they ask for. When everything is done, say so without asking a question."
-            ).replace("  ", " ")
+    return (f"You are a customer-service agent for the {domain.name.replace('_', ' ')} domain. {notes} "
+            f"Authenticate the user with the lookup tools before changing their records, and act only on "
+            f"their own records. Ask the user for any detail you need and tell them what they ask for. "
+            f"When everything is done, say so without asking a question.").replace("  ", " ")
 
 
 class Conversation:

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tool-format", default=None, choices=list(TOOL_FORMATS),
                    help="prompt format (default: the one the checkpoint was fine-tuned with)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--diagnose", action="store_true",
+                   help="instead of episodes, grade the model's turns on the reference agent's prefixes "
+                        "(tool kind, name, argument keys, copied values, told values; --model only)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
     return p
@@ -37,6 +40,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      temperature=args.temperature, max_tokens=args.max_tokens, max_turns=args.max_turns,
                      max_tasks=args.max_tasks, tiers=tiers, seed=args.seed, tool_format=args.tool_format)
     envs, tasks = load_heldout(args.data)
+    if args.diagnose:
+        import json
+
+        from longcat.evaluate.diagnose import diagnose, diagnosis_table
+
+        if args.model is None:
+            raise ValueError("--diagnose: needs --model (a checkpoint folder), not --endpoint")
+        d = diagnose(envs, tasks, args.model, tiers=tiers, max_tasks=args.max_tasks, max_tokens=args.max_tokens,
+                     tool_format=args.tool_format)
+        with open(f"{args.out}.json", "w") as f:
+            json.dump(d, f, indent=2)
+        print(diagnosis_table(d))
+        print(f"-> {args.out}.json")
+        return 0
     r = evaluate(envs, tasks, model=args.model, endpoint=args.endpoint, endpoint_model=args.endpoint_model, cfg=cfg,
                  out=args.out, progress=not args.no_progress)
     print(markdown_table(r))

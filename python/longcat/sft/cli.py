@@ -13,6 +13,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint folder to start from (config.json + weights + tokenizer)")
     p.add_argument("--out", required=True, help="output folder (checkpoint-<step>/, final/, metrics.jsonl)")
     p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--truncate", action="store_true",
+                   help="cut conversations longer than --seq-len after their last assistant turn that fits "
+                        "(default: drop them)")
+    p.add_argument("--context-weight", type=float, default=0.0,
+                   help="loss weight of the non-assistant tokens (system, user, tool results), 0-1 (default 0: "
+                        "assistant tokens only)")
     p.add_argument("--micro-batch", type=int, default=1, help="packed rows per micro-batch (per process)")
     p.add_argument("--grad-accum", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -35,7 +41,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     cfg = SFTConfig(seq_len=args.seq_len, micro_batch=args.micro_batch, grad_accum=args.grad_accum, lr=args.lr,
                     warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
                     max_seconds=args.max_seconds, dtype=args.dtype, save_every=args.save_every,
-                    tool_format=args.tool_format, seed=args.seed)
+                    tool_format=args.tool_format, seed=args.seed, truncate=args.truncate,
+                    context_weight=args.context_weight)
     r = train(args.data, args.model, args.out, cfg, progress=not args.no_progress)
     print(f"sft: {r.steps} steps (resumed from {r.resumed_from}), {r.examples} conversations "
           f"({r.dropped_too_long} longer than --seq-len dropped), {r.tokens_trained} assistant tokens trained, "

@@ -2,7 +2,10 @@
 
 * **Data**: JSON lines in OpenAI chat format (``longcat data synth``'s ``train.jsonl``), rendered
   with ``longcat.data.format.encode`` (the prompt format evaluation uses too); the loss is taken
-  on assistant tokens only. Conversations longer than ``seq_len`` are dropped (counted).
+  on assistant tokens only. Conversations longer than ``seq_len`` are dropped (counted), or with
+  ``truncate=True`` cut after the last assistant turn that ends within ``seq_len`` (a long
+  conversation's first turns -- look up the user, copy an id into the next call -- are the
+  same skills a short task needs; only those with no complete assistant turn inside are dropped).
 * **Packing**: conversations are packed first-fit-decreasing into rows of ``seq_len`` tokens; a
   block-diagonal causal mask keeps each conversation from seeing its row neighbours (RoPE is
   relative, so a packed conversation computes exactly what it would alone).
@@ -36,7 +39,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "pack", "lr_at", "latest_checkpoint"]
+__all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "truncate_at_turn", "pack", "lr_at",
+           "latest_checkpoint"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 STATE = "trainer_state.pt"
@@ -63,6 +67,13 @@ class SFTConfig:
     tool_format: str = "compact"
     max_seconds: float | None = None   # stop (and save) after this much training time
     max_examples: int | None = None
+    truncate: bool = False             # cut long conversations at an assistant turn instead of dropping them
+    # Weight of the loss on the other tokens (system, user, tool results) next to the assistant
+    # tokens' 1. 0 (the default) trains on assistant tokens only; a small weight also teaches
+    # the formats and the copying the tool results show (an id called for comes back in the
+    # result) from the ~80% of each conversation that is not the assistant's, at the cost of
+    # the vocabulary projection on those tokens. The logged loss stays the assistant tokens'.
+    context_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "grad_accum", "save_every", "keep"):
@@ -76,6 +87,8 @@ class SFTConfig:
                              f"{self.lr!r} / {self.min_lr_ratio!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"SFTConfig.max_steps: expected None or >= 1, got {self.max_steps!r}")
+        if not 0.0 <= self.context_weight <= 1.0:
+            raise ValueError(f"SFTConfig.context_weight: expected a number in [0, 1], got {self.context_weight!r}")
         if self.epochs <= 0:
             raise ValueError(f"SFTConfig.epochs: expected > 0, got {self.epochs!r}")
 
@@ -108,22 +121,39 @@ def lr_at(step: int, total: int, cfg: SFTConfig, elapsed: float | None = None) -
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int]:
-    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len``; and how many did not."""
+def truncate_at_turn(ids: Sequence[int], mask: Sequence[int], limit: int) -> tuple[list, list] | None:
+    """``(ids, mask)`` cut after the last assistant span (mask run of 1s, which ends with the
+    turn's ``<|im_end|>``) that ends within ``limit`` tokens; None when no span does."""
+    if len(ids) <= limit:
+        return list(ids), list(mask)
+    for end in range(limit, 0, -1):
+        if mask[end - 1] and not mask[end]:
+            return list(ids[:end]), list(mask[:end])
+    return None
+
+
+def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int, int]:
+    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len`` (or, with
+    ``cfg.truncate``, of its longest prefix ending with an assistant turn that does); how many
+    were dropped; how many of those kept were cut."""
     from longcat.data.format import check_trajectory, encode, read_jsonl
 
-    docs, dropped = [], 0
+    docs, dropped, cut_count = [], 0, 0
     for p in paths:
         for obj in read_jsonl(p, check_trajectory):
             ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
             if len(ids) > cfg.seq_len:
-                dropped += 1
-                continue
+                cut = truncate_at_turn(ids, mask, cfg.seq_len) if cfg.truncate else None
+                if cut is None:
+                    dropped += 1
+                    continue
+                ids, mask = cut
+                cut_count += 1
             if sum(mask):
                 docs.append((ids, mask))
             if cfg.max_examples is not None and len(docs) >= cfg.max_examples:
-                return docs, dropped
-    return docs, dropped
+                return docs, dropped, cut_count
+    return docs, dropped, cut_count
 
 
 def pack(docs: Sequence[tuple[list, list]], seq_len: int) -> list[list[int]]:
@@ -144,11 +174,13 @@ def pack(docs: Sequence[tuple[list, list]], seq_len: int) -> list[list[int]]:
     return rows
 
 
-def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int):
-    """input ids, labels (-100 off the assistant tokens) and per-token doc ids (-1 = padding)."""
+def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int, context: bool = False):
+    """input ids, labels (-100 off the assistant tokens) and per-token doc ids (-1 = padding);
+    with ``context``, also the labels of the other tokens (-100 on the assistant ones)."""
     B = len(rows)
     ids = torch.full((B, seq_len), pad_id, dtype=torch.long)
     labels = torch.full((B, seq_len), -100, dtype=torch.long)
+    ctx = torch.full((B, seq_len), -100, dtype=torch.long)
     doc = torch.full((B, seq_len), -1, dtype=torch.long)
     for b, row in enumerate(rows):
         at = 0
@@ -156,13 +188,16 @@ def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int):
             t, m = docs[i]
             n = len(t)
             ids[b, at:at + n] = torch.tensor(t)
-            lab = torch.tensor(t)
-            lab[torch.tensor(m) == 0] = -100
-            lab[0] = -100          # never predicted across a document boundary
+            lab, other = torch.tensor(t), torch.tensor(t)
+            on = torch.tensor(m) == 1
+            lab[~on] = -100
+            other[on] = -100
+            lab[0] = other[0] = -100          # never predicted across a document boundary
             labels[b, at:at + n] = lab
+            ctx[b, at:at + n] = other
             doc[b, at:at + n] = k
             at += n
-    return ids, labels, doc
+    return (ids, labels, doc, ctx) if context else (ids, labels, doc)
 
 
 def _segments(doc: torch.Tensor) -> list[tuple[int, int, int]]:
@@ -178,8 +213,10 @@ def _segments(doc: torch.Tensor) -> list[tuple[int, int, int]]:
     return out
 
 
-def _loss_sum(model, ids, labels, doc) -> torch.Tensor:
-    """Summed next-token cross entropy over labelled tokens of a packed batch.
+def _loss_sum(model, ids, labels, doc, context=None, context_weight: float = 0.0):
+    """Summed next-token cross entropy over labelled tokens of a packed batch. With ``context``
+    (the labels of the other tokens, from ``_batch(..., context=True)``) it returns
+    ``(assistant sum + context_weight * context sum, assistant sum)``.
 
     Packed documents are laid end to end without their padding and attention runs on each
     document alone (causal, from position 0), which is what a block-diagonal causal mask over
@@ -201,8 +238,16 @@ def _loss_sum(model, ids, labels, doc) -> torch.Tensor:
     for layer in model.model.layers:
         h = layer(h, lambda i, x, layer=layer: attend(layer.self_attn[i], x))
     keep = targets != -100
-    logits = model.lm_head(model.model.norm(h[0, keep]))
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    if context is None:
+        logits = model.lm_head(model.model.norm(h[0, keep]))
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    other = torch.cat([torch.cat([context[b, a + 1:e], context.new_full((1,), -100)]) for b, a, e in segs])
+    both = torch.where(keep, targets, other)
+    sel = both != -100
+    per = F.cross_entropy(model.lm_head(model.model.norm(h[0, sel])).float(), both[sel], reduction="none")
+    mine = keep[sel]
+    assistant = per[mine].sum()
+    return assistant + context_weight * per[~mine].sum(), assistant
 
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
@@ -294,7 +339,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     dist, rank, world = _dist()
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    docs, dropped = load_dataset(paths, tokenizer, cfg)
+    docs, dropped, cut_count = load_dataset(paths, tokenizer, cfg)
     if not docs:
         raise ValueError(f"data: no trajectory of {[str(p) for p in paths]} fits seq_len={cfg.seq_len} "
                          f"({dropped} longer)")
@@ -342,7 +387,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
-            "dropped_too_long": dropped, "seq_len": cfg.seq_len,
+            "dropped_too_long": dropped, "truncated": cut_count, "seq_len": cfg.seq_len,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
@@ -370,10 +415,17 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                 m.grad = torch.zeros_like(m)
             loss_sum = 0.0
             for j in range(0, len(mine), cfg.micro_batch):
-                ids, labels, doc = _batch(docs, [rows[r] for r in mine[j:j + cfg.micro_batch]], cfg.seq_len, pad)
-                loss = _loss_sum(net, ids, labels, doc) / denom
-                loss.backward()
-                loss_sum += float(loss.detach()) * denom
+                part = [rows[r] for r in mine[j:j + cfg.micro_batch]]
+                if cfg.context_weight > 0:
+                    ids, labels, doc, ctx = _batch(docs, part, cfg.seq_len, pad, context=True)
+                    total, assistant = _loss_sum(net, ids, labels, doc, ctx, cfg.context_weight)
+                    (total / denom).backward()
+                    loss_sum += float(assistant.detach())
+                else:
+                    ids, labels, doc = _batch(docs, part, cfg.seq_len, pad)
+                    loss = _loss_sum(net, ids, labels, doc) / denom
+                    loss.backward()
+                    loss_sum += float(loss.detach()) * denom
                 for p, m in zip(params, masters):
                     if p.grad is not None:
                         m.grad += p.grad.float()
