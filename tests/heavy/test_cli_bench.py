@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from longcat.bench.heavy import COLUMNS, _interp_log, evaluate, plot
+from longcat.bench.heavy import COLUMNS, interp_log, evaluate, plot
 from longcat.cli import main
 from longcat.tasks.arith import make_problems
 
@@ -75,7 +75,7 @@ def test_bench_evaluate_rows_and_plot(fake, tmp_path):
     assert (tmp_path / "heavy.png").stat().st_size > 1000
 
 
-def test_interp_log():
+def testinterp_log():
     pts = [(1.0, 0.2), (4.0, 0.6)]
-    assert _interp_log(pts, 2.0) == pytest.approx(0.4)
-    assert _interp_log(pts, 0.5) == 0.2 and _interp_log(pts, 9.0) == 0.6
+    assert interp_log(pts, 2.0) == pytest.approx(0.4)
+    assert interp_log(pts, 0.5) == 0.2 and interp_log(pts, 9.0) == 0.6

@@ -7,12 +7,15 @@ the comparison isolates the aggregation; Heavy Thinking pays for its summary tok
 The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains), else a short
 supervised warm start of the ``tiny`` preset (``longcat.heavy.warmstart``), cached under the
 output folder (the first run trains it: about 21 minutes on the loaded 2-core CPU this was written
-on; later runs reuse it). With ``--model`` the problems use operands up to
-``$LONGCAT_HEAVY_MAX_OPERAND`` (default 99, ``make_problems``' default). Writes heavy.json /
-heavy.md (``report``) and heavy.png.
+on; later runs reuse it). With ``--model`` the task family and the summary layout come from the
+checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote one (operands up to
+its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to 99, two terms,
+the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
+``$LONGCAT_HEAVY_TEMPLATE`` override either. Writes heavy.json / heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -33,7 +36,7 @@ COLUMNS = ["method", "k", "rounds", "accuracy", "stderr", "gen_tokens", "sc_acc_
            "seconds"]
 
 
-def _interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
+def interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
     """Linear interpolation of sorted (tokens, accuracy) points in log(tokens); flat outside."""
     if x <= points[0][0]:
         return points[0][1]
@@ -52,7 +55,8 @@ def _row(method, k, rounds, correct: list[bool], tokens: list[int], seconds: flo
 
 
 def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
-             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0) -> list[dict]:
+             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0,
+             template: str = "compact") -> list[dict]:
     """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
     kmax = max(max(vote_ks), max(heavy_ks))
     t0 = time.perf_counter()
@@ -77,7 +81,7 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
                                                    for cs, p in zip(cands, problems)], tokens, share))
     for k in heavy_ks:
         for rounds in heavy_rounds:
-            heavy = HeavyThinker(backend, k=k, rounds=rounds, template="compact", temperature=temperature,
+            heavy = HeavyThinker(backend, k=k, rounds=rounds, template=template, temperature=temperature,
                                  summary_temperature=0.0, seed=seed, max_tokens=max_tokens,
                                  summary_max_tokens=max_tokens, answer_fn=parse_answer)
             t0 = time.perf_counter()
@@ -90,9 +94,27 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
     sc = sorted((r["gen_tokens"], r["accuracy"]) for r in rows if r["method"] in ("single", "self-consistency"))
     for r in rows:
         if r["method"] in ("heavy", "confidence-vote"):
-            r["sc_acc_at_equal_tokens"] = _interp_log(sc, r["gen_tokens"])
+            r["sc_acc_at_equal_tokens"] = interp_log(sc, r["gen_tokens"])
             r["delta_vs_sc"] = r["accuracy"] - r["sc_acc_at_equal_tokens"]
     return rows
+
+
+def task_family(model: str) -> dict:
+    """The arith family and summary layout to evaluate ``model`` on: the checkpoint's
+    ``summary_tune.json`` when present, else 2 terms with operands <= 99 in the compact layout;
+    ``$LONGCAT_HEAVY_MAX_OPERAND`` / ``$LONGCAT_HEAVY_N_TERMS`` / ``$LONGCAT_HEAVY_TEMPLATE`` override."""
+    family = {"max_operand": 99, "n_terms": 2, "template": "compact"}
+    record = os.path.join(model, "summary_tune.json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            cfg = json.load(f)["config"]
+        family = {"max_operand": cfg["eval_max_operand"], "n_terms": cfg.get("n_terms", 2),
+                  "template": cfg.get("template", "compact")}
+    for key, env in (("max_operand", "LONGCAT_HEAVY_MAX_OPERAND"), ("n_terms", "LONGCAT_HEAVY_N_TERMS")):
+        if os.environ.get(env):
+            family[key] = int(os.environ[env])
+    family["template"] = os.environ.get("LONGCAT_HEAVY_TEMPLATE") or family["template"]
+    return family
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
@@ -138,23 +160,27 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     if model is None:
         model = str(warm_start(os.path.join(out, "heavy-warmstart"), WARM_START))
         model_note = f"tiny preset, supervised warm start {WARM_START} (cached in {model})"
-        max_operand = WARM_START.max_operand
+        family = {"max_operand": WARM_START.max_operand, "n_terms": 2, "template": "compact"}
     else:
         model_note = f"--model {model}"
-        max_operand = int(os.environ.get("LONGCAT_HEAVY_MAX_OPERAND", "99"))
+        family = task_family(model)
     setup_s = time.perf_counter() - t0
     backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
     n = EVAL_N_QUICK if quick else EVAL_N
-    problems = make_problems(n, seed=EVAL_SEED, max_operand=max_operand, ops="+-")
+    problems = make_problems(n, seed=EVAL_SEED, max_operand=family["max_operand"], ops="+-",
+                             n_terms=family["n_terms"])
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
-    rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2))
-    title = f"Heavy Thinking vs voting on arith (+-, operands <= {max_operand}), {n} problems"
+    rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2),
+                    template=family["template"])
+    title = (f"Heavy Thinking vs voting on arith (+-, {family['n_terms']} terms, operands <= "
+             f"{family['max_operand']}, {family['template']} summary layout), {n} problems")
     result = BenchResult("heavy", title, COLUMNS)
     for r in rows:
         result.add(**r)
     heavy_rows = [r for r in rows if r["method"] == "heavy"]
     wins = [r for r in heavy_rows if r["delta_vs_sc"] > 0]
-    result.context.update(machine=machine_info(device), model=model_note, problems=n, model_setup_s=setup_s,
+    result.context.update(machine=machine_info(device), model=model_note, family=family, problems=n,
+                          model_setup_s=setup_s,
                           heavy_beats_sc_at_equal_tokens=f"{len(wins)} of {len(heavy_rows)} heavy settings",
                           note="all methods read the same first K of Kmax candidates per problem (T=1.0); "
                                "summary greedy; sc_acc_at_equal_tokens interpolates the self-consistency curve "

@@ -4,6 +4,9 @@
 one block per thinker) with RSA's instruction that candidates may be wrong; it is for chat
 models. ``COMPACT`` is a one-line layout a tiny completion model learns in a short warm start
 (``"12+7=[19][18][19]="``): the question, each candidate answer in brackets, then ``=``.
+``TALLY`` is the compact layout with agreement made explicit: identical answers are merged into
+one bracket with their count, most frequent first (``"12+7=[19:2][18:1]="``), so a small model
+can copy the majority without counting and learn when to overrule it.
 A template only renders text; which candidates it sees (answers only, shuffled, truncated) is
 decided by ``longcat.heavy.candidates``.
 """
@@ -62,9 +65,22 @@ class CompactTemplate(SummaryTemplate):
         return f"{question}{shown}="
 
 
+class TallyTemplate(SummaryTemplate):
+    name = "tally"
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        counts: dict[str, int] = {}
+        for c in candidates:  # dicts keep first-seen order: ties stay in the (shuffled) shown order
+            answer = c.answer.replace("[", "").replace("]", "").strip()
+            counts[answer] = counts.get(answer, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        return question + "".join(f"[{a}:{n}]" for a, n in ranked) + "="
+
+
 VERBOSE = VerboseTemplate()
 COMPACT = CompactTemplate()
-TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT)}
+TALLY = TallyTemplate()
+TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY)}
 
 
 def get_template(template) -> SummaryTemplate:
