@@ -1,7 +1,7 @@
 """Heavy Thinking against its baselines on ``longcat.tasks.arith``, same model, same samples:
 accuracy vs generated tokens per problem for a single sample, self-consistency (majority vote),
 DeepConf-style confidence-weighted voting and Heavy Thinking at K = 2, 4, 8 with 1 and 2 summary
-rounds. Every method reads the same first K of the Kmax candidates sampled once per problem, so
+rounds, plus one greedy answer per problem as a peer. Every method reads the same first K of the Kmax candidates sampled once per problem, so
 the comparison isolates the aggregation; Heavy Thinking pays for its summary tokens on top.
 
 The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains), else a short
@@ -11,7 +11,8 @@ on; later runs reuse it). With ``--model`` the task family and the summary layou
 checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote one (operands up to
 its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to 99, two terms,
 the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
-``$LONGCAT_HEAVY_TEMPLATE`` override either. Writes heavy.json / heavy.md (``report``) and heavy.png.
+``$LONGCAT_HEAVY_TEMPLATE`` override either; ``$LONGCAT_HEAVY_TEMPERATURE`` sets the candidates'
+sampling temperature (default 1.0). Writes heavy.json / heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
 
@@ -65,7 +66,14 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
                               for i, p in enumerate(problems)])
     sample_s = time.perf_counter() - t0
     cands = [b.candidates for b in batches]
-    rows = []
+    # A peer outside the sampled curves: one greedy answer per problem (what "no test-time
+    # scaling" gets when sampling at T=1 costs accuracy).
+    t0 = time.perf_counter()
+    greedy = [b.candidates[0] for b in backend.sample([SampleRequest(p.prompt, n=1, temperature=0.0, seed=seed,
+                                                                     max_tokens=max_tokens) for p in problems])]
+    rows = [_row("single (greedy)", 1, 0, [g.finished and parse_answer(g.text) == p.answer
+                                          for g, p in zip(greedy, problems)],
+                 [g.num_tokens for g in greedy], time.perf_counter() - t0)]
     for k in vote_ks:
         tokens = [sum(c.num_tokens for c in cs[:k]) for cs in cands]
         share = sample_s * k / kmax  # the sampling time these k candidates took
@@ -139,6 +147,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
             if method == "heavy":
                 ax.annotate(f"K={r['k']}", (r["gen_tokens"], r["accuracy"]), fontsize=7,
                             textcoords="offset points", xytext=(3, -9))
+    for r in rows:
+        if r["method"] == "single (greedy)":
+            ax.plot([r["gen_tokens"]], [r["accuracy"]], "k*", markersize=9, label="single, greedy (T=0)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (candidates + summaries)")
     ax.set_ylabel("accuracy")
@@ -170,19 +181,25 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     problems = make_problems(n, seed=EVAL_SEED, max_operand=family["max_operand"], ops="+-",
                              n_terms=family["n_terms"])
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
+    temperature = float(os.environ.get("LONGCAT_HEAVY_TEMPERATURE") or 1.0)
+    if not 0.0 < temperature <= 2.0:
+        raise ValueError(f"LONGCAT_HEAVY_TEMPERATURE: expected a number in (0, 2], got {temperature}")
     rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2),
-                    template=family["template"])
+                    template=family["template"], temperature=temperature)
     title = (f"Heavy Thinking vs voting on arith (+-, {family['n_terms']} terms, operands <= "
-             f"{family['max_operand']}, {family['template']} summary layout), {n} problems")
+             f"{family['max_operand']}, {family['template']} summary layout, T={temperature:g}), {n} problems")
     result = BenchResult("heavy", title, COLUMNS)
     for r in rows:
         result.add(**r)
     heavy_rows = [r for r in rows if r["method"] == "heavy"]
     wins = [r for r in heavy_rows if r["delta_vs_sc"] > 0]
+    greedy_acc = next(r["accuracy"] for r in rows if r["method"] == "single (greedy)")
     result.context.update(machine=machine_info(device), model=model_note, family=family, problems=n,
                           model_setup_s=setup_s,
                           heavy_beats_sc_at_equal_tokens=f"{len(wins)} of {len(heavy_rows)} heavy settings",
-                          note="all methods read the same first K of Kmax candidates per problem (T=1.0); "
+                          heavy_above_greedy_single=f"{sum(r['accuracy'] > greedy_acc for r in heavy_rows)} of "
+                                                    f"{len(heavy_rows)} heavy settings (greedy: {greedy_acc:.3f})",
+                          note=f"all methods read the same first K of Kmax candidates per problem (T={temperature:g}); "
                                "summary greedy; sc_acc_at_equal_tokens interpolates the self-consistency curve "
                                "(log tokens) at the row's token count")
     png = os.path.join(out, "heavy.png")
