@@ -1,5 +1,5 @@
 """``longcat bench heavy-env``: single sample vs self-consistency over final database states vs a
-summary episode, on real environments with a scripted agent (no model), and the tally layout."""
+summary episode, on real environments with a scripted agent (no model), and the tally layouts."""
 import json
 from collections import defaultdict
 
@@ -7,6 +7,7 @@ import pytest
 
 from longcat.bench.heavy_env import evaluate, majority_episode, plot
 from longcat.heavy import TALLY, ShownCandidate
+from longcat.heavy.templates import TALLY_FIRST, get_template
 
 
 def _env_and_task():
@@ -102,3 +103,5 @@ def test_tally_layout_merges_and_counts_most_frequent_first():
     shown = [ShownCandidate(a) for a in ("7", "9", "7", " [9]", "-2", "7")]
     assert TALLY.render("3+4=", shown) == "3+4=[7:3][9:2][-2:1]="
     assert TALLY.render("3+4=", []) == "3+4=="
+    assert TALLY_FIRST.render("3+4=", shown) == "[7:3][9:2][-2:1]3+4="
+    assert get_template("tally-first") is TALLY_FIRST

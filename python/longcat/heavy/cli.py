@@ -123,7 +123,7 @@ def add_parser(sub) -> None:
                    help="most tokens of one candidate's answer shown to the summary")
     p.add_argument("--context-budget", type=bounded(int, 1), default=16384,
                    help="most tokens of all shown answers together")
-    p.add_argument("--template", choices=["verbose", "compact", "tally"], default="verbose",
+    p.add_argument("--template", choices=["verbose", "compact", "tally", "tally-first"], default="verbose",
                    help="summary prompt layout: verbose (chat models), compact (the arith warm start) or tally "
                         "(compact with identical answers merged and counted)")
     p.add_argument("--chat", action="store_true", help="send the question as a chat message (else a completion prompt)")
@@ -135,7 +135,7 @@ def add_parser(sub) -> None:
 
 
 def _add_train_summary_parser(sub) -> None:
-    from longcat.heavy.train_summary import WHEN_ABSENT, SummaryTuneConfig
+    from longcat.heavy.train_summary import SUMMARY_LAYOUTS, WHEN_ABSENT, SummaryTuneConfig
 
     d = SummaryTuneConfig()
     p = sub.add_parser("heavy-train-summary", help="fine-tune the summary step (compact arith layout) on the "
@@ -156,7 +156,7 @@ def _add_train_summary_parser(sub) -> None:
                    help="plain task examples only from training problems with operands <= this (default: all)")
     p.add_argument("--n-terms", type=bounded(int, 2), default=d.n_terms,
                    help="terms per expression (the bench evaluates the same family)")
-    p.add_argument("--template", choices=["compact", "tally"], default=d.template,
+    p.add_argument("--template", choices=SUMMARY_LAYOUTS, default=d.template,
                    help="summary layout trained (and used by longcat bench heavy on this checkpoint)")
     p.add_argument("--n-problems", type=bounded(int, 1), default=d.n_problems)
     p.add_argument("--samples-per-problem", type=bounded(int, 1), default=d.samples_per_problem)

@@ -45,6 +45,7 @@ from longcat.heavy.warmstart import fit, mean_loss
 from longcat.tasks.arith import ArithProblem, make_problems, parse_answer
 
 WHEN_ABSENT = ("skip", "truth")
+SUMMARY_LAYOUTS = ("compact", "tally", "tally-first")  # the one-line layouts a tiny completion model learns
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class SummaryTuneConfig:
     task_max_operand: Optional[int] = None  # plain task examples only from problems with operands <= this
     ops: str = "+-"
     n_terms: int = 2                 # terms per expression (the bench's family must match)
-    template: str = "compact"        # summary layout: "compact" or "tally" (longcat.heavy.templates)
+    template: str = "compact"        # summary layout, one of SUMMARY_LAYOUTS (longcat.heavy.templates)
     n_problems: int = 2000           # drawn before the bench's prompts are removed
     holdout_fraction: float = 0.15   # of the remaining distinct problems, for the before/after losses
     samples_per_problem: int = 16
@@ -82,8 +83,8 @@ class SummaryTuneConfig:
                 self.task_max_operand, int) or self.task_max_operand < 1):
             raise ValueError(f"SummaryTuneConfig.task_max_operand: expected None or an int >= 1, "
                              f"got {self.task_max_operand!r}")
-        if self.template not in ("compact", "tally"):
-            raise ValueError(f"SummaryTuneConfig.template: expected 'compact' or 'tally', got {self.template!r}")
+        if self.template not in SUMMARY_LAYOUTS:
+            raise ValueError(f"SummaryTuneConfig.template: expected one of {SUMMARY_LAYOUTS}, got {self.template!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
