@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import time
 from typing import Optional, Sequence
 
@@ -153,7 +154,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (candidates + summaries)")
     ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -233,7 +234,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set_xlabel("generated tokens per task (episodes + summary episode)")
     ax.set_ylabel("success (environment evaluator)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
