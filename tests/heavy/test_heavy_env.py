@@ -105,3 +105,19 @@ def test_tally_layout_merges_and_counts_most_frequent_first():
     assert TALLY.render("3+4=", []) == "3+4=="
     assert TALLY_FIRST.render("3+4=", shown) == "[7:3][9:2][-2:1]3+4="
     assert get_template("tally-first") is TALLY_FIRST
+
+
+@pytest.mark.slow  # about 30 s of CPU (building 8 environments, a random model's episodes)
+def test_quick_bench_end_to_end_through_the_engine(tmp_path):
+    """``longcat bench heavy-env --quick`` on a random tiny checkpoint: the engine agent path,
+    the table, JSON and plot (the numbers are 0: the model is untrained)."""
+    from longcat.cli import main
+
+    assert main(["bench", "heavy-env", "--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "heavy-env.json").read_text())
+    methods = {(r["method"], r["k"]) for r in result["rows"]}
+    assert {("single", 1), ("self-consistency", 2), ("heavy", 2)} <= methods
+    heavy = next(r for r in result["rows"] if r["method"] == "heavy")
+    sc2 = next(r for r in result["rows"] if r["method"] == "self-consistency")
+    assert heavy["gen_tokens"] > sc2["gen_tokens"] > 0  # the summary episode is paid for on top
+    assert (tmp_path / "heavy-env.png").stat().st_size > 1000
