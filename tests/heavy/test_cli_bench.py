@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from longcat.bench.heavy import COLUMNS, _interp_log, evaluate, plot
+from longcat.bench.heavy import COLUMNS, interp_log, evaluate, plot
 from longcat.cli import main
 from longcat.tasks.arith import make_problems
 
@@ -62,7 +62,7 @@ def test_bench_evaluate_rows_and_plot(fake, tmp_path):
     problems = make_problems(6, seed=0, max_operand=9)
     rows = evaluate(fake(respond), problems, vote_ks=(1, 2, 4), heavy_ks=(2, 4), heavy_rounds=(1, 2), logprobs=1)
     methods = {(r["method"], r["k"], r["rounds"]) for r in rows}
-    assert {("single", 1, 0), ("self-consistency", 4, 0), ("confidence-vote", 2, 0), ("heavy", 2, 1),
+    assert {("single", 1, 0), ("single (greedy)", 1, 0), ("self-consistency", 4, 0), ("confidence-vote", 2, 0), ("heavy", 2, 1),
             ("heavy", 4, 2)} <= methods
     heavy = [r for r in rows if r["method"] == "heavy"]
     assert all(r["accuracy"] == 1.0 for r in heavy)
@@ -77,5 +77,5 @@ def test_bench_evaluate_rows_and_plot(fake, tmp_path):
 
 def test_interp_log():
     pts = [(1.0, 0.2), (4.0, 0.6)]
-    assert _interp_log(pts, 2.0) == pytest.approx(0.4)
-    assert _interp_log(pts, 0.5) == 0.2 and _interp_log(pts, 9.0) == 0.6
+    assert interp_log(pts, 2.0) == pytest.approx(0.4)
+    assert interp_log(pts, 0.5) == 0.2 and interp_log(pts, 9.0) == 0.6

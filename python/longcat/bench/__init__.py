@@ -17,6 +17,7 @@ AREAS = {
     "serve": "longcat.bench.serve",
     "kv": "longcat.bench.kv",
     "heavy": "longcat.bench.heavy",
+    "heavy-env": "longcat.bench.heavy_env",
     "rl": "longcat.bench.rl",
     "rl-backends": "longcat.bench.rl_backends",
 }

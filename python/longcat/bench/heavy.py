@@ -1,20 +1,25 @@
 """Heavy Thinking against its baselines on ``longcat.tasks.arith``, same model, same samples:
 accuracy vs generated tokens per problem for a single sample, self-consistency (majority vote),
 DeepConf-style confidence-weighted voting and Heavy Thinking at K = 2, 4, 8 with 1 and 2 summary
-rounds. Every method reads the same first K of the Kmax candidates sampled once per problem, so
+rounds, plus one greedy answer per problem as a peer. Every method reads the same first K of the Kmax candidates sampled once per problem, so
 the comparison isolates the aggregation; Heavy Thinking pays for its summary tokens on top.
 
 The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains), else a short
 supervised warm start of the ``tiny`` preset (``longcat.heavy.warmstart``), cached under the
 output folder (the first run trains it: about 21 minutes on the loaded 2-core CPU this was written
-on; later runs reuse it). With ``--model`` the problems use operands up to
-``$LONGCAT_HEAVY_MAX_OPERAND`` (default 99, ``make_problems``' default). Writes heavy.json /
-heavy.md (``report``) and heavy.png.
+on; later runs reuse it). With ``--model`` the task family and the summary layout come from the
+checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote one (operands up to
+its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to 99, two terms,
+the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
+``$LONGCAT_HEAVY_TEMPLATE`` override either; ``$LONGCAT_HEAVY_TEMPERATURE`` sets the candidates'
+sampling temperature (default 1.0). Writes heavy.json / heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import textwrap
 import time
 from typing import Optional, Sequence
 
@@ -33,7 +38,7 @@ COLUMNS = ["method", "k", "rounds", "accuracy", "stderr", "gen_tokens", "sc_acc_
            "seconds"]
 
 
-def _interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
+def interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
     """Linear interpolation of sorted (tokens, accuracy) points in log(tokens); flat outside."""
     if x <= points[0][0]:
         return points[0][1]
@@ -52,7 +57,8 @@ def _row(method, k, rounds, correct: list[bool], tokens: list[int], seconds: flo
 
 
 def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
-             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0) -> list[dict]:
+             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0,
+             template: str = "compact") -> list[dict]:
     """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
     kmax = max(max(vote_ks), max(heavy_ks))
     t0 = time.perf_counter()
@@ -61,7 +67,14 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
                               for i, p in enumerate(problems)])
     sample_s = time.perf_counter() - t0
     cands = [b.candidates for b in batches]
-    rows = []
+    # A peer outside the sampled curves: one greedy answer per problem (what "no test-time
+    # scaling" gets when sampling at T=1 costs accuracy).
+    t0 = time.perf_counter()
+    greedy = [b.candidates[0] for b in backend.sample([SampleRequest(p.prompt, n=1, temperature=0.0, seed=seed,
+                                                                     max_tokens=max_tokens) for p in problems])]
+    rows = [_row("single (greedy)", 1, 0, [g.finished and parse_answer(g.text) == p.answer
+                                          for g, p in zip(greedy, problems)],
+                 [g.num_tokens for g in greedy], time.perf_counter() - t0)]
     for k in vote_ks:
         tokens = [sum(c.num_tokens for c in cs[:k]) for cs in cands]
         share = sample_s * k / kmax  # the sampling time these k candidates took
@@ -77,7 +90,7 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
                                                    for cs, p in zip(cands, problems)], tokens, share))
     for k in heavy_ks:
         for rounds in heavy_rounds:
-            heavy = HeavyThinker(backend, k=k, rounds=rounds, template="compact", temperature=temperature,
+            heavy = HeavyThinker(backend, k=k, rounds=rounds, template=template, temperature=temperature,
                                  summary_temperature=0.0, seed=seed, max_tokens=max_tokens,
                                  summary_max_tokens=max_tokens, answer_fn=parse_answer)
             t0 = time.perf_counter()
@@ -90,9 +103,27 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
     sc = sorted((r["gen_tokens"], r["accuracy"]) for r in rows if r["method"] in ("single", "self-consistency"))
     for r in rows:
         if r["method"] in ("heavy", "confidence-vote"):
-            r["sc_acc_at_equal_tokens"] = _interp_log(sc, r["gen_tokens"])
+            r["sc_acc_at_equal_tokens"] = interp_log(sc, r["gen_tokens"])
             r["delta_vs_sc"] = r["accuracy"] - r["sc_acc_at_equal_tokens"]
     return rows
+
+
+def task_family(model: str) -> dict:
+    """The arith family and summary layout to evaluate ``model`` on: the checkpoint's
+    ``summary_tune.json`` when present, else 2 terms with operands <= 99 in the compact layout;
+    ``$LONGCAT_HEAVY_MAX_OPERAND`` / ``$LONGCAT_HEAVY_N_TERMS`` / ``$LONGCAT_HEAVY_TEMPLATE`` override."""
+    family = {"max_operand": 99, "n_terms": 2, "template": "compact"}
+    record = os.path.join(model, "summary_tune.json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            cfg = json.load(f)["config"]
+        family = {"max_operand": cfg["eval_max_operand"], "n_terms": cfg.get("n_terms", 2),
+                  "template": cfg.get("template", "compact")}
+    for key, env in (("max_operand", "LONGCAT_HEAVY_MAX_OPERAND"), ("n_terms", "LONGCAT_HEAVY_N_TERMS")):
+        if os.environ.get(env):
+            family[key] = int(os.environ[env])
+    family["template"] = os.environ.get("LONGCAT_HEAVY_TEMPLATE") or family["template"]
+    return family
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
@@ -117,10 +148,13 @@ def plot(rows: list[dict], path: str, title: str) -> None:
             if method == "heavy":
                 ax.annotate(f"K={r['k']}", (r["gen_tokens"], r["accuracy"]), fontsize=7,
                             textcoords="offset points", xytext=(3, -9))
+    for r in rows:
+        if r["method"] == "single (greedy)":
+            ax.plot([r["gen_tokens"]], [r["accuracy"]], "k*", markersize=9, label="single, greedy (T=0)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (candidates + summaries)")
     ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -138,25 +172,35 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     if model is None:
         model = str(warm_start(os.path.join(out, "heavy-warmstart"), WARM_START))
         model_note = f"tiny preset, supervised warm start {WARM_START} (cached in {model})"
-        max_operand = WARM_START.max_operand
+        family = {"max_operand": WARM_START.max_operand, "n_terms": 2, "template": "compact"}
     else:
         model_note = f"--model {model}"
-        max_operand = int(os.environ.get("LONGCAT_HEAVY_MAX_OPERAND", "99"))
+        family = task_family(model)
     setup_s = time.perf_counter() - t0
     backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
     n = EVAL_N_QUICK if quick else EVAL_N
-    problems = make_problems(n, seed=EVAL_SEED, max_operand=max_operand, ops="+-")
+    problems = make_problems(n, seed=EVAL_SEED, max_operand=family["max_operand"], ops="+-",
+                             n_terms=family["n_terms"])
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
-    rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2))
-    title = f"Heavy Thinking vs voting on arith (+-, operands <= {max_operand}), {n} problems"
+    temperature = float(os.environ.get("LONGCAT_HEAVY_TEMPERATURE") or 1.0)
+    if not 0.0 < temperature <= 2.0:
+        raise ValueError(f"LONGCAT_HEAVY_TEMPERATURE: expected a number in (0, 2], got {temperature}")
+    rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2),
+                    template=family["template"], temperature=temperature)
+    title = (f"Heavy Thinking vs voting on arith (+-, {family['n_terms']} terms, operands <= "
+             f"{family['max_operand']}, {family['template']} summary layout, T={temperature:g}), {n} problems")
     result = BenchResult("heavy", title, COLUMNS)
     for r in rows:
         result.add(**r)
     heavy_rows = [r for r in rows if r["method"] == "heavy"]
     wins = [r for r in heavy_rows if r["delta_vs_sc"] > 0]
-    result.context.update(machine=machine_info(device), model=model_note, problems=n, model_setup_s=setup_s,
+    greedy_acc = next(r["accuracy"] for r in rows if r["method"] == "single (greedy)")
+    result.context.update(machine=machine_info(device), model=model_note, family=family, problems=n,
+                          model_setup_s=setup_s,
                           heavy_beats_sc_at_equal_tokens=f"{len(wins)} of {len(heavy_rows)} heavy settings",
-                          note="all methods read the same first K of Kmax candidates per problem (T=1.0); "
+                          heavy_above_greedy_single=f"{sum(r['accuracy'] > greedy_acc for r in heavy_rows)} of "
+                                                    f"{len(heavy_rows)} heavy settings (greedy: {greedy_acc:.3f})",
+                          note=f"all methods read the same first K of Kmax candidates per problem (T={temperature:g}); "
                                "summary greedy; sc_acc_at_equal_tokens interpolates the self-consistency curve "
                                "(log tokens) at the row's token count")
     png = os.path.join(out, "heavy.png")

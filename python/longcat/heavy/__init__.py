@@ -15,11 +15,11 @@ from longcat.heavy.candidates import Candidate, select_for_summary, strip_thinki
 from longcat.heavy.decoder import (BudgetError, HeavyConfig, HeavyResult, HeavyThinker, SummaryEpisode,
                                    default_answer, score_episodes)
 from longcat.heavy.memory import EnvTools, FunctionTools, HeavyChat, ToolBox, sample_with_tools
-from longcat.heavy.templates import COMPACT, VERBOSE, ShownCandidate, SummaryTemplate
+from longcat.heavy.templates import COMPACT, TALLY, VERBOSE, ShownCandidate, SummaryTemplate
 from longcat.heavy.voting import confidence_vote, majority_vote, trace_confidence
 
 __all__ = ["Backend", "EngineBackend", "OpenAIBackend", "EndpointError", "SampleBatch", "SampleRequest",
            "Candidate", "select_for_summary", "strip_thinking", "BudgetError", "HeavyConfig", "HeavyResult",
            "HeavyThinker", "SummaryEpisode", "default_answer", "score_episodes", "EnvTools", "FunctionTools",
-           "HeavyChat", "ToolBox", "sample_with_tools", "COMPACT", "VERBOSE", "ShownCandidate", "SummaryTemplate",
+           "HeavyChat", "ToolBox", "sample_with_tools", "COMPACT", "TALLY", "VERBOSE", "ShownCandidate", "SummaryTemplate",
            "confidence_vote", "majority_vote", "trace_confidence"]

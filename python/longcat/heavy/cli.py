@@ -123,8 +123,9 @@ def add_parser(sub) -> None:
                    help="most tokens of one candidate's answer shown to the summary")
     p.add_argument("--context-budget", type=bounded(int, 1), default=16384,
                    help="most tokens of all shown answers together")
-    p.add_argument("--template", choices=["verbose", "compact"], default="verbose",
-                   help="summary prompt layout: verbose (chat models) or compact (the arith warm start)")
+    p.add_argument("--template", choices=["verbose", "compact", "tally", "tally-first"], default="verbose",
+                   help="summary prompt layout: verbose (chat models), compact (the arith warm start) or tally "
+                        "(compact with identical answers merged and counted)")
     p.add_argument("--chat", action="store_true", help="send the question as a chat message (else a completion prompt)")
     p.add_argument("--answer-format", choices=["text", "arith"], default="text",
                    help="how answers are compared: whole answer text, or the last integer (arith)")
@@ -134,7 +135,7 @@ def add_parser(sub) -> None:
 
 
 def _add_train_summary_parser(sub) -> None:
-    from longcat.heavy.train_summary import WHEN_ABSENT, SummaryTuneConfig
+    from longcat.heavy.train_summary import SUMMARY_LAYOUTS, WHEN_ABSENT, SummaryTuneConfig
 
     d = SummaryTuneConfig()
     p = sub.add_parser("heavy-train-summary", help="fine-tune the summary step (compact arith layout) on the "
@@ -153,6 +154,10 @@ def _add_train_summary_parser(sub) -> None:
                    help="the bench's LONGCAT_HEAVY_MAX_OPERAND: its problems are kept out of training")
     p.add_argument("--task-max-operand", type=bounded(int, 1), default=None,
                    help="plain task examples only from training problems with operands <= this (default: all)")
+    p.add_argument("--n-terms", type=bounded(int, 2), default=d.n_terms,
+                   help="terms per expression (the bench evaluates the same family)")
+    p.add_argument("--template", choices=SUMMARY_LAYOUTS, default=d.template,
+                   help="summary layout trained (and used by longcat bench heavy on this checkpoint)")
     p.add_argument("--n-problems", type=bounded(int, 1), default=d.n_problems)
     p.add_argument("--samples-per-problem", type=bounded(int, 1), default=d.samples_per_problem)
     p.add_argument("--summary-fraction", type=bounded(float, 0.0, 1.0), default=d.summary_fraction)
@@ -168,7 +173,7 @@ def cmd_train_summary(args: argparse.Namespace) -> int:
     try:
         cfg = SummaryTuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 max_operand=args.max_operand, eval_max_operand=args.eval_max_operand,
-                                task_max_operand=args.task_max_operand,
+                                task_max_operand=args.task_max_operand, n_terms=args.n_terms, template=args.template,
                                 n_problems=args.n_problems, samples_per_problem=args.samples_per_problem,
                                 summary_fraction=args.summary_fraction, when_absent=args.when_absent)
         train_summary(args.model, args.out, cfg, device=args.device)

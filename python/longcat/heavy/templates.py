@@ -4,6 +4,10 @@
 one block per thinker) with RSA's instruction that candidates may be wrong; it is for chat
 models. ``COMPACT`` is a one-line layout a tiny completion model learns in a short warm start
 (``"12+7=[19][18][19]="``): the question, each candidate answer in brackets, then ``=``.
+``TALLY`` is the compact layout with agreement made explicit: identical answers are merged into
+one bracket with their count, most frequent first (``"12+7=[19:2][18:1]="``), so a small model
+can copy the majority without counting and learn when to overrule it. ``TALLY_FIRST`` puts that
+tally before the question (``"[19:2][18:1]12+7="``).
 A template only renders text; which candidates it sees (answers only, shuffled, truncated) is
 decided by ``longcat.heavy.candidates``.
 """
@@ -62,9 +66,35 @@ class CompactTemplate(SummaryTemplate):
         return f"{question}{shown}="
 
 
+class TallyTemplate(SummaryTemplate):
+    name = "tally"
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        counts: dict[str, int] = {}
+        for c in candidates:  # dicts keep first-seen order: ties stay in the (shuffled) shown order
+            answer = c.answer.replace("[", "").replace("]", "").strip()
+            counts[answer] = counts.get(answer, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        return question + "".join(f"[{a}:{n}]" for a, n in ranked) + "="
+
+
+class TallyFirstTemplate(TallyTemplate):
+    """The tally before the question (``"[19:2][18:1]12+7="``): the prompt ends exactly like a
+    plain task prompt, so the summary starts from the model's own skill at the task and the
+    training only has to teach it to weigh the candidates in front."""
+
+    name = "tally-first"
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        tally = super().render("", candidates)[:-1]  # "[19:2][18:1]" without the closing "="
+        return tally + question
+
+
 VERBOSE = VerboseTemplate()
 COMPACT = CompactTemplate()
-TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT)}
+TALLY = TallyTemplate()
+TALLY_FIRST = TallyFirstTemplate()
+TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY, TALLY_FIRST)}
 
 
 def get_template(template) -> SummaryTemplate:

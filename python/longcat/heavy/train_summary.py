@@ -25,7 +25,13 @@ This fine-tune starts from such a checkpoint and:
 Measured on the ``rl/arith-tiny`` checkpoint (operands <= 9): Heavy Thinking went from 0.005-0.115
 to 0.29-0.385 accuracy, still below self-consistency at equal tokens. With ~66 training problems
 the model memorises their answers (train loss 0.22, held-out summary loss 0.70) instead of
-learning to pick the right candidate.
+learning to pick the right candidate. On the three-term family (``n_terms=3``, about 4,000
+distinct problems, 1,306 training problems) the memorising is gone (held-out summary loss 0.69-0.83)
+and Heavy Thinking rose with more summary training: after three rounds of this fine-tune (850
+steps) it sat above self-consistency at equal tokens in 2 of 6 settings (K=4, one round: 0.355
+vs 0.312; K=2: +0.002), both inside about one standard error on 200 problems, and below one
+greedy answer (0.45): the tiny model's summary still often answers a value no candidate holds,
+and the fine-tune costs task skill (greedy accuracy 0.615 -> 0.45).
 """
 from __future__ import annotations
 
@@ -40,11 +46,12 @@ from typing import Optional, Sequence
 
 from longcat.heavy.backends import EngineBackend, SampleRequest
 from longcat.heavy.candidates import Candidate
-from longcat.heavy.templates import COMPACT, ShownCandidate
+from longcat.heavy.templates import COMPACT, ShownCandidate, get_template
 from longcat.heavy.warmstart import fit, mean_loss
 from longcat.tasks.arith import ArithProblem, make_problems, parse_answer
 
 WHEN_ABSENT = ("skip", "truth")
+SUMMARY_LAYOUTS = ("compact", "tally", "tally-first")  # the one-line layouts a tiny completion model learns
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class SummaryTuneConfig:
     eval_max_operand: int = 9        # the bench's LONGCAT_HEAVY_MAX_OPERAND whose problems are kept out
     task_max_operand: Optional[int] = None  # plain task examples only from problems with operands <= this
     ops: str = "+-"
+    n_terms: int = 2                 # terms per expression (the bench's family must match)
+    template: str = "compact"        # summary layout, one of SUMMARY_LAYOUTS (longcat.heavy.templates)
     n_problems: int = 2000           # drawn before the bench's prompts are removed
     holdout_fraction: float = 0.15   # of the remaining distinct problems, for the before/after losses
     samples_per_problem: int = 16
@@ -68,7 +77,7 @@ class SummaryTuneConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "max_operand", "eval_max_operand", "n_problems", "samples_per_problem", "max_candidates",
-                     "max_tokens"):
+                     "max_tokens", "n_terms"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SummaryTuneConfig.{name}: expected an int >= 1, got {v!r}")
@@ -80,26 +89,29 @@ class SummaryTuneConfig:
                 self.task_max_operand, int) or self.task_max_operand < 1):
             raise ValueError(f"SummaryTuneConfig.task_max_operand: expected None or an int >= 1, "
                              f"got {self.task_max_operand!r}")
+        if self.template not in SUMMARY_LAYOUTS:
+            raise ValueError(f"SummaryTuneConfig.template: expected one of {SUMMARY_LAYOUTS}, got {self.template!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"SummaryTuneConfig.lr: expected a number > 0, got {self.lr!r}")
 
 
-def bench_prompts(eval_max_operand: int, ops: str = "+-") -> set[str]:
+def bench_prompts(eval_max_operand: int, ops: str = "+-", n_terms: int = 2) -> set[str]:
     """Every prompt ``longcat bench heavy`` evaluates (quick or full) with operands up to
-    ``eval_max_operand`` and at its default limit, 99."""
+    ``eval_max_operand`` and at its default limit, 99, with ``n_terms`` terms."""
     from longcat.bench.heavy import EVAL_N, EVAL_N_QUICK, EVAL_SEED
 
     return {p.prompt for m in {eval_max_operand, 99} for n in (EVAL_N, EVAL_N_QUICK)
-            for p in make_problems(n, seed=EVAL_SEED, max_operand=m, ops=ops)}
+            for p in make_problems(n, seed=EVAL_SEED, max_operand=m, ops=ops, n_terms=n_terms)}
 
 
 def training_problems(cfg: SummaryTuneConfig) -> tuple[list[ArithProblem], list[ArithProblem]]:
     """(train, holdout): distinct problems, none of which the bench evaluates."""
-    excluded = bench_prompts(cfg.eval_max_operand, cfg.ops)
+    excluded = bench_prompts(cfg.eval_max_operand, cfg.ops, cfg.n_terms)
     seen, distinct = set(excluded), []
-    for p in make_problems(cfg.n_problems, seed=1_000_000 + cfg.seed, max_operand=cfg.max_operand, ops=cfg.ops):
+    for p in make_problems(cfg.n_problems, seed=1_000_000 + cfg.seed, max_operand=cfg.max_operand, ops=cfg.ops,
+                           n_terms=cfg.n_terms):
         if p.prompt not in seen:
             seen.add(p.prompt)
             distinct.append(p)
@@ -113,8 +125,8 @@ def training_problems(cfg: SummaryTuneConfig) -> tuple[list[ArithProblem], list[
 
 def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequence[Candidate]],
                      draws_per_problem: int, max_candidates: int, when_absent: str,
-                     rng: random.Random) -> tuple[list[tuple[str, str]], int]:
-    """(prompt, target) pairs in the ``COMPACT`` layout, each from a random subset of a problem's
+                     rng: random.Random, template=COMPACT) -> tuple[list[tuple[str, str]], int]:
+    """(prompt, target) pairs in ``template``'s layout (default ``COMPACT``), each from a random subset of a problem's
     finished candidates, and how many draws were skipped (``when_absent="skip"`` and the true
     answer not shown, or no finished candidate at all)."""
     if when_absent not in WHEN_ABSENT:
@@ -132,7 +144,7 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
             if when_absent == "skip" and not any(parse_answer(a) == p.answer for a in shown):
                 skipped += 1
                 continue
-            pairs.append((COMPACT.render(p.prompt, [ShownCandidate(a) for a in shown]), str(p.answer)))
+            pairs.append((template.render(p.prompt, [ShownCandidate(a) for a in shown]), str(p.answer)))
     return pairs, skipped
 
 
@@ -168,9 +180,11 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
     own_acc = sum(parse_answer(c.text) == p.answer for p, cs in zip(train + holdout, cands) for c in cs if c.finished
                   ) / (len(cands) * cfg.samples_per_problem)
     draws = max(1, cfg.steps * cfg.batch_size // max(1, len(train)))
-    pool, skipped = summary_examples(train, cands[:len(train)], draws, cfg.max_candidates, cfg.when_absent, rng)
+    template = get_template(cfg.template)
+    pool, skipped = summary_examples(train, cands[:len(train)], draws, cfg.max_candidates, cfg.when_absent, rng,
+                                     template)
     held_summary, _ = summary_examples(holdout, cands[len(train):], 8, cfg.max_candidates, cfg.when_absent,
-                                       random.Random(cfg.seed + 1))
+                                       random.Random(cfg.seed + 1), template)
     held_task = [(p.prompt, str(p.answer)) for p in holdout]
     if not pool:
         raise ValueError("no summary example: the model's candidates never hold the true answer on the training "
