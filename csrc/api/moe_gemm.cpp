@@ -35,9 +35,12 @@ void check_sizes(int64_t rows, int64_t hidden, int64_t inter, int64_t experts) {
                 std::to_string(inter) + ", n_routed=" + std::to_string(experts));
 }
 
-int64_t cpu_workspace_bytes(int64_t rows, int64_t inter, int64_t experts, DType dtype, int64_t threads) {
+int64_t cpu_workspace_bytes(int64_t rows, int64_t hidden, int64_t inter, int64_t experts, DType dtype,
+                            int64_t threads) {
   using namespace cpu_moe;
-  return h_bytes(rows, inter, dtype_size(dtype)) + table_bytes(experts) + threads * kThreadScratchBytes;
+  const int64_t esize = dtype_size(dtype);
+  return h_bytes(rows, inter, esize) + table_bytes(experts) + packed_region_bytes(rows, hidden, inter, experts, esize) +
+         threads * kThreadScratchBytes;
 }
 
 // TMA reads and writes 16-byte aligned boxes: a view at an odd element offset would fault on
@@ -66,7 +69,7 @@ int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t 
     value_error("sizes out of range: rows <= 2^31, hidden and intermediate <= 2^24, n_routed <= 2^20; got rows=" +
                 std::to_string(rows) + ", hidden=" + std::to_string(hidden) + ", intermediate=" +
                 std::to_string(inter) + ", n_routed=" + std::to_string(experts));
-  return cpu_workspace_bytes(rows, inter, experts, dtype, num_threads());
+  return cpu_workspace_bytes(rows, hidden, inter, experts, dtype, num_threads());
 }
 
 void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const TensorView& offsets,
@@ -136,16 +139,16 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
   // make the kernel index past it.
   int64_t threads = 1;
   if (!cuda) {
-    const int64_t fixed = cpu_workspace_bytes(R, F, E, x.dtype, 0);
+    const int64_t fixed = cpu_workspace_bytes(R, H, F, E, x.dtype, 0);
     threads = std::min<int64_t>(num_threads(), (workspace.size(0) - fixed) / cpu_moe::kThreadScratchBytes);
   }
   // The contract is moe_grouped_swiglu_workspace_size (reported); less, down to one thread's
   // scratch, still runs, on fewer threads (a workspace sized before set_num_threads raised it).
   const int64_t need = cuda ? moe_grouped_swiglu_workspace_size(R, H, F, E, x.dtype, x.device)
-                            : cpu_workspace_bytes(R, F, E, x.dtype, std::max<int64_t>(threads, 1));
+                            : cpu_workspace_bytes(R, H, F, E, x.dtype, std::max<int64_t>(threads, 1));
   if (workspace.size(0) < need)
     value_error("argument 'workspace' must have at least " +
-                std::to_string(cuda ? need : cpu_workspace_bytes(R, F, E, x.dtype, num_threads())) +
+                std::to_string(cuda ? need : cpu_workspace_bytes(R, H, F, E, x.dtype, num_threads())) +
                 " bytes (moe_grouped_swiglu_workspace_size for rows=" + std::to_string(R) + ", hidden=" +
                 std::to_string(H) + ", intermediate=" + std::to_string(F) + ", n_routed=" + std::to_string(E) +
                 "), got " + std::to_string(workspace.size(0)));

@@ -34,9 +34,24 @@ constexpr int64_t align_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlig
 constexpr int64_t kPackABytes = kMC * kKC * 4 + kAlign,  // + slack: see pack_a_f32
                    kPackBBytes = kKC * kNC * 4, kCTileBytes = kMC * kNC * 4;
 constexpr int64_t kThreadScratchBytes = align_up(kPackABytes) + align_up(kPackBBytes) + align_up(kCTileBytes);
-// Workspace layout: [h: R*F elements of x's dtype][tile table: (E+1) int64][scratch per thread].
+// Workspace layout: [h: R*F elements of x's dtype][tile table: (E+1) int64][packed rows]
+// [scratch per thread].
 inline int64_t h_bytes(int64_t rows, int64_t inter, int64_t esize) { return align_up(rows * inter * esize); }
 inline int64_t table_bytes(int64_t experts) { return align_up((experts + 1) * 8); }
+// Packed rows (bf16 only; used by the AVX512-BF16 copy): a GEMM's A rows packed once as
+// vdpbf16ps pair words, block by block of kMC rows, instead of once per column tile. Each
+// expert's rows start 16 rows apart from the previous expert's end (its last block is padded
+// to whole 16-row vectors), so the packing of K columns takes (R + 16 E) * ceil(K / 2) words.
+// Capped: above the cap (long prefills) the tiles pack their rows themselves.
+constexpr int64_t kPackedRowsCapBytes = int64_t{64} << 20;
+inline int64_t packed_rows_bytes(int64_t rows, int64_t experts, int64_t k) {
+  return (rows + 16 * experts) * ((k + 1) / 2) * 4;
+}
+inline int64_t packed_region_bytes(int64_t rows, int64_t hidden, int64_t inter, int64_t experts, int64_t esize) {
+  if (esize != 2) return 0;
+  const int64_t need = packed_rows_bytes(rows, experts, hidden > inter ? hidden : inter);
+  return align_up(need < kPackedRowsCapBytes ? need : kPackedRowsCapBytes);
+}
 }  // namespace cpu_moe
 
 }  // namespace longcat

@@ -105,10 +105,13 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
 
 
 def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", min_time: float = 0.2,
-                        warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000) -> list[float]:
+                        warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000,
+                        clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Median seconds per call of each of fns, timed in alternation (one call of each per round,
-    at least min_rounds rounds, about min_time in all): on a shared machine a kernel and its peer
-    then see the same load, so their ratio is not the load's drift between two measure() calls."""
+    at least min_rounds rounds, about min_time of wall time in all): on a shared machine a kernel
+    and its peer then see the same load, so their ratio is not the load's drift between two
+    measure() calls. ``clock``: wall time by default; ``time.process_time`` counts the CPU time
+    of the process's threads instead (what a call costs, whatever else the cores run)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -118,10 +121,10 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
     rounds = 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < min_time):
         for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync(device)
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
         rounds += 1
     if _recorder is not None:
         for fn in fns:
@@ -170,6 +173,21 @@ def using_isa(name: str | None) -> Iterator[None]:
         yield
     finally:
         longcat.set_cpu_isa(prev)
+
+
+@contextmanager
+def using_threads(n: int) -> Iterator[None]:
+    """Runs the block with torch and longcat on n CPU threads, then restores both counts."""
+    import longcat
+
+    prev_torch, prev_longcat = torch.get_num_threads(), longcat.num_threads()
+    torch.set_num_threads(n)
+    longcat.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_torch)
+        longcat.set_num_threads(prev_longcat)
 
 
 def machine_info(device: str) -> dict:

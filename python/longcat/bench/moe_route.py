@@ -8,7 +8,9 @@ fp32 F.linear, softmax, topk over biased scores, gather), both end to end.
 as GB/s against the copy bandwidth measured in the same run. ``route`` rows are repeated for every
 CPU ISA copy of the kernels (``isa`` column); dispatch+combine rows use the active one. ``longcat_us`` is the ops as users
 call them (allocating outputs); ``kernel_us`` the kernels into preallocated outputs, which the
-GFLOP/s and GB/s columns use. Bytes counted: dispatch reads each
+GFLOP/s and GB/s columns use. On the CPU, ``vs_torch_1t_cpu`` compares the two routers again on one
+thread each (torch and longcat) by the process's CPU time: the cost of a call whatever else the
+shared cores run, and without the thread pools' different ways of waiting for work. Bytes counted: dispatch reads each
 routed row of x and writes R rows; combine reads R rows, x (for the zero experts) and writes y.
 """
 from __future__ import annotations
@@ -17,8 +19,10 @@ import torch
 
 from longcat import _C
 import longcat
+import time
+
 from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure,
-                                  measure_interleaved, using_isa)
+                                  measure_interleaved, using_isa, using_threads)
 from longcat.ops import moe_combine, moe_dispatch, moe_route, reference
 from longcat.ops._common import stream_of
 
@@ -52,11 +56,11 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         area="moe_route",
         title=f"MoE routing on {device}: H {H}, {N_ROUTED} routed + {N_ZERO} zero experts, top-{TOP_K} "
               f"(median per call; copy bandwidth {bw:.1f} GB/s)",
-        columns=["op", "isa", "tokens", "longcat_us", "kernel_us", "torch_us", "vs_torch", "GFLOP/s", "GB/s",
-                 "of_copy_bw"],
+        columns=["op", "isa", "tokens", "longcat_us", "kernel_us", "torch_us", "vs_torch", "vs_torch_1t_cpu",
+                 "GFLOP/s", "GB/s", "of_copy_bw"],
         context={"machine": machine_info(device), "copy_bandwidth_gbs": bw,
                  "note": "route: torch = the plain-torch reference router, timed in alternation with each ISA copy "
-                         "(medians); dispatch+combine: torch = "
+                         "(medians); vs_torch_1t_cpu: the same on one thread each, by process CPU time; dispatch+combine: torch = "
                          "index_select / index_add_; GB/s counts the rows moved (see module docstring)"},
     )
     g = torch.Generator(device=device).manual_seed(0)
@@ -74,9 +78,15 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                 # The reference in alternation with each copy: same load on a shared machine.
                 t_ours, t_ref = measure_interleaved([ours, ref], device, min_time, min_rounds=5)
                 t_kernel = measure(kernel, device, min_time)
+                one_thread = {}
+                if device == "cpu":
+                    with using_threads(1):
+                        c_ours, c_ref = measure_interleaved([ours, ref], device, min_time, min_rounds=5,
+                                                            clock=time.process_time)
+                    one_thread = {"vs_torch_1t_cpu": c_ref / c_ours}
             result.add(op="route", isa=isa, tokens=T, longcat_us=t_ours * 1e6, kernel_us=t_kernel * 1e6,
                        torch_us=t_ref * 1e6, vs_torch=t_ref / t_ours,
-                       **{"GFLOP/s": 2 * T * E * H / t_kernel / 1e9})
+                       **{"GFLOP/s": 2 * T * E * H / t_kernel / 1e9}, **one_thread)
     for T in (QUICK_DC_TOKENS if quick else DC_TOKENS):
         x = torch.randn(T, H, generator=g, device=device).to(torch.bfloat16)
         ids, w = moe_route(x, weight, bias, TOP_K, N_ROUTED, N_ZERO, SCALE)
