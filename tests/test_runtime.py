@@ -67,6 +67,41 @@ def test_threads():
         longcat.set_num_threads(n)
 
 
+_THREAD_COUNT_PROBE = """
+import os, threading, torch, longcat
+from longcat.ops import kv_copy_blocks
+src = torch.zeros(64, 64, 1, 576, dtype=torch.bfloat16)
+dst = torch.zeros(64, 64, 1, 576, dtype=torch.bfloat16)
+ids = torch.arange(64, dtype=torch.int32)
+tasks = lambda: len(os.listdir("/proc/self/task"))
+seen = []
+def copier():
+    longcat.set_thread_limit(1)
+    before = tasks()
+    kv_copy_blocks(src, dst, ids, ids)  # 4.7 MB: many chunks, so an uncapped call uses the pool
+    seen.append((longcat.thread_limit(), tasks() - before))
+t = threading.Thread(target=copier)
+t.start()
+t.join()
+before = tasks()
+kv_copy_blocks(src, dst, ids, ids)
+print(seen[0][0], seen[0][1], longcat.thread_limit(), tasks() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_thread_limit_is_per_calling_thread():
+    # The lazily started pool is the observable: a capped thread's copy runs inline (no pool
+    # threads appear); the main thread, uncapped, then starts the pool's 2 - 1 workers.
+    out = subprocess.run([sys.executable, "-c", _THREAD_COUNT_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "LONGCAT_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0", "0", "1"]
+    with pytest.raises(ValueError, match=r"set_thread_limit: expected n in \[0, 1024\] \(0: no cap\), got -1"):
+        longcat.set_thread_limit(-1)
+    assert longcat.thread_limit() == 0
+
+
 def test_cli_info_table():
     r = run_cli("info")
     assert r.returncode == 0, r.stderr
