@@ -12,8 +12,8 @@ the same layer- and chunk-wise). Where the copies run:
   ``copy_threads`` threads (default 1: the worker owns one core): a copy that spread over the
   kernel pool would put its workers on the cores the compute threads use, and two sets of
   threads time-sharing the same cores hide nothing. The compute side then gets the other
-  cores (``compute_threads``); one core's copy is within a few percent of the machine's copy
-  bandwidth on a small CPU (``longcat bench kv``).
+  cores (``compute_threads``). ``longcat bench kv`` measures the one-thread copy against
+  torch's one-thread copy, and the overlap with this split.
 - CUDA: a dedicated copy stream. A chunk first waits (on the GPU) for the work already queued on
   the caller's current stream, which may still be writing the source pages, then records its
   completion event; ``CopyEvent.wait(stream=...)`` makes a stream wait on the GPU instead of the
