@@ -10,8 +10,9 @@ Everything below is measured in one run, each number next to its peer:
   does with one ``cudaMemcpyAsync`` per block). Repeats take disjoint id sets in turn, cycling
   through more memory than the last-level cache, so the pages come from DRAM as the big copy's
   do. GB/s counts bytes read + written on the CPU (as the copy bandwidth does) and bytes moved
-  on CUDA. On CUDA every method (kernel, batched DMA, per-run DMA) is measured. One more CPU
-  row: the copier's configuration, one thread against torch's copy on one thread.
+  on CUDA; ``of_same_bytes`` compares with a contiguous copy of the same bytes. On CUDA every
+  method (kernel, batched DMA, per-run DMA) is measured. The CPU rows are repeated on one
+  thread against torch on one thread (the copier worker's configuration).
 - ``overlap``: a 4-layer cache moved by ``ChunkedCopier`` (16-page chunks, background worker /
   copy stream) while the caller computes; efficiency = (compute alone + transfer alone -
   overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
@@ -71,85 +72,81 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
         big_bytes = big_dev.numel()  # bytes moved
         methods = [KvCopyMethod.KERNEL, KvCopyMethod.MEMCPY_BATCH, KvCopyMethod.MEMCPY_PER_BLOCK]
     else:
-        # The peer: one contiguous copy far larger than the caches (bytes read + written), timed
-        # in the same rounds as the page copies so that both see the same load.
+        # The peer: one contiguous copy far larger than the caches (bytes read + written).
         a = torch.empty((64 if quick else 256) << 20, dtype=torch.uint8).fill_(1)
         b = torch.empty_like(a)
         big = {"d2h": lambda: b.copy_(a), "h2d": lambda: b.copy_(a)}
         big_bytes = 2 * a.numel()
         methods = [KvCopyMethod.CPU_THREADS]
     stream = torch.cuda.Stream(device) if cuda else None
-    bw_seen = {"d2h": [], "h2d": []}
-    for n in (QUICK_BLOCKS if quick else BLOCKS):
-        for direction, (src, dst) in (("d2h", (dev, host)), ("h2d", (host, dev))):
-            # Disjoint id sets taken in turn, as many as the pools hold: the sets cycle through
-            # 44-81 MB, more than the last-level cache (32 MB here), so every call reads pages
-            # from DRAM like the contiguous copy it is compared with.
-            sets = max(1, min(src.shape[0], dst.shape[0]) // n)
-            s_perm, d_perm = _scattered(src.shape[0], src.shape[0], n), _scattered(dst.shape[0], dst.shape[0], n + 1)
-            s_sets = [s_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-            d_sets = [d_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-            s_list, d_list = [x.tolist() for x in s_sets], [x.tolist() for x in d_sets]
-            moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the copy bandwidth
-            turn = [0]
-
-            def torch_peer():  # vLLM's swap_blocks: one copy per page
-                i = turn[0] = (turn[0] + 1) % sets
-                for x, y in zip(s_list[i], d_list[i]):
-                    dst[y].copy_(src[x], non_blocking=True)
-
-            def ours_with(method):
-                def ours():
-                    i = turn[0] = (turn[0] + 1) % sets
-                    kv_copy_blocks(src, dst, s_sets[i], d_sets[i], method, stream=stream)
-                    if stream is not None:
-                        torch.cuda.current_stream(device).wait_stream(stream)
-                return ours
-
-            times = measure_interleaved([big[direction], torch_peer] + [ours_with(m) for m in methods], device,
-                                        min_time=min_time, min_rounds=7)
-            bw = big_bytes / times[0] / 1e9
-            bw_seen[direction].append(bw)
-            for method, t in zip(methods, times[2:]):
-                gbs = moved / t / 1e9
-                result.add(section="swap", case=f"{direction} {method.name.lower()}", blocks=n,
-                           ours_ms=t * 1e3, peer_ms=times[1] * 1e3,
-                           **{"GB/s": gbs, "of_copy_bw": gbs / bw, "vs_torch_per_page": times[1] / t},
-                           note=f"copy bandwidth {bw:.1f} GB/s in the same rounds")
+    # CPU: the kernel pool on every thread (an engine's swap-out), then one thread against
+    # torch on one thread (the copier's worker; swap-ins). d2h only for the latter.
+    runs = [("", ("d2h", "h2d"))] + ([] if cuda else [(", 1 thread", ("d2h",))])
+    bw_seen: dict = {}
+    for suffix, directions in runs:
+        one = suffix != ""
+        prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
+        if one:
+            torch.set_num_threads(1)
+            longcat.set_thread_limit(1)
+        try:
+            for n in (QUICK_BLOCKS if quick else BLOCKS):
+                for direction in directions:
+                    src, dst = (dev, host) if direction == "d2h" else (host, dev)
+                    times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
+                    bw = big_bytes / times[0] / 1e9
+                    bw_seen.setdefault(direction + suffix, []).append(bw)
+                    moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth
+                    for method, t in zip(methods, times[3:]):
+                        gbs = moved / t / 1e9
+                        result.add(section="swap", case=f"{direction} {method.name.lower()}{suffix}", blocks=n,
+                                   ours_ms=t * 1e3, peer_ms=times[2] * 1e3,
+                                   **{"GB/s": gbs, "of_copy_bw": gbs / bw, "of_same_bytes": times[1] / t,
+                                      "vs_torch_per_page": times[2] / t},
+                                   note=f"copy bandwidth {bw:.1f} GB/s in the same rounds; {sets} id sets")
+        finally:
+            torch.set_num_threads(prev_torch)
+            longcat.set_thread_limit(prev_limit)
     result.context["copy_bandwidth_gbs"] = {k: statistics.median(v) for k, v in bw_seen.items()}
-    if not cuda:
-        _one_thread_copy_row(result, dev, host, page_bytes, quick, min_time)
 
 
-def _one_thread_copy_row(result: BenchResult, dev: torch.Tensor, host: torch.Tensor, page_bytes: int,
-                         quick: bool, min_time: float) -> None:
-    """The copier's configuration: one thread copying (it owns one core) against torch's copy
-    on one thread, in the same rounds."""
-    n = 512
-    sets = max(1, min(dev.shape[0], host.shape[0]) // n)
-    s_sets = [_scattered(dev.shape[0], dev.shape[0], 7)[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-    d_sets = [_scattered(host.shape[0], host.shape[0], 8)[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-    a = torch.empty((64 if quick else 256) << 20, dtype=torch.uint8).fill_(1)
-    b = torch.empty_like(a)
+def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, device: str, stream, min_time: float,
+               one_thread: bool) -> tuple[list[float], int]:
+    """Interleaved medians of: the big contiguous copy, a contiguous copy of the same bytes
+    (n pages), one torch copy_ per page, then kv_copy_blocks with each method."""
+    # Disjoint id sets taken in turn, as many as the pools hold: they cycle through 44-81 MB,
+    # more than the last-level cache (32 MB here), so the pages come from DRAM as the big
+    # copy's do (the big copy also flushes the cache between rounds).
+    sets = max(1, min(src.shape[0], dst.shape[0]) // n)
+    s_perm, d_perm = _scattered(src.shape[0], src.shape[0], n), _scattered(dst.shape[0], dst.shape[0], n + 1)
+    s_sets = [s_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+    d_sets = [d_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+    s_list, d_list = [x.tolist() for x in s_sets], [x.tolist() for x in d_sets]
     turn = [0]
 
-    def ours():
-        i = turn[0] = (turn[0] + 1) % sets
-        kv_copy_blocks(dev, host, s_sets[i], d_sets[i])
+    def nxt() -> int:
+        turn[0] = (turn[0] + 1) % sets
+        return turn[0]
 
-    prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
-    torch.set_num_threads(1)
-    longcat.set_thread_limit(1)
-    try:
-        t_big, t = measure_interleaved([lambda: b.copy_(a), ours], "cpu", min_time=min_time, min_rounds=7)
-    finally:
-        torch.set_num_threads(prev_torch)
-        longcat.set_thread_limit(prev_limit)
-    bw, gbs = 2 * a.numel() / t_big / 1e9, 2 * n * page_bytes / t / 1e9
-    result.add(section="swap", case="d2h cpu_threads, 1 thread (the copier's worker)", blocks=n, ours_ms=t * 1e3,
-               **{"GB/s": gbs, "of_copy_bw": gbs / bw},
-               note=f"1-thread copy bandwidth {bw:.1f} GB/s in the same rounds")
-    result.context["copy_bandwidth_gbs_1_thread"] = bw
+    def same_bytes():  # the same n pages' bytes, contiguous on both sides
+        i = nxt()
+        dst[i * n:(i + 1) * n].copy_(src[i * n:(i + 1) * n], non_blocking=True)
+
+    def torch_peer():  # vLLM's swap_blocks: one copy per page
+        i = nxt()
+        for x, y in zip(s_list[i], d_list[i]):
+            dst[y].copy_(src[x], non_blocking=True)
+
+    def ours_with(method):
+        def ours():
+            i = nxt()
+            kv_copy_blocks(src, dst, s_sets[i], d_sets[i], method, stream=stream)
+            if stream is not None:
+                torch.cuda.current_stream(device).wait_stream(stream)
+        return ours
+
+    fns = [big, same_bytes, torch_peer] + [ours_with(m) for m in methods]
+    return measure_interleaved(fns, device, min_time=min_time, min_rounds=9), sets
 
 
 def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
@@ -393,12 +390,13 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     result = BenchResult(
         area="kv",
         title=f"KV swap on {device}: page copies, overlap, engine under memory pressure (medians)",
-        columns=["section", "case", "blocks", "ours_ms", "peer_ms", "GB/s", "of_copy_bw", "vs_torch_per_page", "tok/s",
-                 "note"],
+        columns=["section", "case", "blocks", "ours_ms", "peer_ms", "GB/s", "of_copy_bw", "of_same_bytes",
+                 "vs_torch_per_page", "tok/s", "note"],
         context={"machine": machine_info(device),
                  "note": "swap: peer_ms = one torch copy_ per page; of_copy_bw = GB/s / the copy bandwidth measured "
-                         "in this run. overlap: peer_ms = compute alone + transfer alone. engine: blocks = device "
-                         "pages (16 tokens each). pd: peer_ms = the faster single-process engine (all threads or one), "
+                         "in the same rounds; of_same_bytes = a contiguous copy of the same bytes' time / ours. "
+                         "overlap: peer_ms = compute alone + transfer alone. engine: blocks = device pages (16 tokens "
+                         "each). pd: peer_ms = the faster single-process engine (all threads or one), "
                          "blocks = prompts"},
     )
     min_time = 0.05 if quick else 0.3
