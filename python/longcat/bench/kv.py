@@ -18,7 +18,9 @@ Everything below is measured in one run, each number next to its peer:
   overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
   copier's worker owns one core and the compute runs on the rest, in all three measurements.
   Two computes: a cached matmul (compute-bound) and a DRAM-streaming elementwise op
-  (memory-bound, so it competes with the copy for bandwidth).
+  (memory-bound, so it competes with the copy for bandwidth); on the CPU also a control that
+  needs no core (sleeps). Each row says how many cores the process got while overlapped: on a
+  shared machine with less than two, nothing can be hidden.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
   a prompt's prefill to its first decoded token on the decode side, against the same prompt in a
   single-process engine (the same model and weights on both sides) with all cores' threads and
@@ -170,6 +172,10 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
     y = torch.empty_like(x)
     kinds = {"compute-bound (fp32 matmul %d^2)" % side: lambda: m @ m,
              "memory-bound (elementwise, %d MB in + out)" % (x.numel() * 4 >> 20): lambda: torch.mul(x, 1.5, out=y)}
+    if not cuda:
+        # A control that needs no core (a GPU or I/O wait stands in): what the copier's
+        # machinery hides when the core it needs is free, whatever the machine's load.
+        kinds["off-CPU (sleep 1 ms, a stand-in for GPU / I/O waits)"] = lambda: time.sleep(1e-3)
 
     def transfer():
         for e in copier.copy(ids, ids):
