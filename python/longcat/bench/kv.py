@@ -205,9 +205,9 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
                 shares.append((time.process_time() - c0) / (time.perf_counter() - w0))
 
             rounds: list = []
-            t_compute, t_alone, t_both = measure_interleaved([compute, transfer, overlapped], device,
-                                                             min_time=1.0 if quick else 4.0, min_rounds=9,
-                                                             rounds=rounds)
+            t_compute, t_alone, t_both = measure_interleaved(
+                [compute, transfer, overlapped], device, min_time=0.5 if quick else 4.0,
+                min_rounds=7 if quick else 9, rounds=rounds)
             eff = (t_compute + t_alone - t_both) / min(t_compute, t_alone)
             # The same formula within each round (its three runs saw the same load), median over
             # rounds: steadier than the medians' formula when the machine's load drifts.
