@@ -1,6 +1,7 @@
 """Build configuration, CPU ISA dispatch, threads, and the `longcat` command."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -130,3 +131,15 @@ def test_cli_rejects_unknown_area():
 def test_cmake_prefix_path_has_package_config():
     path = longcat.cmake_prefix_path()
     assert os.path.isfile(os.path.join(path, "longcat", "longcatConfig.cmake"))
+
+
+def test_measure_interleaved_hands_back_each_round():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+    rounds: list = []
+    medians = measure_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], min_time=0.0,
+                                  warmup=1, min_rounds=4, rounds=rounds)
+    assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up, then alternation
+    assert len(rounds) == 4 and all(len(r) == 2 and min(r) >= 0 for r in rounds)
+    assert medians == [statistics.median(r[i] for r in rounds) for i in range(2)]
