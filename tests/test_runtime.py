@@ -1,6 +1,7 @@
 """Build configuration, CPU ISA dispatch, threads, and the `longcat` command."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -67,6 +68,41 @@ def test_threads():
         longcat.set_num_threads(n)
 
 
+_THREAD_COUNT_PROBE = """
+import os, threading, torch, longcat
+from longcat.ops import kv_copy_blocks
+src = torch.zeros(64, 64, 1, 576, dtype=torch.bfloat16)
+dst = torch.zeros(64, 64, 1, 576, dtype=torch.bfloat16)
+ids = torch.arange(64, dtype=torch.int32)
+tasks = lambda: len(os.listdir("/proc/self/task"))
+seen = []
+def copier():
+    longcat.set_thread_limit(1)
+    before = tasks()
+    kv_copy_blocks(src, dst, ids, ids)  # 4.7 MB: many chunks, so an uncapped call uses the pool
+    seen.append((longcat.thread_limit(), tasks() - before))
+t = threading.Thread(target=copier)
+t.start()
+t.join()
+before = tasks()
+kv_copy_blocks(src, dst, ids, ids)
+print(seen[0][0], seen[0][1], longcat.thread_limit(), tasks() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_thread_limit_is_per_calling_thread():
+    # The lazily started pool is the observable: a capped thread's copy runs inline (no pool
+    # threads appear); the main thread, uncapped, then starts the pool's 2 - 1 workers.
+    out = subprocess.run([sys.executable, "-c", _THREAD_COUNT_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "LONGCAT_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0", "0", "1"]
+    with pytest.raises(ValueError, match=r"set_thread_limit: expected n in \[0, 1024\] \(0: no cap\), got -1"):
+        longcat.set_thread_limit(-1)
+    assert longcat.thread_limit() == 0
+
+
 def test_cli_info_table():
     r = run_cli("info")
     assert r.returncode == 0, r.stderr
@@ -95,3 +131,15 @@ def test_cli_rejects_unknown_area():
 def test_cmake_prefix_path_has_package_config():
     path = longcat.cmake_prefix_path()
     assert os.path.isfile(os.path.join(path, "longcat", "longcatConfig.cmake"))
+
+
+def test_measure_interleaved_hands_back_each_round():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+    rounds: list = []
+    medians = measure_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], min_time=0.0,
+                                  warmup=1, min_rounds=4, rounds=rounds)
+    assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up, then alternation
+    assert len(rounds) == 4 and all(len(r) == 2 and min(r) >= 0 for r in rounds)
+    assert medians == [statistics.median(r[i] for r in rounds) for i in range(2)]

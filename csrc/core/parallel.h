@@ -9,7 +9,8 @@
 
 namespace longcat::cpu {
 
-// Runs fn(begin, end) over [0, n) in at most num_threads() contiguous chunks of at least `grain`
+// Runs fn(begin, end) over [0, n) in at most num_threads() (capped by the calling thread's
+// set_thread_limit) contiguous chunks of at least `grain`
 // items each; threads claim chunks, the calling thread first, so a worker that is slow to wake
 // (its core busy) leaves its chunk to the caller instead of delaying it. Runs inline when one chunk suffices, when
 // called from inside a parallel region, or while another caller holds the pool. The first

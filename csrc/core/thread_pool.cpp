@@ -161,6 +161,7 @@ std::mutex g_pool_m;            // guards g_pool and g_threads; held for the who
 Pool* g_pool = nullptr;         // created lazily; leaked in a forked child (its threads are gone)
 std::atomic<int> g_threads{0};  // 0 = not yet read from the environment
 thread_local bool t_in_parallel = false;
+thread_local int t_limit = 0;   // set_thread_limit: 0 = no cap for this thread
 
 #if defined(__linux__)
 void after_fork_in_child() {
@@ -197,12 +198,22 @@ void set_num_threads(int n) {
   g_threads.store(n);
 }
 
+void set_thread_limit(int n) {
+  if (n < 0 || n > kMaxThreads)
+    fail(ErrorKind::Value, "set_thread_limit: expected n in [0, " + std::to_string(kMaxThreads) + "] (0: no cap), got " +
+                               std::to_string(n));
+  t_limit = n;
+}
+
+int thread_limit() { return t_limit; }
+
 namespace cpu {
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  int64_t chunks = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
+  const int threads = t_limit > 0 ? std::min(t_limit, num_threads()) : num_threads();
+  int64_t chunks = std::min<int64_t>(threads, (n + grain - 1) / grain);
   std::unique_lock<std::mutex> lk(g_pool_m, std::defer_lock);
   if (chunks <= 1 || t_in_parallel || !lk.try_lock()) {
     fn(0, n);

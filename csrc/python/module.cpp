@@ -45,6 +45,9 @@ NB_MODULE(_C, m) {
         "name"_a, "Force a CPU ISA level (<= the detected one), for testing and benchmarking each path.");
   m.def("num_threads", &longcat::num_threads, "Threads the CPU kernels use.");
   m.def("set_num_threads", &longcat::set_num_threads, "n"_a, "Set the threads the CPU kernels use (>= 1).");
+  m.def("set_thread_limit", &longcat::set_thread_limit, "n"_a,
+        "Cap the threads of CPU kernels called from this thread (0: no cap).");
+  m.def("thread_limit", &longcat::thread_limit, "This thread's cap on CPU kernel threads (0: none).");
   m.def("cpu_peak_gflops", &longcat::cpu_peak_gflops, "mix"_a,
         "Measured CPU peak GFLOP/s (all kernel threads, active ISA copy) for 'fma' or 'bf16dot'.");
   m.def("cuda_device_count", [] {

@@ -68,5 +68,16 @@ def set_num_threads(n: int) -> None:
     _kernels().set_num_threads(n)
 
 
+def thread_limit() -> int:
+    """The calling thread's cap on CPU kernel threads (0: none; see ``set_thread_limit``)."""
+    return _kernels().thread_limit()
+
+
+def set_thread_limit(n: int) -> None:
+    """Cap the threads of CPU kernels called from the calling thread only (0 removes the cap).
+    A background copy thread sets 1 so that it owns one core while other threads compute."""
+    _kernels().set_thread_limit(n)
+
+
 __all__ = ["build_info", "cmake_prefix_path", "cpu_isa", "cpu_isas_available", "set_cpu_isa", "num_threads",
-           "set_num_threads", "ops", "__version__"]
+           "set_num_threads", "thread_limit", "set_thread_limit", "ops", "__version__"]

@@ -5,6 +5,7 @@ import gc
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -115,3 +116,10 @@ def test_decode_output_equals_single_process_and_a_dying_peer_fails_only_its_req
         _same(got[rid][1], want[rid])
     assert "prefill peer was lost" in got["r3"][0]
     assert no_leak  # the failed request's pages are free again
+
+
+def test_thread_counts_are_validated():
+    with pytest.raises(ValueError, match=r"PrefillWorker: 'num_threads' must be None or an int >= 1, got 0"):
+        PrefillWorker(ToyPagedModel(vocab_size=64, seed=0), page_size=PAGE, num_threads=0)
+    with pytest.raises(ValueError, match=r"DecodeWorker: 'num_threads' must be None or an int >= 1, got True"):
+        DecodeWorker(_engine(), num_threads=True)

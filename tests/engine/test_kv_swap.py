@@ -49,7 +49,7 @@ def test_chunked_copier_moves_every_layer_chunk_by_chunk():
     d_ids = [29, 0, 1, 2, 3, 10, 11, 12, 5]
     for w, s in zip(want, src):
         w[d_ids] = s[s_ids]
-    copier = ChunkedCopier(src, dst, chunk_pages=4)
+    copier = ChunkedCopier(src, dst, chunk_pages=4, copy_threads=1)
     events = copier.copy(s_ids, d_ids)
     assert [e.pages for e in events] == [4, 4, 1]
     for e in events:
@@ -71,6 +71,8 @@ def test_chunked_copier_validates_the_whole_transfer_first():
         ChunkedCopier([torch.zeros(8, 4, 1, 512)], [torch.zeros(8, 4, 1, 576)]).copy([0], [0])
     with pytest.raises(ValueError, match=r"'chunk_pages' must be an int >= 1"):
         ChunkedCopier(src, dst, chunk_pages=0)
+    with pytest.raises(ValueError, match=r"'copy_threads' must be an int >= 0 \(0: the whole kernel pool\), got -1"):
+        ChunkedCopier(src, dst, copy_threads=-1)
     assert all(torch.equal(d, b) for d, b in zip(dst, before))
     copier.close()
 

@@ -128,3 +128,25 @@ def test_shape_dtype_and_id_type_mismatches():
     expect_error(ValueError, r"'src_pool' must be contiguous", pool(8)[::2], pool(4), [0], [0])
     expect_error(ValueError, r"'method' must be Auto or CpuThreads", src, pool(4), [0], [0],
                  method=KvCopyMethod.KERNEL)
+
+
+def test_every_layer_in_one_call_and_a_bad_layer_or_id_writes_nothing():
+    from longcat.ops.kv_cache import kv_copy_blocks_layers
+
+    src = [pool(9, seed=20 + i) for i in range(3)]
+    dst = [pool(12, seed=30 + i) for i in range(3)]
+    s, d = [8, 0, 3, 4], [11, 2, 0, 5]
+    want = [x.clone() for x in dst]
+    for w, x in zip(want, src):
+        reference.kv_copy_blocks(x, w, ids(s), ids(d))
+    kv_copy_blocks_layers(src, dst, s, d)
+    assert all(torch.equal(x, w) for x, w in zip(dst, want))
+    # A bad id, or a layer whose pool differs from the first, is refused before layer 0 moves.
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 12\)"):
+        kv_copy_blocks_layers(src, dst, [0], [12])
+    with pytest.raises(ValueError, match=r"'dst_pools' must hold pools of one shape, dtype, device and layout; "
+                                         r"pool 2 differs from pool 0"):
+        kv_copy_blocks_layers(src, dst[:2] + [pool(13)], [1], [1])
+    with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
+        kv_copy_blocks_layers(src, dst[:2], [1], [1])
+    assert all(torch.equal(x, w) for x, w in zip(dst, want))

@@ -28,6 +28,12 @@ LONGCAT_API int num_threads();
 // n in [1, 1024], else Error(Value). The new threads start here: if the OS refuses them (thread
 // or address-space limits) Error(Runtime) is thrown and the previous count and pool stay.
 LONGCAT_API void set_num_threads(int n);
+// A cap on the threads of kernels called from the calling thread only (0: none, the default;
+// else n in [1, 1024], else Error(Value)). A background copy thread sets 1 so that it owns one
+// core while the other threads compute, instead of pulling the shared pool's workers onto
+// their cores (engine/kv_transfer.py).
+LONGCAT_API void set_thread_limit(int n);
+LONGCAT_API int thread_limit();  // the calling thread's cap, 0 if none
 // The CPU's measured arithmetic peak in GFLOP/s with all kernel threads, for the active ISA copy
 // and one instruction mix: "fma" (fp32 FMA at the copy's vector width) or "bf16dot"
 // (vdpbf16ps; needs avx512bf16). The compute roof of the benchmarks' rooflines.

@@ -106,26 +106,30 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
 
 def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", min_time: float = 0.2,
                         warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000,
-                        clock: Callable[[], float] = time.perf_counter) -> list[float]:
+                        clock: Callable[[], float] = time.perf_counter,
+                        rounds: Optional[list] = None) -> list[float]:
     """Median seconds per call of each of fns, timed in alternation (one call of each per round,
     at least min_rounds rounds, about min_time of wall time in all): on a shared machine a kernel
     and its peer then see the same load, so their ratio is not the load's drift between two
     measure() calls. ``clock``: wall time by default; ``time.process_time`` counts the CPU time
-    of the process's threads instead (what a call costs, whatever else the cores run)."""
+    of the process's threads instead (what a call costs, whatever else the cores run).
+    ``rounds``, if given, receives each round's times (a list per round, in fns' order)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     sync(device)
     times: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
-    rounds = 0
-    while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < min_time):
+    n_rounds = 0
+    while n_rounds < max_rounds and (n_rounds < min_rounds or time.perf_counter() - start < min_time):
         for fn, ts in zip(fns, times):
             t0 = clock()
             fn()
             sync(device)
             ts.append(clock() - t0)
-        rounds += 1
+        n_rounds += 1
+    if rounds is not None:
+        rounds.extend(list(r) for r in zip(*times))
     if _recorder is not None:
         for fn in fns:
             _recorder.capture(fn, device)

@@ -2,34 +2,46 @@
 
 Everything below is measured in one run, each number next to its peer:
 
-- ``swap``: ``kv_copy_blocks`` moving 16-512 scattered pages (page size 64, 576 values, bf16:
-  73.7 KB a page) from a device pool to a host pool of another size, and back. Peers: the
-  machine's copy bandwidth (one large contiguous copy, ``copy_bandwidth_gbs``; on CUDA, one large
-  pinned <-> device ``copy_``), and one torch ``copy_`` per page (what vLLM's ``swap_blocks`` does
-  with one ``cudaMemcpyAsync`` per block). Repeats take disjoint id sets in turn, but the pages
-  of 16-128-block copies still fit in the CPU's last-level cache, so those rows can exceed the
-  DRAM copy bandwidth. GB/s
-  counts bytes read + written on the CPU (as the copy bandwidth does) and bytes moved on CUDA.
-  On CUDA every method (kernel, batched DMA, per-run DMA) is measured.
+- ``swap``: ``kv_copy_blocks`` moving 16-512 scattered pages (page size 64 as the engine's
+  default, 576 values, bf16: 73.7 KB a page) from a device pool to a host pool of another size,
+  and back. Peers, timed in the same interleaved rounds (``measure_interleaved``): the
+  machine's copy bandwidth (one contiguous copy far larger than the caches; on CUDA, one large
+  pinned <-> device ``copy_``), and one torch ``copy_`` per page (what vLLM's ``swap_blocks``
+  does with one ``cudaMemcpyAsync`` per block). Repeats take disjoint id sets in turn, cycling
+  through more memory than the last-level cache, so the pages come from DRAM as the big copy's
+  do. GB/s counts bytes read + written on the CPU (as the copy bandwidth does) and bytes moved
+  on CUDA; ``of_same_bytes`` compares with a contiguous copy of the same bytes. On CUDA every
+  method (kernel, batched DMA, per-run DMA) is measured. The CPU rows are repeated on one
+  thread against torch on one thread (the copier worker's configuration).
 - ``overlap``: a 4-layer cache moved by ``ChunkedCopier`` (16-page chunks, background worker /
-  copy stream) while the caller computes (a matmul loop); efficiency = (compute alone +
-  transfer alone - overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden.
+  copy stream) while the caller computes; efficiency = (compute alone + transfer alone -
+  overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
+  copier's worker owns one core and the compute runs on the rest, in all three measurements.
+  Two computes: a cached matmul (compute-bound) and a DRAM-streaming elementwise op
+  (memory-bound, so it competes with the copy for bandwidth); on the CPU also a control that
+  needs no core (sleeps). Each row says how many cores the process got while overlapped: on a
+  shared machine with less than two, nothing can be hidden.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
   a prompt's prefill to its first decoded token on the decode side, against the same prompt in a
-  single-process engine (the same model and weights on both sides).
+  single-process engine (the same model and weights on both sides) with all cores' threads and
+  with one. Each process gets its own thread count (prefill N - 1, decode 1 on N cores; the full
+  run adds 128-token chunks and torch's default of N threads in both processes).
 - ``engine``: the tiny LongCat-Flash preset generating for 8 requests with a device cache too
   small for them: swapping to a host tier vs recompute preemption (no host tier), and an engine
-  whose device cache holds everything (the ceiling). Generated tokens/s, median of repeats.
+  whose device cache holds everything (the ceiling), taking turns, on N - 1 compute threads
+  (the swap-in copier owns the last core). Generated tokens/s, median of rounds.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
 import torch
 
-from longcat.bench.common import BenchResult, copy_bandwidth_gbs, machine_info, measure, sync
-from longcat.engine.kv_transfer import ChunkedCopier
+import longcat
+from longcat.bench.common import BenchResult, machine_info, measure_interleaved, sync
+from longcat.engine.kv_transfer import ChunkedCopier, compute_threads
 from longcat.ops import KvCopyMethod, kv_copy_blocks
 
 PAGE_SIZE = 64
@@ -57,83 +69,161 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
     if cuda:
         big_dev = torch.empty(256 << 20, dtype=torch.uint8, device=device)
         big_host = torch.empty(256 << 20, dtype=torch.uint8).pin_memory()
-        peer = {"d2h": 2 * big_dev.numel() / measure(lambda: big_host.copy_(big_dev, non_blocking=True), device, min_time) / 2e9,
-                "h2d": 2 * big_dev.numel() / measure(lambda: big_dev.copy_(big_host, non_blocking=True), device, min_time) / 2e9}
+        big = {"d2h": lambda: big_host.copy_(big_dev, non_blocking=True),
+               "h2d": lambda: big_dev.copy_(big_host, non_blocking=True)}
+        big_bytes = big_dev.numel()  # bytes moved
         methods = [KvCopyMethod.KERNEL, KvCopyMethod.MEMCPY_BATCH, KvCopyMethod.MEMCPY_PER_BLOCK]
     else:
-        bw = copy_bandwidth_gbs(device, quick)
-        peer = {"d2h": bw, "h2d": bw}
+        # The peer: one contiguous copy far larger than the caches (bytes read + written).
+        a = torch.empty((64 if quick else 256) << 20, dtype=torch.uint8).fill_(1)
+        b = torch.empty_like(a)
+        big = {"d2h": lambda: b.copy_(a), "h2d": lambda: b.copy_(a)}
+        big_bytes = 2 * a.numel()
         methods = [KvCopyMethod.CPU_THREADS]
-    result.context["copy_bandwidth_gbs"] = peer
     stream = torch.cuda.Stream(device) if cuda else None
-    for n in (QUICK_BLOCKS if quick else BLOCKS):
-        for direction, (src, dst) in (("d2h", (dev, host)), ("h2d", (host, dev))):
-            # Several disjoint id sets taken in turn, so that repeats do not find the pages of
-            # the previous call still in the CPU's caches.
-            sets = max(1, min(8, min(src.shape[0], dst.shape[0]) // n))
-            s_perm, d_perm = _scattered(src.shape[0], src.shape[0], n), _scattered(dst.shape[0], dst.shape[0], n + 1)
-            s_sets = [s_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-            d_sets = [d_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
-            s_list, d_list = [x.tolist() for x in s_sets], [x.tolist() for x in d_sets]
-            moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the copy bandwidth
-            turn = [0]
+    # CPU: the kernel pool on every thread (an engine's swap-out), then one thread against
+    # torch on one thread (the copier's worker; swap-ins). d2h only for the latter.
+    runs = [("", ("d2h", "h2d"))] + ([] if cuda else [(", 1 thread", ("d2h",))])
+    bw_seen: dict = {}
+    for suffix, directions in runs:
+        one = suffix != ""
+        prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
+        if one:
+            torch.set_num_threads(1)
+            longcat.set_thread_limit(1)
+        try:
+            for n in (QUICK_BLOCKS if quick else BLOCKS):
+                for direction in directions:
+                    src, dst = (dev, host) if direction == "d2h" else (host, dev)
+                    times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
+                    bw = big_bytes / times[0] / 1e9
+                    bw_seen.setdefault(direction + suffix, []).append(bw)
+                    moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth
+                    for method, t in zip(methods, times[3:]):
+                        gbs = moved / t / 1e9
+                        result.add(section="swap", case=f"{direction} {method.name.lower()}{suffix}", blocks=n,
+                                   ours_ms=t * 1e3, peer_ms=times[2] * 1e3,
+                                   **{"GB/s": gbs, "of_copy_bw": gbs / bw, "of_same_bytes": times[1] / t,
+                                      "vs_torch_per_page": times[2] / t},
+                                   note=f"copy bandwidth {bw:.1f} GB/s in the same rounds; {sets} id sets")
+        finally:
+            torch.set_num_threads(prev_torch)
+            longcat.set_thread_limit(prev_limit)
+    result.context["copy_bandwidth_gbs"] = {k: statistics.median(v) for k, v in bw_seen.items()}
 
-            def torch_peer():  # vLLM's swap_blocks: one copy per page
-                i = turn[0] = (turn[0] + 1) % sets
-                for a, b in zip(s_list[i], d_list[i]):
-                    dst[b].copy_(src[a], non_blocking=True)
 
-            t_peer = measure(torch_peer, device, min_time)
-            for method in methods:
-                def ours():
-                    i = turn[0] = (turn[0] + 1) % sets
-                    kv_copy_blocks(src, dst, s_sets[i], d_sets[i], method, stream=stream)
-                    if stream is not None:
-                        torch.cuda.current_stream(device).wait_stream(stream)
+def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, device: str, stream, min_time: float,
+               one_thread: bool) -> tuple[list[float], int]:
+    """Interleaved medians of: the big contiguous copy, a contiguous copy of the same bytes
+    (n pages), one torch copy_ per page, then kv_copy_blocks with each method."""
+    # Disjoint id sets taken in turn, as many as the pools hold: they cycle through 44-81 MB,
+    # more than the last-level cache (32 MB here), so the pages come from DRAM as the big
+    # copy's do (the big copy also flushes the cache between rounds).
+    sets = max(1, min(src.shape[0], dst.shape[0]) // n)
+    s_perm, d_perm = _scattered(src.shape[0], src.shape[0], n), _scattered(dst.shape[0], dst.shape[0], n + 1)
+    s_sets = [s_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+    d_sets = [d_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+    s_list, d_list = [x.tolist() for x in s_sets], [x.tolist() for x in d_sets]
+    turn = [0]
 
-                t = measure(ours, device, min_time)
-                gbs = moved / t / 1e9
-                result.add(section="swap", case=f"{direction} {method.name.lower()}", blocks=n,
-                           ours_ms=t * 1e3, peer_ms=t_peer * 1e3,
-                           **{"GB/s": gbs, "of_copy_bw": gbs / peer[direction], "vs_torch_per_page": t_peer / t})
+    def nxt() -> int:
+        turn[0] = (turn[0] + 1) % sets
+        return turn[0]
+
+    def same_bytes():  # the same n pages' bytes, contiguous on both sides
+        i = nxt()
+        dst[i * n:(i + 1) * n].copy_(src[i * n:(i + 1) * n], non_blocking=True)
+
+    def torch_peer():  # vLLM's swap_blocks: one copy per page
+        i = nxt()
+        for x, y in zip(s_list[i], d_list[i]):
+            dst[y].copy_(src[x], non_blocking=True)
+
+    def ours_with(method):
+        def ours():
+            i = nxt()
+            kv_copy_blocks(src, dst, s_sets[i], d_sets[i], method, stream=stream)
+            if stream is not None:
+                torch.cuda.current_stream(device).wait_stream(stream)
+        return ours
+
+    fns = [big, same_bytes, torch_peer] + [ours_with(m) for m in methods]
+    return measure_interleaved(fns, device, min_time=min_time, min_rounds=9), sets
 
 
 def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
+    """A 4-layer swap moved by ChunkedCopier while the caller computes. On the CPU the copier's
+    worker owns one core (copy_threads=1) and the compute runs on the others; compute alone,
+    transfer alone and both together all run with those same thread counts, timed in the same
+    rounds. Two kinds of compute: a matmul that stays in cache (compute-bound) and an
+    elementwise op streaming through DRAM (memory-bound: it competes with the copy for memory
+    bandwidth, not for a core)."""
     cuda = device.startswith("cuda")
-    layers, pages = 4, (256 if quick else 512)
+    layers, pages, chunk = 4, (256 if quick else 512), 16
     dev = [_pool(pages, device) for _ in range(layers)]
     host = [_pool(pages, device, pin=cuda) for _ in range(layers)]
-    copier = ChunkedCopier(dev, host, chunk_pages=16)
-    ids = list(range(pages))
-    a = torch.randn(512 if not cuda else 8192, 512 if not cuda else 8192, device=device)
+    ids = _scattered(pages, pages, 3).tolist()  # an engine's pages are scattered
+    copy_threads = 0 if cuda else 1
+    threads = torch.get_num_threads() if cuda else compute_threads(copy_threads)
+    copier = ChunkedCopier(dev, host, chunk_pages=chunk, copy_threads=copy_threads)
+    side = 8192 if cuda else 512
+    m = torch.randn(side, side, device=device)
+    x = torch.randn((256 if cuda else 8) << 20, device=device)  # 32 MB on the CPU: past the caches
+    y = torch.empty_like(x)
+    kinds = {"compute-bound (fp32 matmul %d^2)" % side: lambda: m @ m,
+             "memory-bound (elementwise, %d MB in + out)" % (x.numel() * 4 >> 20): lambda: torch.mul(x, 1.5, out=y)}
+    if not cuda:
+        # A control that needs no core (a GPU or I/O wait stands in): what the copier's
+        # machinery hides when the core it needs is free, whatever the machine's load.
+        kinds["off-CPU (sleep 1 ms, a stand-in for GPU / I/O waits)"] = lambda: time.sleep(1e-3)
 
     def transfer():
         for e in copier.copy(ids, ids):
             e.wait()
 
-    t_transfer = statistics.median(_timed(transfer, device) for _ in range(5))
-    # Size the compute to take about as long as the transfer (the hardest case to hide).
-    t_mm = statistics.median(_timed(lambda: a @ a, device) for _ in range(5))
-    reps = max(1, round(t_transfer / t_mm))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t_transfer = statistics.median(_timed(transfer, device) for _ in range(5))
+        for name, op in kinds.items():
+            # Sized to take about as long as the transfer: the hardest case to hide.
+            t_op = statistics.median(_timed(op, device) for _ in range(5))
+            reps = max(1, round(t_transfer / t_op))
 
-    def compute():
-        for _ in range(reps):
-            a @ a
+            def compute():
+                for _ in range(reps):
+                    op()
 
-    def overlapped():
-        events = copier.copy(ids, ids)
-        compute()
-        for e in events:
-            e.wait()
+            shares = []  # process CPU seconds per wall second of each overlapped run
 
-    t_compute, t_transfer, t_both = (statistics.median(_timed(f, device) for _ in range(7))
-                                     for f in (compute, transfer, overlapped))
-    eff = (t_compute + t_transfer - t_both) / min(t_compute, t_transfer)
-    result.add(section="overlap", case=f"{layers} layers x {pages} pages, 16-page chunks", blocks=pages,
-               ours_ms=t_both * 1e3, peer_ms=(t_compute + t_transfer) * 1e3,
-               note=f"compute {t_compute * 1e3:.1f} ms, transfer {t_transfer * 1e3:.1f} ms, hidden {eff:.0%}")
-    result.context["overlap_efficiency"] = eff
-    copier.close()
+            def overlapped():
+                c0, w0 = time.process_time(), time.perf_counter()
+                events = copier.copy(ids, ids)
+                compute()
+                for e in events:
+                    e.wait()
+                shares.append((time.process_time() - c0) / (time.perf_counter() - w0))
+
+            rounds: list = []
+            t_compute, t_alone, t_both = measure_interleaved(
+                [compute, transfer, overlapped], device, min_time=0.5 if quick else 4.0,
+                min_rounds=7 if quick else 9, rounds=rounds)
+            eff = (t_compute + t_alone - t_both) / min(t_compute, t_alone)
+            # The same formula within each round (its three runs saw the same load), median over
+            # rounds: steadier than the medians' formula when the machine's load drifts.
+            eff_rounds = statistics.median((c + t - b) / min(c, t) for c, t, b in rounds)
+            result.add(section="overlap", case=f"{name}, {layers} layers x {pages} pages, {chunk}-page chunks",
+                       blocks=pages, ours_ms=t_both * 1e3, peer_ms=(t_compute + t_alone) * 1e3,
+                       note=f"compute {t_compute * 1e3:.1f} ms on {threads} thread(s), transfer {t_alone * 1e3:.1f} "
+                            f"ms on {copy_threads or 'all'} (alone, same thread counts); hidden {eff:.0%} "
+                            f"(medians), {eff_rounds:.0%} (median of {len(rounds)} rounds); cores this process "
+                            f"got while overlapped {statistics.median(shares):.2f}")
+            result.context[f"overlap_hidden {name.split(' ')[0]}"] = eff
+            result.context[f"overlap_hidden_per_round {name.split(' ')[0]}"] = eff_rounds
+            result.context[f"overlap_cores_got {name.split(' ')[0]}"] = statistics.median(shares)
+    finally:
+        torch.set_num_threads(prev)
+        copier.close()
 
 
 def _timed(fn, device: str) -> float:
@@ -158,22 +248,32 @@ def _engine_rows(result: BenchResult, device: str, quick: bool) -> None:
     configs = {"roomy (no pressure)": dict(num_pages=per_seq * n_req + 8),
                "swap (host tier)": dict(num_pages=tight, num_host_pages=per_seq * n_req),
                "recompute (no host tier)": dict(num_pages=tight)}
-    outputs = {}
+    outputs, times, stats = {}, {name: [] for name in configs}, {}
+    # The configurations take turns (rounds), so load drift hits all three alike. On the CPU the
+    # engine computes on N - 1 threads, leaving the swap-in copier its core, in all three.
+    threads = torch.get_num_threads() if device.startswith("cuda") else compute_threads(1)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(1 if quick else 3):
+            for name, kw in configs.items():
+                engine = LLMEngine(model, None, EngineArgs(page_size=page, max_num_batched_tokens=256,
+                                                          enable_prefix_caching=False, **kw))
+                t0 = time.perf_counter()
+                reqs = [engine.add_request(p, params) for p in prompts]
+                while engine.has_unfinished():
+                    engine.step()
+                sync(device)
+                times[name].append(time.perf_counter() - t0)
+                outputs[name] = [r.outputs[0].token_ids for r in reqs]
+                stats[name] = engine.kv_cache_stats()
+                if engine.host_tier is not None:
+                    engine.host_tier.close()  # stop its copier threads
+    finally:
+        torch.set_num_threads(prev)
     for name, kw in configs.items():
-        times = []
-        for _ in range(1 if quick else 2):
-            engine = LLMEngine(model, None, EngineArgs(page_size=page, max_num_batched_tokens=256,
-                                                      enable_prefix_caching=False, **kw))
-            t0 = time.perf_counter()
-            reqs = [engine.add_request(p, params) for p in prompts]
-            while engine.has_unfinished():
-                engine.step()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-            outputs[name] = [r.outputs[0].token_ids for r in reqs]
-        t = statistics.median(times)
-        s = engine.kv_cache_stats()
-        note = f"preemptions {s['num_preemptions']}"
+        t, s = statistics.median(times[name]), stats[name]
+        note = f"{threads} compute thread(s), preemptions {s['num_preemptions']}"
         if "swap_outs" in s:
             note += (f", swap-outs {s['swap_outs']}, {s['bytes_out'] / 1e6:.1f} MB out, stall "
                      f"{s['stall_seconds'] * 1e3:.1f} ms, recompute avoided {s['tokens_recompute_avoided']} tokens")
@@ -195,14 +295,14 @@ def _pd_prompts(quick: bool) -> list[list[int]]:
     return [torch.randint(3, 1000, (length,), generator=g).tolist() for _ in range(n)]
 
 
-def _pd_prefill(port: int, quick: bool, starts) -> None:
+def _pd_prefill(port: int, quick: bool, starts, threads: int, chunk_pages: int) -> None:
     import torch.distributed as dist
 
     from longcat.engine import SamplingParams
     from longcat.engine.disagg import PrefillWorker
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2)
-    worker = PrefillWorker(_tiny_model(), page_size=16, chunk_pages=4, max_len=1024)
+    worker = PrefillWorker(_tiny_model(), page_size=16, chunk_pages=chunk_pages, max_len=1024, num_threads=threads)
     worker.send([5, 6, 7], SamplingParams(temperature=0, max_tokens=1), "warmup")
     for i, prompt in enumerate(_pd_prompts(quick)):
         starts.put((f"p{i}", time.time()))
@@ -211,7 +311,7 @@ def _pd_prefill(port: int, quick: bool, starts) -> None:
     dist.destroy_process_group()
 
 
-def _pd_decode(port: int, firsts) -> None:
+def _pd_decode(port: int, firsts, threads: int) -> None:
     import torch.distributed as dist
 
     from longcat.engine import EngineArgs, LLMEngine
@@ -219,69 +319,102 @@ def _pd_decode(port: int, firsts) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=1, world_size=2)
     engine = LLMEngine(_tiny_model(), None, EngineArgs(page_size=16, num_pages=256, max_model_len=1024))
-    worker = DecodeWorker(engine)
+    worker = DecodeWorker(engine, num_threads=threads)
     worker.serve()
     firsts.put(worker.first_token_at)
     dist.destroy_process_group()
 
 
-def _pd_rows(result: BenchResult, device: str, quick: bool) -> None:
+def _pd_time(quick: bool, prefill_threads: int, decode_threads: int, chunk_pages: int) -> float:
+    """Median time to first decode token over the prompts, two fresh processes."""
     import socket
 
     import torch.multiprocessing as mp
 
-    from longcat.engine import EngineArgs, LLMEngine, SamplingParams
-
-    engine = LLMEngine(_tiny_model(), None, EngineArgs(page_size=16, num_pages=256, max_model_len=1024))
-    engine.add_request([5, 6, 7], SamplingParams(temperature=0, max_tokens=1))
-    while engine.has_unfinished():
-        engine.step()
-    single = []
-    for prompt in _pd_prompts(quick):
-        t0 = time.perf_counter()
-        req = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
-        while not req.outputs[0].token_ids:
-            engine.step()
-        single.append(time.perf_counter() - t0)
-        while engine.has_unfinished():
-            engine.step()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     starts, firsts = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_pd_prefill, args=(port, quick, starts)),
-             ctx.Process(target=_pd_decode, args=(port, firsts))]
+    procs = [ctx.Process(target=_pd_prefill, args=(port, quick, starts, prefill_threads, chunk_pages)),
+             ctx.Process(target=_pd_decode, args=(port, firsts, decode_threads))]
     for p in procs:
         p.start()
     first_at = firsts.get(timeout=300)
     for p in procs:
         p.join(timeout=60)
     began = dict(starts.get() for _ in range(len(_pd_prompts(quick))))
-    pd = [first_at[k] - began[k] for k in began]
-    t_single, t_pd = statistics.median(single), statistics.median(pd)
-    result.add(section="pd", case=f"time to first decode token, prompt {len(_pd_prompts(quick)[0])}, 64-token chunks",
-               blocks=len(pd), ours_ms=t_pd * 1e3, peer_ms=t_single * 1e3,
-               note=f"PD / single process = {t_pd / t_single:.2f}")
+    return statistics.median(first_at[k] - began[k] for k in began)
+
+
+def _single_ttft(quick: bool, threads: int) -> float:
+    from longcat.engine import EngineArgs, LLMEngine, SamplingParams
+    from longcat.engine.disagg import set_process_threads
+
+    prev = torch.get_num_threads(), longcat.num_threads()
+    set_process_threads("bench", threads)
+    try:
+        engine = LLMEngine(_tiny_model(), None, EngineArgs(page_size=16, num_pages=256, max_model_len=1024))
+        engine.add_request([5, 6, 7], SamplingParams(temperature=0, max_tokens=1))
+        while engine.has_unfinished():
+            engine.step()
+        single = []
+        for prompt in _pd_prompts(quick):
+            t0 = time.perf_counter()
+            req = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+            while not req.outputs[0].token_ids:
+                engine.step()
+            single.append(time.perf_counter() - t0)
+            while engine.has_unfinished():
+                engine.step()
+    finally:
+        torch.set_num_threads(prev[0])
+        longcat.set_num_threads(prev[1])
+    return statistics.median(single)
+
+
+def _pd_rows(result: BenchResult, device: str, quick: bool) -> None:
+    """Two processes share the machine's cores: each gets its own thread count (num_threads of
+    the workers). Peers in the same run: the single-process engine with all cores' threads and
+    with one thread (on a loaded machine one thread can be the faster)."""
+    cores = compute_threads(0)
+    prompts = _pd_prompts(quick)
+    singles = {n: _single_ttft(quick, n) for n in sorted({cores, 1})}
+    best = min(singles.values())
+    configs = [(max(1, cores - 1), 1, 4)] + ([] if quick else [(max(1, cores - 1), 1, 8), (cores, cores, 4)])
+    for prefill_threads, decode_threads, chunk_pages in configs:
+        t_pd = _pd_time(quick, prefill_threads, decode_threads, chunk_pages)
+        result.add(section="pd", case=f"time to first decode token, prompt {len(prompts[0])}, {chunk_pages * 16}-token "
+                                      f"chunks, threads prefill {prefill_threads} / decode {decode_threads}",
+                   blocks=len(prompts), ours_ms=t_pd * 1e3, peer_ms=best * 1e3,
+                   note="single process: " + ", ".join(f"{n} thread(s) {t * 1e3:.0f} ms" for n, t in singles.items())
+                        + f"; PD / the faster single = {t_pd / best:.2f}")
+    result.context["pd_single_process_ms"] = {str(n): t * 1e3 for n, t in singles.items()}
 
 
 def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     result = BenchResult(
         area="kv",
         title=f"KV swap on {device}: page copies, overlap, engine under memory pressure (medians)",
-        columns=["section", "case", "blocks", "ours_ms", "peer_ms", "GB/s", "of_copy_bw", "vs_torch_per_page", "tok/s",
-                 "note"],
+        columns=["section", "case", "blocks", "ours_ms", "peer_ms", "GB/s", "of_copy_bw", "of_same_bytes",
+                 "vs_torch_per_page", "tok/s", "note"],
         context={"machine": machine_info(device),
                  "note": "swap: peer_ms = one torch copy_ per page; of_copy_bw = GB/s / the copy bandwidth measured "
-                         "in this run. overlap: peer_ms = compute alone + transfer alone. engine: blocks = device "
-                         "pages (16 tokens each). pd: peer_ms = the single-process engine, blocks = prompts"},
+                         "in the same rounds; of_same_bytes = a contiguous copy of the same bytes' time / ours. "
+                         "overlap: peer_ms = compute alone + transfer alone. engine: blocks = device pages (16 tokens "
+                         "each). pd: peer_ms = the faster single-process engine (all threads or one), "
+                         "blocks = prompts"},
     )
     min_time = 0.05 if quick else 0.3
+    # Timings on a shared machine are only as good as the cores the run got: the load average
+    # before and after, and (overlap rows) the cores this process used while overlapped.
+    result.context["load_average_before"] = os.getloadavg()[0]
     _swap_rows(result, device, quick, min_time)
     _overlap_rows(result, device, quick)
     _engine_rows(result, device, quick)
     if not device.startswith("cuda"):  # the two-process handoff runs over gloo on the CPU
         _pd_rows(result, device, quick)
+    result.context["load_average_after"] = os.getloadavg()[0]
     return result
 
 

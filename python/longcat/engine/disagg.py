@@ -17,6 +17,12 @@ meta_len]`` (int64), the request id and sampling params as JSON bytes, the promp
 chunks, each ``[layers, pages, page_size, 1, 576]`` in the cache dtype. A peer that dies during
 a handoff fails that request only (``Completion.error``); the decode side keeps serving the
 requests it already holds.
+
+Threads: the two processes share the machine's cores, so each should get its own share
+(``num_threads``; e.g. N - 1 for prefill and 1 for decode on N cores). Two processes that each
+run torch's default of one thread per core time-share every core, and a parallel region
+whose threads are not all running at once waits at its barriers: on 2 shared cores that cost
+the handoff more than 10x in time to first token (``longcat bench kv``, pd rows).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
+import longcat
 from longcat.engine.llm_engine import LLMEngine
 from longcat.engine.types import Completion, SamplingParams
 from longcat.models.paged import PagedBatch
@@ -39,11 +46,22 @@ from longcat.ops import kv_copy_blocks
 _STOP, _REQUEST = 0, 1
 
 
+def set_process_threads(who: str, num_threads: Optional[int]) -> None:
+    """This process's torch and kernel threads (None: leave them as they are)."""
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"{who}: 'num_threads' must be None or an int >= 1, got {num_threads!r}")
+    torch.set_num_threads(num_threads)
+    longcat.set_num_threads(num_threads)
+
+
 class PrefillWorker:
     def __init__(self, model: torch.nn.Module, page_size: int = 64, chunk_pages: int = 4,
-                 max_len: Optional[int] = None, decode_rank: int = 1):
+                 max_len: Optional[int] = None, decode_rank: int = 1, num_threads: Optional[int] = None):
         if isinstance(chunk_pages, bool) or not isinstance(chunk_pages, int) or chunk_pages < 1:
             raise ValueError(f"PrefillWorker: 'chunk_pages' must be an int >= 1, got {chunk_pages!r}")
+        set_process_threads("PrefillWorker", num_threads)
         self.model = model.eval()
         self.page_size, self.chunk_pages, self.decode_rank = page_size, chunk_pages, decode_rank
         config = model.config
@@ -104,7 +122,8 @@ class _Handoff:
 
 
 class DecodeWorker:
-    def __init__(self, engine: LLMEngine, prefill_rank: int = 0):
+    def __init__(self, engine: LLMEngine, prefill_rank: int = 0, num_threads: Optional[int] = None):
+        set_process_threads("DecodeWorker", num_threads)
         self.engine = engine
         self.prefill_rank = prefill_rank
         caches = engine.kv_caches

@@ -50,8 +50,11 @@ class HostKVTier:
         self.num_pages = num_host_pages
         self.page_bytes = sum(c[0].numel() * c.element_size() for c in device_caches)
         self._free = list(range(num_host_pages - 1, -1, -1))  # a stack: low ids first
-        self._out = ChunkedCopier(device_caches, self.host_caches, chunk_pages)
-        self._in = ChunkedCopier(self.host_caches, device_caches, chunk_pages)
+        # Swap-outs are waited for at once (their device pages are reused next): every kernel
+        # thread copies. Swap-ins are prefetches that overlap the next step's compute: one
+        # thread, so the copy owns a core instead of time-sharing the compute's.
+        self._out = ChunkedCopier(device_caches, self.host_caches, chunk_pages, copy_threads=0)
+        self._in = ChunkedCopier(self.host_caches, device_caches, chunk_pages, copy_threads=1)
         self._pending: dict[int, list[CopyEvent]] = {}   # seq id -> swap-in chunks not yet waited for
         self.stats = SwapStats()
 

@@ -6,8 +6,14 @@ with ``kv_copy_blocks`` and completes a ``CopyEvent`` of its own, so a consumer 
 chunk i while chunk i+1 moves (the report's chunk-level overlap; SGLang HiCache and LMCache do
 the same layer- and chunk-wise). Where the copies run:
 
-- CPU: one worker thread per copier, chunks in submission order. ``kv_copy_blocks`` releases the
-  GIL, so the worker copies while the caller's thread computes.
+- CPU: one worker thread per copier, chunks in submission order. It copies every layer of a
+  chunk in one call that releases the GIL (``kv_copy_blocks_layers``), so it copies while the
+  caller's thread computes and takes the GIL once per chunk. The worker's copies run on
+  ``copy_threads`` threads (default 1: the worker owns one core): a copy that spread over the
+  kernel pool would put its workers on the cores the compute threads use, and two sets of
+  threads time-sharing the same cores hide nothing. The compute side then gets the other
+  cores (``compute_threads``). ``longcat bench kv`` measures the one-thread copy against
+  torch's one-thread copy, and the overlap with this split.
 - CUDA: a dedicated copy stream. A chunk first waits (on the GPU) for the work already queued on
   the caller's current stream, which may still be writing the source pages, then records its
   completion event; ``CopyEvent.wait(stream=...)`` makes a stream wait on the GPU instead of the
@@ -15,6 +21,7 @@ the same layer- and chunk-wise). Where the copies run:
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -23,7 +30,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from longcat.ops.kv_cache import KvCopyMethod, kv_copy_blocks
+import longcat
+from longcat.ops.kv_cache import KvCopyMethod, kv_copy_blocks, kv_copy_blocks_layers
 
 
 class CopyEvent:
@@ -67,15 +75,20 @@ class _Job:
 class ChunkedCopier:
     """Moves pages ``src_caches[l][src_ids[i]] -> dst_caches[l][dst_ids[i]]`` for every layer l,
     chunk by chunk, in the background. The caches are lists of ``[pages, page_size, 1, 576]``
-    tensors (one per attention sublayer) with matching dtypes and page sizes."""
+    tensors (one per attention sublayer) with matching dtypes and page sizes. ``copy_threads``
+    (CPU): kernel threads of the worker's copies, 0 for the whole pool."""
 
     def __init__(self, src_caches: Sequence[torch.Tensor], dst_caches: Sequence[torch.Tensor],
-                 chunk_pages: int = 16, method: KvCopyMethod = KvCopyMethod.AUTO):
+                 chunk_pages: int = 16, method: KvCopyMethod = KvCopyMethod.AUTO, copy_threads: int = 1):
         if len(src_caches) != len(dst_caches) or not src_caches:
             raise ValueError(f"ChunkedCopier: 'src_caches' and 'dst_caches' must hold the same number (>= 1) of "
                              f"layer caches, got {len(src_caches)} and {len(dst_caches)}")
         if isinstance(chunk_pages, bool) or not isinstance(chunk_pages, int) or chunk_pages < 1:
             raise ValueError(f"ChunkedCopier: 'chunk_pages' must be an int >= 1, got {chunk_pages!r}")
+        if isinstance(copy_threads, bool) or not isinstance(copy_threads, int) or copy_threads < 0:
+            raise ValueError(f"ChunkedCopier: 'copy_threads' must be an int >= 0 (0: the whole kernel pool), "
+                             f"got {copy_threads!r}")
+        self.copy_threads = copy_threads
         self.src_caches, self.dst_caches = list(src_caches), list(dst_caches)
         self.chunk_pages = chunk_pages
         self.method = KvCopyMethod(method)
@@ -138,13 +151,13 @@ class ChunkedCopier:
         self._jobs.put(job)
 
     def _run(self) -> None:
+        longcat.set_thread_limit(self.copy_threads)  # this thread only
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            try:
-                for src_c, dst_c in zip(self.src_caches, self.dst_caches):
-                    kv_copy_blocks(src_c, dst_c, job.src_ids, job.dst_ids, self.method)
+            try:  # every layer in one call: the GIL is taken once per chunk
+                kv_copy_blocks_layers(self.src_caches, self.dst_caches, job.src_ids, job.dst_ids, self.method)
             except BaseException as e:  # handed to whoever waits on the chunk
                 job.event._complete(e)
             else:
@@ -164,6 +177,13 @@ class ChunkedCopier:
             self.close()
         except Exception:
             pass
+
+
+def compute_threads(copy_threads: int = 1) -> int:
+    """Threads left for compute on the cores this process may use while a copier's worker holds
+    ``copy_threads`` of them (at least 1)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - copy_threads)
 
 
 def wait_all(events: Sequence[CopyEvent]) -> float:

@@ -266,3 +266,22 @@ def kv_copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torc
     cuda = src_pool if src_pool.device.type == "cuda" else dst_pool
     raw = stream.cuda_stream if stream is not None else stream_of(cuda)
     return KvCopyMethod(_C.kv_copy_blocks(view(src_pool), dst_pool, src_ids, dst_ids, raw, int(method)))
+
+
+def kv_copy_blocks_layers(src_pools: Sequence[torch.Tensor], dst_pools: Sequence[torch.Tensor],
+                          src_ids: torch.Tensor | Sequence[int], dst_ids: torch.Tensor | Sequence[int],
+                          method: KvCopyMethod = KvCopyMethod.AUTO) -> None:
+    """``kv_copy_blocks(src_pools[l], dst_pools[l], src_ids, dst_ids)`` for every layer l, in one
+    call that releases the GIL once (a background copy thread then hands the GIL back and forth
+    once per chunk, not once per layer). The pools of each side must share one shape, dtype,
+    device and layout, so the first layer's checks hold for all: a bad id is refused before any
+    layer is written. On CUDA the copies go on the current stream."""
+    op = "kv_copy_blocks_layers"
+    src_pools, dst_pools = list(src_pools), list(dst_pools)
+    for name, pools in (("src_pools", src_pools), ("dst_pools", dst_pools)):
+        for t in pools:
+            check_tensor(op, name, t)
+    src_ids, dst_ids = _page_ids(op, "src_ids", src_ids), _page_ids(op, "dst_ids", dst_ids)
+    cuda = [t for t in src_pools[:1] + dst_pools[:1] if t.device.type == "cuda"]
+    _C.kv_copy_blocks_layers([view(t) for t in src_pools], dst_pools, src_ids, dst_ids,
+                             stream_of(cuda[0]) if cuda else 0, int(KvCopyMethod(method)))
