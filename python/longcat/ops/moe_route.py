@@ -149,8 +149,8 @@ def _dispatch_impl(x: torch.Tensor, topk_ids: torch.Tensor, n_routed: int, align
         R, lowest = torch.stack([offsets[-1], topk_ids.min()]).tolist()
         if lowest < 0:
             raise ValueError(f"moe_dispatch: argument 'topk_ids' must hold expert ids >= 0, got {lowest}")
-    else:
-        R = int(offsets[-1])
+    else:  # numpy on CPU: no torch op per layer of a decode step
+        R = int(offsets.numpy()[-1] if dev.type == "cpu" else offsets[-1])
     T, k = topk_ids.shape
     x_perm = torch.empty(R, x.shape[1], dtype=x.dtype, device=dev)
     row_token = torch.empty(R, dtype=torch.int32, device=dev)
