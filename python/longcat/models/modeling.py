@@ -99,10 +99,12 @@ class MLP(nn.Module):
         longcat's streaming kernel for a few rows). Measured against running the whole MLP as
         longcat's grouped SwiGLU kernel with one group: 1.05-1.8x faster at 1-8 rows (process
         CPU time, the ``small`` preset's 512 x 1024 MLP, 1 thread)."""
-        w13 = _derived(self, (self.gate_proj.weight, self.up_proj.weight),
-                       lambda: torch.cat([self.gate_proj.weight, self.up_proj.weight], 0))
-        gate, up = _linear(x, w13).chunk(2, dim=-1)
-        return _linear(F.silu(gate) * up, self.down_proj.weight)
+        w = _derived(self, (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight),
+                     lambda: {"w13": torch.cat([self.gate_proj.weight, self.up_proj.weight], 0),
+                              "down": self.down_proj.weight.detach()})
+        gate_up = _linear(x, w["w13"])
+        inner = gate_up.shape[-1] // 2
+        return _linear(F.silu(gate_up[..., :inner]) * gate_up[..., inner:], w["down"])
 
 
 def _check_batch(batch: PagedBatch) -> None:
@@ -213,7 +215,7 @@ class MLA(nn.Module):
 
     def inference_weights(self) -> dict:
         srcs = (self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight, self.q_b_proj.weight, self.kv_b_proj.weight,
-                self.kv_a_layernorm.weight)
+                self.kv_a_layernorm.weight, self.q_a_layernorm.weight, self.o_proj.weight)
         return _derived(self, srcs, self._compute_inference_weights)
 
     def _compute_inference_weights(self) -> dict:
@@ -221,7 +223,7 @@ class MLA(nn.Module):
         kv_b = self.kv_b_proj.weight.view(nh, nope + self.v_dim, CACHE_LATENT_DIM)
 
         def scaled(w, s):  # a LoRA scale folded into a copy, rounded once
-            return w if s == 1.0 else (w.float() * s).to(w.dtype)
+            return w.detach() if s == 1.0 else (w.float() * s).to(w.dtype)
 
         return {
             # q_a and kv_a read the same input: one GEMM.
@@ -231,6 +233,9 @@ class MLA(nn.Module):
             # Per-head absorption matrices as [nh, N, K] (a linear layer per head, see _linear):
             "w_uk_t": kv_b[:, :nope].transpose(1, 2).contiguous(),  # [nh, 512, nope]: q_nope -> latent
             "w_uv": kv_b[:, nope:].contiguous(),                    # [nh, v, 512]: latent out -> v
+            # Parameters used as they are, detached once here rather than at each kernel call.
+            "q_a_norm_w": self.q_a_layernorm.weight.detach(),
+            "w_o": self.o_proj.weight.detach(),
         }
 
     # ---- training forward --------------------------------------------------------------------
@@ -272,7 +277,7 @@ class MLA(nn.Module):
         nh, nope, rope = self.num_heads, self.nope, self.rope
         qa_kv = _linear(x, w["w_a"])
         q_lora = qa_kv.shape[1] - _CACHE_DIM
-        q = _linear(ops.rms_norm(qa_kv[:, :q_lora], self.q_a_layernorm.weight, _LATENT_NORM_EPS), w["w_qb"])
+        q = _linear(ops.rms_norm(qa_kv[:, :q_lora], w["q_a_norm_w"], _LATENT_NORM_EPS), w["w_qb"])
         q = q.view(T, nh, self.qk_dim)
         latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
         k_rot = self.rotate(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions)
@@ -289,7 +294,7 @@ class MLA(nn.Module):
             o[r] = self._prefill(q[r, :, :nope], q_rot[r], latent[r], k_rot[r], cache, plan.prefill)
             d = plan.decode["rows"]
             o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
-        return _linear(o.reshape(T, nh * self.v_dim), self.o_proj.weight)
+        return _linear(o.reshape(T, nh * self.v_dim), w["w_o"])
 
     def _decode(self, q_nope, q_rot, cache, d, w):
         """Absorbed MLA: q_nope is projected into the latent space with kv_b's key half, so the

@@ -102,9 +102,10 @@ def _fits_default_workspace(metadata, b: int, workers: int) -> bool:
     mla_decode_metadata makes here) fits the default workspace, and the kernel checks the whole
     plan against that workspace before it reads anything. Only a larger plan is checked in full
     here, because it sizes a larger allocation."""
-    if metadata.dim() != 2 or metadata.shape[0] != b + 1 or metadata.shape[1] != 2 or metadata.dtype != torch.int32:
+    if metadata.dim() != 2 or metadata.shape[0] != b + 1 or metadata.shape[1] != 2 or metadata.dtype != torch.int32 \
+            or metadata.device.type != "cpu":
         return True   # the kernel's own checks name what is wrong
-    return 0 <= int(metadata[b, 0]) <= b + workers
+    return 0 <= int(metadata.numpy()[b, 0]) <= b + workers  # numpy: no torch op per decode call
 
 
 def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_tensors, dl, eager_fast_path, stream_of
 
 _OP = "moe_grouped_swiglu"
 
@@ -70,7 +70,7 @@ def _run(x_perm, offsets, w13, w2) -> torch.Tensor:
     out = torch.empty((R, H), dtype=x_perm.dtype, device=x_perm.device)
     ws = torch.empty(workspace_size(R, H, w2.shape[2], w13.shape[0], x_perm.dtype, x_perm.device),
                      dtype=torch.uint8, device=x_perm.device)
-    _C.moe_grouped_swiglu(out, view(x_perm), view(offsets), view(w13), view(w2), ws, stream_of(x_perm))
+    _C.moe_grouped_swiglu(dl(out), dl(x_perm), dl(offsets), dl(w13), dl(w2), dl(ws), stream_of(x_perm))
     return out
 
 

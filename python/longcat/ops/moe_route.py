@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from longcat import _C
-from longcat.ops._common import check_no_internal_overlap, check_tensors, eager_fast_path, stream_of, view
+from longcat.ops._common import check_no_internal_overlap, check_tensors, dl, eager_fast_path, stream_of
 
 _SCORES = ("softmax", "sigmoid")
 
@@ -56,8 +56,8 @@ def _route_outputs(hidden: torch.Tensor, top_k: int):
 
 def _route_impl(hidden, weight, correction_bias, top_k, n_routed, n_zero, scale, score, renormalize):
     ids, w = _route_outputs(hidden, top_k)
-    _C.moe_route(ids, w, view(hidden), view(weight),
-                 None if correction_bias is None else view(correction_bias),
+    # DLPack capsules (``dl``): a decode step calls these ops once per layer each.
+    _C.moe_route(dl(ids), dl(w), dl(hidden), dl(weight), None if correction_bias is None else dl(correction_bias),
                  n_routed, n_zero, scale, score, renormalize, stream_of(hidden))
     return ids, w
 
@@ -142,20 +142,21 @@ def _dispatch_impl(x: torch.Tensor, topk_ids: torch.Tensor, n_routed: int, align
     counts = torch.empty(n_routed, dtype=torch.int32, device=dev)
     offsets = torch.empty(n_routed + 1, dtype=torch.int32, device=dev)
     stream = stream_of(x)
-    _C.moe_dispatch_layout(counts, offsets, topk_ids, n_routed, align, stream)
+    _C.moe_dispatch_layout(dl(counts), dl(offsets), dl(topk_ids), n_routed, align, stream)
     # R depends on the ids: read it back (on CUDA a device-to-host copy, i.e. a sync). CUDA
     # kernels cannot raise, so negative ids are checked in the same transfer.
     if dev.type == "cuda" and topk_ids.numel() > 0:
         R, lowest = torch.stack([offsets[-1], topk_ids.min()]).tolist()
         if lowest < 0:
             raise ValueError(f"moe_dispatch: argument 'topk_ids' must hold expert ids >= 0, got {lowest}")
-    else:
-        R = int(offsets[-1])
+    else:  # numpy on CPU: no torch op per layer of a decode step
+        R = int(offsets.numpy()[-1] if dev.type == "cpu" else offsets[-1])
     T, k = topk_ids.shape
     x_perm = torch.empty(R, x.shape[1], dtype=x.dtype, device=dev)
     row_token = torch.empty(R, dtype=torch.int32, device=dev)
     slot_row = torch.empty(T, k, dtype=torch.int32, device=dev)
-    _C.moe_dispatch(x_perm, row_token, slot_row, view(x), topk_ids, counts, offsets, n_routed, stream)
+    _C.moe_dispatch(dl(x_perm), dl(row_token), dl(slot_row), dl(x), dl(topk_ids), dl(counts), dl(offsets), n_routed,
+                    stream)
     return x_perm, counts, offsets, row_token, slot_row
 
 
@@ -241,7 +242,7 @@ def moe_dispatch(x: torch.Tensor, topk_ids: torch.Tensor, n_routed: int, align: 
 
 def _combine_impl(expert_out, slot_row, topk_ids, topk_weights, x, n_routed):
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    _C.moe_combine(y, view(expert_out), slot_row, topk_ids, view(topk_weights), view(x), n_routed,
+    _C.moe_combine(dl(y), dl(expert_out), dl(slot_row), dl(topk_ids), dl(topk_weights), dl(x), n_routed,
                    stream_of(x))
     return y
 
