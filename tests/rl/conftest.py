@@ -25,3 +25,21 @@ def envs_world(tmp_path_factory):
     ea.build_envs(root / "envs", count=4, seed=0, tasks_per_env=2, progress=False)
     init_checkpoint(root / "init", "tiny", seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def arith_server(tmp_path_factory):
+    """``longcat serve``'s app in a thread, serving a random tiny arithmetic checkpoint as
+    ``arith-policy`` (other weights than a trainer's seed 0: the first push must replace them)."""
+    from longcat.engine import AsyncEngine
+    from longcat.models import LongcatFlashConfig, LongcatFlashForCausalLM
+    from longcat.rl.tasks import arith_tokenizer
+    from longcat.serve import ServerThread, build_app
+
+    folder = tmp_path_factory.mktemp("served")
+    torch.manual_seed(123)
+    LongcatFlashForCausalLM(LongcatFlashConfig.from_preset("tiny"), dtype=torch.float32).save_pretrained(folder)
+    arith_tokenizer().save_pretrained(folder)
+    engine = AsyncEngine.from_pretrained(str(folder), max_model_len=64, max_num_seqs=64)
+    with ServerThread(build_app(engine, "arith-policy")) as s:
+        yield s

@@ -9,13 +9,11 @@ import httpx
 import pytest
 import torch
 
-from longcat.engine import AsyncEngine
 from longcat.models import LongcatFlashConfig, LongcatFlashForCausalLM
 from longcat.rl import load_recipe, train
 from longcat.rl.openai_policy import OpenAIPolicy, WeightSyncError
 from longcat.rl.tasks import arith_tokenizer
 from longcat.rl.trainer import Batch, completion_logprobs
-from longcat.serve import ServerThread, build_app
 
 MODEL = "arith-policy"
 
@@ -29,14 +27,8 @@ def one_thread():  # the server's engine and the trainer share 2 busy cores
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("served")
-    torch.manual_seed(123)  # other weights than the trainer's: the first push must replace them
-    LongcatFlashForCausalLM(LongcatFlashConfig.from_preset("tiny"), dtype=torch.float32).save_pretrained(folder)
-    arith_tokenizer().save_pretrained(folder)
-    engine = AsyncEngine.from_pretrained(str(folder), max_model_len=64, max_num_seqs=64)
-    with ServerThread(build_app(engine, MODEL)) as s:
-        yield s
+def server(arith_server):
+    return arith_server
 
 
 def _recipe(base_url, weights_dir):

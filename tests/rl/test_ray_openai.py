@@ -5,7 +5,6 @@ import json
 
 import httpx
 import pytest
-import torch
 
 from longcat.rl import train
 
@@ -15,19 +14,8 @@ from longcat.bench.rl import parity_reward  # noqa: E402  (importable by the rew
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from longcat.engine import AsyncEngine
-    from longcat.models import LongcatFlashConfig, LongcatFlashForCausalLM
-    from longcat.rl.tasks import arith_tokenizer
-    from longcat.serve import ServerThread, build_app
-
-    folder = tmp_path_factory.mktemp("served")
-    torch.manual_seed(123)  # other weights than the trainer's: the first push must replace them
-    LongcatFlashForCausalLM(LongcatFlashConfig.from_preset("tiny"), dtype=torch.float32).save_pretrained(folder)
-    arith_tokenizer().save_pretrained(folder)
-    engine = AsyncEngine.from_pretrained(str(folder), max_model_len=64, max_num_seqs=64)
-    with ServerThread(build_app(engine, "arith-policy")) as s:
-        yield s
+def server(arith_server):
+    return arith_server
 
 
 def test_openai_policy_with_ray_trainer_and_reward_workers(ray_cluster, server, tmp_path):

@@ -260,3 +260,17 @@ def report(result: BenchResult, out_dir: str | None = None) -> str:
         f.write(f"## {result.title}\n\n" + "\n".join(md) + "\n")
     console.print(f"  wrote {path}")
     return path
+
+
+def finish_plot(fig, ax, title: str, path: str) -> None:
+    """Titles (wrapped), grids and writes a bench's matplotlib figure to ``path``, then closes it."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import textwrap
 import time
 from typing import Optional, Sequence
 
-from longcat.bench.common import BenchResult, machine_info
+from longcat.bench.common import BenchResult, finish_plot, machine_info
 from longcat.heavy import HeavyThinker, SampleRequest, confidence_vote, majority_vote
 from longcat.heavy.warmstart import WarmStartConfig, warm_start
 from longcat.tasks.arith import make_problems, parse_answer
@@ -154,12 +153,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (candidates + summaries)")
     ax.set_ylabel("accuracy")
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, title, path)
 
 
 def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,

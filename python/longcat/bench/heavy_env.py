@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import math
 import os
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from longcat.bench.common import BenchResult, machine_info
+from longcat.bench.common import BenchResult, finish_plot, machine_info
 
 TASKS, QUICK_TASKS, MAX_TURNS = 12, 2, 8
 COLUMNS = ["method", "k", "success", "stderr", "partial", "gen_tokens", "sc_success_at_equal_tokens",
@@ -62,6 +61,7 @@ def run_episodes(agent, envs: Mapping, tasks: Sequence[Mapping], jobs: Sequence[
     turn through ``agent`` (``longcat.evaluate.runner._EngineAgent``); ``first messages`` replace
     the conversation's opening messages (the summary prompt)."""
     from longcat.data import envs_adapter as ea
+    from longcat.evaluate.runner import apply_reply
 
     live = []
     for ti, opening in jobs:
@@ -75,11 +75,7 @@ def run_episodes(agent, envs: Mapping, tasks: Sequence[Mapping], jobs: Sequence[
     while active:
         for a, (reply, _p, g) in zip(active, agent.replies([a["conv"] for a in active], cfg, seed=seed)):
             a["gen"] += g
-            try:
-                a["conv"].apply(reply)
-            except Exception as e:  # noqa: BLE001 - a malformed reply ends only its own episode
-                a["conv"].done = True
-                a["conv"].info = {"error": f"{type(e).__name__}: {e}"}
+            apply_reply(a["conv"], reply)
         active = [a for a in active if not a["conv"].done]
     out = [_Episode(a["conv"], a["gen"], a["task"]) for a in live]
     for a in live:
@@ -234,12 +230,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set_xlabel("generated tokens per task (episodes + summary episode)")
     ax.set_ylabel("success (environment evaluator)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, title, path)
 
 
 def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,

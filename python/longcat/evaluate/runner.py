@@ -51,6 +51,16 @@ class EvalConfig:
         self.noise_intensity, self.seed, self.tool_format = noise_intensity, seed, tool_format
 
 
+def apply_reply(conv, reply) -> None:
+    """Plays one model reply in its episode; a malformed reply ends only that episode (logged in
+    ``conv.info``)."""
+    try:
+        conv.apply(reply)
+    except Exception as e:  # noqa: BLE001 - a malformed reply ends only its own episode
+        conv.done = True
+        conv.info = {"error": f"{type(e).__name__}: {e}"}
+
+
 def load_heldout(folder: str | os.PathLike) -> tuple[dict, list]:
     """(environment records by id, tasks) of a ``longcat data synth`` folder's held-out split."""
     from longcat.data.format import read_jsonl
@@ -180,11 +190,7 @@ def _run_condition(agent, envs: Mapping, tasks: Sequence[Mapping], cond: str, cf
             for a, (reply, p, g) in zip(active, replies):
                 a["prompt"] += p
                 a["gen"] += g
-                try:
-                    a["conv"].apply(reply)
-                except Exception as e:  # noqa: BLE001 - a malformed reply ends only its own episode
-                    a["conv"].done = True
-                    a["conv"].info = {"error": f"{type(e).__name__}: {e}"}
+                apply_reply(a["conv"], reply)
             finished = [a for a in active if a["conv"].done]
             active = [a for a in active if not a["conv"].done]
             if bar is not None and finished:
