@@ -73,6 +73,19 @@ class _ShardedTrainer(PolicyTrainer):
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optimizer_state)
 
+    def handle(self, kind: str, payload) -> None:
+        """Rank > 0: one message from rank 0."""
+        if kind == "load":
+            self.load(*payload)
+        elif kind == "step":
+            self.step(payload)
+        elif kind == "gather":
+            dist.gather_object({k: v.detach().clone() for k, v in self.model.state_dict().items()}, None, dst=0)
+        elif kind == "digest":
+            dist.gather(_digest(self.model), dst=0)
+        else:
+            raise RuntimeError(f"rank {self.rank}: unknown message {kind!r}")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -109,23 +122,72 @@ def _serve(trainer: _ShardedTrainer) -> None:
         kind, payload = _receive()
         if kind == "stop":
             break
-        if kind == "load":
-            trainer.load(*payload)
-        elif kind == "step":
-            trainer.step(payload)
-        elif kind == "gather":
-            dist.gather_object({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, None, dst=0)
-        elif kind == "digest":
-            dist.gather(_digest(trainer.model), dst=0)
+        trainer.handle(kind, payload)
 
 
-def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, threads: int) -> None:
+def _rank_main(rank: int, world_size: int, address: str, trainer_cls, model, kwargs: dict, threads: int) -> None:
     torch.set_num_threads(threads)
     _init(rank, world_size, address)
     try:
-        _serve(_ShardedTrainer(model, rank=rank, world_size=world_size, **kwargs))
+        _serve(trainer_cls(model, rank=rank, world_size=world_size, **kwargs))
     finally:
         dist.destroy_process_group()
+
+
+class _RankZero:
+    """What rank 0 of a multi-process trainer does with the other ranks: spawn them (or join the
+    group torchrun made), send them messages, check they live, stop them."""
+
+    def _start_ranks(self, who: str, world_size: int, spawn: bool, trainer_cls, template, kwargs: dict,
+                     threads: Optional[int]) -> None:
+        self._who, self._spawned, self._procs = who, spawn, []
+        self._synced = self._closed = False
+        if not spawn:
+            if not dist.is_initialized() or dist.get_rank() != 0 or dist.get_world_size() != world_size:
+                raise RuntimeError(f"{who}(spawn=False): needs this process to be rank 0 of an initialised "
+                                   f"process group of world_size {world_size}")
+            return
+        if dist.is_initialized():
+            raise RuntimeError(f"{who}: a torch.distributed process group already exists in this process; it "
+                               "starts its own (train.data_parallel)")
+        import torch.multiprocessing as mp
+
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)
+        ctx = mp.get_context("spawn")
+        for rank in range(1, world_size):
+            p = ctx.Process(target=_rank_main, args=(rank, world_size, address, trainer_cls, template, kwargs,
+                                                     threads), daemon=True, name=f"longcat-rl-rank{rank}")
+            p.start()
+            self._procs.append(p)
+        _init(0, world_size, address)
+
+    def _send(self, kind: str, payload=None) -> None:
+        dist.broadcast_object_list([(kind, payload)], src=0)
+
+    def _check_ranks(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self._who}.step: the trainer is closed")
+        for p in self._procs:
+            if not p.is_alive():
+                raise RuntimeError(f"{self._who}: rank process {p.name} died (exit code {p.exitcode})")
+
+    def _stop_ranks(self, before_stop=None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if all(p.is_alive() for p in self._procs):
+                if before_stop is not None:
+                    before_stop()
+                self._send("stop")
+        finally:
+            for p in self._procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+            if self._spawned:
+                dist.destroy_process_group()
 
 
 def launched_by_torchrun() -> bool:
@@ -143,10 +205,10 @@ def torchrun_worker() -> None:
         raise RuntimeError(f"torchrun rank {dist.get_rank()}: expected the trainer from rank 0, got {kind!r}")
     sharding, model, kwargs = payload
     if sharding == "fsdp2":
-        from longcat.rl.fsdp import torchrun_worker as fsdp_worker
-
-        return fsdp_worker(model, kwargs)
-    _serve(_ShardedTrainer(model, rank=dist.get_rank(), world_size=dist.get_world_size(), **kwargs))
+        from longcat.rl.fsdp import _FSDPShardTrainer as trainer_cls
+    else:
+        trainer_cls = _ShardedTrainer
+    _serve(trainer_cls(model, rank=dist.get_rank(), world_size=dist.get_world_size(), **kwargs))
 
 
 def torchrun_main(controller) -> int:
@@ -165,7 +227,7 @@ def torchrun_main(controller) -> int:
         dist.destroy_process_group()
 
 
-class DataParallelTrainer(_ShardedTrainer):
+class DataParallelTrainer(_ShardedTrainer, _RankZero):
     """Rank 0 of a ``world_size``-process trainer over ``model`` (trained in place here, as
     ``PolicyTrainer`` does). ``kwargs``: ``PolicyTrainer``'s. ``threads``: torch threads of each
     spawned rank (None: cores / world_size). ``close()`` checks that the ranks hold the same
@@ -178,44 +240,14 @@ class DataParallelTrainer(_ShardedTrainer):
                  spawn: bool = True, **kwargs):
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"DataParallelTrainer: 'world_size' must be an int >= 1, got {world_size!r}")
-        self._spawned = spawn
-        self._procs = []
-        if not spawn:
-            if not dist.is_initialized() or dist.get_rank() != 0 or dist.get_world_size() != world_size:
-                raise RuntimeError(f"DataParallelTrainer(spawn=False): needs this process to be rank 0 of an "
-                                   f"initialised process group of world_size {world_size}")
-            super().__init__(model, rank=0, world_size=world_size, **kwargs)
-            self._send("init", ("none", copy.deepcopy(model).cpu(), kwargs))
-            self._synced = self._closed = False
-            return
-        if dist.is_initialized():
-            raise RuntimeError("DataParallelTrainer: a torch.distributed process group already exists in this "
-                               "process; it starts its own (train.data_parallel)")
         super().__init__(model, rank=0, world_size=world_size, **kwargs)
-        import torch.multiprocessing as mp
-
-        address = f"tcp://127.0.0.1:{_free_port()}"
-        threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)
-        ctx = mp.get_context("spawn")
         template = copy.deepcopy(model).cpu()
-        for rank in range(1, world_size):
-            p = ctx.Process(target=_rank_main, args=(rank, world_size, address, template, kwargs, threads),
-                            daemon=True, name=f"longcat-rl-rank{rank}")
-            p.start()
-            self._procs.append(p)
-        _init(0, world_size, address)
-        self._synced = False
-        self._closed = False
-
-    def _send(self, kind: str, payload=None) -> None:
-        dist.broadcast_object_list([(kind, payload)], src=0)
+        self._start_ranks("DataParallelTrainer", world_size, spawn, _ShardedTrainer, template, kwargs, threads)
+        if not spawn:
+            self._send("init", ("none", template, kwargs))
 
     def step(self, groups) -> dict:
-        if self._closed:
-            raise RuntimeError("DataParallelTrainer.step: the trainer is closed")
-        for p in self._procs:
-            if not p.is_alive():
-                raise RuntimeError(f"DataParallelTrainer: rank process {p.name} died (exit code {p.exitcode})")
+        self._check_ranks()
         if not self._synced:  # weights and optimizer state as they are now (a warm start, a resume)
             self._send("load", (self.model.state_dict(), self.optimizer.state_dict()))
             self._synced = True
@@ -244,21 +276,7 @@ class DataParallelTrainer(_ShardedTrainer):
         return len(mine)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if all(p.is_alive() for p in self._procs):
-                if self._synced:
-                    self.check_in_sync()
-                self._send("stop")
-        finally:
-            for p in self._procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-            if self._spawned:
-                dist.destroy_process_group()
+        self._stop_ranks(self.check_in_sync if self._synced else None)
 
 
 __all__ = ["DataParallelTrainer", "launched_by_torchrun", "torchrun_main", "torchrun_worker"]

@@ -19,13 +19,11 @@ the other way round."""
 from __future__ import annotations
 
 import copy
-import os
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
-from longcat.rl.distributed import _free_port, _init, _receive, _ShardedTrainer
+from longcat.rl.distributed import _RankZero, _ShardedTrainer
 
 
 def _shard(model: torch.nn.Module, world_size: int) -> torch.nn.Module:
@@ -100,34 +98,11 @@ class _FSDPShardTrainer(_ShardedTrainer):
         state = {int(i): {k: local(int(i), v) for k, v in s.items()} for i, s in optimizer_state["state"].items()}
         self.optimizer.load_state_dict({"state": state, "param_groups": optimizer_state["param_groups"]})
 
-
-def _serve(trainer: _FSDPShardTrainer) -> None:
-    while True:
-        kind, payload = _receive()
-        if kind == "stop":
-            break
-        if kind == "load":
-            trainer.load(*payload)
-        elif kind == "step":
-            trainer.step(payload)
-        elif kind == "optim":
-            trainer.full_optimizer_state()
+    def handle(self, kind: str, payload) -> None:
+        if kind == "optim":
+            self.full_optimizer_state()  # a collective: rank 0 gathers the consolidated state
         else:
-            raise RuntimeError(f"FSDP rank {trainer.rank}: unknown message {kind!r}")
-
-
-def _rank_main(rank: int, world_size: int, address: str, model, kwargs: dict, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _init(rank, world_size, address)
-    try:
-        _serve(_FSDPShardTrainer(model, rank=rank, world_size=world_size, **kwargs))
-    finally:
-        dist.destroy_process_group()
-
-
-def torchrun_worker(model, kwargs: dict) -> None:
-    """Rank > 0 under torchrun (``longcat.rl.distributed.torchrun_worker`` hands over here)."""
-    _serve(_FSDPShardTrainer(model, rank=dist.get_rank(), world_size=dist.get_world_size(), **kwargs))
+            super().handle(kind, payload)
 
 
 class _ConsolidatedOptimizer:
@@ -146,7 +121,7 @@ class _ConsolidatedOptimizer:
         self._owner._pending_optimizer = state
 
 
-class FSDPTrainer:
+class FSDPTrainer(_RankZero):
     """Rank 0 of an FSDP2 trainer over ``world_size`` processes (spawned, or torchrun's with
     ``spawn=False``). ``model``: the run's unsharded policy, updated with the full weights after
     every step. ``kwargs``: ``PolicyTrainer``'s. ``close()`` stops the other ranks."""
@@ -155,42 +130,17 @@ class FSDPTrainer:
                  spawn: bool = True, **kwargs):
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"FSDPTrainer: 'world_size' must be an int >= 1, got {world_size!r}")
-        self.model, self.world_size, self._spawned, self._procs = model, world_size, spawn, []
+        self.model, self.world_size = model, world_size
         template = copy.deepcopy(model).cpu()
-        if spawn:
-            if dist.is_initialized():
-                raise RuntimeError("FSDPTrainer: a torch.distributed process group already exists in this process; "
-                                   "it starts its own (train.data_parallel)")
-            import torch.multiprocessing as mp
-
-            address = f"tcp://127.0.0.1:{_free_port()}"
-            threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)
-            ctx = mp.get_context("spawn")
-            for rank in range(1, world_size):
-                p = ctx.Process(target=_rank_main, args=(rank, world_size, address, template, kwargs, threads),
-                                daemon=True, name=f"longcat-rl-fsdp-rank{rank}")
-                p.start()
-                self._procs.append(p)
-            _init(0, world_size, address)
-        else:
-            if not dist.is_initialized() or dist.get_rank() != 0 or dist.get_world_size() != world_size:
-                raise RuntimeError(f"FSDPTrainer(spawn=False): needs this process to be rank 0 of an initialised "
-                                   f"process group of world_size {world_size}")
+        self._start_ranks("FSDPTrainer", world_size, spawn, _FSDPShardTrainer, template, kwargs, threads)
+        if not spawn:
             self._send("init", ("fsdp2", template, kwargs))  # longcat.rl.distributed.torchrun_worker
         self._inner = _FSDPShardTrainer(copy.deepcopy(template), rank=0, world_size=world_size, **kwargs)
         self.optimizer = _ConsolidatedOptimizer(self)
         self._pending_optimizer: Optional[dict] = None
-        self._synced = self._closed = False
-
-    def _send(self, kind: str, payload=None) -> None:
-        dist.broadcast_object_list([(kind, payload)], src=0)
 
     def step(self, groups) -> dict:
-        if self._closed:
-            raise RuntimeError("FSDPTrainer.step: the trainer is closed")
-        for p in self._procs:
-            if not p.is_alive():
-                raise RuntimeError(f"FSDPTrainer: rank process {p.name} died (exit code {p.exitcode})")
+        self._check_ranks()
         if not self._synced:  # the run's weights and optimizer state as they are now (warm start, resume)
             opt = self._pending_optimizer
             payload = ({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, opt)
@@ -204,19 +154,7 @@ class FSDPTrainer:
         return stats
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if all(p.is_alive() for p in self._procs):
-                self._send("stop")
-        finally:
-            for p in self._procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-            if self._spawned:
-                dist.destroy_process_group()
+        self._stop_ranks()
 
 
 __all__ = ["FSDPTrainer"]
