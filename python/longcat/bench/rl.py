@@ -11,10 +11,13 @@ final rewards are comparable without a warm start.
 
 Reported: trained samples per second and its ratio, final reward (mean over the last quarter of
 steps), the staleness distribution of trained samples, and generator idle time (the share of wall
-time the rollout engines were not stepping)."""
+time the rollout engines were not stepping); ``rl.png`` plots trained samples and reward against
+wall time for both modes and the streaming run's staleness histogram."""
 from __future__ import annotations
 
 import tempfile
+
+import os
 
 from longcat.rl.metrics import read_metrics
 
@@ -33,7 +36,7 @@ def _recipe(steps: int, staleness: int, quick: bool) -> dict:
                       "checkpoint_every": steps}}
 
 
-def run(device: str = "cpu", quick: bool = False):
+def run(device: str = "cpu", quick: bool = False, out: str | None = None):
     import torch
 
     from longcat.bench.common import BenchResult, machine_info
@@ -48,12 +51,13 @@ def run(device: str = "cpu", quick: bool = False):
                  "staleness_hist", "generator_idle"],
         context={"machine": machine_info("cpu"), "torch_threads": torch.get_num_threads(),
                  "task": "first-token parity", "latency": _recipe(steps, 0, quick)["rollout"]["latency"]})
-    base = None
+    base, curves = None, {}
     for mode, eta in (("sync (barrier)", 0), ("async (streaming)", 2)):
         with tempfile.TemporaryDirectory() as out:
             res = train(_recipe(steps, eta, quick), out, progress=False, reward_fn=parity_reward)
             rows = read_metrics(res.metrics_path)
         samples = sum(len(r["uids"]) for r in rows) * 4
+        curves[mode] = rows
         rate = samples / res.wall_s
         base = base or rate
         tail = rows[-max(1, len(rows) // 4):]
@@ -68,7 +72,44 @@ def run(device: str = "cpu", quick: bool = False):
                    staleness_hist=" ".join(f"{k}:{v}" for k, v in sorted(hist.items())),
                    generator_idle=1 - res.generator_busy_s / res.wall_s)
     result.context["throughput_ratio"] = result.rows[1]["samples_per_s"] / result.rows[0]["samples_per_s"]
+    out = out or os.environ.get("LONGCAT_BENCH_DIR", "bench-results")
+    os.makedirs(out, exist_ok=True)
+    result.context["plot"] = _plot(curves, result.title, os.path.join(out, "rl.png"))
     return result
+
+
+def _plot(curves: dict, title: str, path: str) -> str:
+    """Trained samples and reward against wall time per mode, and the streaming run's staleness."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for mode, rows in curves.items():
+        t = [r["elapsed_s"] for r in rows]
+        done = [4 * sum(len(x["uids"]) for x in rows[:i + 1]) for i in range(len(rows))]
+        ax[0].plot(t, done, marker=".", label=mode)
+        ax[1].plot(t, [r["reward"] for r in rows], marker=".", alpha=0.7, label=mode)
+    ax[0].set_xlabel("seconds")
+    ax[0].set_ylabel("samples trained")
+    ax[1].set_xlabel("seconds")
+    ax[1].set_ylabel("mean reward of the step's samples")
+    hist: dict[int, int] = {}
+    for r in list(curves.values())[-1]:
+        for k, v in r["staleness_hist"].items():
+            hist[int(k)] = hist.get(int(k), 0) + v
+    ax[2].bar(list(hist), list(hist.values()))
+    ax[2].set_xlabel(f"staleness, {list(curves)[-1]}")
+    ax[2].set_ylabel("samples trained")
+    for a in ax[:2]:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
