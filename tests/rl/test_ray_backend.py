@@ -55,8 +55,6 @@ def test_arith_tiny_steps_on_ray(cluster, tmp_path):
     assert state["step"] == 3 and len(trained) == 3 * 2
     # The driver's model holds the trainer actor's weights: the checkpoint is the trained policy.
     assert os.path.isfile(os.path.join(res.checkpoint_dir, "config.json"))
-    with pytest.raises(ValueError, match="data_parallel.*Ray"):
-        train({**recipe, "train": {**recipe["train"], "data_parallel": 2}}, str(tmp_path / "x"), backend="ray")
     with pytest.raises(ValueError, match="backend"):
         train(recipe, str(tmp_path / "y"), backend="slurm")
     with pytest.raises(ValueError, match="importable"):

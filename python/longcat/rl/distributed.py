@@ -279,4 +279,16 @@ class DataParallelTrainer(_ShardedTrainer, _RankZero):
         self._stop_ranks(self.check_in_sync if self._synced else None)
 
 
-__all__ = ["DataParallelTrainer", "launched_by_torchrun", "torchrun_main", "torchrun_worker"]
+def make_trainer(model, kwargs: dict, data_parallel: int, sharding: str, threads: Optional[int] = None):
+    """The trainer this process runs: ``PolicyTrainer``, or rank 0 of a data-parallel (``sharding``
+    none) or FSDP2 trainer over ``data_parallel`` processes that it spawns."""
+    if sharding == "fsdp2":
+        from longcat.rl.fsdp import FSDPTrainer
+
+        return FSDPTrainer(model, data_parallel, threads=threads, **kwargs)
+    if data_parallel > 1:
+        return DataParallelTrainer(model, data_parallel, threads=threads, **kwargs)
+    return PolicyTrainer(model, **kwargs)
+
+
+__all__ = ["DataParallelTrainer", "launched_by_torchrun", "make_trainer", "torchrun_main", "torchrun_worker"]

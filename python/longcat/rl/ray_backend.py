@@ -20,7 +20,8 @@ semantics, same checkpoints and metrics as the local backend.
   user simulator), under one pinned version as with the local backend. A killed env worker
   drops its episodes (logged, as any environment failure) and is replaced; a killed generator
   re-queues the whole group.
-- ``RayTrainer``: ``PolicyTrainer`` in an actor; after every step the driver's model copy takes
+- ``RayTrainer``: the trainer in an actor (``PolicyTrainer``, or rank 0 of a data-parallel or FSDP2
+  trainer whose other ranks the actor spawns, as ``train.data_parallel`` / ``sharding`` say); after every step the driver's model copy takes
   the new weights (for the weight push and the checkpoint).
 
 With ``policy.kind: openai`` the server is the generator: there are no generator actors, the
@@ -54,17 +55,6 @@ def _ray():
     except ImportError:
         raise ImportError("the Ray backend needs ray: pip install 'longcat[ray]'") from None
     return ray
-
-
-def check_recipe(recipe) -> None:
-    """Settings the Ray backend cannot combine with (named, before anything starts)."""
-    if recipe.train.data_parallel != 1:
-        raise ValueError(f"recipe: 'train.data_parallel' ({recipe.train.data_parallel}) conflicts with the Ray "
-                         "backend (its trainer is one actor); use the local backend or torchrun for a "
-                         "data-parallel trainer")
-    if recipe.train.sharding != "none":
-        raise ValueError(f"recipe: 'train.sharding' ({recipe.train.sharding!r}) conflicts with the Ray backend "
-                         "(its trainer is one unsharded actor); use the local backend or torchrun")
 
 
 @contextlib.contextmanager
@@ -127,6 +117,13 @@ class GeneratorActor:
 
     async def close(self) -> None:
         await self.policy.close()
+
+
+async def _load_after(first, actor, ref, version: int, keep: list[int]):
+    """``actor.update_weights`` once its pending load ``first`` (None, or awaitable) is done."""
+    if first is not None:
+        await first
+    return await actor.update_weights.remote(ref, version, keep)
 
 
 class RayPolicy(PinnedVersions):
@@ -238,8 +235,10 @@ class RayPolicy(PinnedVersions):
             self._weights_ref, self._version = ref, version
             for i, (a, r) in enumerate(zip(actors, results)):
                 held = {version, *[v for v in keep if v in self._versions[i]]}
-                if self.actors[i] is not a:  # replaced during the push: it gets the new weights now
-                    self._ready[i] = self.actors[i].update_weights.remote(ref, version, keep)
+                if self.actors[i] is not a:  # replaced during the push: the new weights after its first load
+                    # (an actor's loads must not overlap: a later one finishing first would be undone)
+                    self._ready[i] = asyncio.ensure_future(
+                        _load_after(self._ready[i], self.actors[i], ref, version, keep))
                     self._versions[i] = held
                 elif isinstance(r, BaseException):  # died between steps: a fresh actor on the new weights
                     self.replaced += 1
@@ -403,11 +402,13 @@ class RayEnvHost:
 
 
 class TrainerActor:
-    def __init__(self, model, kwargs: dict, threads: int):
-        from longcat.rl.trainer import PolicyTrainer
+    """The trainer: one process, or rank 0 of ``data_parallel`` processes it spawns (gloo)."""
 
+    def __init__(self, model, kwargs: dict, threads: int, data_parallel: int = 1, sharding: str = "none"):
         torch.set_num_threads(threads)
-        self.trainer = PolicyTrainer(model, **kwargs)
+        from longcat.rl.distributed import make_trainer
+
+        self.trainer = make_trainer(model, kwargs, data_parallel, sharding, threads=threads)
 
     def step(self, groups) -> tuple[dict, dict]:
         stats = self.trainer.step(groups)
@@ -418,6 +419,11 @@ class TrainerActor:
 
     def load_optimizer(self, state: dict) -> None:
         self.trainer.optimizer.load_state_dict(state)
+
+    def close(self) -> None:
+        close = getattr(self.trainer, "close", None)
+        if close is not None:  # stops the ranks it spawned
+            close()
 
 
 class _RemoteOptimizer:
@@ -437,12 +443,12 @@ class RayTrainer:
     """``PolicyTrainer`` in a Ray actor; ``step`` blocks (the runner calls it off the event loop)
     and leaves the new weights in ``model`` here too."""
 
-    def __init__(self, model: torch.nn.Module, **kwargs):
+    def __init__(self, model: torch.nn.Module, data_parallel: int = 1, sharding: str = "none", **kwargs):
         ray = _ray()
         self._ray, self.model = ray, model
         cpus = _actor_cpus(1, 0.25)
         cls = ray.remote(num_cpus=cpus, max_restarts=0)(TrainerActor)
-        self.actor = cls.remote(copy.deepcopy(model).cpu(), kwargs, _threads(cpus))
+        self.actor = cls.remote(copy.deepcopy(model).cpu(), kwargs, _threads(cpus), data_parallel, sharding)
         self.optimizer = _RemoteOptimizer(self.actor, ray)
 
     def step(self, groups) -> dict:
@@ -452,7 +458,11 @@ class RayTrainer:
         return stats
 
     def close(self) -> None:
+        try:
+            self._ray.get(self.actor.close.remote(), timeout=60)
+        except Exception:  # noqa: BLE001 - a dead actor has nothing left to stop
+            pass
         self._ray.kill(self.actor, no_restart=True)
 
 
-__all__ = ["RayEnvHost", "RayPolicy", "RayReward", "RayTrainer", "ray_session", "check_recipe"]
+__all__ = ["RayEnvHost", "RayPolicy", "RayReward", "RayTrainer", "ray_session"]

@@ -23,7 +23,6 @@ from longcat.rl.metrics import MetricsLog, Progress, read_metrics, write_plots
 from longcat.rl.policy import EnginePolicy
 from longcat.rl.recipe import Recipe, load_recipe
 from longcat.rl.tasks import ArithReward, ArithSource, DelayedReward, arith_tokenizer, warm_start
-from longcat.rl.trainer import PolicyTrainer
 
 
 @dataclass
@@ -175,24 +174,21 @@ class _Run:
                             sampling=sampling)
 
     def _make_trainer(self, trainer_args: dict):
+        t = self.recipe.train
         if self.backend == "ray":
             from longcat.rl.ray_backend import RayTrainer
 
-            return RayTrainer(self.model, **trainer_args)
-        from longcat.rl.distributed import DataParallelTrainer, launched_by_torchrun
+            return RayTrainer(self.model, t.data_parallel, t.sharding, **trainer_args)
+        from longcat.rl.distributed import DataParallelTrainer, launched_by_torchrun, make_trainer
 
-        dp = self.recipe.train.data_parallel
-        if self.recipe.train.sharding == "fsdp2":
-            from longcat.rl.fsdp import FSDPTrainer
-
-            if launched_by_torchrun():
-                return FSDPTrainer(self.model, int(os.environ["WORLD_SIZE"]), spawn=False, **trainer_args)
-            return FSDPTrainer(self.model, dp, **trainer_args)
         if launched_by_torchrun():  # this process is rank 0; torchrun started the other ranks
-            return DataParallelTrainer(self.model, int(os.environ["WORLD_SIZE"]), spawn=False, **trainer_args)
-        if dp > 1:
-            return DataParallelTrainer(self.model, dp, **trainer_args)
-        return PolicyTrainer(self.model, **trainer_args)
+            world = int(os.environ["WORLD_SIZE"])
+            if t.sharding == "fsdp2":
+                from longcat.rl.fsdp import FSDPTrainer
+
+                return FSDPTrainer(self.model, world, spawn=False, **trainer_args)
+            return DataParallelTrainer(self.model, world, spawn=False, **trainer_args)
+        return make_trainer(self.model, trainer_args, t.data_parallel, t.sharding)
 
     def _state(self) -> dict:
         return {"version": self.version, "step": self.step, "optimizer": self.trainer.optimizer.state_dict(),
@@ -328,9 +324,8 @@ def train(recipe: Union[str, os.PathLike, dict, Recipe], out_dir: str, *,
             raise ValueError(f"recipe: 'train.data_parallel' ({r.train.data_parallel}) conflicts with torchrun's "
                              f"{world} processes (give 1 or the same number)")
     if backend == "ray":
-        from longcat.rl.ray_backend import check_recipe, ray_session
+        from longcat.rl.ray_backend import ray_session
 
-        check_recipe(r)
         with ray_session(ray_address):
             run = _Run(r, os.fspath(out_dir), max_steps, progress, reward_fn, backend=backend)
             asyncio.run(run.run())
