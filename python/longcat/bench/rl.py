@@ -53,8 +53,8 @@ def run(device: str = "cpu", quick: bool = False, out: str | None = None):
                  "task": "first-token parity", "latency": _recipe(steps, 0, quick)["rollout"]["latency"]})
     base, curves = None, {}
     for mode, eta in (("sync (barrier)", 0), ("async (streaming)", 2)):
-        with tempfile.TemporaryDirectory() as out:
-            res = train(_recipe(steps, eta, quick), out, progress=False, reward_fn=parity_reward)
+        with tempfile.TemporaryDirectory() as run_dir:
+            res = train(_recipe(steps, eta, quick), run_dir, progress=False, reward_fn=parity_reward)
             rows = read_metrics(res.metrics_path)
         samples = sum(len(r["uids"]) for r in rows) * 4
         curves[mode] = rows
