@@ -20,9 +20,10 @@ semantics, same checkpoints and metrics as the local backend.
   user simulator), under one pinned version as with the local backend. A killed env worker
   drops its episodes (logged, as any environment failure) and is replaced; a killed generator
   re-queues the whole group.
-- ``RayTrainer``: the trainer in an actor (``PolicyTrainer``, or rank 0 of a data-parallel or FSDP2
-  trainer whose other ranks the actor spawns, as ``train.data_parallel`` / ``sharding`` say); after every step the driver's model copy takes
-  the new weights (for the weight push and the checkpoint).
+- ``RayTrainer``: the trainer in an actor (``PolicyTrainer``, or rank 0 of a data-parallel or
+  FSDP2 trainer whose other ranks the actor spawns, as ``train.data_parallel`` / ``sharding``
+  say); after every step the driver's model copy takes the new weights (for the weight push and
+  the checkpoint).
 
 With ``policy.kind: openai`` the server is the generator: there are no generator actors, the
 driver's ``OpenAIPolicy`` sends the rollouts to the server and pushes it the trainer actor's
