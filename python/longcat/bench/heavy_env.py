@@ -28,6 +28,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Mapping, Optional, Sequence
 
 from longcat.bench.common import BenchResult, finish_plot, machine_info
@@ -114,16 +115,6 @@ def summary_openings(thinker, envs: Mapping, tasks: Sequence[Mapping], cands: Se
     return openings
 
 
-class _TokenCounter:
-    """The piece of a ``Backend`` the summary prompt needs: counting tokens."""
-
-    def __init__(self, count_tokens):
-        self.count_tokens = count_tokens
-
-    def sample(self, requests):  # the summary runs as an episode, never through sample()
-        raise NotImplementedError("heavy-env runs the summary as an environment episode")
-
-
 def _row(method: str, k: int, picked: Sequence[_Episode], tokens: Sequence[int], seconds: float) -> dict:
     n = len(picked)
     acc = sum(e.reward == 1.0 for e in picked) / n
@@ -169,7 +160,8 @@ def evaluate(agent, envs: Mapping, tasks: Sequence[Mapping], *, count_tokens, ks
                              [sum(e.gen_tokens for e in cs[:k]) for cs in cands], sample_s * k / kmax))
             rows.append(_row("pass@k (oracle)", k, [max(cs[:k], key=lambda e: e.reward) for cs in cands],
                              [sum(e.gen_tokens for e in cs[:k]) for cs in cands], sample_s * k / kmax))
-    thinker_backend = _TokenCounter(count_tokens)
+    # the summary runs as an environment episode: the thinker only sizes its prompt (count_tokens)
+    thinker_backend = SimpleNamespace(count_tokens=count_tokens)
     summary_cfg = EvalConfig(conditions=("clean",), samples=1, temperature=0.0, max_tokens=max_tokens,
                              max_turns=max_turns)
     for k in heavy_ks:
