@@ -58,6 +58,17 @@ def test_grid(amx_copy, R, H, F, E):
     check(amx_copy, R, H, F, E)
 
 
+def test_rows_per_expert(amx_copy):
+    # Around every path switch: the streaming limits (4 emulated, 8 on hardware), 16-row token
+    # tiles and their pairs, the 96-row block and past it.
+    H, F = 97, 33
+    w13, w2 = make_weights(3, H, F, torch.bfloat16, seed=H)
+    for r in [0, 1, 4, 5, 8, 9, 15, 16, 17, 31, 32, 33, 48, 64, 95, 96, 97, 113]:
+        offsets = torch.tensor([0, 0, r, r + 1], dtype=torch.int32)
+        x = make_x(r + 1, H, torch.bfloat16, seed=r)
+        assert_matches(amx_copy(x, offsets, w13, w2), reference.moe_grouped_swiglu(x, offsets, w13, w2))
+
+
 def test_close_to_bit_exact(amx_copy):
     got, want = check(amx_copy, 64, 256, 128, 2, offsets=torch.tensor([0, 40, 64], dtype=torch.int32))
     assert (got != want).float().mean().item() < 0.1
