@@ -5,7 +5,9 @@
 //     written against these operations runs and is tested on CPUs without AMX.
 //
 // Tiles are named by template arguments (the instructions encode the tile register in the
-// opcode); only the combinations the kernels use are instantiated on hardware.
+// opcode); only the combinations the kernels use are instantiated on hardware. Included by the
+// per-ISA kernel copies only: it lives in their namespace (LONGCAT_ISA_NS), so that the two
+// implementations of the same names never meet at link time.
 #pragma once
 
 #include <cmath>
@@ -19,7 +21,7 @@
 #include <immintrin.h>
 #endif
 
-namespace longcat::cpu::amx {
+namespace longcat::cpu::LONGCAT_ISA_NS::amx {
 
 constexpr int kTiles = 8, kMaxRows = 16, kMaxColsb = 64;
 
@@ -207,4 +209,4 @@ template <> inline void dpbf16ps<3, 5, 7>() { _tile_dpbf16ps(3, 5, 7); }
 
 #endif
 
-}  // namespace longcat::cpu::amx
+}  // namespace longcat::cpu::LONGCAT_ISA_NS::amx
