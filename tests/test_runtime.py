@@ -54,6 +54,7 @@ def test_env_var_forces_lower_isa():
     info = json.loads(r.stdout)
     assert info["cpu.isa_active"] == "scalar"
     assert info["cpu.LONGCAT_CPU_ISA"] == "scalar"
+    assert info["cpu.amx_copies"].startswith("moe_grouped_swiglu (not used")
 
 
 def test_threads():
@@ -112,7 +113,7 @@ def test_cli_info_table():
     r = run_cli("info")
     assert r.returncode == 0, r.stderr
     for key in ("build.cuda", "build.cutlass", "build.nccl", "cpu.isa_detected", "cpu.isa_active",
-                "torch", "cuda.torch_devices"):
+                "cpu.amx_copies", "torch", "cuda.torch_devices"):
         assert key in r.stdout
 
 

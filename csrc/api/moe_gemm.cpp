@@ -12,7 +12,7 @@
 
 namespace longcat {
 namespace cpu {
-LONGCAT_DECLARE_ISA_FN(void, moe_grouped_swiglu, const MoeGemmArgs&)
+LONGCAT_DECLARE_AMX_FN(void, moe_grouped_swiglu, const MoeGemmArgs&)
 }  // namespace cpu
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
 namespace cuda {
@@ -72,9 +72,13 @@ int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t 
   return cpu_workspace_bytes(rows, hidden, inter, experts, dtype, num_threads());
 }
 
-void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const TensorView& offsets,
-                        const TensorView& w13, const TensorView& w2, const TensorView& workspace,
-                        Stream stream) {
+namespace {
+
+// Which CPU code runs the op: the best copy for cpu_isa_active(), or the emulated AMX copy (tests).
+enum class CpuCopy { Best, AmxEmulated };
+
+void run(const TensorView& out, const TensorView& x, const TensorView& offsets, const TensorView& w13,
+         const TensorView& w2, const TensorView& workspace, Stream stream, CpuCopy copy) {
   const char* op = kOp;
   check_views(op, {{"x_perm", &x}, {"offsets", &offsets}, {"w13", &w13}, {"w2", &w2}, {"out", &out},
                    {"workspace", &workspace}});
@@ -197,7 +201,24 @@ void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const Tensor
     std::memset(a.out, 0, static_cast<size_t>(R * H * dtype_size(a.dtype)));
     return;
   }
-  LONGCAT_ISA_CALL(moe_grouped_swiglu, a);
+  if (copy == CpuCopy::AmxEmulated) cpu::isa_amx_emulated::moe_grouped_swiglu(a);
+  else LONGCAT_ISA_CALL_WITH_AMX(moe_grouped_swiglu, a);
+}
+
+}  // namespace
+
+void moe_grouped_swiglu(const TensorView& out, const TensorView& x, const TensorView& offsets,
+                        const TensorView& w13, const TensorView& w2, const TensorView& workspace,
+                        Stream stream) {
+  run(out, x, offsets, w13, w2, workspace, stream, CpuCopy::Best);
+}
+
+void moe_grouped_swiglu_amx_emulated(const TensorView& out, const TensorView& x, const TensorView& offsets,
+                                     const TensorView& w13, const TensorView& w2, const TensorView& workspace) {
+  if (x.device.type != DeviceType::CPU)
+    fail(ErrorKind::Value, "moe_grouped_swiglu_amx_emulated: argument 'x_perm' must be a CPU tensor (the emulated "
+                           "AMX copy is CPU code)");
+  run(out, x, offsets, w13, w2, workspace, nullptr, CpuCopy::AmxEmulated);
 }
 
 }  // namespace longcat

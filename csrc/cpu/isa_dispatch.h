@@ -3,7 +3,10 @@
 //   LONGCAT_DECLARE_ISA_FN(void, rms_norm, const NormArgs&);   declares isa_<level>::rms_norm
 //   LONGCAT_ISA_CALL(rms_norm, args);                           calls the best copy for
 //                                                               cpu_isa_active()
-// Kernels without an AMX-specific copy run their AVX512-BF16 copy on AMX machines.
+// Kernels without an AMX-specific copy run their AVX512-BF16 copy on AMX machines. Those with
+// one (built by longcat_add_amx_kernels) also declare it and its emulated twin:
+//   LONGCAT_DECLARE_AMX_FN(void, moe_grouped_swiglu, const MoeGemmArgs&);
+//   LONGCAT_ISA_CALL_WITH_AMX(moe_grouped_swiglu, args);
 #pragma once
 
 #include "longcat/runtime.h"
@@ -26,8 +29,25 @@
       default: ::longcat::cpu::isa_scalar::name(__VA_ARGS__); break;                     \
     }                                                                    \
   } while (0)
+
+#define LONGCAT_DECLARE_AMX_FN(ret, name, ...)     \
+  LONGCAT_DECLARE_ISA_FN(ret, name, __VA_ARGS__)   \
+  namespace isa_amx { ret name(__VA_ARGS__); }     \
+  namespace isa_amx_emulated { ret name(__VA_ARGS__); }
+
+#define LONGCAT_ISA_CALL_WITH_AMX(name, ...)                              \
+  do {                                                                    \
+    if (::longcat::cpu_isa_active() == ::longcat::CpuIsa::AMX)            \
+      ::longcat::cpu::isa_amx::name(__VA_ARGS__);                         \
+    else                                                                  \
+      LONGCAT_ISA_CALL(name, __VA_ARGS__);                                \
+  } while (0)
 #else
 #define LONGCAT_DECLARE_ISA_FN(ret, name, ...) \
   namespace isa_scalar { ret name(__VA_ARGS__); }
 #define LONGCAT_ISA_CALL(name, ...) ::longcat::cpu::isa_scalar::name(__VA_ARGS__)
+#define LONGCAT_DECLARE_AMX_FN(ret, name, ...)   \
+  LONGCAT_DECLARE_ISA_FN(ret, name, __VA_ARGS__) \
+  namespace isa_amx_emulated { ret name(__VA_ARGS__); }
+#define LONGCAT_ISA_CALL_WITH_AMX(name, ...) LONGCAT_ISA_CALL(name, __VA_ARGS__)
 #endif

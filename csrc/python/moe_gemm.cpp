@@ -45,6 +45,18 @@ void register_moe_gemm(nb::module_& m) {
       },
       "out"_a, "x_perm"_a, "offsets"_a, "w13"_a, "w2"_a, "workspace"_a, "stream"_a = 0,
       "out[rows of expert e] = SwiGLU expert MLP e (see longcat/moe_gemm.h). Writes into out.");
+  m.def(
+      "_moe_grouped_swiglu_amx_emulated",
+      [](Array out, Array x_perm, Array offsets, Array w13, Array w2, Array workspace) {
+        const char* op = "moe_grouped_swiglu_amx_emulated";
+        TensorView o = to_view(out, op, "out"), x = to_view(x_perm, op, "x_perm"),
+                   off = to_view(offsets, op, "offsets"), a = to_view(w13, op, "w13"),
+                   b = to_view(w2, op, "w2"), ws = to_view(workspace, op, "workspace");
+        nb::gil_scoped_release release;
+        longcat::moe_grouped_swiglu_amx_emulated(o, x, off, a, b, ws);
+      },
+      "out"_a, "x_perm"_a, "offsets"_a, "w13"_a, "w2"_a, "workspace"_a,
+      "For tests: moe_grouped_swiglu on CPU run by the AMX copy's code with emulated tile instructions.");
 }
 
 }  // namespace longcat::python

@@ -28,7 +28,8 @@
 //              the grouped-GEMM argument arrays (CUDA). The API never allocates memory.
 //
 // CPU: a blocked GEMM (weights packed to fp32 panels, register-blocked microkernel, SwiGLU fused
-// into the gate/up epilogue; AVX512-BF16 machines multiply bf16 pairs with vdpbf16ps), split over
+// into the gate/up epilogue; AVX512-BF16 machines multiply bf16 pairs with vdpbf16ps, AMX machines
+// (Sapphire Rapids and later) bf16 tiles with TDPBF16PS), split over
 // (expert, row-block, column-block) tiles across the library's threads. The offsets are checked
 // (ValueError naming 'offsets' on a violation) on a copy the kernel then reads. The workspace
 // size depends on num_threads(); the op runs on min(num_threads(), the threads the workspace has
@@ -57,5 +58,11 @@ LONGCAT_API void moe_grouped_swiglu(const TensorView& out, const TensorView& x_p
                                     const TensorView& offsets, const TensorView& w13,
                                     const TensorView& w2, const TensorView& workspace,
                                     Stream stream = nullptr);
+
+// For tests, not an API: moe_grouped_swiglu on CPU tensors run by the AMX copy's code with the
+// tile instructions emulated in scalar C++ (runs on any CPU; slow), with the same checks.
+LONGCAT_API void moe_grouped_swiglu_amx_emulated(const TensorView& out, const TensorView& x_perm,
+                                                 const TensorView& offsets, const TensorView& w13,
+                                                 const TensorView& w2, const TensorView& workspace);
 
 }  // namespace longcat

@@ -147,19 +147,22 @@ def copy_bandwidth_gbs(device: str = "cpu", quick: bool = False) -> float:
     return 2 * nbytes / t / 1e9
 
 
-# The CPU kernel copies with their own code; "amx" runs the avx512bf16 copy, "scalar" is the
-# portable fallback (far slower, tested but not benchmarked).
+# The CPU kernel copies with their own code; "amx" runs the avx512bf16 copy except for the kernels
+# with an AMX copy (has_amx_copy), "scalar" is the portable fallback (far slower, tested but not
+# benchmarked).
 _BENCH_ISAS = ("avx2", "avx512", "avx512bf16")
 
 
-def cpu_isa_copies(device: str = "cpu") -> list[str]:
+def cpu_isa_copies(device: str = "cpu", has_amx_copy: bool = False) -> list[str]:
     """The CPU ISA copies a benchmark measures side by side, lowest first: every SIMD copy this
-    CPU runs, or only the active one when LONGCAT_CPU_ISA pins it (or off the CPU)."""
+    CPU runs (with "amx" where the kernel has an AMX copy), or only the active one when
+    LONGCAT_CPU_ISA pins it (or off the CPU)."""
     import longcat
 
     if not device.startswith("cpu") or os.environ.get("LONGCAT_CPU_ISA"):
         return [longcat.cpu_isa()]
-    return [i for i in longcat.cpu_isas_available() if i in _BENCH_ISAS] or [longcat.cpu_isa()]
+    wanted = _BENCH_ISAS + (("amx",) if has_amx_copy else ())
+    return [i for i in longcat.cpu_isas_available() if i in wanted] or [longcat.cpu_isa()]
 
 
 @contextmanager

@@ -6,8 +6,8 @@
   - the per-expert loop as Hugging Face transformers' LongcatFlashExperts runs it
     (``reference.moe_grouped_swiglu``: F.linear / chunk / silu * up / F.linear per expert, same weights).
 
-Every CPU ISA copy of the kernel (avx2, avx512, avx512bf16: ``isa`` column) is measured in the
-same run against the same peers. Weight streaming (few rows per expert) is reported as GB/s of
+Every CPU ISA copy of the kernel (avx2, avx512, avx512bf16, and amx on CPUs with AMX: ``isa``
+column) is measured in the same run against the same peers. Weight streaming (few rows per expert) is reported as GB/s of
 the active experts' weights (+ x and out) and as a fraction of the copy bandwidth (``of_copy_bw``);
 compute-bound shapes as a fraction of the dense bf16 matmul. Both peers (the dense matmul and a
 256 MB copy) are timed in alternation with each ISA copy (``measure_interleaved``), so that on a
@@ -53,7 +53,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     bw_start = copy_bandwidth_gbs(device, quick)
     copy_src = torch.ones(64 << 20 if quick else 256 << 20, dtype=torch.uint8, device=device)
     copy_dst = torch.empty_like(copy_src)
-    isas = cpu_isa_copies(device)
+    isas = cpu_isa_copies(device, has_amx_copy=True)
     cases = [("longcat", HIDDEN, INTER, experts, t, None) for t in token_counts]
     # Small, compute-bound: 8 experts of H=1024, F=512 with 256 rows each.
     cases.append(("small", 1024, 512, 8, None, 256))

@@ -65,12 +65,15 @@ def workspace_size(rows: int, hidden: int, intermediate: int, n_routed: int, dty
                                                 device.type, index)
 
 
-def _run(x_perm, offsets, w13, w2) -> torch.Tensor:
+def _run(x_perm, offsets, w13, w2, amx_emulated: bool = False) -> torch.Tensor:
     R, H = x_perm.shape
     out = torch.empty((R, H), dtype=x_perm.dtype, device=x_perm.device)
     ws = torch.empty(workspace_size(R, H, w2.shape[2], w13.shape[0], x_perm.dtype, x_perm.device),
                      dtype=torch.uint8, device=x_perm.device)
-    _C.moe_grouped_swiglu(dl(out), dl(x_perm), dl(offsets), dl(w13), dl(w2), dl(ws), stream_of(x_perm))
+    if amx_emulated:  # tests: the AMX copy's code with the tile instructions emulated
+        _C._moe_grouped_swiglu_amx_emulated(dl(out), dl(x_perm), dl(offsets), dl(w13), dl(w2), dl(ws))
+    else:
+        _C.moe_grouped_swiglu(dl(out), dl(x_perm), dl(offsets), dl(w13), dl(w2), dl(ws), stream_of(x_perm))
     return out
 
 
