@@ -23,10 +23,12 @@ Everything below is measured in one run, each number next to its peer:
   needs no core (sleeps). Each row says how many cores the process got while overlapped: on a
   shared machine with less than two, nothing can be hidden.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
-  a prompt's prefill to its first decoded token on the decode side, against the same prompt in a
+  a prompt's prefill to its first decoded token on the decode side (sampled there from the
+  logits the prefill side sends after the last chunk), against the same prompt in a
   single-process engine (the same model and weights on both sides) with all cores' threads and
-  with one. Each process gets its own thread count (prefill N - 1, decode 1 on N cores; the full
-  run adds 128-token chunks and torch's default of N threads in both processes).
+  with one. Each process gets its own thread count (prefill N - 1, decode 1 on N cores), with
+  64-token chunks and the whole prompt as one chunk; the full run adds 128-token chunks and
+  torch's default of N threads in both processes.
 - ``engine``: the tiny LongCat-Flash preset generating for 8 requests with a device cache too
   small for them: swapping to a host tier vs recompute preemption (no host tier), and an engine
   whose device cache holds everything (the ceiling), taking turns, on N - 1 compute threads
@@ -471,7 +473,11 @@ def _pd_rows(result: BenchResult, device: str, quick: bool) -> None:
     prompts = _pd_prompts(quick)
     singles = {n: _single_ttft(quick, n) for n in sorted({cores, 1})}
     best = min(singles.values())
-    configs = [(max(1, cores - 1), 1, 4)] + ([] if quick else [(max(1, cores - 1), 1, 8), (cores, cores, 4)])
+    # Chunks of 64 and 128 tokens, and the whole prompt as one chunk (nothing to overlap, one
+    # forward: with a model this small a forward's fixed cost outweighs the transfer it hides).
+    whole = -(-len(prompts[0]) // 16)
+    configs = [(max(1, cores - 1), 1, 4), (max(1, cores - 1), 1, whole)] + \
+        ([] if quick else [(max(1, cores - 1), 1, 8), (cores, cores, 4)])
     for prefill_threads, decode_threads, chunk_pages in configs:
         t_pd = _pd_time(quick, prefill_threads, decode_threads, chunk_pages)
         result.add(section="pd", case=f"time to first decode token, prompt {len(prompts[0])}, {chunk_pages * 16}-token "
