@@ -159,7 +159,8 @@ def _swap_layers_rows(result: BenchResult, quick: bool, big, big_bytes: int, min
                 hosts[0][:0].copy_(devs[0][:0])
                 kv_copy_blocks_layers(devs, hosts, s_sets[0][:0], d_sets[0][:0])
 
-            t_big, t_same, t = measure_interleaved([big, same_bytes, ours], "cpu", min_time=min_time, min_rounds=9,
+            t_big, t_same, t = measure_interleaved([big, same_bytes, ours], "cpu", min_time=min_time,
+                                                   min_rounds=9 if quick else 25,
                                                    clock=time.thread_time,  # one thread: its CPU time
                                                    before_each=_scrub_caches(warm_code))
             bw = big_bytes / t_big / 1e9
@@ -222,7 +223,10 @@ def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, devic
         for m in methods:
             kv_copy_blocks(src, dst, empty, empty, m)
 
-    return measure_interleaved(fns, device, min_time=min_time, min_rounds=9, clock=clock,
+    # One thread, full run: 25 rounds (a few seconds). Where other jobs come and go, the median
+    # of a 0.2 ms copy is much noisier than that of the 30 ms peer.
+    rounds = 25 if one_thread and min_time >= 0.3 else 9
+    return measure_interleaved(fns, device, min_time=min_time, min_rounds=rounds, clock=clock,
                                before_each=None if stream is not None else _scrub_caches(warm_code)), sets
 
 
