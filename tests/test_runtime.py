@@ -4,6 +4,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -149,3 +150,13 @@ def test_measure_interleaved_hands_back_each_round():
     assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up, then alternation
     assert len(rounds) == 4 and all(len(r) == 2 and min(r) >= 0 for r in rounds)
     assert medians == [statistics.median(r[i] for r in rounds) for i in range(2)]
+
+
+def test_measure_interleaved_runs_before_each_untimed():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+    medians = measure_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], min_time=0.0,
+                                  warmup=1, min_rounds=3, before_each=lambda: (calls.append("x"), time.sleep(0.02)))
+    assert calls == ["a", "b"] + ["x", "a", "x", "b"] * 3  # warm-up without it, then before every timed call
+    assert max(medians) < 0.01  # its 20 ms sleep is not in the times

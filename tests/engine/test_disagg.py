@@ -19,10 +19,14 @@ PAGE = 4
 
 def _requests():
     g = torch.Generator().manual_seed(11)
-    prompts = [torch.randint(3, 64, (n,), generator=g).tolist() for n in (21, 9, 4, 30)]
+    prompts = [torch.randint(3, 64, (n,), generator=g).tolist() for n in (21, 9, 4, 12, 8, 30)]
+    # The first token is sampled from the prefill side's logits: greedy with logprobs, seeded,
+    # n > 1 (the other samples fork there), and a request that ends with that token.
     params = [SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, logprobs=1),
               SamplingParams(temperature=0.8, seed=3, max_tokens=8, ignore_eos=True),
               SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
+              SamplingParams(temperature=0.9, seed=5, n=3, max_tokens=5, ignore_eos=True, logprobs=2),
+              SamplingParams(temperature=0, max_tokens=1, ignore_eos=True),
               SamplingParams(temperature=1.0, seed=4, top_k=5, max_tokens=7, ignore_eos=True)]
     return [(f"r{i}", p, s) for i, (p, s) in enumerate(zip(prompts, params))]
 
@@ -42,7 +46,7 @@ def _prefill(port: int, die_mid_request: bool) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2)
     worker = PrefillWorker(ToyPagedModel(vocab_size=64, seed=0), page_size=PAGE, chunk_pages=3)
     reqs = _requests()
-    for rid, prompt, params in reqs[:3]:
+    for rid, prompt, params in reqs[:-1]:
         worker.send(prompt, params, rid)
     if die_mid_request:
         # The last request's header, prompt and first chunk go out, then the process dies.
@@ -53,7 +57,7 @@ def _prefill(port: int, die_mid_request: bool) -> None:
             os._exit(0)
 
         dist.isend = send_then_die
-    worker.send(reqs[3][1], reqs[3][2], reqs[3][0])
+    worker.send(reqs[-1][1], reqs[-1][2], reqs[-1][0])
     worker.stop()
     gc.collect()
     dist.destroy_process_group()
@@ -95,7 +99,7 @@ def _single_process():
 
 
 def _same(a, b):
-    """Same tokens; logprobs equal up to float rounding (the decode side computes the last
+    """Same tokens; logprobs equal up to float rounding (the prefill side computes the last
     prompt token in a batch of its own)."""
     for (ta, la), (tb, lb) in zip(a, b):
         assert ta == tb
@@ -105,16 +109,17 @@ def _same(a, b):
 
 
 def test_decode_output_equals_single_process_and_a_dying_peer_fails_only_its_request():
-    # One pair of processes (starting them dominates the time): three requests are handed off,
-    # the prefill process dies after the first chunk of the fourth. The clean shutdown path
+    # One pair of processes (starting them dominates the time): five requests are handed off,
+    # the prefill process dies after the first chunk of the sixth. The clean shutdown path
     # (PrefillWorker.stop) runs in `longcat bench kv`.
     want = _single_process()
     got, no_leak = _run_pair(die=True)
     assert set(got) == set(want)
-    for rid in ("r0", "r1", "r2"):  # handed off before the peer died: served to the end
+    for rid in ("r0", "r1", "r2", "r3", "r4"):  # handed off before the peer died: served to the end
         assert got[rid][0] is None
         _same(got[rid][1], want[rid])
-    assert "prefill peer was lost" in got["r3"][0]
+    assert [len(t) for t, _ in got["r3"][1]] == [5, 5, 5] and len(got["r4"][1][0][0]) == 1
+    assert "prefill peer was lost" in got["r5"][0]
     assert no_leak  # the failed request's pages are free again
 
 

@@ -48,8 +48,8 @@ def test_patterns_between_pools_of_different_sizes(cpu_isa, dtype, pattern):
 
 @pytest.mark.parametrize("page_size", [1, 3, 64])
 def test_page_sizes_and_large_copies_use_every_store_path(cpu_isa, page_size):
-    # 48 pages of 64 rows in fp32 are 7 MB, of bf16 3.5 MB; page size 64 with 200 pages crosses
-    # the non-temporal threshold (8 MB), the smaller ones stay on memcpy.
+    # The non-temporal threshold is 256 KiB per call: page sizes 3 and 64 cross it (40 pages of
+    # 3 rows in fp32 are 276 KB), page size 1 (92 KB) stays on memcpy.
     n = 200 if page_size == 64 else 40
     src, dst = pool(n, page_size, seed=5), pool(n + 7, page_size, seed=6)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(7)).tolist()
@@ -105,6 +105,25 @@ def test_repeated_destination_rejected_before_any_copy():
     src, dst = pool(4), pool(6, seed=1)
     expect_error(ValueError, r"'dst_ids' must not repeat a destination page; page 2 appears at indices 0 and 3",
                  src, dst, [0, 1, 2, 3], [2, 4, 5, 2])
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_few_ids_into_a_large_pool(pattern):
+    # Fewer than 1/16 of the destination pool's pages: duplicates are found by sorting the ids
+    # (not a page-indexed table); same results and same errors.
+    s, d = PATTERNS[pattern]
+    check_copy(pool(10, page_size=1, seed=12), pool(200, page_size=1, seed=13), s, [x * 17 for x in d])
+
+
+def test_repeats_and_same_pool_overlap_found_in_a_large_pool():
+    src, dst = pool(8, page_size=1), pool(300, page_size=1, seed=1)
+    # The first repeat in call order, named with its page's first writer.
+    expect_error(ValueError, r"page 250 appears at indices 1 and 4", src, dst, [0, 1, 2, 3, 4, 5],
+                 [7, 250, 9, 299, 250, 7])
+    big = pool(300, page_size=1, seed=2)
+    expect_error(ValueError, r"'src_ids' reads page 290 at index 2, which dst_ids\[1\] writes", big, big,
+                 [1, 2, 290], [100, 290, 5])
+    check_copy(big, big, [1, 2, 291], [100, 290, 5])
 
 
 def test_overlap_within_one_pool_rejected():

@@ -48,7 +48,7 @@ LONGCAT_API void mla_gather(const TensorView& out, const TensorView& kv_cache,
 // so that benchmarks can compare them. Host -> host copies always run on the CPU threads.
 enum class KvCopyMethod : int32_t {
   Auto = 0,
-  CpuThreads = 1,      // host <-> host: the CPU thread pool, non-temporal stores for large copies
+  CpuThreads = 1,      // host <-> host: the CPU thread pool, non-temporal stores from 256 KiB a call
   Kernel = 2,          // CUDA: one SM-driven copy kernel over all pages (pinned host memory via UVA)
   MemcpyBatch = 3,     // CUDA: one cudaMemcpyBatchAsync over the runs of pages (CUDA >= 12.8)
   MemcpyPerBlock = 4,  // CUDA: one cudaMemcpyAsync per run of consecutive pages (vLLM swap_blocks)

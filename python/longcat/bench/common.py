@@ -107,13 +107,16 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_time: float = 0.2
 def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", min_time: float = 0.2,
                         warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000,
                         clock: Callable[[], float] = time.perf_counter,
-                        rounds: Optional[list] = None) -> list[float]:
+                        rounds: Optional[list] = None,
+                        before_each: Optional[Callable[[], object]] = None) -> list[float]:
     """Median seconds per call of each of fns, timed in alternation (one call of each per round,
     at least min_rounds rounds, about min_time of wall time in all): on a shared machine a kernel
     and its peer then see the same load, so their ratio is not the load's drift between two
     measure() calls. ``clock``: wall time by default; ``time.process_time`` counts the CPU time
     of the process's threads instead (what a call costs, whatever else the cores run).
-    ``rounds``, if given, receives each round's times (a list per round, in fns' order)."""
+    ``rounds``, if given, receives each round's times (a list per round, in fns' order).
+    ``before_each``, if given, runs untimed before every timed call (e.g. to leave the caches in
+    the same state for every function)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -123,6 +126,9 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
     n_rounds = 0
     while n_rounds < max_rounds and (n_rounds < min_rounds or time.perf_counter() - start < min_time):
         for fn, ts in zip(fns, times):
+            if before_each is not None:
+                before_each()
+                sync(device)
             t0 = clock()
             fn()
             sync(device)

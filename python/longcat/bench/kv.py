@@ -12,7 +12,8 @@ Everything below is measured in one run, each number next to its peer:
   do. GB/s counts bytes read + written on the CPU (as the copy bandwidth does) and bytes moved
   on CUDA; ``of_same_bytes`` compares with a contiguous copy of the same bytes. On CUDA every
   method (kernel, batched DMA, per-run DMA) is measured. The CPU rows are repeated on one
-  thread against torch on one thread (the copier worker's configuration).
+  thread against torch on one thread (the copier worker's configuration), and once more as the
+  engine's copier moves a chunk: every layer's pages in one call (4 layers, 1 thread).
 - ``overlap``: a 4-layer cache moved by ``ChunkedCopier`` (16-page chunks, background worker /
   copy stream) while the caller computes; efficiency = (compute alone + transfer alone -
   overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
@@ -22,10 +23,12 @@ Everything below is measured in one run, each number next to its peer:
   needs no core (sleeps). Each row says how many cores the process got while overlapped: on a
   shared machine with less than two, nothing can be hidden.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
-  a prompt's prefill to its first decoded token on the decode side, against the same prompt in a
+  a prompt's prefill to its first decoded token on the decode side (sampled there from the
+  logits the prefill side sends after the last chunk), against the same prompt in a
   single-process engine (the same model and weights on both sides) with all cores' threads and
-  with one. Each process gets its own thread count (prefill N - 1, decode 1 on N cores; the full
-  run adds 128-token chunks and torch's default of N threads in both processes).
+  with one. Each process gets its own thread count (prefill N - 1, decode 1 on N cores), with
+  64-token chunks and the whole prompt as one chunk; the full run adds 128-token chunks and
+  torch's default of N threads in both processes.
 - ``engine``: the tiny LongCat-Flash preset generating for 8 requests with a device cache too
   small for them: swapping to a host tier vs recompute preemption (no host tier), and an engine
   whose device cache holds everything (the ceiling), taking turns, on N - 1 compute threads
@@ -43,6 +46,7 @@ import longcat
 from longcat.bench.common import BenchResult, machine_info, measure_interleaved, sync
 from longcat.engine.kv_transfer import ChunkedCopier, compute_threads
 from longcat.ops import KvCopyMethod, kv_copy_blocks
+from longcat.ops.kv_cache import kv_copy_blocks_layers
 
 PAGE_SIZE = 64
 BLOCKS = [16, 64, 128, 256, 512]
@@ -96,6 +100,7 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
                 for direction in directions:
                     src, dst = (dev, host) if direction == "d2h" else (host, dev)
                     times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
+                    clock = "CPU time" if one else "wall time"
                     bw = big_bytes / times[0] / 1e9
                     bw_seen.setdefault(direction + suffix, []).append(bw)
                     moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth
@@ -105,17 +110,79 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
                                    ours_ms=t * 1e3, peer_ms=times[2] * 1e3,
                                    **{"GB/s": gbs, "of_copy_bw": gbs / bw, "of_same_bytes": times[1] / t,
                                       "vs_torch_per_page": times[2] / t},
-                                   note=f"copy bandwidth {bw:.1f} GB/s in the same rounds; {sets} id sets")
+                                   note=f"copy bandwidth {bw:.1f} GB/s in the same rounds ({clock}); {sets} id sets")
         finally:
             torch.set_num_threads(prev_torch)
             longcat.set_thread_limit(prev_limit)
+    if not cuda:
+        del dev, host  # room for the per-layer pools below
+        _swap_layers_rows(result, quick, big["d2h"], big_bytes, min_time, bw_seen)
     result.context["copy_bandwidth_gbs"] = {k: statistics.median(v) for k, v in bw_seen.items()}
+
+
+def _swap_layers_rows(result: BenchResult, quick: bool, big, big_bytes: int, min_time: float, bw_seen: dict) -> None:
+    """The engine's configuration on the CPU: ChunkedCopier's worker moves a chunk of pages for
+    every layer in one call (``kv_copy_blocks_layers``, 4 layers here) on one thread. Peers in
+    the same rounds: the 1-thread copy bandwidth, and one contiguous copy per layer of the same
+    bytes."""
+    layers = 4
+    dev_pages, host_pages = (150, 300) if quick else (300, 600)
+    devs = [_pool(dev_pages, "cpu") for _ in range(layers)]
+    hosts = [_pool(host_pages, "cpu") for _ in range(layers)]
+    page_bytes = devs[0][0].numel() * devs[0].element_size()
+    prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
+    torch.set_num_threads(1)
+    longcat.set_thread_limit(1)
+    try:
+        for n in (QUICK_BLOCKS[:2] if quick else BLOCKS[:4]):
+            # Disjoint id sets in turn: 4 layers cycle through 44-88 MB, past the L3.
+            sets = max(1, dev_pages // n)
+            s_perm, d_perm = _scattered(dev_pages, dev_pages, n), _scattered(host_pages, host_pages, n + 1)
+            s_sets = [s_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+            d_sets = [d_perm[i * n:(i + 1) * n].contiguous() for i in range(sets)]
+            turn = [0]
+
+            def nxt() -> int:
+                turn[0] = (turn[0] + 1) % sets
+                return turn[0]
+
+            def same_bytes():
+                i = nxt()
+                for d, h in zip(devs, hosts):
+                    h[i * n:(i + 1) * n].copy_(d[i * n:(i + 1) * n])
+
+            def ours():
+                i = nxt()
+                kv_copy_blocks_layers(devs, hosts, s_sets[i], d_sets[i])
+
+            def warm_code():
+                hosts[0][:0].copy_(devs[0][:0])
+                kv_copy_blocks_layers(devs, hosts, s_sets[0][:0], d_sets[0][:0])
+
+            t_big, t_same, t = measure_interleaved([big, same_bytes, ours], "cpu", min_time=min_time,
+                                                   min_rounds=9 if quick else 25,
+                                                   clock=time.thread_time,  # one thread: its CPU time
+                                                   before_each=_scrub_caches(warm_code))
+            bw = big_bytes / t_big / 1e9
+            bw_seen.setdefault("d2h, 1 thread, layers", []).append(bw)
+            gbs = 2 * layers * n * page_bytes / t / 1e9
+            result.add(section="swap", case=f"d2h all {layers} layers per call (the engine's copier), 1 thread",
+                       blocks=n, ours_ms=t * 1e3, **{"GB/s": gbs, "of_copy_bw": gbs / bw, "of_same_bytes": t_same / t},
+                       note=f"blocks per layer; copy bandwidth {bw:.1f} GB/s in the same rounds (CPU time); "
+                            f"{sets} id sets")
+    finally:
+        torch.set_num_threads(prev_torch)
+        longcat.set_thread_limit(prev_limit)
 
 
 def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, device: str, stream, min_time: float,
                one_thread: bool) -> tuple[list[float], int]:
     """Interleaved medians of: the big contiguous copy, a contiguous copy of the same bytes
-    (n pages), one torch copy_ per page, then kv_copy_blocks with each method."""
+    (n pages), one torch copy_ per page, then kv_copy_blocks with each method. On one thread the
+    clock is the calling thread's CPU time (every copy then runs on that thread): on a shared
+    machine a long call (the big copy) is descheduled more often than a short one, which skews
+    wall-time ratios; CPU time is what each copy costs while it runs, whatever the load. (Not
+    the process's CPU time: idle pool threads that spin would be counted.)"""
     # Disjoint id sets taken in turn, as many as the pools hold: they cycle through 44-81 MB,
     # more than the last-level cache (32 MB here), so the pages come from DRAM as the big
     # copy's do (the big copy also flushes the cache between rounds).
@@ -148,7 +215,36 @@ def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, devic
         return ours
 
     fns = [big, same_bytes, torch_peer] + [ours_with(m) for m in methods]
-    return measure_interleaved(fns, device, min_time=min_time, min_rounds=9), sets
+    clock = time.thread_time if one_thread else time.perf_counter
+    empty = torch.zeros(0, dtype=torch.int32)
+
+    def warm_code():  # every timed function's code path, moving nothing
+        dst[:0].copy_(src[:0])
+        for m in methods:
+            kv_copy_blocks(src, dst, empty, empty, m)
+
+    # One thread, full run: 25 rounds (a few seconds). Where other jobs come and go, the median
+    # of a 0.2 ms copy is much noisier than that of the 30 ms peer.
+    rounds = 25 if one_thread and min_time >= 0.3 else 9
+    return measure_interleaved(fns, device, min_time=min_time, min_rounds=rounds, clock=clock,
+                               before_each=None if stream is not None else _scrub_caches(warm_code)), sets
+
+
+def _scrub_caches(warm_code):
+    """Untimed before every timed CPU copy: a read of 64 MB (twice the L3 here), so that the
+    dirty lines the previous function's cached stores left behind are written back now rather
+    than during whichever copy runs next, then ``warm_code`` (every timed function's code path
+    with nothing to move). Every function then starts with its pages in DRAM, clean caches and
+    warm code, as a copier's loop does. Fair to the peers: they gain most, since their own
+    write-backs go untimed too. (Measured without the warm-up, a call right after the scrub
+    pays its interpreter and binding code from DRAM: ~200 us for a kv_copy_blocks of 0 pages,
+    ~60 us for torch's copy_ of one element, against 5 and 4 us warm.)"""
+    scrub = torch.ones(8 << 20, dtype=torch.int64)
+
+    def before():
+        scrub.sum()
+        warm_code()
+    return before
 
 
 def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
@@ -381,7 +477,11 @@ def _pd_rows(result: BenchResult, device: str, quick: bool) -> None:
     prompts = _pd_prompts(quick)
     singles = {n: _single_ttft(quick, n) for n in sorted({cores, 1})}
     best = min(singles.values())
-    configs = [(max(1, cores - 1), 1, 4)] + ([] if quick else [(max(1, cores - 1), 1, 8), (cores, cores, 4)])
+    # Chunks of 64 and 128 tokens, and the whole prompt as one chunk (nothing to overlap, one
+    # forward: with a model this small a forward's fixed cost outweighs the transfer it hides).
+    whole = -(-len(prompts[0]) // 16)
+    configs = [(max(1, cores - 1), 1, 4), (max(1, cores - 1), 1, whole)] + \
+        ([] if quick else [(max(1, cores - 1), 1, 8), (cores, cores, 4)])
     for prefill_threads, decode_threads, chunk_pages in configs:
         t_pd = _pd_time(quick, prefill_threads, decode_threads, chunk_pages)
         result.add(section="pd", case=f"time to first decode token, prompt {len(prompts[0])}, {chunk_pages * 16}-token "

@@ -5,16 +5,19 @@ sent asynchronously, overlapping the transfer with the prefill of later chunks).
 ``PrefillWorker`` (rank ``prefill_rank``) runs each prompt through the model ``chunk_pages``
 pages at a time and ``isend``s every chunk's pages (all layers) as soon as they are complete, so
 chunk i travels while chunk i+1 is computed. ``DecodeWorker`` (rank ``decode_rank``) receives on
-a background thread into staging buffers, copies each chunk into pages of its ``LLMEngine``
-(``kv_copy_blocks``) as it lands, and once the last one is in, hands the sequence to the engine
-with every prompt token but the last already cached: the engine computes that one token (as for
-a prefix-cache hit) and decodes, so the decode side samples every token itself and its output is
-the single-process engine's.
+a background thread into staging buffers and copies each chunk into pages of its ``LLMEngine``
+(``kv_copy_blocks``) as it lands. The prefill side's last forward already computed the logits
+of the last prompt token; they travel after the last chunk, and the decode side samples the
+first token from them with its own sampler and generators (as the engine's step would), so it
+recomputes nothing: the sequence joins the engine with the whole prompt cached and its first
+token sampled, and decodes from there. Its output is the single-process engine's (logprobs up to
+float rounding: the prefill side computed the last token in a chunk of its own).
 
 Transport: ``torch.distributed`` point-to-point on the default group (gloo on CPU; NCCL on GPU
 with the caches on the device). Per request: a header ``[kind, prompt_len, chunk_pages,
-meta_len]`` (int64), the request id and sampling params as JSON bytes, the prompt ids, then the
-chunks, each ``[layers, pages, page_size, 1, 576]`` in the cache dtype. A peer that dies during
+meta_len, vocab]`` (int64), the request id and sampling params as JSON bytes, the prompt ids,
+the chunks, each ``[layers, pages, page_size, 1, 576]`` in the cache dtype, then the last
+prompt token's logits ``[vocab]`` (float32). A peer that dies during
 a handoff fails that request only (``Completion.error``); the decode side keeps serving the
 requests it already holds.
 
@@ -38,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 import longcat
+from longcat.engine import sampler
 from longcat.engine.llm_engine import LLMEngine
 from longcat.engine.types import Completion, SamplingParams
 from longcat.models.paged import PagedBatch
@@ -80,7 +84,8 @@ class PrefillWorker:
         n_chunks = math.ceil(pages / self.chunk_pages)
         meta = json.dumps({"request_id": request_id, "params": asdict(params)}).encode()
         dst = self.decode_rank
-        dist.send(torch.tensor([_REQUEST, L, self.chunk_pages, len(meta)], dtype=torch.int64), dst)
+        vocab = int(self.model.config.vocab_size)
+        dist.send(torch.tensor([_REQUEST, L, self.chunk_pages, len(meta), vocab], dtype=torch.int64), dst)
         dist.send(torch.frombuffer(bytearray(meta), dtype=torch.uint8), dst)
         dist.send(torch.tensor(ids, dtype=torch.int64), dst)
         dev = self.device
@@ -97,16 +102,23 @@ class PrefillWorker:
                 block_table=table, logits_indices=torch.tensor([t1 - t0 - 1], dtype=torch.int64, device=dev),
                 max_q_len=t1 - t0)
             with torch.inference_mode():
-                self.model.forward_paged(batch, self.caches)
+                logits = self.model.forward_paged(batch, self.caches)
             p0, p1 = c * self.chunk_pages, min(pages, (c + 1) * self.chunk_pages)
             chunk = torch.stack([cache[p0:p1] for cache in self.caches])
             sends.append(dist.isend(chunk, dst))  # travels while the next chunk is computed
+        # The last prompt token's logits: the decode side samples the first token from them
+        # instead of computing that token again.
+        last = logits[-1].float().contiguous()
+        if last.numel() != vocab:
+            raise ValueError(f"PrefillWorker.send: the model's logits have {last.numel()} entries, its "
+                             f"config.vocab_size is {vocab}")
+        sends.append(dist.isend(last, dst))
         for s in sends:
             s.wait()
 
     def stop(self) -> None:
         """Tell the decode worker that no more requests come."""
-        dist.send(torch.tensor([_STOP, 0, 0, 0], dtype=torch.int64), self.decode_rank)
+        dist.send(torch.tensor([_STOP, 0, 0, 0, 0], dtype=torch.int64), self.decode_rank)
 
 
 @dataclass(eq=False)
@@ -140,9 +152,9 @@ class DecodeWorker:
         handoff = None
         try:
             while True:
-                header = torch.empty(4, dtype=torch.int64)
+                header = torch.empty(5, dtype=torch.int64)
                 dist.recv(header, src)
-                kind, L, chunk_pages, meta_len = header.tolist()
+                kind, L, chunk_pages, meta_len, vocab = header.tolist()
                 if kind == _STOP:
                     self._events.put(("stop", None, None))
                     return
@@ -161,6 +173,9 @@ class DecodeWorker:
                     buf = torch.empty((self._layers, n) + self._page_shape, dtype=self._dtype, device=self._device)
                     dist.recv(buf, src)
                     self._events.put(("chunk", handoff, buf))
+                logits = torch.empty(vocab, dtype=torch.float32, device=self._device)
+                dist.recv(logits, src)
+                self._events.put(("logits", handoff, logits))
                 handoff = None
         except Exception as e:  # the peer died or the group broke: only the request in flight fails
             self._events.put(("lost", handoff, e))
@@ -189,8 +204,12 @@ class DecodeWorker:
                             self._fail(handoff, f"the prefill peer was lost during the handoff: {payload}", results)
                     elif kind == "request":
                         self._start(handoff, results)
-                    elif handoff.error is None:
-                        self._land_chunk(handoff, payload, live)
+                    elif handoff.error is not None:
+                        pass
+                    elif kind == "chunk":
+                        self._land_chunk(handoff, payload)
+                    else:
+                        self._first_token(handoff, payload, live)
             except queue.Empty:
                 pass
             if engine.has_unfinished():
@@ -213,26 +232,37 @@ class DecodeWorker:
             return
         h.pages = [alloc.allocate() for _ in range(need)]
 
-    def _land_chunk(self, h: _Handoff, buf: torch.Tensor, live: dict) -> None:
+    def _land_chunk(self, h: _Handoff, buf: torch.Tensor) -> None:
         first = h.arrived * h.chunk_pages
         dst = h.pages[first:first + buf.shape[1]]
         src = list(range(buf.shape[1]))
         for layer, cache in zip(buf, self.engine.kv_caches):
             kv_copy_blocks(layer, cache, src, dst)
         h.arrived += 1
-        if h.arrived < h.n_chunks:
-            return
+
+    def _first_token(self, h: _Handoff, logits: torch.Tensor, live: dict) -> None:
+        """Every chunk has landed: the sequence joins the engine with the whole prompt cached,
+        and its first token is sampled from the prefill side's logits, as the engine's step
+        samples (forking the other samples of n > 1 the same way)."""
         engine = self.engine
         req = engine.add_request(h.prompt, h.params, request_id=h.request_id)
+        live[h.request_id] = req
         if req.error is not None:
             engine.allocator.free_all(h.pages)
-            live[h.request_id] = req
             return
         seq = req.seqs[0]
-        # Every prompt token but the last is cached: the engine computes that one and samples.
-        seq.pages, seq.num_computed, seq.kv_epoch = h.pages, len(h.prompt) - 1, engine.scheduler.epoch
+        seq.pages, seq.num_computed, seq.kv_epoch = h.pages, len(h.prompt), engine.scheduler.epoch
         h.pages = []
-        live[h.request_id] = req
+        engine.scheduler.register_full_pages(seq)
+        group = [seq] + (engine._fork(seq) if h.params.n > 1 else [])
+        out = sampler.sample(logits[None].expand(len(group), -1), [h.params] * len(group),
+                             [s.generator for s in group])
+        for i, s in enumerate(group):
+            top = None if out.top_ids is None else (out.top_ids[i], out.top_logprobs[i])
+            engine._append_token(s, out.token_ids[i], out.logprobs[i], top)
+        self.first_token_at[h.request_id] = time.time()
+        if req.finished:
+            engine.requests.pop(h.request_id, None)
 
     def _fail(self, h: _Handoff, why: str, results: dict) -> None:
         h.error = why

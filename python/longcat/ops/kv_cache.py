@@ -265,7 +265,9 @@ def kv_copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torc
         return method
     cuda = src_pool if src_pool.device.type == "cuda" else dst_pool
     raw = stream.cuda_stream if stream is not None else stream_of(cuda)
-    return KvCopyMethod(_C.kv_copy_blocks(view(src_pool), dst_pool, src_ids, dst_ids, raw, int(method)))
+    # Capsules, not tensors: nanobind would call Tensor.__dlpack__ per argument (5-8 us each, as
+    # much as copying a page).
+    return KvCopyMethod(_C.kv_copy_blocks(dl(src_pool), dl(dst_pool), dl(src_ids), dl(dst_ids), raw, int(method)))
 
 
 def kv_copy_blocks_layers(src_pools: Sequence[torch.Tensor], dst_pools: Sequence[torch.Tensor],
@@ -283,5 +285,5 @@ def kv_copy_blocks_layers(src_pools: Sequence[torch.Tensor], dst_pools: Sequence
             check_tensor(op, name, t)
     src_ids, dst_ids = _page_ids(op, "src_ids", src_ids), _page_ids(op, "dst_ids", dst_ids)
     cuda = [t for t in src_pools[:1] + dst_pools[:1] if t.device.type == "cuda"]
-    _C.kv_copy_blocks_layers([view(t) for t in src_pools], dst_pools, src_ids, dst_ids,
+    _C.kv_copy_blocks_layers([dl(t) for t in src_pools], [dl(t) for t in dst_pools], dl(src_ids), dl(dst_ids),
                              stream_of(cuda[0]) if cuda else 0, int(KvCopyMethod(method)))
