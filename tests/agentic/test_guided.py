@@ -191,3 +191,15 @@ def test_eval_and_sft_see_the_same_tokens(built, tok):
         solved += conv.result().reward == 1.0
     # the reference agent is verified on these environments, so the text path must not lose any
     assert solved == min(6, len(htasks))
+
+
+def test_evaluate_guided(built, tiny_ckpt):
+    from longcat.evaluate import EvalConfig, evaluate, load_heldout
+
+    root, _ = built
+    envs, tasks = load_heldout(root / "data")
+    cfg = EvalConfig(conditions=("clean",), max_tasks=1, max_turns=2, max_tokens=24, guided=True, tool_format="names")
+    r = evaluate(envs, tasks, model=str(tiny_ckpt), cfg=cfg, progress=False)
+    assert r["guided"] is True and r["conditions"]["clean"]["all"]["episodes"] == 1
+    with pytest.raises(ValueError, match="guided"):
+        evaluate(envs, tasks, endpoint="http://127.0.0.1:9/v1", cfg=cfg, progress=False)
