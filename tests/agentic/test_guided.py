@@ -170,6 +170,12 @@ def test_eval_and_sft_see_the_same_tokens(built, tok):
                      add_special_tokens=False)["input_ids"]
         ids, mask = encode(tok, obj["messages"], obj["tools"], "names")
         assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)]) and mask[len(prompt)] == 1
+        # every later turn too, as `longcat eval --diagnose` renders its teacher-forced prefixes
+        for k, m in enumerate(obj["messages"]):
+            if m["role"] == "assistant":
+                head = tok(render(obj["messages"][:k], obj["tools"], "names", add_generation_prompt=True),
+                           add_special_tokens=False)["input_ids"]
+                assert ids[:len(head)] == head and mask[len(head) - 1] == 0 and mask[len(head)] == 1
         n += 1
         if n >= 10:
             break
