@@ -209,3 +209,23 @@ def test_evaluate_guided(built, tiny_ckpt):
     assert r["guided"] is True and r["conditions"]["clean"]["all"]["episodes"] == 1
     with pytest.raises(ValueError, match="guided"):
         evaluate(envs, tasks, endpoint="http://127.0.0.1:9/v1", cfg=cfg, progress=False)
+
+
+def test_no_repeat_ngram():
+    from longcat.engine.repetition import NoRepeatNGram
+
+    g = NoRepeatNGram(3)
+    assert g.banned([5, 6, 7, 5, 6]) == [7] and g.banned([5, 6, 7, 8]) == [] and g.banned([1]) == []
+    assert g.banned([4, 4, 4]) == [4]
+    logits = torch.zeros(10)
+    logits[7] = 5.0
+    out = g([5, 6, 7, 5, 6], logits)
+    assert out[7] == float("-inf") and int(out.argmax()) != 7 and torch.isfinite(out).sum() == 9
+    assert torch.equal(g([1, 2], logits), logits)
+    for bad in (1, 0, True, "3"):
+        with pytest.raises(ValueError, match="n:"):
+            NoRepeatNGram(bad)
+    from longcat.evaluate import EvalConfig
+
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        EvalConfig(no_repeat_ngram=1)

@@ -26,6 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guided", action="store_true",
                    help="constrain tool calls to the task's tools and their JSON schemas (--model only)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="forbid repeating any n-gram of a turn's own output, e.g. 4 (0: off; --model only)")
     p.add_argument("--diagnose", action="store_true",
                    help="instead of episodes, grade the model's turns on the reference agent's prefixes "
                         "(tool kind, name, argument keys, copied values, told values; --model only)")
@@ -41,7 +43,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(conditions=[c.strip() for c in args.conditions.split(",") if c.strip()], samples=args.samples,
                      temperature=args.temperature, max_tokens=args.max_tokens, max_turns=args.max_turns,
                      max_tasks=args.max_tasks, tiers=tiers, seed=args.seed, tool_format=args.tool_format,
-                     guided=args.guided)
+                     guided=args.guided, no_repeat_ngram=args.no_repeat_ngram)
     envs, tasks = load_heldout(args.data)
     if args.diagnose:
         import json
