@@ -135,6 +135,9 @@ def test_engine_applies_logits_processors(tiny_ckpt, tok):
     prompt = tok("<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=60,
                                                 logits_processors=[open_call, closer, guide]))[0].outputs[0]
+    required = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=60, logits_processors=[
+        closer, ToolCallGuide(tok, TOOLS, required=True)]))[0].outputs[0]
+    assert required.token_ids == out.token_ids      # `required` opens the block as open_call did
     ids = out.token_ids
     assert ids[0] == start
     end = ids.index(guide.end_id) if guide.end_id in ids else len(ids)

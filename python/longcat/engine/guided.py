@@ -13,7 +13,8 @@ JSON string, an integer / number digits (no leading zero, at most 16), a boolean
 allows it. What the values are (which id to copy) stays the model's choice.
 
 The check runs on characters, so a token that spans several parts (``"}}``) is judged as a whole.
-Candidates are tried in the order of their logits: the first ``top`` tokens, then the rest of the
+With ``required=True`` (OpenAI's ``tool_choice="required"``) the turn must open with
+``<tool_call>``. Candidates are tried in the order of their logits: the first ``top`` tokens, then the rest of the
 vocabulary only when none of those fits; the allowed ones keep their logits, all others get
 -inf. Greedy decoding therefore picks the model's best valid token; sampling draws among the valid
 tokens of the first ``top``.
@@ -153,11 +154,12 @@ class ToolCallGuide:
     """Logits processor constraining ``<tool_call>`` blocks to ``tools`` (OpenAI function tools);
     see the module docstring. One guide serves any number of requests with the same tools."""
 
-    def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256):
+    def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256, required: bool = False):
         if not isinstance(top, int) or top < 1:
             raise ValueError(f"top: expected an int >= 1, got {top!r}")
         self.grammar = CallGrammar(tools)
         self.top = top
+        self.required = bool(required)    # OpenAI tool_choice="required": the turn opens with a call
         self.start_id = tokenizer.convert_tokens_to_ids(TOOL_CALL_START)
         self.end_id = tokenizer.convert_tokens_to_ids(TOOL_CALL_END)
         if self.start_id is None or self.end_id is None or self.start_id == tokenizer.unk_token_id:
@@ -199,6 +201,10 @@ class ToolCallGuide:
         return ok
 
     def __call__(self, generated: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+        if self.required and not generated:
+            out = torch.full_like(logits, float("-inf"))
+            out[self.start_id] = logits[self.start_id]
+            return out
         state = self._state(generated)
         if state is None:
             return logits
