@@ -5,7 +5,7 @@ from longcat.demo import DemoConfig, run
 def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     cfg = DemoConfig(envs=6, tasks_per_env=2, eval_fraction=0.3, sft_seconds=1.0, sft_seq_len=2048, sft_grad_accum=1,
                      eval_tasks=1, eval_tiers=(), eval_max_turns=2, eval_max_tokens=16, workers=1,
-                     rl_steps=1)
+                     rl_steps=1, eval_guided=True)
     report = run(tmp_path / "demo", cfg, progress=False)
     text = report.read_text()
     for part in ("## Data", "## SFT", "## RL", "### Before (random init)", "### After", "| clean | all |",

@@ -324,6 +324,11 @@ class LLMEngine:
             return []
         if len(rows) != logits.shape[0]:
             logits = logits[torch.tensor(rows, device=logits.device)]
+        if any(s.request.params.logits_processors for s in row_seqs):
+            logits = logits.float().clone()   # the forward's inference-mode tensor cannot be written
+            for i, seq in enumerate(row_seqs):
+                for proc in seq.request.params.logits_processors or ():
+                    logits[i] = proc(list(seq.output.token_ids), logits[i])
         out = sampler.sample(logits, [s.request.params for s in row_seqs], [s.generator for s in row_seqs])
         touched: dict[str, Request] = {}
         for i, seq in enumerate(row_seqs):

@@ -51,6 +51,9 @@ def validate_params(params: SamplingParams) -> None:
             bad("stop", "None or a list of non-empty strings")
     if params.stop_token_ids is not None and not all(is_int(t) and t >= 0 for t in params.stop_token_ids):
         bad("stop_token_ids", "None or a list of token ids >= 0")
+    if params.logits_processors is not None and (isinstance(params.logits_processors, (str, bytes)) or not all(
+            callable(f) for f in params.logits_processors)):
+        bad("logits_processors", "None or a list of callables f(generated_token_ids, logits) -> logits")
 
 
 @dataclass

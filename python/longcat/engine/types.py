@@ -12,7 +12,10 @@ class SamplingParams:
     whatever else is in the batch. ``stop`` strings and ``stop_token_ids`` end a sample (the EOS
     token too unless ``ignore_eos``); the stop string is cut from the text unless
     ``include_stop_str_in_output``. ``logprobs``: None, or the number of top alternatives to
-    report per generated token besides the sampled one (0 = the sampled token's only)."""
+    report per generated token besides the sampled one (0 = the sampled token's only).
+    ``logits_processors``: None, or callables ``f(generated_token_ids, logits) -> logits`` applied
+    in order to the request's next-token logits ``[vocab]`` before sampling (vLLM's per-request
+    form; e.g. ``longcat.engine.guided.ToolCallGuide``); reported logprobs are the processed ones."""
 
     n: int = 1
     temperature: float = 1.0
@@ -26,6 +29,7 @@ class SamplingParams:
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     logprobs: Optional[int] = None
+    logits_processors: Optional[list] = None
 
 
 @dataclass

@@ -24,6 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tool-format", default=None, choices=list(TOOL_FORMATS),
                    help="prompt format (default: the one the checkpoint was fine-tuned with)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guided", action="store_true",
+                   help="constrain tool calls to the task's tools and their JSON schemas (--model only)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="forbid repeating any n-gram of a turn's own output, e.g. 4 (0: off; --model only)")
     p.add_argument("--diagnose", action="store_true",
                    help="instead of episodes, grade the model's turns on the reference agent's prefixes "
                         "(tool kind, name, argument keys, copied values, told values; --model only)")
@@ -38,7 +42,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tiers = [int(x) for x in args.tiers.split(",")] if args.tiers else None
     cfg = EvalConfig(conditions=[c.strip() for c in args.conditions.split(",") if c.strip()], samples=args.samples,
                      temperature=args.temperature, max_tokens=args.max_tokens, max_turns=args.max_turns,
-                     max_tasks=args.max_tasks, tiers=tiers, seed=args.seed, tool_format=args.tool_format)
+                     max_tasks=args.max_tasks, tiers=tiers, seed=args.seed, tool_format=args.tool_format,
+                     guided=args.guided, no_repeat_ngram=args.no_repeat_ngram)
     envs, tasks = load_heldout(args.data)
     if args.diagnose:
         import json

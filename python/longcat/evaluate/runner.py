@@ -35,7 +35,8 @@ CONDITIONS = {"clean": ea.CLEAN, "noisy": ea.NOISY_EVAL}
 class EvalConfig:
     def __init__(self, conditions: Sequence[str] = ("clean", "noisy"), samples: int = 1, temperature: float = 0.0,
                  max_tokens: int = 128, max_turns: int = 12, max_tasks: int | None = None, tiers: Sequence[int] | None = None,
-                 noise_intensity: float = 0.5, seed: int = 0, tool_format: str | None = None):
+                 noise_intensity: float = 0.5, seed: int = 0, tool_format: str | None = None,
+                 guided: bool = False, no_repeat_ngram: int = 0):
         unknown = [c for c in conditions if c not in CONDITIONS]
         if unknown or not conditions:
             raise ValueError(f"conditions: expected a non-empty subset of {list(CONDITIONS)}, got {list(conditions)}")
@@ -49,6 +50,13 @@ class EvalConfig:
         self.max_tokens, self.max_turns, self.max_tasks = max_tokens, max_turns, max_tasks
         self.tiers = tuple(tiers) if tiers else None
         self.noise_intensity, self.seed, self.tool_format = noise_intensity, seed, tool_format
+        # constrain tool calls to the episode's tools and their schemas (engine agents only)
+        self.guided = bool(guided)
+        # forbid repeating any n-gram of a turn's own output (0: off; engine agents only)
+        if isinstance(no_repeat_ngram, bool) or not isinstance(no_repeat_ngram, int) or no_repeat_ngram == 1 \
+                or no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram: expected 0 (off) or an int >= 2, got {no_repeat_ngram!r}")
+        self.no_repeat_ngram = no_repeat_ngram
 
 
 def apply_reply(conv, reply) -> None:
@@ -114,6 +122,23 @@ class _EngineAgent:
         fmt = json.loads(meta.read_text()).get("tool_format") if meta.is_file() else None
         self.tool_format = tool_format or fmt or "compact"
         self.name = str(model)
+        self._guides: dict[str, object] = {}
+
+    def processors(self, tools, cfg: EvalConfig) -> list | None:
+        from longcat.engine.repetition import NoRepeatNGram
+
+        procs = ([NoRepeatNGram(cfg.no_repeat_ngram)] if cfg.no_repeat_ngram else []) + \
+            ([self.guide(tools)] if cfg.guided else [])
+        return procs or None
+
+    def guide(self, tools):
+        """The tool-call guide of a tool list (one per distinct list: its token table is built once)."""
+        from longcat.engine.guided import ToolCallGuide
+
+        key = json.dumps(tools, sort_keys=True)
+        if key not in self._guides:
+            self._guides[key] = ToolCallGuide(self.llm.tokenizer, tools)
+        return self._guides[key]
 
     def replies(self, convs, cfg: EvalConfig, seed: int) -> list[tuple[dict, int, int]]:
         from longcat.data.format import render
@@ -133,7 +158,8 @@ class _EngineAgent:
                 continue
             prompts.append(ids)
             params.append(SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                         stop_token_ids=chat_stop_token_ids(tok), seed=seed + i))
+                                         stop_token_ids=chat_stop_token_ids(tok), seed=seed + i,
+                                         logits_processors=self.processors(c.tools, cfg)))
             idx.append(i)
         if prompts:
             for i, comp in zip(idx, self.llm.generate(prompts, params)):
@@ -227,6 +253,9 @@ def evaluate(envs: Mapping, tasks: Sequence[Mapping], *, model: str | None = Non
     cfg = cfg or EvalConfig()
     if (model is None) == (endpoint is None):
         raise ValueError("evaluate: give exactly one of model (a checkpoint folder) or endpoint (a base URL)")
+    if (cfg.guided or cfg.no_repeat_ngram) and endpoint is not None:
+        raise ValueError("guided / no_repeat_ngram: logits processors need a checkpoint run through the engine "
+                         "(model=...), not an endpoint")
     if cfg.tiers:
         tasks = [t for t in tasks if ea.tier_of(t) in cfg.tiers]
     tasks = sorted(tasks, key=lambda t: t["task_id"])[:cfg.max_tasks] if cfg.max_tasks else list(tasks)
@@ -246,7 +275,8 @@ def evaluate(envs: Mapping, tasks: Sequence[Mapping], *, model: str | None = Non
     finally:
         if bar is not None:
             bar.close()
-    result: dict = {"agent": agent.name, "tool_format": agent.tool_format, "samples": cfg.samples,
+    result: dict = {"agent": agent.name, "tool_format": agent.tool_format, "samples": cfg.samples, "guided": cfg.guided,
+                    "no_repeat_ngram": cfg.no_repeat_ngram,
                     "temperature": cfg.temperature, "seconds": time.perf_counter() - t0, "conditions": {}}
     for cond in cfg.conditions:
         cr = [r for r in rows if r["condition"] == cond]

@@ -1,0 +1,219 @@
+"""Schema-constrained decoding of tool calls (like vLLM's guided decoding for ``tool_choice``).
+
+``ToolCallGuide(tokenizer, tools)`` is a logits processor (``SamplingParams.logits_processors``):
+called with the tokens generated so far and the next token's logits, it leaves text outside a
+``<tool_call>`` block alone and, inside one, allows only tokens that keep the block a prefix of
+
+    <tool_call>\\n{"name": "<a tool of the request>", "arguments": {<keys of that tool's schema>}}\\n</tool_call>
+
+written the way the chat template writes a call (``", "`` and ``": "`` separators). Each key is a
+property of the chosen tool's JSON schema, used once; the object closes only when every required
+key is there; a value follows its property's schema: an ``enum`` is one of its values, a string a
+JSON string, an integer / number digits (no leading zero, at most 16), a boolean ``true`` / ``false``, ``null`` where the type
+allows it. What the values are (which id to copy) stays the model's choice.
+
+The check runs on characters, so a token that spans several parts (``"}}``) is judged as a whole.
+With ``required=True`` (OpenAI's ``tool_choice="required"``) the turn must open with
+``<tool_call>``. Candidates are tried in the order of their logits: the first ``top`` tokens, then the rest of the
+vocabulary only when none of those fits; the allowed ones keep their logits, all others get
+-inf. Greedy decoding therefore picks the model's best valid token; sampling draws among the valid
+tokens of the first ``top``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+import torch
+
+from longcat.models.tokenizer import TOOL_CALL_END, TOOL_CALL_START
+
+__all__ = ["ToolCallGuide", "CallGrammar"]
+
+_DIGITS = "0123456789"
+_MAX_DIGITS = 16     # a longer number is a runaway repetition, not a value (int64 has 19 digits)
+
+
+class CallGrammar:
+    """A character automaton for the body of one tool call (the text between ``<tool_call>``
+    and ``</tool_call>``). States are tuples, so they can be kept and fed again. ``feed(state,
+    text)`` returns the state after ``text`` or None when ``text`` cannot continue a valid body;
+    ``complete(state)`` says whether the body may end there."""
+
+    START = ("lit", "\n{\"name\": \"", ("name", ""))
+
+    def __init__(self, tools: Sequence[Mapping]):
+        self.schemas: dict[str, dict] = {}
+        for t in tools:
+            fn = t.get("function", t)
+            self.schemas[fn["name"]] = fn.get("parameters") or {}
+        if not self.schemas:
+            raise ValueError("tools: expected at least one OpenAI function tool to guide calls to, got none")
+
+    # ---- values ------------------------------------------------------------------------------
+    @staticmethod
+    def _kinds(schema: Mapping) -> set[str]:
+        if "enum" in schema:
+            return {"enum"}
+        kind = schema.get("type")
+        kinds = set(kind) if isinstance(kind, list) else {kind} if kind else set()
+        return kinds or {"string", "integer", "number", "boolean", "null"}
+
+    def _prop(self, name: str, key: str) -> Mapping:
+        return (self.schemas[name].get("properties") or {}).get(key, {})
+
+    def _value_start(self, name: str, used: tuple, key: str, ch: str):
+        schema = self._prop(name, key)
+        kinds = self._kinds(schema)
+        nxt = ("after", name, used)
+        if "enum" in kinds:
+            options = tuple(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
+            return self._feed_char(("options", options, "", nxt), ch)
+        if ch == '"' and "string" in kinds:
+            return ("string", False, nxt)
+        if ch in _DIGITS + "-" and kinds & {"integer", "number"}:
+            return ("number", ch, "number" in kinds, nxt)
+        words = tuple(w for k, w in (("boolean", "true"), ("boolean", "false"), ("null", "null")) if k in kinds)
+        if words:
+            return self._feed_char(("options", words, "", nxt), ch)
+        return None
+
+    # ---- one character -----------------------------------------------------------------------
+    def _feed_char(self, state, ch: str):
+        kind = state[0]
+        if kind == "lit":
+            text, nxt = state[1], state[2]
+            if ch != text[0]:
+                return None
+            return ("lit", text[1:], nxt) if len(text) > 1 else nxt
+        if kind == "name":
+            part = state[1]
+            if ch == '"':
+                return ("lit", ", \"arguments\": {", ("open", part, ())) if part in self.schemas else None
+            part += ch
+            return ("name", part) if any(n.startswith(part) for n in self.schemas) else None
+        if kind in ("open", "after"):
+            name, used = state[1], state[2]
+            if ch == "}":
+                required = self.schemas[name].get("required") or []
+                return ("lit", "}\n", ("end",)) if all(k in used for k in required) else None
+            if kind == "open" and ch == '"':
+                return ("key", name, used, "")
+            if kind == "after" and ch == ",":
+                return ("lit", " \"", ("key", name, used, ""))
+            return None
+        if kind == "key":
+            name, used, part = state[1], state[2], state[3]
+            free = [k for k in (self.schemas[name].get("properties") or {}) if k not in used]
+            if ch == '"':
+                return ("lit", ": ", ("value", name, used + (part,), part)) if part in free else None
+            part += ch
+            return ("key", name, used, part) if any(k.startswith(part) for k in free) else None
+        if kind == "value":
+            return self._value_start(state[1], state[2], state[3], ch)
+        if kind == "string":
+            escaped, nxt = state[1], state[2]
+            if escaped:
+                return ("string", False, nxt) if ch in '"\\/bfnrtu' else None
+            if ch == "\\":
+                return ("string", True, nxt)
+            if ch == '"':
+                return nxt
+            return ("string", False, nxt) if ch >= " " and ch != "\ufffd" else None
+        if kind == "number":
+            text, real, nxt = state[1], state[2], state[3]
+            digits = text.lstrip("-")
+            if ch in _DIGITS and digits != "0" and len(digits) < _MAX_DIGITS:   # JSON: no leading zeros
+                return ("number", text + ch, real, nxt)
+            if ch == "." and real and "." not in text and text[-1] in _DIGITS:
+                return ("number", text + ch, real, nxt)
+            if text[-1] in _DIGITS:           # the number ends here: the character belongs to what follows
+                return self._feed_char(nxt, ch)
+            return None
+        if kind == "options":
+            options, part, nxt = state[1], state[2], state[3]
+            if part in options and not any(o.startswith(part + ch) for o in options):
+                return self._feed_char(nxt, ch)
+            part += ch
+            return ("options", options, part, nxt) if any(o.startswith(part) for o in options) else None
+        return None                             # "end": nothing may follow inside the block
+
+    def feed(self, state, text: str):
+        for ch in text:
+            state = self._feed_char(state, ch)
+            if state is None:
+                return None
+        return state
+
+    @staticmethod
+    def complete(state) -> bool:
+        return state == ("end",)
+
+
+class ToolCallGuide:
+    """Logits processor constraining ``<tool_call>`` blocks to ``tools`` (OpenAI function tools);
+    see the module docstring. One guide serves any number of requests with the same tools."""
+
+    def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256, required: bool = False):
+        if not isinstance(top, int) or top < 1:
+            raise ValueError(f"top: expected an int >= 1, got {top!r}")
+        self.grammar = CallGrammar(tools)
+        self.top = top
+        self.required = bool(required)    # OpenAI tool_choice="required": the turn opens with a call
+        self.start_id = tokenizer.convert_tokens_to_ids(TOOL_CALL_START)
+        self.end_id = tokenizer.convert_tokens_to_ids(TOOL_CALL_END)
+        if self.start_id is None or self.end_id is None or self.start_id == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer: has no {TOOL_CALL_START} / {TOOL_CALL_END} tokens to guide")
+        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+        # the text of every token; marker and special tokens never appear inside a call's JSON
+        self.pieces = [None if i in special else tokenizer.decode([i]) for i in range(len(tokenizer))]
+        self._cache: tuple[tuple, object] | None = None
+
+    def _state(self, generated: Sequence[int]):
+        """The grammar state after ``generated``: None outside a call block."""
+        ids = list(generated)
+        try:
+            start = len(ids) - 1 - ids[::-1].index(self.start_id)
+        except ValueError:
+            return None
+        if self.end_id in ids[start:]:
+            return None
+        body = tuple(ids[start + 1:])
+        if self._cache is not None and self._cache[0] == body:
+            return self._cache[1]
+        state = CallGrammar.START
+        for t in body:
+            piece = self.pieces[t] if t < len(self.pieces) else None
+            state = self.grammar.feed(state, piece) if piece is not None and state is not None else None
+        self._cache = (body, state)
+        return state
+
+    def allowed(self, state, candidates: Sequence[int]) -> list[int]:
+        ok = []
+        for t in candidates:
+            if t == self.end_id:
+                if CallGrammar.complete(state):
+                    ok.append(t)
+                continue
+            piece = self.pieces[t] if t < len(self.pieces) else None
+            if piece and self.grammar.feed(state, piece) is not None:
+                ok.append(t)
+        return ok
+
+    def __call__(self, generated: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+        if self.required and not generated:
+            out = torch.full_like(logits, float("-inf"))
+            out[self.start_id] = logits[self.start_id]
+            return out
+        state = self._state(generated)
+        if state is None:
+            return logits
+        order = logits.argsort(descending=True).tolist()
+        ok = self.allowed(state, order[:self.top]) or self.allowed(state, order[self.top:])
+        out = torch.full_like(logits, float("-inf"))
+        if ok:
+            idx = torch.tensor(ok, device=logits.device)
+            out[idx] = logits[idx]
+        else:   # no token continues the call (a value the vocabulary cannot spell): leave it unguided
+            out = logits
+        return out
