@@ -101,7 +101,7 @@ def compare_to_sc(rows: list[dict]) -> None:
 
 
 def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
-             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0,
+             temperature: float = 1.0, max_tokens: int = 12, logprobs: int = 5, seed: int = 0,
              template: str = "compact") -> list[dict]:
     """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
     kmax = max(max(vote_ks), max(heavy_ks))

@@ -51,6 +51,7 @@ from longcat.heavy.warmstart import fit, mean_loss
 from longcat.tasks.arith import ArithProblem, make_problems, parse_answer, worked_answer
 
 WHEN_ABSENT = ("skip", "truth")
+CANDIDATES_FILE = "candidates.jsonl"  # next to the checkpoint: the training problems' sampled candidates
 ANSWER_FORMATS = ("plain", "worked")  # "19", or worked step by step ("4+5-3=" -> "9-3=6")
 SUMMARY_LAYOUTS = ("compact", "tally", "tally-first")  # the one-line layouts a tiny completion model learns
 
@@ -75,7 +76,7 @@ class SummaryTuneConfig:
     when_absent: str = "skip"
     answer_format: str = "plain"     # the target of task and summary examples, one of ANSWER_FORMATS
     temperature: float = 1.0
-    max_tokens: int = 8
+    max_tokens: int = 12             # worked 3-term answers take up to 8 characters + EOS
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "max_operand", "eval_max_operand", "n_problems", "samples_per_problem", "max_candidates",
@@ -250,6 +251,11 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
               "loss_before": before, "loss_after": after, "final_train_loss": sum(losses[-10:]) / len(losses[-10:]),
               "seconds": time.perf_counter() - start}
     (out / "summary_tune.json").write_text(json.dumps(record, indent=2) + "\n")
+    if not task_only:  # the candidate bank: RL on the summary step (longcat.heavy.rl_summary) reads it
+        with open(out / CANDIDATES_FILE, "w") as f:
+            for p, cs in zip(train, cands):
+                f.write(json.dumps({"prompt": p.prompt, "answer": p.answer,
+                                    "candidates": [c.answer_content for c in cs if c.finished]}) + "\n")
     say(f"summary fine-tune done in {record['seconds']:.0f} s: held-out summary loss {before['summary']} -> "
         f"{after['summary']}, task loss {before['task']} -> {after['task']}")
     return record
