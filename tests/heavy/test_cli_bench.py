@@ -114,3 +114,23 @@ def test_compare_to_sc_interpolates_per_problem():
     assert cheap["delta_vs_sc"] == pytest.approx(-0.25) and cheap["delta_vs_sc_more_tokens"] == -0.25
     assert costly["delta_vs_sc"] == pytest.approx(0.5) and costly["delta_vs_sc_more_tokens"] is None
     assert "delta_se" not in single and "delta_se" not in sc4
+
+
+def test_quick_bench_on_a_checkpoint_end_to_end(tmp_path):
+    """``longcat bench heavy --quick --model CKPT`` on a random tiny checkpoint whose
+    summary_tune.json names the family, the layout and the candidate temperature: the table with
+    the paired comparison, the JSON and the plot (accuracies near 0: the model is untrained)."""
+    import torch
+
+    from longcat.models.random_init import init_checkpoint
+
+    torch.set_num_threads(1)
+    ckpt = init_checkpoint(tmp_path / "ckpt", "tiny", seed=0)
+    (ckpt / "summary_tune.json").write_text(json.dumps({"config": {"eval_max_operand": 9, "n_terms": 3,
+                                                                   "template": "compact", "temperature": 0.7}}))
+    assert main(["bench", "heavy", "--quick", "--model", str(ckpt), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "heavy.json").read_text())
+    assert result["context"]["family"] == {"max_operand": 9, "n_terms": 3, "template": "compact", "temperature": 0.7}
+    heavy = [r for r in result["rows"] if r["method"] == "heavy"]
+    assert len(heavy) == 6 and all(r["delta_se"] >= 0 and ".." in r["delta_ci95"] for r in heavy)
+    assert "heavy_beats_sc_by_2se" in result["context"] and (tmp_path / "out" / "heavy.png").stat().st_size > 1000
