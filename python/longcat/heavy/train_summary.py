@@ -9,8 +9,8 @@ This fine-tune starts from such a checkpoint and:
    ``eval_max_operand`` and at its default limit 99) is removed by string match. With operands
    <= 9 there are only 200 distinct problems and the bench reads about 126 of them, so set
    ``max_operand`` above ``eval_max_operand`` for more training problems;
-2. samples ``samples_per_problem`` candidates per problem from the starting model (temperature
-   1, like the bench's candidates);
+2. samples ``samples_per_problem`` candidates per problem from the starting model (at
+   ``temperature``: use the bench's candidate temperature);
 3. builds summary examples: a random subset of 1..``max_candidates`` of those candidates in the
    ``COMPACT`` layout, target the true answer. When the true answer is not among the shown
    candidates, ``when_absent="skip"`` (default) drops the example, since the summary can only gain
@@ -20,7 +20,15 @@ This fine-tune starts from such a checkpoint and:
    (``"12+7="`` -> ``"19"``, optionally only with operands <= ``task_max_operand``), so the task
    skill does not degrade;
 5. reports the summary loss and the task loss on held-out training-side problems (also disjoint
-   from the bench) before and after, and saves the checkpoint with ``summary_tune.json``.
+   from the bench) before and after, and saves the checkpoint with ``summary_tune.json`` and the
+   training problems' candidates, ``candidates.jsonl`` (the bank RL on the summary step reads,
+   ``longcat.heavy.rl_summary``).
+
+``answer_format="worked"`` makes every target (task and summary) the answer worked step by step
+(``"4+5-3="`` -> ``"9-3=6"``), so candidates show an intermediate result the summary can check
+(``9-3=6`` is right or wrong on its own), which a vote over final answers cannot use.
+``summary_fraction=0`` is a plain task fine-tune (no candidates sampled), e.g. to teach that format
+before the summary is tuned.
 
 Measured on the ``rl/arith-tiny`` checkpoint (operands <= 9): Heavy Thinking went from 0.005-0.115
 to 0.29-0.385 accuracy, still below self-consistency at equal tokens. With ~66 training problems
