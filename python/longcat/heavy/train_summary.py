@@ -40,6 +40,12 @@ steps) it sat above self-consistency at equal tokens in 2 of 6 settings (K=4, on
 vs 0.312; K=2: +0.002), both inside about one standard error on 200 problems, and below one
 greedy answer (0.45): the tiny model's summary still often answers a value no candidate holds,
 and the fine-tune costs task skill (greedy accuracy 0.615 -> 0.45).
+
+With the worked format (a 600-step task fine-tune from the arith-tiny RL checkpoint, then 400 steps
+of this fine-tune at candidate temperature 0.7; 600 bench problems) Heavy Thinking fell clearly
+below self-consistency (0.10-0.17 against 0.25-0.30, every paired interval below zero): the tiny
+summary must write a whole worked answer, and in a probe its text was one of the candidates 5 times
+in 150 and its own last step held 16 times in 150.
 """
 from __future__ import annotations
 
