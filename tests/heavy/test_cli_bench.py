@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from longcat.bench.heavy import COLUMNS, interp_log, evaluate, plot
+import math
+
+from longcat.bench.heavy import COLUMNS, compare_to_sc, evaluate, interp_log, paired_delta, plot
 from longcat.cli import main
 from longcat.tasks.arith import make_problems
 
@@ -69,8 +71,11 @@ def test_bench_evaluate_rows_and_plot(fake, tmp_path):
     sc2 = next(r for r in rows if r["method"] == "self-consistency" and r["k"] == 2)
     h2 = next(r for r in heavy if r["k"] == 2 and r["rounds"] == 1)
     assert h2["gen_tokens"] == sc2["gen_tokens"] + 1  # the summary's one token on top of the same candidates
-    assert all(set(COLUMNS) - {"sc_acc_at_equal_tokens", "delta_vs_sc"} <= set(r) for r in rows)
+    assert all(set(COLUMNS) - {"sc_acc_at_equal_tokens", "delta_vs_sc", "delta_se", "delta_ci95",
+                                  "delta_vs_sc_more_tokens"} <= set(r) for r in rows)
     assert all("delta_vs_sc" in r for r in heavy)
+    # A perfect summary against a vote that misses a third: every paired delta is >= 0.
+    assert all(r["delta_vs_sc"] >= 0 and r["delta_se"] >= 0 and "delta_ci95" in r for r in heavy)
     plot(rows, str(tmp_path / "heavy.png"), "test")
     assert (tmp_path / "heavy.png").stat().st_size > 1000
 
@@ -79,3 +84,53 @@ def test_interp_log():
     pts = [(1.0, 0.2), (4.0, 0.6)]
     assert interp_log(pts, 2.0) == pytest.approx(0.4)
     assert interp_log(pts, 0.5) == 0.2 and interp_log(pts, 9.0) == 0.6
+
+
+def test_paired_delta():
+    p = paired_delta([1, 1, 0, 0], [0, 1, 0, 1])
+    assert p["delta"] == 0 and p["se"] == pytest.approx(math.sqrt(2 / 3) / 2)
+    assert p["ci95"][0] < 0 < p["ci95"][1]
+    same = paired_delta([1, 0, 1], [1, 0, 1])
+    assert same == {"delta": 0.0, "se": 0.0, "ci95": (0.0, 0.0)}
+    win = paired_delta([1] * 50 + [0] * 50, [0] * 30 + [1] * 20 + [0] * 50)
+    assert win["delta"] == pytest.approx(0.3) and win["ci95"][0] > 0 and win["delta"] > 2 * win["se"]
+
+
+def test_compare_to_sc_interpolates_per_problem():
+    def row(method, tokens, correct, k=1):
+        return {"method": method, "k": k, "rounds": 0, "gen_tokens": tokens, "accuracy": sum(correct) / len(correct),
+                "_correct": correct}
+
+    single = row("single", 2.0, [1, 0, 0, 0])
+    sc4 = row("self-consistency", 8.0, [1, 1, 0, 0], 4)
+    heavy = row("heavy", 4.0, [1, 1, 1, 0], 2)       # halfway between 2 and 8 tokens in log scale
+    cheap = row("heavy", 1.0, [0, 0, 0, 0], 2)       # below the curve: compared with its first point
+    costly = row("heavy", 16.0, [1, 1, 1, 1], 8)     # above the curve: no SC row spends as much
+    rows = [single, sc4, heavy, cheap, costly]
+    compare_to_sc(rows)
+    pts = [(2.0, 0.25), (8.0, 0.5)]
+    assert heavy["sc_acc_at_equal_tokens"] == pytest.approx(interp_log(pts, 4.0)) == pytest.approx(0.375)
+    assert heavy["delta_vs_sc"] == pytest.approx(0.75 - 0.375) and heavy["delta_vs_sc_more_tokens"] == 0.25
+    assert cheap["delta_vs_sc"] == pytest.approx(-0.25) and cheap["delta_vs_sc_more_tokens"] == -0.25
+    assert costly["delta_vs_sc"] == pytest.approx(0.5) and costly["delta_vs_sc_more_tokens"] is None
+    assert "delta_se" not in single and "delta_se" not in sc4
+
+
+def test_quick_bench_on_a_checkpoint_end_to_end(tmp_path):
+    """``longcat bench heavy --quick --model CKPT`` on a random tiny checkpoint whose
+    summary_tune.json names the family, the layout and the candidate temperature: the table with
+    the paired comparison, the JSON and the plot (accuracies near 0: the model is untrained)."""
+    import torch
+
+    from longcat.models.random_init import init_checkpoint
+
+    torch.set_num_threads(1)
+    ckpt = init_checkpoint(tmp_path / "ckpt", "tiny", seed=0)
+    (ckpt / "summary_tune.json").write_text(json.dumps({"config": {"eval_max_operand": 9, "n_terms": 3,
+                                                                   "template": "compact", "temperature": 0.7}}))
+    assert main(["bench", "heavy", "--quick", "--model", str(ckpt), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "heavy.json").read_text())
+    assert result["context"]["family"] == {"max_operand": 9, "n_terms": 3, "template": "compact", "temperature": 0.7}
+    heavy = [r for r in result["rows"] if r["method"] == "heavy"]
+    assert len(heavy) == 6 and all(r["delta_se"] >= 0 and ".." in r["delta_ci95"] for r in heavy)
+    assert "heavy_beats_sc_by_2se" in result["context"] and (tmp_path / "out" / "heavy.png").stat().st_size > 1000

@@ -85,6 +85,11 @@ def test_all_candidates_cut_by_max_tokens_is_a_budget_error(fake):
     heavy = HeavyThinker(fake(lambda p, i, r: "1 2 3", finish="length"), k=3, max_tokens=3)
     with pytest.raises(BudgetError, match="max_tokens.*3"):
         heavy.think("q")
+    # A benchmark asks to summarise anyway: the summary sees no candidate and the result is flagged.
+    lenient = HeavyThinker(fake(lambda p, i, r: "1 2 3", finish="length"), k=3, max_tokens=3, template="compact",
+                           unfinished_ok=True)
+    res = lenient.think("3+4=")
+    assert res.all_unparseable and res.num_dropped == 3 and res.answer is None  # the summary was cut too
 
 
 def test_recursive_rounds_feed_summaries_back(fake):

@@ -79,3 +79,35 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "base_model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["heavy-train-summary", "--model", "m", "--out", "o", "--when-absent", "vote"])
+
+
+def test_worked_targets_and_config_checks():
+    from longcat.tasks.arith import worked_answer
+
+    problems = make_problems(3, seed=7, max_operand=9, n_terms=3)
+    cands = [[Candidate(worked_answer(p.prompt)), Candidate("1-1=0")] for p in problems]
+    pairs, _ = summary_examples(problems, cands, 5, 2, "skip", random.Random(0), answer_format="worked")
+    targets = {p.prompt: worked_answer(p.prompt) for p in problems}
+    assert pairs and all(t == targets[prompt.split("[")[0]] and "=" in t for prompt, t in pairs)
+    with pytest.raises(ValueError, match="SummaryTuneConfig.answer_format"):
+        SummaryTuneConfig(answer_format="boxed")
+    with pytest.raises(ValueError, match="SummaryTuneConfig.ops"):
+        SummaryTuneConfig(answer_format="worked", ops="+-*")
+    with pytest.raises(ValueError, match="SummaryTuneConfig.temperature"):
+        SummaryTuneConfig(temperature=-1.0)
+
+
+def test_task_only_fine_tune_samples_nothing(tmp_path):
+    from longcat.models.random_init import init_checkpoint
+
+    class NoSampling:
+        def sample(self, requests):
+            raise AssertionError("a task-only fine-tune must not sample candidates")
+
+    torch.set_num_threads(1)
+    base = init_checkpoint(tmp_path / "base", preset="tiny", seed=0)
+    cfg = SummaryTuneConfig(steps=25, batch_size=16, lr=3e-3, n_problems=60, summary_fraction=0.0, n_terms=3,
+                            answer_format="worked")
+    record = train_summary(base, tmp_path / "out", cfg, log=None, backend=NoSampling())
+    assert record["summary_examples"] == 0 and record["own_accuracy"] is None
+    assert record["loss_before"]["summary"] is None and record["loss_after"]["task"] < record["loss_before"]["task"]

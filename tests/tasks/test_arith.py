@@ -32,3 +32,21 @@ def test_score():
 def test_bad_arguments_name_themselves(kw):
     with pytest.raises(ValueError, match=next(k for k in kw if k != "n" or len(kw) == 1)):
         make_problems(**kw)
+
+
+@pytest.mark.parametrize("prompt,want", [("4+5-3=", "9-3=6"), ("3-5+1=", "-2+1=-1"), ("12+7=", "19"),
+                                         ("1-2-3-4=", "-1-3-4=-4-4=-8"), ("0-0+0", "0+0=0")])
+def test_worked_answer_steps(prompt, want):
+    from longcat.tasks.arith import worked_answer
+
+    assert worked_answer(prompt) == want
+
+
+def test_worked_answer_parses_to_the_answer_and_rejects_other_input():
+    from longcat.tasks.arith import worked_answer
+
+    for p in make_problems(300, seed=1, max_operand=50, n_terms=4):
+        assert parse_answer(worked_answer(p.prompt)) == p.answer
+    for bad in ("2*3+1=", "", "=", "4+=", "a+b="):
+        with pytest.raises(ValueError, match="worked_answer: prompt"):
+            worked_answer(bad)

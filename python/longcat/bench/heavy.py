@@ -12,7 +12,10 @@ checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote on
 its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to 99, two terms,
 the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
 ``$LONGCAT_HEAVY_TEMPLATE`` override either; ``$LONGCAT_HEAVY_TEMPERATURE`` sets the candidates'
-sampling temperature (default 1.0). Writes heavy.json / heavy.md (``report``) and heavy.png.
+sampling temperature (default: the one the summary was tuned on, else 1.0; the same for every method).
+Each heavy row is compared with self-consistency at equal tokens per problem (paired), with a
+standard error and a bootstrap interval, so a win can be told from noise. Writes heavy.json /
+heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
 
@@ -32,31 +35,73 @@ WARM_START = WarmStartConfig(steps=120, batch_size=32, lr=5e-3, max_operand=9)
 # The evaluation problems: ``make_problems(n, seed=EVAL_SEED, ...)`` (the quick run's 48 are the
 # first 48 of the full run's 200). ``longcat.heavy.train_summary`` keeps its training problems out of them.
 EVAL_SEED = 2026
-EVAL_N, EVAL_N_QUICK = 200, 48
+EVAL_N, EVAL_N_QUICK = 600, 48
 COLUMNS = ["method", "k", "rounds", "accuracy", "stderr", "gen_tokens", "sc_acc_at_equal_tokens", "delta_vs_sc",
-           "seconds"]
+           "delta_se", "delta_ci95", "delta_vs_sc_more_tokens", "seconds"]
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _log_weights(xs: Sequence[float], x: float) -> tuple[int, int, float]:
+    """(i, j, t): ``x`` lies between sorted ``xs[i]`` and ``xs[j]`` at fraction ``t`` in log scale
+    (flat outside: i == j)."""
+    if x <= xs[0]:
+        return 0, 0, 0.0
+    for i in range(len(xs) - 1):
+        if x <= xs[i + 1]:
+            return i, i + 1, (math.log(x) - math.log(xs[i])) / (math.log(xs[i + 1]) - math.log(xs[i]))
+    return len(xs) - 1, len(xs) - 1, 0.0
 
 
 def interp_log(points: Sequence[tuple[float, float]], x: float) -> float:
     """Linear interpolation of sorted (tokens, accuracy) points in log(tokens); flat outside."""
-    if x <= points[0][0]:
-        return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x <= x1:
-            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return y0 + t * (y1 - y0)
-    return points[-1][1]
+    i, j, t = _log_weights([p[0] for p in points], x)
+    return points[i][1] + t * (points[j][1] - points[i][1])
+
+
+def paired_delta(correct: Sequence[bool], baseline: Sequence[float], seed: int = 0) -> dict:
+    """Mean of ``correct - baseline`` per problem, its standard error and a paired bootstrap 95%
+    interval (problems resampled with replacement, ``BOOTSTRAP_RESAMPLES`` times)."""
+    import numpy as np
+
+    d = np.asarray(correct, dtype=float) - np.asarray(baseline, dtype=float)
+    n = len(d)
+    means = d[np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"delta": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+            "ci95": (float(lo), float(hi))}
 
 
 def _row(method, k, rounds, correct: list[bool], tokens: list[int], seconds: float) -> dict:
     n = len(correct)
     acc = sum(correct) / n
     return {"method": method, "k": k, "rounds": rounds, "accuracy": acc,
-            "stderr": math.sqrt(acc * (1 - acc) / n), "gen_tokens": sum(tokens) / n, "seconds": seconds}
+            "stderr": math.sqrt(acc * (1 - acc) / n), "gen_tokens": sum(tokens) / n, "seconds": seconds,
+            "_correct": [bool(c) for c in correct]}
+
+
+def compare_to_sc(rows: list[dict]) -> None:
+    """Adds to each heavy and confidence-vote row its paired comparison with self-consistency at
+    equal generated tokens: per problem, the SC curve (single sample and SC at each K, same
+    candidates) interpolated in log tokens at the row's token count; ``delta_vs_sc`` with its
+    standard error and bootstrap interval. ``delta_vs_sc_more_tokens``: against the cheapest SC
+    row that spends at least as many tokens (no interpolation; None when none does)."""
+    sc = sorted((r for r in rows if r["method"] in ("single", "self-consistency")), key=lambda r: r["gen_tokens"])
+    xs = [r["gen_tokens"] for r in sc]
+    for r in rows:
+        if r["method"] not in ("heavy", "confidence-vote"):
+            continue
+        i, j, t = _log_weights(xs, r["gen_tokens"])
+        baseline = [(1 - t) * a + t * b for a, b in zip(sc[i]["_correct"], sc[j]["_correct"])]
+        p = paired_delta(r["_correct"], baseline)
+        r["sc_acc_at_equal_tokens"] = sum(baseline) / len(baseline)
+        r["delta_vs_sc"], r["delta_se"] = p["delta"], p["se"]
+        r["delta_ci95"] = f"{p['ci95'][0]:+.3f}..{p['ci95'][1]:+.3f}"
+        above = next((s for s in sc if s["gen_tokens"] >= r["gen_tokens"]), None)
+        r["delta_vs_sc_more_tokens"] = None if above is None else r["accuracy"] - above["accuracy"]
 
 
 def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
-             temperature: float = 1.0, max_tokens: int = 8, logprobs: int = 5, seed: int = 0,
+             temperature: float = 1.0, max_tokens: int = 12, logprobs: int = 5, seed: int = 0,
              template: str = "compact") -> list[dict]:
     """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
     kmax = max(max(vote_ks), max(heavy_ks))
@@ -91,7 +136,7 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
         for rounds in heavy_rounds:
             heavy = HeavyThinker(backend, k=k, rounds=rounds, template=template, temperature=temperature,
                                  summary_temperature=0.0, seed=seed, max_tokens=max_tokens,
-                                 summary_max_tokens=max_tokens, answer_fn=parse_answer)
+                                 summary_max_tokens=max_tokens, answer_fn=parse_answer, unfinished_ok=True)
             t0 = time.perf_counter()
             results = heavy.think_batch([p.prompt for p in problems], [cs[:k] for cs in cands])
             seconds = time.perf_counter() - t0 + sample_s * k / kmax
@@ -99,11 +144,7 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
                        [r.generated_tokens for r in results], seconds)
             row["all_unparseable"] = sum(r.all_unparseable for r in results)
             rows.append(row)
-    sc = sorted((r["gen_tokens"], r["accuracy"]) for r in rows if r["method"] in ("single", "self-consistency"))
-    for r in rows:
-        if r["method"] in ("heavy", "confidence-vote"):
-            r["sc_acc_at_equal_tokens"] = interp_log(sc, r["gen_tokens"])
-            r["delta_vs_sc"] = r["accuracy"] - r["sc_acc_at_equal_tokens"]
+    compare_to_sc(rows)
     return rows
 
 
@@ -111,17 +152,21 @@ def task_family(model: str) -> dict:
     """The arith family and summary layout to evaluate ``model`` on: the checkpoint's
     ``summary_tune.json`` when present, else 2 terms with operands <= 99 in the compact layout;
     ``$LONGCAT_HEAVY_MAX_OPERAND`` / ``$LONGCAT_HEAVY_N_TERMS`` / ``$LONGCAT_HEAVY_TEMPLATE`` override."""
-    family = {"max_operand": 99, "n_terms": 2, "template": "compact"}
+    family = {"max_operand": 99, "n_terms": 2, "template": "compact", "temperature": 1.0}
     record = os.path.join(model, "summary_tune.json")
     if os.path.isfile(record):
         with open(record) as f:
             cfg = json.load(f)["config"]
         family = {"max_operand": cfg["eval_max_operand"], "n_terms": cfg.get("n_terms", 2),
-                  "template": cfg.get("template", "compact")}
+                  "template": cfg.get("template", "compact"), "temperature": cfg.get("temperature", 1.0)}
     for key, env in (("max_operand", "LONGCAT_HEAVY_MAX_OPERAND"), ("n_terms", "LONGCAT_HEAVY_N_TERMS")):
         if os.environ.get(env):
             family[key] = int(os.environ[env])
     family["template"] = os.environ.get("LONGCAT_HEAVY_TEMPLATE") or family["template"]
+    if os.environ.get("LONGCAT_HEAVY_TEMPERATURE"):
+        family["temperature"] = float(os.environ["LONGCAT_HEAVY_TEMPERATURE"])
+    if not 0.0 < family["temperature"] <= 2.0:
+        raise ValueError(f"LONGCAT_HEAVY_TEMPERATURE: expected a number in (0, 2], got {family['temperature']}")
     return family
 
 
@@ -166,7 +211,7 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     if model is None:
         model = str(warm_start(os.path.join(out, "heavy-warmstart"), WARM_START))
         model_note = f"tiny preset, supervised warm start {WARM_START} (cached in {model})"
-        family = {"max_operand": WARM_START.max_operand, "n_terms": 2, "template": "compact"}
+        family = {"max_operand": WARM_START.max_operand, "n_terms": 2, "template": "compact", "temperature": 1.0}
     else:
         model_note = f"--model {model}"
         family = task_family(model)
@@ -176,27 +221,30 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     problems = make_problems(n, seed=EVAL_SEED, max_operand=family["max_operand"], ops="+-",
                              n_terms=family["n_terms"])
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
-    temperature = float(os.environ.get("LONGCAT_HEAVY_TEMPERATURE") or 1.0)
-    if not 0.0 < temperature <= 2.0:
-        raise ValueError(f"LONGCAT_HEAVY_TEMPERATURE: expected a number in (0, 2], got {temperature}")
+    temperature = family["temperature"]
     rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2),
                     template=family["template"], temperature=temperature)
     title = (f"Heavy Thinking vs voting on arith (+-, {family['n_terms']} terms, operands <= "
              f"{family['max_operand']}, {family['template']} summary layout, T={temperature:g}), {n} problems")
     result = BenchResult("heavy", title, COLUMNS)
     for r in rows:
-        result.add(**r)
+        result.add(**{k: v for k, v in r.items() if k != "_correct"})
     heavy_rows = [r for r in rows if r["method"] == "heavy"]
     wins = [r for r in heavy_rows if r["delta_vs_sc"] > 0]
+    clear = [r for r in heavy_rows if r["delta_vs_sc"] > 2 * r["delta_se"]]
     greedy_acc = next(r["accuracy"] for r in rows if r["method"] == "single (greedy)")
     result.context.update(machine=machine_info(device), model=model_note, family=family, problems=n,
                           model_setup_s=setup_s,
                           heavy_beats_sc_at_equal_tokens=f"{len(wins)} of {len(heavy_rows)} heavy settings",
+                          heavy_beats_sc_by_2se=f"{len(clear)} of {len(heavy_rows)} heavy settings "
+                                                "(paired standard error over problems)",
                           heavy_above_greedy_single=f"{sum(r['accuracy'] > greedy_acc for r in heavy_rows)} of "
                                                     f"{len(heavy_rows)} heavy settings (greedy: {greedy_acc:.3f})",
                           note=f"all methods read the same first K of Kmax candidates per problem (T={temperature:g}); "
                                "summary greedy; sc_acc_at_equal_tokens interpolates the self-consistency curve "
-                               "(log tokens) at the row's token count")
+                               "(log tokens) at the row's token count, per problem; delta_se / delta_ci95: paired "
+                               "standard error and bootstrap 95% interval of heavy minus that; "
+                               "delta_vs_sc_more_tokens: against the cheapest SC row with at least as many tokens")
     png = os.path.join(out, "heavy.png")
     plot(rows, png, title)
     result.context["plot"] = png

@@ -135,7 +135,7 @@ def add_parser(sub) -> None:
 
 
 def _add_train_summary_parser(sub) -> None:
-    from longcat.heavy.train_summary import SUMMARY_LAYOUTS, WHEN_ABSENT, SummaryTuneConfig
+    from longcat.heavy.train_summary import ANSWER_FORMATS, SUMMARY_LAYOUTS, WHEN_ABSENT, SummaryTuneConfig
 
     d = SummaryTuneConfig()
     p = sub.add_parser("heavy-train-summary", help="fine-tune the summary step (compact arith layout) on the "
@@ -160,7 +160,14 @@ def _add_train_summary_parser(sub) -> None:
                    help="summary layout trained (and used by longcat bench heavy on this checkpoint)")
     p.add_argument("--n-problems", type=bounded(int, 1), default=d.n_problems)
     p.add_argument("--samples-per-problem", type=bounded(int, 1), default=d.samples_per_problem)
-    p.add_argument("--summary-fraction", type=bounded(float, 0.0, 1.0), default=d.summary_fraction)
+    p.add_argument("--summary-fraction", type=bounded(float, 0.0, 1.0), default=d.summary_fraction,
+                   help="share of summary examples per batch (0: a task fine-tune, no candidates sampled)")
+    p.add_argument("--answer-format", choices=ANSWER_FORMATS, default=d.answer_format,
+                   help="training targets: the bare result, or worked step by step (4+5-3= -> 9-3=6)")
+    p.add_argument("--temperature", type=bounded(float, 0.0, 2.0), default=d.temperature,
+                   help="of the sampled candidates (use the bench's LONGCAT_HEAVY_TEMPERATURE)")
+    p.add_argument("--max-candidates", type=bounded(int, 1), default=d.max_candidates,
+                   help="most candidates in one summary example")
     p.add_argument("--when-absent", choices=WHEN_ABSENT, default=d.when_absent,
                    help="a summary draw whose candidates miss the true answer: skip it, or target the truth")
     p.add_argument("--device", default="cpu")
@@ -175,7 +182,9 @@ def cmd_train_summary(args: argparse.Namespace) -> int:
                                 max_operand=args.max_operand, eval_max_operand=args.eval_max_operand,
                                 task_max_operand=args.task_max_operand, n_terms=args.n_terms, template=args.template,
                                 n_problems=args.n_problems, samples_per_problem=args.samples_per_problem,
-                                summary_fraction=args.summary_fraction, when_absent=args.when_absent)
+                                summary_fraction=args.summary_fraction, when_absent=args.when_absent,
+                                answer_format=args.answer_format, temperature=args.temperature,
+                                max_candidates=args.max_candidates)
         train_summary(args.model, args.out, cfg, device=args.device)
     except (ValueError, OSError) as e:
         print(f"longcat heavy-train-summary: error: {e}", file=sys.stderr)

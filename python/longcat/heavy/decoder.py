@@ -42,7 +42,9 @@ class HeavyConfig:
     ``context_budget``: most tokens of all shown answers together (each gets an equal share).
     ``seed``: candidate i of a question samples with ``seed + i`` (the engine derives its streams
     from the request seed); the shuffles use it too. ``logprobs``: top alternatives per token
-    (needed by confidence voting; None to skip)."""
+    (needed by confidence voting; None to skip). ``unfinished_ok``: when every candidate of a
+    question hit ``max_tokens``, summarise anyway (shown nothing, ``all_unparseable`` set) instead
+    of raising ``BudgetError`` (a benchmark scores that question as the summary answers it)."""
 
     k: int = 4
     rounds: int = 1
@@ -57,6 +59,7 @@ class HeavyConfig:
     template: str | SummaryTemplate = "verbose"
     shuffle: bool = True
     logprobs: Optional[int] = None
+    unfinished_ok: bool = False
 
     def __post_init__(self):
         def need_int(name, low):
@@ -193,7 +196,7 @@ class HeavyThinker:
             batches = [cs if isinstance(cs, SampleBatch) else SampleBatch(list(cs)) for cs in candidates]
         results = []
         for q, b in zip(questions, batches):
-            if b.candidates and not any(x.finished for x in b.candidates) and all(
+            if not c.unfinished_ok and b.candidates and not any(x.finished for x in b.candidates) and all(
                     x.finish_reason == "length" for x in b.candidates):
                 raise BudgetError(f"max_tokens: all {len(b.candidates)} candidates hit the limit of "
                                   f"{c.max_tokens} tokens before finishing; raise max_tokens")

@@ -9,8 +9,8 @@ This fine-tune starts from such a checkpoint and:
    ``eval_max_operand`` and at its default limit 99) is removed by string match. With operands
    <= 9 there are only 200 distinct problems and the bench reads about 126 of them, so set
    ``max_operand`` above ``eval_max_operand`` for more training problems;
-2. samples ``samples_per_problem`` candidates per problem from the starting model (temperature
-   1, like the bench's candidates);
+2. samples ``samples_per_problem`` candidates per problem from the starting model (at
+   ``temperature``: use the bench's candidate temperature);
 3. builds summary examples: a random subset of 1..``max_candidates`` of those candidates in the
    ``COMPACT`` layout, target the true answer. When the true answer is not among the shown
    candidates, ``when_absent="skip"`` (default) drops the example, since the summary can only gain
@@ -20,7 +20,15 @@ This fine-tune starts from such a checkpoint and:
    (``"12+7="`` -> ``"19"``, optionally only with operands <= ``task_max_operand``), so the task
    skill does not degrade;
 5. reports the summary loss and the task loss on held-out training-side problems (also disjoint
-   from the bench) before and after, and saves the checkpoint with ``summary_tune.json``.
+   from the bench) before and after, and saves the checkpoint with ``summary_tune.json`` and the
+   training problems' candidates, ``candidates.jsonl`` (the bank RL on the summary step reads,
+   ``longcat.heavy.rl_summary``).
+
+``answer_format="worked"`` makes every target (task and summary) the answer worked step by step
+(``"4+5-3="`` -> ``"9-3=6"``), so candidates show an intermediate result the summary can check
+(``9-3=6`` is right or wrong on its own), which a vote over final answers cannot use.
+``summary_fraction=0`` is a plain task fine-tune (no candidates sampled), e.g. to teach that format
+before the summary is tuned.
 
 Measured on the ``rl/arith-tiny`` checkpoint (operands <= 9): Heavy Thinking went from 0.005-0.115
 to 0.29-0.385 accuracy, still below self-consistency at equal tokens. With ~66 training problems
@@ -32,6 +40,12 @@ steps) it sat above self-consistency at equal tokens in 2 of 6 settings (K=4, on
 vs 0.312; K=2: +0.002), both inside about one standard error on 200 problems, and below one
 greedy answer (0.45): the tiny model's summary still often answers a value no candidate holds,
 and the fine-tune costs task skill (greedy accuracy 0.615 -> 0.45).
+
+With the worked format (a 600-step task fine-tune from the arith-tiny RL checkpoint, then 400 steps
+of this fine-tune at candidate temperature 0.7; 600 bench problems) Heavy Thinking fell clearly
+below self-consistency (0.10-0.17 against 0.25-0.30, every paired interval below zero): the tiny
+summary must write a whole worked answer, and in a probe its text was one of the candidates 5 times
+in 150 and its own last step held 16 times in 150.
 """
 from __future__ import annotations
 
@@ -48,9 +62,11 @@ from longcat.heavy.backends import EngineBackend, SampleRequest
 from longcat.heavy.candidates import Candidate
 from longcat.heavy.templates import COMPACT, ShownCandidate, get_template
 from longcat.heavy.warmstart import fit, mean_loss
-from longcat.tasks.arith import ArithProblem, make_problems, parse_answer
+from longcat.tasks.arith import ArithProblem, make_problems, parse_answer, worked_answer
 
 WHEN_ABSENT = ("skip", "truth")
+CANDIDATES_FILE = "candidates.jsonl"  # next to the checkpoint: the training problems' sampled candidates
+ANSWER_FORMATS = ("plain", "worked")  # "19", or worked step by step ("4+5-3=" -> "9-3=6")
 SUMMARY_LAYOUTS = ("compact", "tally", "tally-first")  # the one-line layouts a tiny completion model learns
 
 
@@ -72,8 +88,9 @@ class SummaryTuneConfig:
     max_candidates: int = 8
     summary_fraction: float = 0.5    # share of summary examples in each batch
     when_absent: str = "skip"
+    answer_format: str = "plain"     # the target of task and summary examples, one of ANSWER_FORMATS
     temperature: float = 1.0
-    max_tokens: int = 8
+    max_tokens: int = 12             # worked 3-term answers take up to 8 characters + EOS
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "max_operand", "eval_max_operand", "n_problems", "samples_per_problem", "max_candidates",
@@ -91,6 +108,15 @@ class SummaryTuneConfig:
                              f"got {self.task_max_operand!r}")
         if self.template not in SUMMARY_LAYOUTS:
             raise ValueError(f"SummaryTuneConfig.template: expected one of {SUMMARY_LAYOUTS}, got {self.template!r}")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"SummaryTuneConfig.answer_format: expected one of {ANSWER_FORMATS}, "
+                             f"got {self.answer_format!r}")
+        if self.answer_format == "worked" and "*" in self.ops:
+            raise ValueError(f"SummaryTuneConfig.ops: the worked answer format reduces left to right, so only "
+                             f"'+' and '-', got {self.ops!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"SummaryTuneConfig.temperature: expected a number in [0, 2], got {self.temperature!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
@@ -125,10 +151,12 @@ def training_problems(cfg: SummaryTuneConfig) -> tuple[list[ArithProblem], list[
 
 def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequence[Candidate]],
                      draws_per_problem: int, max_candidates: int, when_absent: str,
-                     rng: random.Random, template=COMPACT) -> tuple[list[tuple[str, str]], int]:
+                     rng: random.Random, template=COMPACT, answer_format: str = "plain"
+                     ) -> tuple[list[tuple[str, str]], int]:
     """(prompt, target) pairs in ``template``'s layout (default ``COMPACT``), each from a random subset of a problem's
     finished candidates, and how many draws were skipped (``when_absent="skip"`` and the true
-    answer not shown, or no finished candidate at all)."""
+    answer not shown, or no finished candidate at all). The target is the true answer in
+    ``answer_format`` (the summary answers like a normal answer)."""
     if when_absent not in WHEN_ABSENT:
         raise ValueError(f"when_absent: expected one of {WHEN_ABSENT}, got {when_absent!r}")
     if len(candidates) != len(problems):
@@ -144,8 +172,15 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
             if when_absent == "skip" and not any(parse_answer(a) == p.answer for a in shown):
                 skipped += 1
                 continue
-            pairs.append((template.render(p.prompt, [ShownCandidate(a) for a in shown]), str(p.answer)))
+            pairs.append((template.render(p.prompt, [ShownCandidate(a) for a in shown]), target(p, answer_format)))
     return pairs, skipped
+
+
+def target(problem: ArithProblem, answer_format: str) -> str:
+    """The completion a task or summary example trains on: the answer, plain or worked."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format: expected one of {ANSWER_FORMATS}, got {answer_format!r}")
+    return worked_answer(problem.prompt) if answer_format == "worked" else str(problem.answer)
 
 
 def sample_candidates(backend, problems: Sequence[ArithProblem], cfg: SummaryTuneConfig) -> list[list[Candidate]]:
@@ -173,24 +208,31 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
     start = time.perf_counter()
     rng = random.Random(cfg.seed)
     train, holdout = training_problems(cfg)
-    if backend is None:
-        backend = EngineBackend(str(base), max_num_seqs=256, max_model_len=128)
-    cands = sample_candidates(backend, train + holdout, cfg)
-    backend = None  # frees the engine's KV cache before training
-    own_acc = sum(parse_answer(c.text) == p.answer for p, cs in zip(train + holdout, cands) for c in cs if c.finished
-                  ) / (len(cands) * cfg.samples_per_problem)
+    task_only = cfg.summary_fraction == 0  # a task fine-tune (e.g. to teach the worked format): no candidates
+    if task_only:
+        cands, own_acc = [[] for _ in train + holdout], None
+    else:
+        if backend is None:
+            backend = EngineBackend(str(base), max_num_seqs=256, max_model_len=128)
+        cands = sample_candidates(backend, train + holdout, cfg)
+        backend = None  # frees the engine's KV cache before training
+        own_acc = sum(parse_answer(c.text) == p.answer for p, cs in zip(train + holdout, cands) for c in cs
+                      if c.finished) / (len(cands) * cfg.samples_per_problem)
+    fmt = cfg.answer_format
     draws = max(1, cfg.steps * cfg.batch_size // max(1, len(train)))
     template = get_template(cfg.template)
-    pool, skipped = summary_examples(train, cands[:len(train)], draws, cfg.max_candidates, cfg.when_absent, rng,
-                                     template)
-    held_summary, _ = summary_examples(holdout, cands[len(train):], 8, cfg.max_candidates, cfg.when_absent,
-                                       random.Random(cfg.seed + 1), template)
-    held_task = [(p.prompt, str(p.answer)) for p in holdout]
-    if not pool:
+    pool, skipped, held_summary = [], 0, []
+    if not task_only:
+        pool, skipped = summary_examples(train, cands[:len(train)], draws, cfg.max_candidates, cfg.when_absent, rng,
+                                         template, fmt)
+        held_summary, _ = summary_examples(holdout, cands[len(train):], 8, cfg.max_candidates, cfg.when_absent,
+                                           random.Random(cfg.seed + 1), template, fmt)
+    held_task = [(p.prompt, target(p, fmt)) for p in holdout]
+    if not pool and not task_only:
         raise ValueError("no summary example: the model's candidates never hold the true answer on the training "
                          "problems (use when_absent='truth', or start from a model that solves part of them)")
     say(f"summary fine-tune: {len(train)} train / {len(holdout)} held-out problems (none of the bench's), "
-        f"own accuracy {own_acc:.2f}, {len(pool)} summary examples ({skipped} draws skipped: answer absent)")
+        f"own accuracy {'-' if own_acc is None else f'{own_acc:.2f}'}, {len(pool)} summary examples ({skipped} draws skipped: answer absent)")
 
     # Plain task examples keep the task skill; task_max_operand keeps them in the range the model
     # is evaluated on, so wider summary problems do not retrain the task on unfamiliar operands.
@@ -202,7 +244,7 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
 
     def next_pairs():
         n_sum = sum(rng.random() < cfg.summary_fraction for _ in range(cfg.batch_size))
-        plain = [(p.prompt, str(p.answer)) for p in rng.choices(task_problems, k=cfg.batch_size - n_sum)]
+        plain = [(p.prompt, target(p, fmt)) for p in rng.choices(task_problems, k=cfg.batch_size - n_sum)]
         return [rng.choice(pool) for _ in range(n_sum)] + plain
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -223,6 +265,11 @@ def train_summary(base_model: str | Path, out_dir: str | Path, cfg: SummaryTuneC
               "loss_before": before, "loss_after": after, "final_train_loss": sum(losses[-10:]) / len(losses[-10:]),
               "seconds": time.perf_counter() - start}
     (out / "summary_tune.json").write_text(json.dumps(record, indent=2) + "\n")
+    if not task_only:  # the candidate bank: RL on the summary step (longcat.heavy.rl_summary) reads it
+        with open(out / CANDIDATES_FILE, "w") as f:
+            for p, cs in zip(train, cands):
+                f.write(json.dumps({"prompt": p.prompt, "answer": p.answer,
+                                    "candidates": [c.answer_content for c in cs if c.finished]}) + "\n")
     say(f"summary fine-tune done in {record['seconds']:.0f} s: held-out summary loss {before['summary']} -> "
         f"{after['summary']}, task loss {before['task']} -> {after['task']}")
     return record

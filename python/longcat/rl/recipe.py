@@ -17,10 +17,12 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "arith"
+    name: str = "arith"           # arith | envs | arith-summary (the Heavy Thinking summary step)
     max_operand: int = 20
     ops: str = "+-"
     n_terms: int = 2
+    candidates: Optional[str] = None  # arith-summary: a candidates.jsonl; None: the one next to model.checkpoint
+    template: str = "compact"         # arith-summary: the summary layout (longcat.heavy.templates)
 
 
 @dataclass
@@ -219,7 +221,14 @@ def _check(r: Recipe) -> None:
     need(r.rollout.group_size >= 2, "rollout.group_size", ">= 2 (advantages are relative within a group)",
          r.rollout.group_size)
     need(r.algorithm.loss in ("gspo", "grpo"), "algorithm.loss", "'gspo' or 'grpo'", r.algorithm.loss)
-    need(r.task.name in ("arith", "envs"), "task.name", "'arith' or 'envs'", r.task.name)
+    need(r.task.name in ("arith", "envs", "arith-summary"), "task.name", "'arith', 'envs' or 'arith-summary'",
+         r.task.name)
+    if r.task.name != "arith-summary" and (r.task.candidates is not None or r.task.template != "compact"):
+        raise ValueError(f"recipe: 'task.candidates' and 'task.template' only apply to task.name 'arith-summary', "
+                         f"got task.name {r.task.name!r}")
+    if r.task.name == "arith-summary":
+        need(r.warm_start.steps == 0, "warm_start.steps", "0 with task.name 'arith-summary' (the warm start is "
+             "model.checkpoint, a summary-tuned checkpoint)", r.warm_start.steps)
     need(r.rollout.latency.dist in ("none", "pareto"), "rollout.latency.dist", "'none' or 'pareto'",
          r.rollout.latency.dist)
     need(r.train.lr > 0, "train.lr", "> 0", r.train.lr)

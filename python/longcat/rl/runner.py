@@ -74,7 +74,8 @@ class _Run:
         else:
             self.tokenizer = arith_tokenizer()
             t = recipe.task
-            self.source = ArithSource(self.tokenizer, recipe.seed, t.max_operand, t.ops, t.n_terms)
+            self.source = ArithSource(self.tokenizer, recipe.seed, t.max_operand, t.ops, t.n_terms) \
+                if t.name == "arith" else _summary_source(recipe, self.tokenizer)
         resume = latest_checkpoint(out_dir)
         self.resumed_from = resume
         if resume is not None:
@@ -107,7 +108,8 @@ class _Run:
             max_group_size=b.max_group_size, decay=b.decay, max_factor=b.max_factor,
             counts=None if state is None else state.get("pass_rates"))
         max_group = r.group_size if self.budget is None else self.budget.max_group_size
-        engine_args = {"max_model_len": 64 if self.agent is None else recipe.envs.max_model_len,
+        engine_args = {"max_model_len": (64 if recipe.task.name == "arith" else 192) if self.agent is None
+                       else recipe.envs.max_model_len,
                        "max_num_seqs": max(64, max_group), "seed": recipe.seed, **r.engine}
         sampling = dict(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                         **({} if self.agent is None else self.agent.sampling()))
@@ -280,6 +282,18 @@ def _agent_task(recipe: Recipe, out_dir: str, log):
     from longcat.rl.agent import AgentTask
 
     return AgentTask(recipe, out_dir, log)
+
+
+def _summary_source(recipe: Recipe, tokenizer):
+    """``task.name: arith-summary``: summary prompts over the candidate bank (``longcat.heavy.rl_summary``)."""
+    from longcat.heavy.rl_summary import SummarySource, load_bank
+    from longcat.heavy.train_summary import CANDIDATES_FILE
+
+    if recipe.model.checkpoint is None:
+        raise ValueError("recipe: 'model.checkpoint' must be set (or --init) with task.name 'arith-summary': RL "
+                         "on the summary step starts from a summary-tuned checkpoint")
+    path = recipe.task.candidates or os.path.join(recipe.model.checkpoint, CANDIDATES_FILE)
+    return SummarySource(tokenizer, load_bank(path), recipe.seed, recipe.task.template)
 
 
 def _with_init(recipe: Recipe, init: Optional[str]) -> Recipe:

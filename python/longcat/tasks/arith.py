@@ -7,6 +7,8 @@ left to right with the usual precedence (Python's). The prompt is the bare expre
 completion is the integer, optionally after a thinking block; ``parse_answer`` reads the last
 integer after ``</think>`` (or in the whole text when there is no thinking block), so the same
 checker works for plain answers, thinking-model answers and Heavy Thinking summaries.
+``worked_answer`` writes a +/- answer step by step (``"4+5-3="`` -> ``"9-3=6"``): each step is
+checkable on its own, which a Heavy Thinking summary can use and a vote cannot.
 """
 from __future__ import annotations
 
@@ -44,6 +46,21 @@ def make_problems(n: int, seed: int = 0, *, max_operand: int = 99, ops: str = "+
         expr = "".join(terms)
         problems.append(ArithProblem(prompt=expr + "=", answer=int(eval(expr))))  # digits and + - * only
     return problems
+
+
+def worked_answer(prompt: str) -> str:
+    """The answer to a +/- ``prompt`` (``"4+5-3="``) worked left to right, one step per ``=``: the
+    first two terms are reduced and the rest copied (``"9-3=6"``; two terms give the bare result).
+    ``parse_answer`` reads its last integer, the result."""
+    expr = prompt[:-1] if prompt.endswith("=") else prompt
+    if not re.fullmatch(r"\d+([+-]\d+)+", expr):
+        raise ValueError(f"worked_answer: prompt must be integers joined by + or - and end with '=', got {prompt!r}")
+    terms = re.findall(r"[+-]?\d+", expr)  # "4", "+5", "-3": each term with its sign
+    value, steps = int(terms[0]), []
+    for i in range(1, len(terms)):
+        value += int(terms[i])
+        steps.append(str(value) + "".join(terms[i + 1:]))
+    return "=".join(steps)
 
 
 def parse_answer(text: str) -> int | None:
