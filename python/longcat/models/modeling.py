@@ -56,17 +56,18 @@ def _forget_derived(module: nn.Module) -> None:
     module.__dict__.pop("_derived_cache", None)
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight)`` for inference, or per head with a 3-D weight (x ``[heads, M, K]``,
     weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16
     rows on CPU (decode), torch's GEMM otherwise. Measured (``longcat bench linear``, the small
     preset's matrices, 1 thread, process CPU time): 2-2.3x faster than ``F.linear`` at 1 row,
     1.2-1.8x at 4-8; slower from about 16-32 rows on, where torch's blocked GEMM reuses each
-    weight tile across rows."""
+    weight tile across rows. ``out``: written in place (any row / group strides) and returned."""
     if x.shape[-2 if weight.dim() == 3 else 0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype == torch.bfloat16 \
             and x.device.type == "cpu":
-        return ops.linear(x, weight)
-    return F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
+        return ops.linear(x, weight, out=out)
+    res = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
+    return res if out is None else out.copy_(res)
 
 
 class RMSNorm(nn.Module):
@@ -302,15 +303,22 @@ class MLA(nn.Module):
         value half."""
         b = q_nope.shape[0]
         nh = self.num_heads
-        q_latent = _linear(q_nope.transpose(0, 1), w["w_uk_t"]).transpose(0, 1)   # [b, nh, 512]
-        q_full = torch.cat([q_latent, q_rot], -1).unsqueeze(1)                    # [b, 1, nh, 576]
+        # The absorbed query [b, 1, nh, 576] is assembled in place: the per-head projection
+        # writes its first 512 values of every head (a strided out), RoPE's 64 follow.
+        q_full = q_nope.new_empty(b, 1, nh, _CACHE_DIM)
+        q_heads = q_full[:, 0]
+        q_heads[..., CACHE_LATENT_DIM:] = q_rot
+        _linear(q_nope.transpose(0, 1), w["w_uk_t"], out=q_heads[..., :CACHE_LATENT_DIM].transpose(0, 1))
         if self.window is None:
             out, _ = ops.mla_decode(q_full, cache, d["block_table"], d["seq_lens"],
                                     softmax_scale=self.softmax_scale, metadata=d["md"])
         else:
             out, _ = ops.ssa_decode(q_full, cache, d["block_table"], d["seq_lens"], softmax_scale=self.softmax_scale,
                                     metadata=d["md_ssa"], **self.window)
-        return _linear(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv"]).transpose(0, 1)
+        # kv_b's value half per head, written as [b, nh, v] so o_proj reads it without a copy.
+        o = out.new_empty(b, nh, self.v_dim)
+        _linear(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv"], out=o.transpose(0, 1))
+        return o
 
     def _prefill(self, q_nope, q_rot, latent, k_rot, cache, p):
         """Non-absorbed MLA over packed prefill chunks: the keys' latents (the new ones, or the
