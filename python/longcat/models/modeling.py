@@ -105,7 +105,7 @@ class MLP(nn.Module):
                               "down": self.down_proj.weight.detach()})
         gate_up = _linear(x, w["w13"])
         inner = gate_up.shape[-1] // 2
-        return _linear(F.silu(gate_up[..., :inner]) * gate_up[..., inner:], w["down"])
+        return _linear(F.silu(gate_up[..., :inner]).mul_(gate_up[..., inner:]), w["down"])
 
 
 def _check_batch(batch: PagedBatch) -> None:
@@ -229,6 +229,7 @@ class MLA(nn.Module):
         return {
             # q_a and kv_a read the same input: one GEMM.
             "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
+            "a_sizes": (self.q_a_proj.weight.shape[0], CACHE_LATENT_DIM, self.rope),  # its output's parts
             "w_qb": scaled(self.q_b_proj.weight, self.q_scale),
             "kv_norm_w": scaled(self.kv_a_layernorm.weight, self.kv_scale),
             # Per-head absorption matrices as [nh, N, K] (a linear layer per head, see _linear):
@@ -277,18 +278,19 @@ class MLA(nn.Module):
         T = x.shape[0]
         nh, nope, rope = self.num_heads, self.nope, self.rope
         qa_kv = _linear(x, w["w_a"])
-        q_lora = qa_kv.shape[1] - _CACHE_DIM
-        q = _linear(ops.rms_norm(qa_kv[:, :q_lora], w["q_a_norm_w"], _LATENT_NORM_EPS), w["w_qb"])
+        q_a, kv_latent, kv_rope = qa_kv.split(w["a_sizes"], 1)
+        q = _linear(ops.rms_norm(q_a, w["q_a_norm_w"], _LATENT_NORM_EPS), w["w_qb"])
         q = q.view(T, nh, self.qk_dim)
-        latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
-        k_rot = self.rotate(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions)
-        q_rot = self.rotate(q[..., nope:], plan.positions)
+        latent = ops.rms_norm(kv_latent, w["kv_norm_w"], _LATENT_NORM_EPS)
+        k_rot = self.rotate(kv_rope, plan.positions)
+        q_nope, q_pe = q.split((nope, rope), -1)
+        q_rot = self.rotate(q_pe, plan.positions)
         ops.mla_append_kv(latent, k_rot, cache, plan.block_table, plan.positions32, plan.seq_ids)
 
         if plan.prefill is None:                        # decode only: every row is a decode row
-            o = self._decode(q[..., :nope], q_rot, cache, plan.decode, w)
+            o = self._decode(q_nope, q_rot, cache, plan.decode, w)
         elif plan.prefill["rows"] is None:              # prefill only: every row is a prefill row
-            o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, plan.prefill)
+            o = self._prefill(q_nope, q_rot, latent, k_rot, cache, plan.prefill)
         else:                                           # mixed: each kind on its rows
             o = x.new_empty(T, nh, self.v_dim)
             r = plan.prefill["rows"]
@@ -464,6 +466,7 @@ class LongcatFlashForCausalLM(nn.Module):
         LoRA scales folded into copies) from the current parameters. ``forward_paged`` also
         notices parameter updates by itself (new tensors or in-place changes); calling this is
         never wrong and idempotent."""
+        _forget_derived(self)
         for layer in self.model.layers:
             for attn in layer.self_attn:
                 _forget_derived(attn)
@@ -538,23 +541,40 @@ class LongcatFlashForCausalLM(nn.Module):
         # DecoderLayer's dataflow with each residual add fused into the norm that follows it; the
         # MoE output joins the residual stream in the next layer's first norm (same sums, same
         # roundings as transformers: a + b is commutative).
-        layers = self.model.layers
         eps = self.config.rms_norm_eps
         add_norm = ops.fused_add_rms_norm
+        first_norm, layers, lm_head = self._paged_layers()
         h = self.model.embed_tokens(batch.input_ids)
-        x = ops.rms_norm(h, layers[0].input_layernorm[0].weight, eps)
-        for li, layer in enumerate(layers):
-            attn, mlps = layer.self_attn, layer.mlps
-            n, h = add_norm(attn[0].forward_paged(x, kv_caches[2 * li], plan), h, layer.post_attention_layernorm[0].weight, eps)
-            moe = layer.mlp(n)
-            x, h = add_norm(mlps[0].forward_paged(n), h, layer.input_layernorm[1].weight, eps)
-            n, h = add_norm(attn[1].forward_paged(x, kv_caches[2 * li + 1], plan), h,
-                            layer.post_attention_layernorm[1].weight, eps)
-            h = h + mlps[1].forward_paged(n)
-            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+        x = ops.rms_norm(h, first_norm, eps)
+        for li, (attn0, attn1, mlp0, mlp1, moe_layer, post0, in1, post1, nxt) in enumerate(layers):
+            n, h = add_norm(attn0.forward_paged(x, kv_caches[2 * li], plan), h, post0, eps)
+            moe = moe_layer(n)
+            x, h = add_norm(mlp0.forward_paged(n), h, in1, eps)
+            n, h = add_norm(attn1.forward_paged(x, kv_caches[2 * li + 1], plan), h, post1, eps)
+            h = h + mlp1.forward_paged(n)
             x, h = add_norm(moe, h, nxt, eps)
         x = x.index_select(0, batch.logits_indices)        # x: the final norm of h
-        return _linear(x, self.lm_head.weight).float()
+        return _linear(x, lm_head).float()
+
+    def _paged_layers(self) -> tuple:
+        """What ``forward_paged`` walks each step, gathered once: per layer its sublayer modules
+        and its norm weights detached (the next layer's first norm, or the final norm, last),
+        so a step looks up no module attribute and detaches nothing per call."""
+        layers = self.model.layers
+        norms = [w for layer in layers for w in (layer.input_layernorm[0].weight, layer.post_attention_layernorm[0].weight,
+                                                 layer.input_layernorm[1].weight, layer.post_attention_layernorm[1].weight)]
+        sources = norms + [self.model.norm.weight, self.lm_head.weight]
+
+        def compute():
+            nxt = [layer.input_layernorm[0].weight for layer in layers[1:]] + [self.model.norm.weight]
+            return (layers[0].input_layernorm[0].weight.detach(),
+                    [(layer.self_attn[0], layer.self_attn[1], layer.mlps[0], layer.mlps[1], layer.mlp,
+                      layer.post_attention_layernorm[0].weight.detach(), layer.input_layernorm[1].weight.detach(),
+                      layer.post_attention_layernorm[1].weight.detach(), n.detach())
+                     for layer, n in zip(layers, nxt)],
+                    self.lm_head.weight.detach())
+
+        return _derived(self, sources, compute)
 
     # ---- weights ------------------------------------------------------------------------------
 
