@@ -449,6 +449,7 @@ class LongcatFlashForCausalLM(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # .to(bfloat16) must not round the router: transformers keeps classifier.weight in fp32.
+        self.__dict__.pop("_paged_layers_cache", None)  # parameters may become new tensors
         super()._apply(fn, recurse)
         if self.config.tie_word_embeddings:  # to_empty() and device moves can make new Parameters
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -466,7 +467,7 @@ class LongcatFlashForCausalLM(nn.Module):
         LoRA scales folded into copies) from the current parameters. ``forward_paged`` also
         notices parameter updates by itself (new tensors or in-place changes); calling this is
         never wrong and idempotent."""
-        _forget_derived(self)
+        self.__dict__.pop("_paged_layers_cache", None)
         for layer in self.model.layers:
             for attn in layer.self_attn:
                 _forget_derived(attn)
@@ -559,22 +560,27 @@ class LongcatFlashForCausalLM(nn.Module):
     def _paged_layers(self) -> tuple:
         """What ``forward_paged`` walks each step, gathered once: per layer its sublayer modules
         and its norm weights detached (the next layer's first norm, or the final norm, last),
-        so a step looks up no module attribute and detaches nothing per call."""
+        so a step looks up no module attribute and detaches nothing per call. The detached
+        tensors share their parameters' memory (in-place updates show through); a parameter
+        given new memory (``.data =``, a dtype or device move) is noticed by its data pointer,
+        and ``refresh_inference_weights`` / ``_apply`` drop the cache (after replacing a whole
+        submodule, call ``refresh_inference_weights``)."""
+        cached = self.__dict__.get("_paged_layers_cache")
+        if cached is not None and cached[1] == tuple((p.data_ptr(), p.dtype) for p in cached[0]):
+            return cached[2]
         layers = self.model.layers
-        norms = [w for layer in layers for w in (layer.input_layernorm[0].weight, layer.post_attention_layernorm[0].weight,
-                                                 layer.input_layernorm[1].weight, layer.post_attention_layernorm[1].weight)]
-        sources = norms + [self.model.norm.weight, self.lm_head.weight]
-
-        def compute():
-            nxt = [layer.input_layernorm[0].weight for layer in layers[1:]] + [self.model.norm.weight]
-            return (layers[0].input_layernorm[0].weight.detach(),
-                    [(layer.self_attn[0], layer.self_attn[1], layer.mlps[0], layer.mlps[1], layer.mlp,
-                      layer.post_attention_layernorm[0].weight.detach(), layer.input_layernorm[1].weight.detach(),
-                      layer.post_attention_layernorm[1].weight.detach(), n.detach())
-                     for layer, n in zip(layers, nxt)],
-                    self.lm_head.weight.detach())
-
-        return _derived(self, sources, compute)
+        first = layers[0].input_layernorm[0].weight
+        per_layer, sources = [], [first, self.model.norm.weight, self.lm_head.weight]
+        for li, layer in enumerate(layers):
+            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+            norms = (layer.post_attention_layernorm[0].weight, layer.input_layernorm[1].weight,
+                     layer.post_attention_layernorm[1].weight, nxt)
+            sources += norms
+            per_layer.append((layer.self_attn[0], layer.self_attn[1], layer.mlps[0], layer.mlps[1], layer.mlp,
+                              *(w.detach() for w in norms)))
+        result = (first.detach(), per_layer, self.lm_head.weight.detach())
+        self.__dict__["_paged_layers_cache"] = (sources, tuple((p.data_ptr(), p.dtype) for p in sources), result)
+        return result
 
     # ---- weights ------------------------------------------------------------------------------
 
