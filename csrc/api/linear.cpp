@@ -35,7 +35,8 @@ void linear(const TensorView& out, const TensorView& x, const TensorView& weight
   check_size(op, "out", out, d, x.size(d), "the rows of x");
   check_size(op, "out", out, d + 1, weight.size(d), "the output size of weight");
   check_contiguous(op, "weight", weight);
-  check_contiguous(op, "out", out);
+  check_last_dim_contiguous(op, "out", out);
+  check_no_internal_overlap(op, "out", out);
   check_last_dim_contiguous(op, "x", x);
   check_no_overlap(op, "out", out, "x", x);
   check_no_overlap(op, "out", out, "weight", weight);
@@ -49,6 +50,8 @@ void linear(const TensorView& out, const TensorView& x, const TensorView& weight
   a.K = x.size(-1);
   a.x_stride = x.stride(d);
   a.x_group_stride = batched ? x.stride(0) : 0;
+  a.out_stride = out.stride(d);
+  a.out_group_stride = batched ? out.stride(0) : 0;
   a.dtype = x.dtype;
   if (a.G == 0 || a.M == 0 || a.N == 0) return;
   check_nonnull(op, "out", out);

@@ -46,6 +46,9 @@ void check_same_shape(const char* op, const char* arg, const TensorView& t, cons
                       const TensorView& ref);
 void check_contiguous(const char* op, const char* arg, const TensorView& t);
 void check_last_dim_contiguous(const char* op, const char* arg, const TensorView& t);
+// No two elements of t share memory (an output written by many threads): with the dims of more
+// than one element ordered by stride, each stride exceeds the span of the smaller dims.
+void check_no_internal_overlap(const char* op, const char* arg, const TensorView& t);
 void check_same_device(const char* op, const char* arg, const TensorView& t, const char* ref_arg,
                        const TensorView& ref);
 void check_nonnull(const char* op, const char* arg, const TensorView& t);

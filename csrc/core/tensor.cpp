@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "core/checks.h"
 
@@ -123,6 +125,32 @@ void check_last_dim_contiguous(const char* op, const char* arg, const TensorView
   if (t.ndim > 0 && t.shape[t.ndim - 1] > 1 && t.strides[t.ndim - 1] != 1)
     fail(ErrorKind::Value, arg_prefix(op, arg) + "must have a contiguous last dimension (stride 1), got stride " +
                                std::to_string(t.strides[t.ndim - 1]));
+}
+
+namespace {
+std::string strides_of(const TensorView& t) {
+  std::ostringstream s;
+  s << '[';
+  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.strides[i];
+  s << ']';
+  return s.str();
+}
+}  // namespace
+
+void check_no_internal_overlap(const char* op, const char* arg, const TensorView& t) {
+  if (t.numel() == 0) return;
+  // Dims of more than one element, by stride: each must step past all the smaller ones span.
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] > 1) dims.emplace_back(t.strides[d], t.shape[d]);
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // the last element offset the smaller dims reach
+  for (auto [stride, size] : dims) {
+    if (stride <= span)
+      fail(ErrorKind::Value, arg_prefix(op, arg) + "has elements that share memory (shape " + shape_str(t) +
+                                 ", strides " + strides_of(t) + "); pass an output whose elements are distinct");
+    span += (size - 1) * stride;
+  }
 }
 
 void check_same_device(const char* op, const char* arg, const TensorView& t, const char* ref_arg,

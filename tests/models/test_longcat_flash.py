@@ -256,6 +256,17 @@ def test_weight_update_is_seen_and_refresh_is_idempotent(pair, tmp_path):
         ours.model.layers[0].self_attn[1].kv_b_proj.weight.mul_(0.9)
         want = ours(s[None])[0, 5]
     assert_logits_close(decode_logits(), want)
+    # The norm weights forward_paged keeps detached: an in-place update shows through, and a
+    # weight given new memory (.data =) is picked up too, without any call.
+    for norm in (ours.model.layers[0].post_attention_layernorm[1], ours.model.norm):
+        with torch.no_grad():
+            norm.weight.mul_(1.5)
+            want = ours(s[None])[0, 5]
+        assert_logits_close(decode_logits(), want)
+        norm.weight.data = norm.weight.data * 0.5
+        with torch.no_grad():
+            want = ours(s[None])[0, 5]
+        assert_logits_close(decode_logits(), want)
 
 
 # ---- Zig-Zag: SSA sublayers against transformers with a masked attention -------------------------

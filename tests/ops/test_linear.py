@@ -203,3 +203,52 @@ def test_bench_quick_runs():
     for row in result.rows:
         assert row["longcat_us"] > 0 and row["F.linear_us"] > 0 and row["vs_F.linear"] > 0
     assert result.context["isa_copies_us_gate+up_8_rows"]  # at least the active copy
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_strided_rows_and_groups(cpu_isa, dtype):
+    # As MLA decode uses it: per-head projections written into the first 512 values of each head
+    # of a [M, heads, 576] buffer (rows heads * 576 apart, groups 576), the rest untouched.
+    G, M, N, K = 4, 5, 512, 64
+    x = make((M, G, K), dtype, 1).transpose(0, 1)
+    w = make((G, N, K), dtype, 2)
+    buf = torch.full((M, G, N + 64), float("nan"), dtype=dtype)
+    out = buf[..., :N].transpose(0, 1)
+    assert linear(x, w, out=out) is out
+    assert torch.equal(out, linear(x, w))
+    assert torch.isnan(buf[..., N:]).all()
+    # 2-D: rows of a wider buffer; and x with more dims than a 2-D weight.
+    x2, w2 = make((7, 33), dtype, 3), make((17, 33), dtype, 4)
+    wide = torch.zeros(7, 40, dtype=dtype)
+    linear(x2, w2, out=wide[:, 2:19])
+    assert torch.equal(wide[:, 2:19], linear(x2, w2))
+    assert (wide[:, :2] == 0).all() and (wide[:, 19:] == 0).all()
+    x3 = make((2, 3, 33), dtype, 5)
+    out3 = torch.empty(2, 3, 17, dtype=dtype)
+    assert torch.equal(linear(x3, w2, out=out3), linear(x3, w2))
+
+
+def test_out_bad_input():
+    from longcat import _C
+
+    x, w = torch.ones(2, 8), torch.ones(3, 8)
+    with pytest.raises(ValueError, match=r"'out' must have shape \[2, 3\] and dtype torch.float32, got \[2, 4\]"):
+        linear(x, w, out=torch.empty(2, 4))
+    with pytest.raises(ValueError, match="'out' must have shape"):
+        linear(x, w, out=torch.empty(2, 3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="'out' must have a contiguous last dimension"):
+        linear(x, w, out=torch.empty(3, 2).t())
+    with pytest.raises(TypeError, match="'out' must be a torch.Tensor"):
+        linear(x, w, out=[0.0])
+    with pytest.raises(ValueError, match="merge into one row stride"):
+        linear(torch.ones(2, 3, 8), w, out=torch.empty(3, 2, 3).transpose(0, 1))
+    with pytest.raises(RuntimeError, match="does not support autograd"):
+        linear(x.requires_grad_(), w, out=torch.empty(2, 3))
+    # The C API: rows that share memory, and out overlapping x, are refused.
+    with pytest.raises(ValueError, match="'out' has elements that share memory"):
+        _C.linear(torch.empty(1, 3).expand(2, 3), torch.ones(2, 8), w)
+    with pytest.raises(ValueError, match="'out' has elements that share memory"):
+        _C.linear(torch.empty(12).as_strided((2, 3), (2, 1)), torch.ones(2, 8), w)
+    buf = torch.zeros(2, 11)
+    with pytest.raises(ValueError, match="'out' overlaps 'x'"):
+        _C.linear(buf[:, 8:], buf[:, :8], w)

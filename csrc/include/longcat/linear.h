@@ -10,8 +10,10 @@
 // Shapes: x [M, K], weight [N, K], out [M, N]; or, batched over G groups (e.g. attention heads,
 // as torch.bmm(x, weight.transpose(1, 2))): x [G, M, K], weight [G, N, K], out [G, M, N], group
 // g using weight[g]. x needs only a contiguous last dim (any row and group strides, e.g. one
-// head of a [M, heads, K] tensor); weight and out are contiguous. Any G, M, N, K >= 0 (K = 0
-// gives zeros).
+// head of a [M, heads, K] tensor); weight is contiguous; out needs a contiguous last dim and
+// rows and groups that do not overlap (any row and group strides, e.g. the first 512 values of
+// each head of a [M, heads, 576] tensor, written in place). Any G, M, N, K >= 0 (K = 0 gives
+// zeros).
 // dtypes: float32 or bfloat16, the same for all three. CPU only: a CUDA tensor is Error(Runtime).
 // out may not overlap x or weight. CPU work is split over (group, column block) pairs across
 // the library's threads.

@@ -56,17 +56,18 @@ def _forget_derived(module: nn.Module) -> None:
     module.__dict__.pop("_derived_cache", None)
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight)`` for inference, or per head with a 3-D weight (x ``[heads, M, K]``,
     weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16
     rows on CPU (decode), torch's GEMM otherwise. Measured (``longcat bench linear``, the small
     preset's matrices, 1 thread, process CPU time): 2-2.3x faster than ``F.linear`` at 1 row,
     1.2-1.8x at 4-8; slower from about 16-32 rows on, where torch's blocked GEMM reuses each
-    weight tile across rows."""
+    weight tile across rows. ``out``: written in place (any row / group strides) and returned."""
     if x.shape[-2 if weight.dim() == 3 else 0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype == torch.bfloat16 \
             and x.device.type == "cpu":
-        return ops.linear(x, weight)
-    return F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
+        return ops.linear(x, weight, out=out)
+    res = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
+    return res if out is None else out.copy_(res)
 
 
 class RMSNorm(nn.Module):
@@ -104,7 +105,7 @@ class MLP(nn.Module):
                               "down": self.down_proj.weight.detach()})
         gate_up = _linear(x, w["w13"])
         inner = gate_up.shape[-1] // 2
-        return _linear(F.silu(gate_up[..., :inner]) * gate_up[..., inner:], w["down"])
+        return _linear(F.silu(gate_up[..., :inner]).mul_(gate_up[..., inner:]), w["down"])
 
 
 def _check_batch(batch: PagedBatch) -> None:
@@ -228,6 +229,7 @@ class MLA(nn.Module):
         return {
             # q_a and kv_a read the same input: one GEMM.
             "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
+            "a_sizes": (self.q_a_proj.weight.shape[0], CACHE_LATENT_DIM, self.rope),  # its output's parts
             "w_qb": scaled(self.q_b_proj.weight, self.q_scale),
             "kv_norm_w": scaled(self.kv_a_layernorm.weight, self.kv_scale),
             # Per-head absorption matrices as [nh, N, K] (a linear layer per head, see _linear):
@@ -276,18 +278,19 @@ class MLA(nn.Module):
         T = x.shape[0]
         nh, nope, rope = self.num_heads, self.nope, self.rope
         qa_kv = _linear(x, w["w_a"])
-        q_lora = qa_kv.shape[1] - _CACHE_DIM
-        q = _linear(ops.rms_norm(qa_kv[:, :q_lora], w["q_a_norm_w"], _LATENT_NORM_EPS), w["w_qb"])
+        q_a, kv_latent, kv_rope = qa_kv.split(w["a_sizes"], 1)
+        q = _linear(ops.rms_norm(q_a, w["q_a_norm_w"], _LATENT_NORM_EPS), w["w_qb"])
         q = q.view(T, nh, self.qk_dim)
-        latent = ops.rms_norm(qa_kv[:, q_lora:q_lora + CACHE_LATENT_DIM], w["kv_norm_w"], _LATENT_NORM_EPS)
-        k_rot = self.rotate(qa_kv[:, q_lora + CACHE_LATENT_DIM:], plan.positions)
-        q_rot = self.rotate(q[..., nope:], plan.positions)
+        latent = ops.rms_norm(kv_latent, w["kv_norm_w"], _LATENT_NORM_EPS)
+        k_rot = self.rotate(kv_rope, plan.positions)
+        q_nope, q_pe = q.split((nope, rope), -1)
+        q_rot = self.rotate(q_pe, plan.positions)
         ops.mla_append_kv(latent, k_rot, cache, plan.block_table, plan.positions32, plan.seq_ids)
 
         if plan.prefill is None:                        # decode only: every row is a decode row
-            o = self._decode(q[..., :nope], q_rot, cache, plan.decode, w)
+            o = self._decode(q_nope, q_rot, cache, plan.decode, w)
         elif plan.prefill["rows"] is None:              # prefill only: every row is a prefill row
-            o = self._prefill(q[..., :nope], q_rot, latent, k_rot, cache, plan.prefill)
+            o = self._prefill(q_nope, q_rot, latent, k_rot, cache, plan.prefill)
         else:                                           # mixed: each kind on its rows
             o = x.new_empty(T, nh, self.v_dim)
             r = plan.prefill["rows"]
@@ -302,15 +305,22 @@ class MLA(nn.Module):
         value half."""
         b = q_nope.shape[0]
         nh = self.num_heads
-        q_latent = _linear(q_nope.transpose(0, 1), w["w_uk_t"]).transpose(0, 1)   # [b, nh, 512]
-        q_full = torch.cat([q_latent, q_rot], -1).unsqueeze(1)                    # [b, 1, nh, 576]
+        # The absorbed query [b, 1, nh, 576] is assembled in place: the per-head projection
+        # writes its first 512 values of every head (a strided out), RoPE's 64 follow.
+        q_full = q_nope.new_empty(b, 1, nh, _CACHE_DIM)
+        q_heads = q_full[:, 0]
+        q_heads[..., CACHE_LATENT_DIM:] = q_rot
+        _linear(q_nope.transpose(0, 1), w["w_uk_t"], out=q_heads[..., :CACHE_LATENT_DIM].transpose(0, 1))
         if self.window is None:
             out, _ = ops.mla_decode(q_full, cache, d["block_table"], d["seq_lens"],
                                     softmax_scale=self.softmax_scale, metadata=d["md"])
         else:
             out, _ = ops.ssa_decode(q_full, cache, d["block_table"], d["seq_lens"], softmax_scale=self.softmax_scale,
                                     metadata=d["md_ssa"], **self.window)
-        return _linear(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv"]).transpose(0, 1)
+        # kv_b's value half per head, written as [b, nh, v] so o_proj reads it without a copy.
+        o = out.new_empty(b, nh, self.v_dim)
+        _linear(out.view(b, nh, CACHE_LATENT_DIM).transpose(0, 1), w["w_uv"], out=o.transpose(0, 1))
+        return o
 
     def _prefill(self, q_nope, q_rot, latent, k_rot, cache, p):
         """Non-absorbed MLA over packed prefill chunks: the keys' latents (the new ones, or the
@@ -439,6 +449,7 @@ class LongcatFlashForCausalLM(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # .to(bfloat16) must not round the router: transformers keeps classifier.weight in fp32.
+        self.__dict__.pop("_paged_layers_cache", None)  # parameters may become new tensors
         super()._apply(fn, recurse)
         if self.config.tie_word_embeddings:  # to_empty() and device moves can make new Parameters
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -456,6 +467,7 @@ class LongcatFlashForCausalLM(nn.Module):
         LoRA scales folded into copies) from the current parameters. ``forward_paged`` also
         notices parameter updates by itself (new tensors or in-place changes); calling this is
         never wrong and idempotent."""
+        self.__dict__.pop("_paged_layers_cache", None)
         for layer in self.model.layers:
             for attn in layer.self_attn:
                 _forget_derived(attn)
@@ -530,23 +542,45 @@ class LongcatFlashForCausalLM(nn.Module):
         # DecoderLayer's dataflow with each residual add fused into the norm that follows it; the
         # MoE output joins the residual stream in the next layer's first norm (same sums, same
         # roundings as transformers: a + b is commutative).
-        layers = self.model.layers
         eps = self.config.rms_norm_eps
         add_norm = ops.fused_add_rms_norm
+        first_norm, layers, lm_head = self._paged_layers()
         h = self.model.embed_tokens(batch.input_ids)
-        x = ops.rms_norm(h, layers[0].input_layernorm[0].weight, eps)
-        for li, layer in enumerate(layers):
-            attn, mlps = layer.self_attn, layer.mlps
-            n, h = add_norm(attn[0].forward_paged(x, kv_caches[2 * li], plan), h, layer.post_attention_layernorm[0].weight, eps)
-            moe = layer.mlp(n)
-            x, h = add_norm(mlps[0].forward_paged(n), h, layer.input_layernorm[1].weight, eps)
-            n, h = add_norm(attn[1].forward_paged(x, kv_caches[2 * li + 1], plan), h,
-                            layer.post_attention_layernorm[1].weight, eps)
-            h = h + mlps[1].forward_paged(n)
-            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+        x = ops.rms_norm(h, first_norm, eps)
+        for li, (attn0, attn1, mlp0, mlp1, moe_layer, post0, in1, post1, nxt) in enumerate(layers):
+            n, h = add_norm(attn0.forward_paged(x, kv_caches[2 * li], plan), h, post0, eps)
+            moe = moe_layer(n)
+            x, h = add_norm(mlp0.forward_paged(n), h, in1, eps)
+            n, h = add_norm(attn1.forward_paged(x, kv_caches[2 * li + 1], plan), h, post1, eps)
+            h = h + mlp1.forward_paged(n)
             x, h = add_norm(moe, h, nxt, eps)
         x = x.index_select(0, batch.logits_indices)        # x: the final norm of h
-        return _linear(x, self.lm_head.weight).float()
+        return _linear(x, lm_head).float()
+
+    def _paged_layers(self) -> tuple:
+        """What ``forward_paged`` walks each step, gathered once: per layer its sublayer modules
+        and its norm weights detached (the next layer's first norm, or the final norm, last),
+        so a step looks up no module attribute and detaches nothing per call. The detached
+        tensors share their parameters' memory (in-place updates show through); a parameter
+        given new memory (``.data =``, a dtype or device move) is noticed by its data pointer,
+        and ``refresh_inference_weights`` / ``_apply`` drop the cache (after replacing a whole
+        submodule, call ``refresh_inference_weights``)."""
+        cached = self.__dict__.get("_paged_layers_cache")
+        if cached is not None and cached[1] == tuple((p.data_ptr(), p.dtype) for p in cached[0]):
+            return cached[2]
+        layers = self.model.layers
+        first = layers[0].input_layernorm[0].weight
+        per_layer, sources = [], [first, self.model.norm.weight, self.lm_head.weight]
+        for li, layer in enumerate(layers):
+            nxt = layers[li + 1].input_layernorm[0].weight if li + 1 < len(layers) else self.model.norm.weight
+            norms = (layer.post_attention_layernorm[0].weight, layer.input_layernorm[1].weight,
+                     layer.post_attention_layernorm[1].weight, nxt)
+            sources += norms
+            per_layer.append((layer.self_attn[0], layer.self_attn[1], layer.mlps[0], layer.mlps[1], layer.mlp,
+                              *(w.detach() for w in norms)))
+        result = (first.detach(), per_layer, self.lm_head.weight.detach())
+        self.__dict__["_paged_layers_cache"] = (sources, tuple((p.data_ptr(), p.dtype) for p in sources), result)
+        return result
 
     # ---- weights ------------------------------------------------------------------------------
 

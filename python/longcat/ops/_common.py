@@ -37,20 +37,33 @@ def check_tensor(op: str, name: str, value: object) -> torch.Tensor:
 
 def check_tensors(op: str, **tensors: object) -> None:
     """check_tensor for each keyword, and all on the device of the first one. Runs on every op
-    call of a decode step, so the common case (tensors on one device) reads each tensor's device
-    once and compares device objects only."""
+    call of a decode step, so the common case (tensors on one cpu / cuda / meta device) is one
+    pass of cheap attribute reads; anything else goes through the checks that name the
+    argument."""
+    device = None
+    for t in tensors.values():
+        if not isinstance(t, torch.Tensor):
+            break
+        if device is None:
+            if not (t.is_cpu or t.is_cuda or t.is_meta):
+                break
+            device = t.device
+        elif t.device != device:
+            break
+    else:
+        return
+    _check_tensors_named(op, tensors)
+
+
+def _check_tensors_named(op: str, tensors: dict) -> None:
     first_name = first_device = None
     for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            check_tensor(op, name, t)
-        device = t.device
+        check_tensor(op, name, t)
         if first_device is None:
-            check_tensor(op, name, t)
-            first_name, first_device = name, device
-        elif device != first_device:
-            check_tensor(op, name, t)
+            first_name, first_device = name, t.device
+        elif t.device != first_device:
             raise ValueError(f"{op}: argument '{name}' must be on the device of '{first_name}' "
-                             f"({first_device}), got {device}")
+                             f"({first_device}), got {t.device}")
 
 
 _profiler_enabled = torch._C._autograd._profiler_enabled
@@ -59,6 +72,8 @@ _profiler_enabled = torch._C._autograd._profiler_enabled
 def check_no_internal_overlap(op: str, name: str, t: torch.Tensor) -> None:
     """ValueError naming the argument when ``t`` has elements sharing memory (an ``expand``ed
     view): the kernels refuse them, so refuse before allocating outputs of t's (virtual) size."""
+    if t.is_contiguous():  # the common case, and a contiguous tensor's elements are distinct (no op call)
+        return
     if t.device.type != "meta" and not torch.compiler.is_compiling() and torch._debug_has_internal_overlap(t) == 1:
         raise ValueError(f"{op}: argument '{name}' has elements that share memory (an expanded view, strides "
                          f"{list(t.stride())} for shape {list(t.shape)}); call .contiguous()")
@@ -94,7 +109,7 @@ def eager_fast_path(*tensors: torch.Tensor) -> bool:
 
 def stream_of(t: torch.Tensor) -> int:
     """The raw cudaStream_t of torch's current stream on t's device (0 on CPU)."""
-    if t.device.type == "cuda":
+    if t.is_cuda:
         return torch.cuda.current_stream(t.device).cuda_stream
     return 0
 

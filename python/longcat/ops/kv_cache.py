@@ -114,7 +114,7 @@ def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float = LON
         _C.rope_interleaved(out, view(x), positions, inv_freq, half_output, stream_of(x))
         return out
     if eager_fast_path(x):
-        res = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        res = torch.empty_like(x, memory_format=torch.contiguous_format)
         _C.rope_interleaved(dl(res), dl(x), dl(positions), dl(inv_freq), half_output, stream_of(x))
         return res
     return _rope(x, positions, inv_freq, half_output)

@@ -44,7 +44,7 @@ def _out_shape(x: torch.Tensor, weight: torch.Tensor) -> torch.Size:
     return x.shape[:-1] + weight.shape[-2:-1]
 
 
-def _run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _run(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if x.stride(-1) != 1 and x.shape[-1] > 1:  # the kernel needs a contiguous last dim
         x = x.contiguous()
     # A 2-D weight takes x as [M, K] with one row stride (a column slice passes as it is); a 3-D
@@ -52,9 +52,33 @@ def _run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x2 = x if x.dim() == weight.dim() else x.reshape(-1, x.shape[-1])
     if not weight.is_contiguous():
         weight = weight.contiguous()
-    out = torch.empty(_out_shape(x2, weight), dtype=x.dtype, device=x.device)
+    if out is not None:  # checked by _check_out; the kernel writes it through its strides
+        out2 = out if out.dim() == weight.dim() else out.view(-1, out.shape[-1])
+        _C.linear(dl(out2), dl(x2), dl(weight))
+        return out
+    out = x2.new_empty(_out_shape(x2, weight))
     _C.linear(dl(out), dl(x2), dl(weight))
     return out if x2 is x else out.view(_out_shape(x, weight))
+
+
+def _check_out(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> None:
+    """``out=``: the output's shape and dtype, on x's device, a contiguous last dim (rows and
+    groups may be strided, e.g. a slice of a larger buffer); the kernel refuses overlaps."""
+    check_tensors(_OP, x=x, out=out)
+    if out.shape != _out_shape(x, weight) or out.dtype is not x.dtype:
+        raise ValueError(f"{_OP}: argument 'out' must have shape {list(_out_shape(x, weight))} and dtype "
+                         f"{x.dtype}, got {list(out.shape)} and {out.dtype}")
+    if out.shape[-1] > 1 and out.stride(-1) != 1:
+        raise ValueError(f"{_OP}: argument 'out' must have a contiguous last dimension, got strides "
+                         f"{list(out.stride())}")
+    if out.dim() != weight.dim():
+        try:
+            out.view(-1, out.shape[-1])
+        except RuntimeError:
+            raise ValueError(f"{_OP}: argument 'out' must have leading dims that merge into one row stride "
+                             f"(a 2-D weight takes x and out as rows), got strides {list(out.stride())}") from None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        raise RuntimeError(f"{_OP}(out=...) does not support autograd; call it without out")
 
 
 @torch.library.custom_op("longcat::linear", mutates_args=())
@@ -86,14 +110,28 @@ def _backward(ctx, grad_out):
 _linear.register_autograd(_backward, setup_context=_setup)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight.T``: x ``[..., K]`` float32 or bfloat16, weight ``[N, K]`` of x's dtype;
     returns ``[..., N]`` in x's dtype, each output the fp32 sum of its K products rounded once.
     Batched (``torch.bmm(x, weight.transpose(1, 2))``): x ``[G, M, K]``, weight ``[G, N, K]``
     -> ``[G, M, N]``, e.g. per-head projections with x a transposed view ``[heads, M, K]``.
     Any strides (a copy is made where the kernel needs one). Differentiable (the backward runs
-    torch matmuls). On CUDA tensors it is ``F.linear`` / ``torch.bmm``."""
+    torch matmuls). On CUDA tensors it is ``F.linear`` / ``torch.bmm``.
+
+    ``out``: written in place and returned (not differentiable, as torch's out= ops): the
+    result's shape and dtype with a contiguous last dim; rows and groups may be strided, so a
+    projection can land straight in a slice of a larger buffer (e.g. ``q[..., :512]`` of a
+    ``[T, heads, 576]`` query, or a transposed ``[heads, T, v]`` view of ``[T, heads, v]``)
+    instead of being copied there. It may not overlap x or weight."""
     _check(x, weight)
+    if out is not None:
+        _check_out(x, weight, out)
+        if x.is_meta:
+            return out
+        if x.is_cuda:
+            res = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
+            return out.copy_(res)
+        return _run(x, weight, out)
     if x.is_cuda:
         return F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
     if eager_fast_path(x, weight):
