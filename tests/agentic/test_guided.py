@@ -148,6 +148,22 @@ def test_engine_applies_logits_processors(tiny_ckpt, tok):
     with pytest.raises(ValueError, match="logits_processors"):
         llm.generate([prompt], SamplingParams(logits_processors=["not callable"]))
 
+    # A processor that raises or returns the wrong shape ends only its own request.
+    def boom(generated, logits):
+        if len(generated) == 2:
+            raise RuntimeError("boom")
+        return logits
+
+    plain = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    alone = llm.generate([prompt], plain)[0].outputs[0].token_ids
+    done = llm.generate([prompt, prompt, prompt], [
+        plain, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logits_processors=[boom]),
+        SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logits_processors=[lambda g, x: x[:3]])])
+    assert done[0].error is None and done[0].outputs[0].token_ids == alone
+    assert "logits_processors[0] raised RuntimeError: boom" in done[1].error
+    assert len(done[1].outputs[0].token_ids) == 2 and done[1].outputs[0].finish_reason == "abort"
+    assert "expected a tensor of shape" in done[2].error and done[2].outputs[0].token_ids == []
+
 
 def test_eval_and_sft_see_the_same_tokens(built, tok):
     """The evaluation prompt of a training task's first turn is the token prefix SFT trained on,

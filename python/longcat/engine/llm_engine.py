@@ -324,14 +324,23 @@ class LLMEngine:
             return []
         if len(rows) != logits.shape[0]:
             logits = logits[torch.tensor(rows, device=logits.device)]
+        failed: dict[str, str] = {}
         if any(s.request.params.logits_processors for s in row_seqs):
             logits = logits.float().clone()   # the forward's inference-mode tensor cannot be written
             for i, seq in enumerate(row_seqs):
-                for proc in seq.request.params.logits_processors or ():
-                    logits[i] = proc(list(seq.output.token_ids), logits[i])
+                error = self._apply_logits_processors(seq, logits, i)
+                if error is not None:
+                    failed.setdefault(seq.request.request_id, error)
         out = sampler.sample(logits, [s.request.params for s in row_seqs], [s.generator for s in row_seqs])
         touched: dict[str, Request] = {}
+        for rid, error in failed.items():   # only that request ends; the rest of the batch goes on
+            req = self.abort(rid)
+            if req is not None:
+                req.error = error
+                touched[rid] = req
         for i, seq in enumerate(row_seqs):
+            if seq.request.request_id in failed:
+                continue
             top = None if out.top_ids is None else (out.top_ids[i], out.top_logprobs[i])
             self._append_token(seq, out.token_ids[i], out.logprobs[i], top)
             touched[seq.request.request_id] = seq.request
@@ -339,6 +348,23 @@ class LLMEngine:
             if req.finished:
                 self.requests.pop(req.request_id, None)
         return list(touched.values())
+
+    @staticmethod
+    def _apply_logits_processors(seq: Sequence, logits: torch.Tensor, row: int) -> Optional[str]:
+        """Runs the request's logits processors on its row in place; a processor that raises or
+        returns something else than a tensor of the row's shape gives the error that ends only
+        this request."""
+        for j, proc in enumerate(seq.request.params.logits_processors or ()):
+            try:
+                new = proc(list(seq.output.token_ids), logits[row])
+            except Exception as e:  # a user callable: any failure is that request's
+                return f"SamplingParams.logits_processors[{j}] raised {type(e).__name__}: {e}"
+            if not isinstance(new, torch.Tensor) or new.shape != logits[row].shape:
+                got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+                return (f"SamplingParams.logits_processors[{j}]: expected a tensor of shape "
+                        f"{tuple(logits[row].shape)}, got {got}")
+            logits[row] = new
+        return None
 
     # ---- tokens, text, stopping --------------------------------------------------------------
 
