@@ -22,7 +22,9 @@ def envs_world(tmp_path_factory):
     from longcat.models.random_init import init_checkpoint
 
     root = tmp_path_factory.mktemp("envs-world")
-    ea.build_envs(root / "envs", count=4, seed=0, tasks_per_env=2, progress=False)
+    # One process: with more the build forks worker processes, and a fork of a process whose Ray
+    # (the ray_cluster fixture, often set up first) runs threads can deadlock in the child.
+    ea.build_envs(root / "envs", count=4, seed=0, tasks_per_env=2, workers=1, progress=False)
     init_checkpoint(root / "init", "tiny", seed=0)
     return root
 

@@ -228,8 +228,11 @@ class RayPolicy(PinnedVersions):
         self._next, self._switched = version, asyncio.Event()
         try:
             actors = list(self.actors)
-            results = await asyncio.gather(*(a.update_weights.remote(ref, version, keep) for a in actors),
-                                           return_exceptions=True)
+            # Each load waits for the actor's pending one (a replaced actor's first load, or a load
+            # chained by an earlier push): loads of one actor must not overlap, or an older one
+            # finishing last would make its version current again.
+            results = await asyncio.gather(*(_load_after(self._ready[i], a, ref, version, keep)
+                                             for i, a in enumerate(actors)), return_exceptions=True)
             for r in results:
                 if isinstance(r, BaseException) and not self._dead(r):
                     raise r
