@@ -2,7 +2,8 @@
 
 Two runs of the same kernel code: the emulated copy (tile instructions emulated in scalar C++
 after the Intel SDM pseudocode; runs on every machine, through a private test entry point), and
-the hardware copy (TDPBF16PS; runs only where the CPU has AMX, skipped with the reason elsewhere).
+the hardware copy (TDPBF16PS; parametrized only where the CPU has AMX: elsewhere
+``test_hardware_copy_runs_exactly_where_the_cpu_has_amx`` checks that it is refused).
 Shapes cover ragged tiles (rows, columns and K not multiples of 16 / 16 / 32, K across the
 256-wide K step), experts with 0 rows, F = 0 and NaN propagation."""
 import pytest
@@ -29,16 +30,32 @@ def hardware(x, offsets, w13, w2):
         longcat.set_cpu_isa(before)
 
 
-def _hardware_or_skip():
-    if _C.cpu_isa_detected() != "amx":
-        pytest.skip(f"the AMX hardware copy needs a CPU with AMX-BF16 (this one: {_C.cpu_isa_detected()}); "
-                    "the emulated copy's tests cover its code")
-    return hardware
+HAS_AMX = _C.cpu_isa_detected() == "amx"
 
 
-@pytest.fixture(params=["emulated", "hardware"])
+@pytest.fixture(params=["emulated"] + (["hardware"] if HAS_AMX else []))
 def amx_copy(request):
-    return emulated if request.param == "emulated" else _hardware_or_skip()
+    return emulated if request.param == "emulated" else hardware
+
+
+def test_hardware_copy_runs_exactly_where_the_cpu_has_amx():
+    """On an AMX CPU the amx copy can be chosen and `longcat info` says it is used; elsewhere
+    asking for it is a clear error that leaves the active copy as it was."""
+    from longcat.cli import info_dict
+
+    before = longcat.cpu_isa()
+    if HAS_AMX:
+        longcat.set_cpu_isa("amx")
+        try:
+            assert longcat.cpu_isa() == "amx"
+            assert info_dict()["cpu.amx_copies"] == "moe_grouped_swiglu (active)"
+        finally:
+            longcat.set_cpu_isa(before)
+    else:
+        with pytest.raises(ValueError, match="supports up to .*got 'amx'"):
+            longcat.set_cpu_isa("amx")
+        assert longcat.cpu_isa() == before
+        assert info_dict()["cpu.amx_copies"].startswith("moe_grouped_swiglu (not used: this CPU's best is")
 
 
 def check(run, R, H, F, E, dtype=torch.bfloat16, offsets=None, seed=0):
