@@ -306,12 +306,12 @@ void check_id_range(const char* op, const char* arg, const std::vector<int32_t>&
                                  pool + ".shape[0]), got " + std::to_string(ids[i]) + " at index " + std::to_string(i));
 }
 
-// No destination page twice, and (same pool) no page both read and written. A page-indexed table
-// costs O(pool pages) per call: a swap of 16 pages into a host tier of 10^5 pages would clear
-// 800 KB per layer for a check over 16 ids. So a few ids against a large pool are sorted instead
-// (O(n log n)); either way the error names the first repeat in call order, as the table would.
+// No destination page twice, and (same pool) no page both read and written. The (page, index)
+// pairs are sorted, O(n log n) in the ids of the call: a page-indexed table would cost O(pool
+// pages) per call (a swap of 16 pages into a host tier of 10^5 pages would clear 800 KB per layer
+// for a check over 16 ids). The error names the first repeat in call order.
 void check_distinct_writes(const char* op, const std::vector<int32_t>& src, const std::vector<int32_t>& dst,
-                           int64_t dst_pages, bool same_pool) {
+                           bool same_pool) {
   const int64_t n = static_cast<int64_t>(dst.size());
   auto repeated = [&](int64_t first, int64_t i) {
     fail(ErrorKind::Value, arg_prefix(op, "dst_ids") + "must not repeat a destination page; page " +
@@ -324,18 +324,6 @@ void check_distinct_writes(const char* op, const std::vector<int32_t>& src, cons
                                "] writes in the same pool (the copies run in parallel: overlapping ranges "
                                "are refused)");
   };
-  if (n * 16 >= dst_pages) {
-    std::vector<int64_t> first_write(static_cast<size_t>(dst_pages), -1);
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t& seen = first_write[dst[i]];
-      if (seen >= 0) repeated(seen, i);
-      seen = i;
-    }
-    if (same_pool)
-      for (int64_t i = 0; i < n; ++i)
-        if (first_write[src[i]] >= 0) read_written(i, first_write[src[i]]);
-    return;
-  }
   // (page, index) pairs sorted: equal pages are adjacent, the first writer first.
   std::vector<std::pair<int32_t, int64_t>> w(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) w[i] = {dst[i], i};
@@ -400,7 +388,7 @@ KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_po
   const std::vector<int32_t> src = snapshot_int32(src_ids), dst = snapshot_int32(dst_ids);
   check_id_range(op, "src_ids", src, src_pool.shape[0], "src_pool");
   check_id_range(op, "dst_ids", dst, dst_pool.shape[0], "dst_pool");
-  check_distinct_writes(op, src, dst, dst_pool.shape[0], same_pool);
+  check_distinct_writes(op, src, dst, same_pool);
 
   // Runs of consecutive pages on both sides become one copy each (DMA paths).
   std::vector<int32_t> run_src, run_dst, run_pages;

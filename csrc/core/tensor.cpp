@@ -47,13 +47,17 @@ std::string device_name(Device d) {
   return d.type == DeviceType::CPU ? std::string("cpu") : "cuda:" + std::to_string(d.index);
 }
 
-std::string shape_str(const TensorView& t) {
+namespace {
+std::string list_str(const int64_t* v, int n) {
   std::ostringstream s;
   s << '[';
-  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.shape[i];
+  for (int i = 0; i < n; ++i) s << (i ? ", " : "") << v[i];
   s << ']';
   return s.str();
 }
+}  // namespace
+
+std::string shape_str(const TensorView& t) { return list_str(t.shape, t.ndim); }
 
 void fail(ErrorKind kind, const std::string& msg) { throw Error(kind, msg); }
 
@@ -127,16 +131,6 @@ void check_last_dim_contiguous(const char* op, const char* arg, const TensorView
                                std::to_string(t.strides[t.ndim - 1]));
 }
 
-namespace {
-std::string strides_of(const TensorView& t) {
-  std::ostringstream s;
-  s << '[';
-  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.strides[i];
-  s << ']';
-  return s.str();
-}
-}  // namespace
-
 void check_no_internal_overlap(const char* op, const char* arg, const TensorView& t) {
   if (t.numel() == 0) return;
   // Dims of more than one element, by stride: each must step past all the smaller ones span.
@@ -148,7 +142,7 @@ void check_no_internal_overlap(const char* op, const char* arg, const TensorView
   for (auto [stride, size] : dims) {
     if (stride <= span)
       fail(ErrorKind::Value, arg_prefix(op, arg) + "has elements that share memory (shape " + shape_str(t) +
-                                 ", strides " + strides_of(t) + "); pass an output whose elements are distinct");
+                                 ", strides " + list_str(t.strides, t.ndim) + "); pass an output whose elements are distinct");
     span += (size - 1) * stride;
   }
 }
