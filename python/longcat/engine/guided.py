@@ -22,6 +22,7 @@ tokens of the first ``top``.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Mapping, Sequence
 
 import torch
@@ -150,6 +151,19 @@ class CallGrammar:
         return state == ("end",)
 
 
+_PIECES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _token_pieces(tokenizer) -> list:
+    """The text of every token id (None for marker and special tokens, which never appear inside
+    a call's JSON), decoded once per tokenizer: every guide of that tokenizer shares it."""
+    pieces = _PIECES.get(tokenizer)
+    if pieces is None:
+        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+        pieces = _PIECES[tokenizer] = [None if i in special else tokenizer.decode([i]) for i in range(len(tokenizer))]
+    return pieces
+
+
 class ToolCallGuide:
     """Logits processor constraining ``<tool_call>`` blocks to ``tools`` (OpenAI function tools);
     see the module docstring. One guide serves any number of requests with the same tools."""
@@ -164,9 +178,7 @@ class ToolCallGuide:
         self.end_id = tokenizer.convert_tokens_to_ids(TOOL_CALL_END)
         if self.start_id is None or self.end_id is None or self.start_id == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer: has no {TOOL_CALL_START} / {TOOL_CALL_END} tokens to guide")
-        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
-        # the text of every token; marker and special tokens never appear inside a call's JSON
-        self.pieces = [None if i in special else tokenizer.decode([i]) for i in range(len(tokenizer))]
+        self.pieces = _token_pieces(tokenizer)
         self._cache: tuple[tuple, object] | None = None
 
     def _state(self, generated: Sequence[int]):
