@@ -31,7 +31,8 @@ train: {steps: 2, batch_groups: 2, lr: 1.0e-3, max_staleness: 1, checkpoint_ever
 
 def _torchrun(tmp_path, data_parallel: int, sharding: str = "none"):
     (tmp_path / "r.yaml").write_text(RECIPE % (data_parallel, sharding))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": "1"}
+    # PYTHONFAULTHANDLER: a rank that crashes in native code prints every thread's Python stack.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "longcat", "rl", "train", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"),
            "--no-progress"]
@@ -50,7 +51,7 @@ def _torchrun(tmp_path, data_parallel: int, sharding: str = "none"):
 @pytest.mark.parametrize("sharding", ["none", pytest.param("fsdp2", marks=pytest.mark.slow)])
 def test_torchrun_two_ranks_train_in_step(tmp_path, sharding):
     p = _torchrun(tmp_path, 2, sharding)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-8000:]
     assert "steps: 2" in p.stdout
     rows = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["version"] for r in rows] == [1, 2] and not any(r["skipped"] for r in rows)
