@@ -8,6 +8,8 @@ cd "$root"
 bash tools/bootstrap.sh
 py=${LONGCAT_VENV:-$root/.venv}/bin/python
 if command -v nvcc >/dev/null 2>&1; then
+  t0=$SECONDS
   "$py" tools/cuda_resource_report.py
+  echo "test.sh: CUDA resource report in $((SECONDS - t0)) s"
 fi
 "$py" -m pytest -q "$@"
