@@ -8,11 +8,14 @@
 // call, and waits on a chunk's ticket with the GIL released.
 //
 // Tickets number the chunks 1, 2, ... in submission order; one worker runs them in that order,
-// so "chunk t is done" is "completed >= t". A chunk that fails keeps its error, raised by
-// every wait on its ticket; the chunks after it still run.
+// so "chunk t is done" is "completed >= t". submit checks what can be checked for the whole
+// transfer (ids in range, distinct destinations); what only the copy checks (a page both read
+// and written when the two sides are the same pools) fails its chunk: the error stays with the
+// chunk's ticket, raised by every wait on it, and the chunks after it still run.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -77,32 +80,37 @@ class KvCopyQueue {
 
   ~KvCopyQueue() { close(); }
 
-  // Queues src_ids / dst_ids (int32, 1-D, one destination per source) in chunks of
-  // chunk_pages; returns the chunks' tickets, in order.
-  std::vector<int64_t> submit(const Array& src_ids, const Array& dst_ids, int64_t chunk_pages) {
+  // Checks the whole transfer (one destination per source, every id in range of every layer's
+  // pool, no destination twice), then queues it in chunks of chunk_pages; returns the chunks'
+  // tickets, in order. A bad transfer raises here with nothing queued.
+  std::vector<int64_t> submit(const std::vector<int64_t>& src_ids, const std::vector<int64_t>& dst_ids,
+                              int64_t chunk_pages) {
     const char* op = "KvCopyQueue.submit";
-    const TensorView s = to_view(src_ids, op, "src_ids"), d = to_view(dst_ids, op, "dst_ids");
-    for (auto [v, name] : {std::pair{&s, "src_ids"}, std::pair{&d, "dst_ids"}})
-      if (v->dtype != DType::Int32 || v->ndim != 1 || v->device.type != DeviceType::CPU ||
-          (v->shape[0] > 1 && v->strides[0] != 1))
-        fail(ErrorKind::Value, std::string(op) + ": argument '" + name + "' must be a contiguous 1-D int32 CPU "
-                                   "tensor, got " + dtype_name(v->dtype) + " " + shape_str(*v));
-    if (d.shape[0] != s.shape[0])
+    const int64_t n = static_cast<int64_t>(src_ids.size());
+    if (static_cast<int64_t>(dst_ids.size()) != n)
       fail(ErrorKind::Value, std::string(op) + ": argument 'dst_ids' must have one id per source (" +
-                                 std::to_string(s.shape[0]) + "), got " + std::to_string(d.shape[0]));
+                                 std::to_string(n) + "), got " + std::to_string(dst_ids.size()));
     if (chunk_pages < 1)
       fail(ErrorKind::Value, std::string(op) + ": argument 'chunk_pages' must be >= 1, got " +
                                  std::to_string(chunk_pages));
-    const int32_t* sp = static_cast<const int32_t*>(s.data);
-    const int32_t* dp = static_cast<const int32_t*>(d.data);
+    check_range(op, "src_ids", src_ids, src_, "src_pools");
+    check_range(op, "dst_ids", dst_ids, dst_, "dst_pools");
+    std::vector<std::pair<int64_t, int64_t>> w(static_cast<size_t>(n));  // (page, index), sorted
+    for (int64_t i = 0; i < n; ++i) w[i] = {dst_ids[i], i};
+    std::sort(w.begin(), w.end());
+    for (int64_t k = 1; k < n; ++k)
+      if (w[k].first == w[k - 1].first)
+        fail(ErrorKind::Value, std::string(op) + ": argument 'dst_ids' must not repeat a page; page " +
+                                   std::to_string(w[k].first) + " appears at indices " + std::to_string(w[k - 1].second) +
+                                   " and " + std::to_string(w[k].second));
     std::vector<int64_t> tickets;
     {
       std::lock_guard<std::mutex> lk(m_);
       if (closed_) fail(ErrorKind::Runtime, std::string(op) + ": the queue is closed");
-      for (int64_t i = 0; i < s.shape[0]; i += chunk_pages) {
-        const int64_t n = std::min(chunk_pages, s.shape[0] - i);
-        jobs_.push_back(Job{std::vector<int32_t>(sp + i, sp + i + n), std::vector<int32_t>(dp + i, dp + i + n),
-                            ++submitted_});
+      for (int64_t i = 0; i < n; i += chunk_pages) {
+        const int64_t end = std::min(n, i + chunk_pages);
+        jobs_.push_back(Job{std::vector<int32_t>(src_ids.begin() + i, src_ids.begin() + end),
+                            std::vector<int32_t>(dst_ids.begin() + i, dst_ids.begin() + end), ++submitted_});
         tickets.push_back(submitted_);
       }
       if (!worker_.joinable() && !tickets.empty()) worker_ = std::thread([this] { loop(); });
@@ -143,6 +151,20 @@ class KvCopyQueue {
     std::vector<int32_t> src, dst;
     int64_t ticket;
   };
+
+  // Every id in [0, pages) of every layer's pool.
+  static void check_range(const char* op, const char* arg, const std::vector<int64_t>& ids,
+                          const std::vector<TensorView>& pools, const char* pools_arg) {
+    int64_t pages = pools[0].shape[0];
+    size_t layer = 0;
+    for (size_t l = 1; l < pools.size(); ++l)
+      if (pools[l].shape[0] < pages) pages = pools[l].shape[0], layer = l;
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= pages)
+        fail(ErrorKind::Value, std::string(op) + ": argument '" + arg + "' must hold page ids in [0, " +
+                                   std::to_string(pages) + ") (" + pools_arg + "[" + std::to_string(layer) +
+                                   "].shape[0]), got " + std::to_string(ids[i]) + " at index " + std::to_string(i));
+  }
 
   static TensorView ids_view(std::vector<int32_t>& ids) {
     TensorView v;
@@ -207,7 +229,7 @@ void register_kv_copy_queue(nb::module_& m) {
       .def(nb::init<const std::vector<Array>&, const std::vector<Array>&, int, int>(), "src_pools"_a, "dst_pools"_a,
            "method"_a = 0, "copy_threads"_a = 1)
       .def("submit", &KvCopyQueue::submit, "src_ids"_a, "dst_ids"_a, "chunk_pages"_a,
-           "Queue the pages in chunks; returns one ticket per chunk.")
+           "Check the transfer, queue it in chunks; returns one ticket per chunk.")
       .def("done", &KvCopyQueue::done, "ticket"_a)
       .def("wait", &KvCopyQueue::wait, "ticket"_a, nb::call_guard<nb::gil_scoped_release>(),
            "Block until the chunk is copied; raises its error, if any.")

@@ -105,43 +105,52 @@ def test_chunked_copier_worker_never_needs_the_gil():
     copier.close()
 
 
-def test_copy_queue_errors_belong_to_their_chunk():
-    # The queue itself (ChunkedCopier checks ids first, so a chunk cannot fail through it): a
-    # bad chunk raises on every wait for it, the chunks around it still move, and bad tickets,
-    # pools and thread counts are refused with the argument named.
-    src, dst = _layers(8, seed=7), _layers(8, seed=8)
-    want = [d.clone() for d in dst]
-    for w, s in zip(want, src):
-        w[[0, 1, 4, 5]] = s[[0, 1, 4, 5]]
-    q = _C.KvCopyQueue([dl(t) for t in src], [dl(t) for t in dst], 0, 1)
-    ids = torch.tensor([0, 1, 2, 9, 4, 5], dtype=torch.int32)  # chunk 2 names page 9 of 8
-    tickets = q.submit(dl(ids), dl(ids.clone()), 2)
+def test_copy_queue_checks_the_transfer_and_errors_belong_to_their_chunk():
+    # The queue itself. submit refuses a bad transfer with nothing queued; what only the copy
+    # checks (a page read and written in one pool) fails its chunk alone: every wait on that
+    # chunk raises, the chunks around it still move.
+    pools = _layers(10, seed=7)
+    want = [p.clone() for p in pools]
+    for w in want:
+        w[[6, 7, 8, 9]] = w[[0, 1, 4, 5]].clone()
+    q = _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, 1)
+    tickets = q.submit([0, 1, 2, 3, 4, 5], [6, 7, 3, 2, 8, 9], 2)  # chunk 2 swaps pages 2 and 3 in place
     assert len(tickets) == 3
     q.wait(tickets[0])
     for _ in range(2):
-        with pytest.raises(ValueError, match=r"'src_ids' must hold page ids in \[0, 8\)"):
+        with pytest.raises(ValueError, match=r"'src_ids' reads page 2 at index 0, which dst_ids\[1\] writes"):
             q.wait(tickets[1])
     q.wait(tickets[2])
     assert all(q.done(t) for t in tickets)
-    assert all(torch.equal(d, w) for d, w in zip(dst, want))
+    assert all(torch.equal(p, w) for p, w in zip(pools, want))
     with pytest.raises(ValueError, match=r"'ticket' must be a ticket of this queue, in \[1, 3\], got 4"):
         q.wait(4)
-    with pytest.raises(ValueError, match=r"'dst_ids' must have one id per source \(6\), got 2"):
-        q.submit(dl(ids), dl(ids[:2].clone()), 2)
+    bad = [(([0, 1], [2]), r"'dst_ids' must have one id per source \(2\), got 1"),
+           (([0, 10], [1, 2]), r"'src_ids' must hold page ids in \[0, 10\) \(src_pools\[0\].shape\[0\]\), got 10 at index 1"),
+           (([0], [-1]), r"'dst_ids' must hold page ids in \[0, 10\) .*got -1 at index 0"),
+           (([0, 1, 2], [5, 6, 5]), r"'dst_ids' must not repeat a page; page 5 appears at indices 0 and 2")]
+    for (s_ids, d_ids), msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            q.submit(s_ids, d_ids, 2)
     with pytest.raises(ValueError, match=r"'chunk_pages' must be >= 1, got 0"):
-        q.submit(dl(ids), dl(ids.clone()), 0)
-    with pytest.raises(ValueError, match=r"'src_ids' must be a contiguous 1-D int32 CPU tensor"):
-        q.submit(dl(ids.long()), dl(ids.clone()), 2)
+        q.submit([0], [1], 0)
+    assert q.submit([], [], 2) == []
     q.close()
     q.close()  # idempotent
     with pytest.raises(RuntimeError, match=r"the queue is closed"):
-        q.submit(dl(ids), dl(ids.clone()), 2)
+        q.submit([0], [1], 2)
+    assert all(torch.equal(p, w) for p, w in zip(pools, want))  # nothing refused moved a byte
     with pytest.raises(ValueError, match=r"'copy_threads' is out of range"):
-        _C.KvCopyQueue([dl(t) for t in src], [dl(t) for t in dst], 0, -1)
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, -1)
     with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
-        _C.KvCopyQueue([dl(t) for t in src], [dl(dst[0])], 0, 1)
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(pools[0])], 0, 1)
     with pytest.raises(ValueError, match=r"'dst_pool' must have"):
-        _C.KvCopyQueue([dl(src[0])], [dl(torch.zeros(8, 8, 1, 576))], 0, 1)
+        _C.KvCopyQueue([dl(pools[0])], [dl(torch.zeros(8, 8, 1, 576))], 0, 1)
+    # A smaller pool in any layer bounds the ids of all.
+    q = _C.KvCopyQueue([dl(pools[0]), dl(torch.zeros(4, 4, 1, 576))], [dl(t) for t in _layers(10)], 0, 1)
+    with pytest.raises(ValueError, match=r"'src_ids' must hold page ids in \[0, 4\) \(src_pools\[1\].shape\[0\]\)"):
+        q.submit([4], [0], 1)
+    q.close()
 
 
 def test_close_runs_the_queued_chunks():

@@ -87,20 +87,24 @@ class ChunkedCopier:
     def copy(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> list[CopyEvent]:
         """Queue the move; returns one event per chunk, in order. Ids are validated for the
         whole transfer before any chunk is queued (a bad id raises here, nothing moves)."""
+        if self._stream is None:  # the C++ queue checks the whole transfer, then queues its chunks
+            if self._queue is None:  # ... and every layer's pools, once, as it starts
+                self._queue = _C.KvCopyQueue([dl(t) for t in self.src_caches], [dl(t) for t in self.dst_caches],
+                                             int(self.method), self.copy_threads)
+            src, dst = _id_list(src_ids), _id_list(dst_ids)
+            tickets = self._queue.submit(src, dst, self.chunk_pages)
+            return [CopyEvent(min(self.chunk_pages, len(src) - i), queue=self._queue, ticket=t)
+                    for i, t in zip(range(0, len(src), self.chunk_pages), tickets)]
         src = torch.as_tensor(list(src_ids), dtype=torch.int32)
         dst = torch.as_tensor(list(dst_ids), dtype=torch.int32)
         self._validate(src, dst)
-        if self._stream is not None:
-            return [self._copy_cuda(src[i:i + self.chunk_pages], dst[i:i + self.chunk_pages])
-                    for i in range(0, src.numel(), self.chunk_pages)]
-        tickets = self._queue.submit(dl(src), dl(dst), self.chunk_pages)  # every chunk, one call
-        sizes = [min(self.chunk_pages, src.numel() - i) for i in range(0, src.numel(), self.chunk_pages)]
-        return [CopyEvent(n, queue=self._queue, ticket=t) for n, t in zip(sizes, tickets)]
+        return [self._copy_cuda(src[i:i + self.chunk_pages], dst[i:i + self.chunk_pages])
+                for i in range(0, src.numel(), self.chunk_pages)]
 
     def _validate(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        # The op's rules for the whole transfer, so that no chunk can fail after others moved:
-        # ids in range and distinct destinations (against the first layer: all layers have the
-        # same page count), then a zero-page copy per layer checks the pools themselves.
+        # CUDA: the op's rules for the whole transfer, so that no chunk can fail after others
+        # moved: ids in range and distinct destinations (against the first layer: all layers
+        # have the same page count), then a zero-page copy per layer checks the pools themselves.
         if src.numel() != dst.numel():
             raise ValueError(f"ChunkedCopier.copy: 'dst_ids' must have one id per source ({src.numel()}), "
                              f"got {dst.numel()}")
@@ -110,12 +114,8 @@ class ChunkedCopier:
                                  f"{ids.tolist()}")
         if torch.unique(dst).numel() != dst.numel():
             raise ValueError(f"ChunkedCopier.copy: 'dst_ids' must not repeat a page, got {dst.tolist()}")
-        if self._stream is not None:
-            for s, d in zip(self.src_caches, self.dst_caches):
-                kv_copy_blocks(s, d, src[:0], dst[:0])  # pools: dtype, page size, pinning, devices
-        elif self._queue is None:  # the CPU worker checks every layer's pools once, as it starts
-            self._queue = _C.KvCopyQueue([dl(t) for t in self.src_caches], [dl(t) for t in self.dst_caches],
-                                         int(self.method), self.copy_threads)
+        for s, d in zip(self.src_caches, self.dst_caches):
+            kv_copy_blocks(s, d, src[:0], dst[:0])  # pools: dtype, page size, pinning, devices
 
     def _copy_cuda(self, s: torch.Tensor, d: torch.Tensor) -> CopyEvent:
         ready = torch.cuda.current_stream(self.device).record_event()
@@ -140,6 +140,10 @@ class ChunkedCopier:
             self.close()
         except Exception:
             pass
+
+
+def _id_list(ids) -> list:
+    return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
 
 def compute_threads(copy_threads: int = 1) -> int:
