@@ -17,4 +17,10 @@ namespace longcat::cpu {
 // exception thrown by fn is rethrown on the calling thread.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// The same, but [0, n) is cut into pieces of `grain` items (at most 1024 pieces), each claimed by
+// whichever thread is free: a worker that wakes late (its core busy) delays the call by at most
+// one piece, not by a thread's share. For items of equal cost that need no per-thread setup
+// (kv_copy_blocks' pages). Runs inline when one piece suffices or one thread may be used.
+void parallel_for_claimed(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
 }  // namespace longcat::cpu

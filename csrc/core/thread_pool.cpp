@@ -64,13 +64,15 @@ class Pool {
   ~Pool() { stop_workers(); }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs fn(piece) for every piece in [0, pieces), pieces <= size(). Pieces are claimed, not
+  // Runs fn(piece) for every piece in [0, pieces), pieces < 2^24. Pieces are claimed, not
   // assigned: the caller takes pieces until none is left and then waits only for the pieces a
   // worker is running. A worker whose core is busy (torch's OpenMP threads spin for a while
   // after each torch op) therefore never delays the caller: it wakes, finds nothing left and
   // goes back to sleep, and small kernels between torch ops keep their speed.
-  void run(int pieces, const std::function<void(int)>& fn) {
+  // Only the caller and workers 1 .. threads - 1 take part (a caller's thread limit).
+  void run(int pieces, int threads, const std::function<void(int)>& fn) {
     task_ = &fn;
+    threads_.store(threads, std::memory_order_relaxed);
     error_ = nullptr;
     pieces_ = pieces;
     done_.store(0, std::memory_order_relaxed);
@@ -129,7 +131,7 @@ class Pool {
     }
   }
 
-  void loop(int /*worker*/) {
+  void loop(int worker) {
     uint64_t seen = 0;
     for (;;) {
       auto until = std::chrono::steady_clock::now() + kSpin;
@@ -141,7 +143,7 @@ class Pool {
       }
       seen = gen_.load(std::memory_order_acquire);
       if (stop_) return;
-      work(seen);
+      if (worker < threads_.load(std::memory_order_relaxed)) work(seen);
     }
   }
 
@@ -153,6 +155,7 @@ class Pool {
   std::atomic<int> done_{0};
   const std::function<void(int)>* task_ = nullptr;
   int pieces_ = 0;
+  std::atomic<int> threads_{0};  // read by late workers of an earlier run too
   bool stop_ = false;
   std::exception_ptr error_;
 };
@@ -209,13 +212,14 @@ int thread_limit() { return t_limit; }
 
 namespace cpu {
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (n <= 0) return;
-  grain = std::max<int64_t>(grain, 1);
-  const int threads = t_limit > 0 ? std::min(t_limit, num_threads()) : num_threads();
-  int64_t chunks = std::min<int64_t>(threads, (n + grain - 1) / grain);
+namespace {
+
+// Runs fn over [0, n) in `pieces` contiguous, near-equal pieces on the pool (inline when the
+// pool is busy or this is a nested call); per_thread: at most one piece per pool thread.
+void run_pieces(int64_t n, int64_t pieces, int threads, bool per_thread,
+                const std::function<void(int64_t, int64_t)>& fn) {
   std::unique_lock<std::mutex> lk(g_pool_m, std::defer_lock);
-  if (chunks <= 1 || t_in_parallel || !lk.try_lock()) {
+  if (pieces <= 1 || t_in_parallel || !lk.try_lock()) {
     fn(0, n);
     return;
   }
@@ -228,8 +232,8 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
       return;
     }
   }
-  chunks = std::min<int64_t>(chunks, g_pool->size());
-  const int64_t per = n / chunks, extra = n % chunks;
+  if (per_thread) pieces = std::min<int64_t>(pieces, g_pool->size());
+  const int64_t per = n / pieces, extra = n % pieces;
   std::function<void(int)> body = [&](int piece) {
     const int64_t begin = piece * per + std::min<int64_t>(piece, extra);
     const int64_t end = begin + per + (piece < extra ? 1 : 0);
@@ -239,7 +243,28 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     } flag;
     fn(begin, end);
   };
-  g_pool->run(static_cast<int>(chunks), body);
+  g_pool->run(static_cast<int>(pieces), threads, body);
+}
+
+int threads_for_caller() { return t_limit > 0 ? std::min(t_limit, num_threads()) : num_threads(); }
+
+}  // namespace
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int threads = threads_for_caller();
+  const int64_t chunks = std::min<int64_t>(threads, (n + grain - 1) / grain);
+  run_pieces(n, chunks, threads, /*per_thread=*/true, fn);
+}
+
+void parallel_for_claimed(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  constexpr int64_t kMaxPieces = 1024;
+  const int threads = threads_for_caller();
+  run_pieces(n, threads <= 1 ? 1 : std::min<int64_t>(kMaxPieces, (n + grain - 1) / grain), threads,
+             /*per_thread=*/false, fn);
 }
 
 }  // namespace cpu

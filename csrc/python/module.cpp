@@ -15,6 +15,7 @@ void register_linear(nb::module_& m);
 void register_moe(nb::module_& m);
 void register_moe_gemm(nb::module_& m);
 void register_kv_cache(nb::module_& m);
+void register_kv_copy_queue(nb::module_& m);
 void register_mla(nb::module_& m);
 void register_mla_decode(nb::module_& m);
 void register_mla_prefill(nb::module_& m);
@@ -62,6 +63,7 @@ NB_MODULE(_C, m) {
   longcat::python::register_moe(m);
   longcat::python::register_moe_gemm(m);
   longcat::python::register_kv_cache(m);
+  longcat::python::register_kv_copy_queue(m);
   longcat::python::register_mla(m);
   longcat::python::register_mla_decode(m);
   longcat::python::register_mla_prefill(m);

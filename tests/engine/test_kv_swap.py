@@ -1,13 +1,18 @@
 """The host tier of the KV cache: chunked background copies with completion events, the
 engine's swap-out / prefetched swap-in under memory pressure (output identical to an engine that
 never swaps, nothing recomputed), the watermark, a full host tier, aborts and weight updates."""
+import sys
+import time
+
 import pytest
 import torch
 from toy_model import ToyPagedModel, greedy_reference
 
 from longcat.engine import EngineArgs, LLMEngine, SamplingParams
 from longcat.engine.kv_swap import HostKVTier, HostPoolFull
+from longcat import _C
 from longcat.engine.kv_transfer import ChunkedCopier
+from longcat.ops._common import dl
 
 
 def _prompts(n, lengths, seed=0, vocab=64):
@@ -75,6 +80,87 @@ def test_chunked_copier_validates_the_whole_transfer_first():
         ChunkedCopier(src, dst, copy_threads=-1)
     assert all(torch.equal(d, b) for d, b in zip(dst, before))
     copier.close()
+
+
+def test_chunked_copier_worker_never_needs_the_gil():
+    # The caller spins in Python without releasing the GIL, and with a switch interval longer
+    # than the test: a worker that needed the interpreter (to run a wrapper or complete an
+    # event) could not finish, the C++ worker does.
+    src, dst = _layers(40, seed=5), _layers(40, seed=6)
+    copier = ChunkedCopier(src, dst, chunk_pages=4, copy_threads=1)
+    copier.copy([0], [0])[0].wait()  # the worker is started
+    prev = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        events = copier.copy(list(range(40)), list(range(39, -1, -1)))
+        deadline = time.perf_counter() + 10.0
+        while not events[-1].done() and time.perf_counter() < deadline:
+            pass
+        finished = events[-1].done()
+    finally:
+        sys.setswitchinterval(prev)
+    assert finished
+    assert all(e.done() for e in events)
+    assert all(torch.equal(d, s.flip(0)) for d, s in zip(dst, src))
+    copier.close()
+
+
+def test_copy_queue_checks_the_transfer_and_errors_belong_to_their_chunk():
+    # The queue itself. submit refuses a bad transfer with nothing queued; what only the copy
+    # checks (a page read and written in one pool) fails its chunk alone: every wait on that
+    # chunk raises, the chunks around it still move.
+    pools = _layers(10, seed=7)
+    want = [p.clone() for p in pools]
+    for w in want:
+        w[[6, 7, 8, 9]] = w[[0, 1, 4, 5]].clone()
+    q = _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, 1)
+    tickets = q.submit([0, 1, 2, 3, 4, 5], [6, 7, 3, 2, 8, 9], 2)  # chunk 2 swaps pages 2 and 3 in place
+    assert len(tickets) == 3
+    q.wait(tickets[0])
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"'src_ids' reads page 2 at index 0, which dst_ids\[1\] writes"):
+            q.wait(tickets[1])
+    q.wait(tickets[2])
+    assert all(q.done(t) for t in tickets)
+    assert all(torch.equal(p, w) for p, w in zip(pools, want))
+    with pytest.raises(ValueError, match=r"'ticket' must be a ticket of this queue, in \[1, 3\], got 4"):
+        q.wait(4)
+    bad = [(([0, 1], [2]), r"'dst_ids' must have one id per source \(2\), got 1"),
+           (([0, 10], [1, 2]), r"'src_ids' must hold page ids in \[0, 10\) \(src_pools\[0\].shape\[0\]\), got 10 at index 1"),
+           (([0], [-1]), r"'dst_ids' must hold page ids in \[0, 10\) .*got -1 at index 0"),
+           (([0, 1, 2], [5, 6, 5]), r"'dst_ids' must not repeat a page; page 5 appears at indices 0 and 2")]
+    for (s_ids, d_ids), msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            q.submit(s_ids, d_ids, 2)
+    with pytest.raises(ValueError, match=r"'chunk_pages' must be >= 1, got 0"):
+        q.submit([0], [1], 0)
+    assert q.submit([], [], 2) == []
+    q.close()
+    q.close()  # idempotent
+    with pytest.raises(RuntimeError, match=r"the queue is closed"):
+        q.submit([0], [1], 2)
+    assert all(torch.equal(p, w) for p, w in zip(pools, want))  # nothing refused moved a byte
+    with pytest.raises(ValueError, match=r"'copy_threads' is out of range"):
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, -1)
+    with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(pools[0])], 0, 1)
+    with pytest.raises(ValueError, match=r"'dst_pool' must have"):
+        _C.KvCopyQueue([dl(pools[0])], [dl(torch.zeros(8, 8, 1, 576))], 0, 1)
+    # A smaller pool in any layer bounds the ids of all.
+    q = _C.KvCopyQueue([dl(pools[0]), dl(torch.zeros(4, 4, 1, 576))], [dl(t) for t in _layers(10)], 0, 1)
+    with pytest.raises(ValueError, match=r"'src_ids' must hold page ids in \[0, 4\) \(src_pools\[1\].shape\[0\]\)"):
+        q.submit([4], [0], 1)
+    q.close()
+
+
+def test_close_runs_the_queued_chunks():
+    src, dst = _layers(64, seed=9), _layers(64, seed=10)
+    copier = ChunkedCopier(src, dst, chunk_pages=3)
+    events = copier.copy(list(range(64)), list(range(64)))
+    copier.close()  # without a wait: every queued chunk still lands
+    assert all(e.done() for e in events)
+    assert all(torch.equal(d, s) for d, s in zip(dst, src))
+    events[-1].wait()  # an event outlives its copier's worker
 
 
 def test_host_tier_round_trip_is_bit_exact():

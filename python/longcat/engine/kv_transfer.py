@@ -6,10 +6,12 @@ with ``kv_copy_blocks`` and completes a ``CopyEvent`` of its own, so a consumer 
 chunk i while chunk i+1 moves (the report's chunk-level overlap; SGLang HiCache and LMCache do
 the same layer- and chunk-wise). Where the copies run:
 
-- CPU: one worker thread per copier, chunks in submission order. It copies every layer of a
-  chunk in one call that releases the GIL (``kv_copy_blocks_layers``), so it copies while the
-  caller's thread computes and takes the GIL once per chunk. The worker's copies run on
-  ``copy_threads`` threads (default 1: the worker owns one core): a copy that spread over the
+- CPU: one C++ worker thread per copier (``longcat._C.KvCopyQueue``), chunks in submission
+  order, every layer of a chunk in turn. The worker never takes the GIL: a transfer's chunks are
+  queued in one call and a chunk's event is waited for with the GIL released, so the thread
+  that computes is never kept waiting to hand the interpreter over (a worker written in Python
+  took the GIL twice per chunk, and those hand-offs were what overlap could not hide). The
+  worker's copies run on ``copy_threads`` threads (default 1: the worker owns one core): a copy that spread over the
   kernel pool would put its workers on the cores the compute threads use, and two sets of
   threads time-sharing the same cores hide nothing. The compute side then gets the other
   cores (``compute_threads``). ``longcat bench kv`` measures the one-thread copy against
@@ -22,34 +24,28 @@ the same layer- and chunk-wise). Where the copies run:
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
-import longcat
-from longcat.ops.kv_cache import KvCopyMethod, kv_copy_blocks, kv_copy_blocks_layers
+from longcat import _C
+from longcat.ops._common import dl
+from longcat.ops.kv_cache import KvCopyMethod, kv_copy_blocks
 
 
 class CopyEvent:
     """Completion of one chunk. ``wait()`` blocks until its pages have arrived and re-raises the
-    copy's error, if any; ``done()`` asks without blocking."""
+    copy's error, if any; ``done()`` asks without blocking. On the CPU it is a ticket of the
+    copier's C++ queue; on CUDA an event recorded on the copy stream."""
 
-    def __init__(self, pages: int, cuda_event: Optional[torch.cuda.Event] = None):
+    def __init__(self, pages: int, cuda_event: Optional[torch.cuda.Event] = None, queue=None, ticket: int = 0):
         self.pages = pages
         self._cuda = cuda_event
-        self._flag = threading.Event() if cuda_event is None else None
-        self._error: Optional[BaseException] = None
-
-    def _complete(self, error: Optional[BaseException] = None) -> None:
-        self._error = error
-        self._flag.set()
+        self._queue, self._ticket = queue, ticket
 
     def done(self) -> bool:
-        return self._cuda.query() if self._cuda is not None else self._flag.is_set()
+        return self._cuda.query() if self._cuda is not None else self._queue.done(self._ticket)
 
     def wait(self, stream: Optional[torch.cuda.Stream] = None) -> None:
         """Block the host until the chunk is copied; on CUDA with ``stream``, make that stream
@@ -60,16 +56,7 @@ class CopyEvent:
             else:
                 self._cuda.synchronize()
             return
-        self._flag.wait()
-        if self._error is not None:
-            raise self._error
-
-
-@dataclass
-class _Job:
-    src_ids: torch.Tensor
-    dst_ids: torch.Tensor
-    event: CopyEvent
+        self._queue.wait(self._ticket)  # GIL released while it blocks; raises the chunk's error
 
 
 class ChunkedCopier:
@@ -95,30 +82,29 @@ class ChunkedCopier:
         cuda = [c for c in self.src_caches[:1] + self.dst_caches[:1] if c.device.type == "cuda"]
         self.device = cuda[0].device if cuda else torch.device("cpu")
         self._stream = torch.cuda.Stream(self.device) if cuda else None
-        self._jobs: Optional[queue.Queue] = None
-        self._worker: Optional[threading.Thread] = None
+        self._queue = None  # the CPU worker: started by the first copy
 
     def copy(self, src_ids: Sequence[int], dst_ids: Sequence[int]) -> list[CopyEvent]:
         """Queue the move; returns one event per chunk, in order. Ids are validated for the
         whole transfer before any chunk is queued (a bad id raises here, nothing moves)."""
+        if self._stream is None:  # the C++ queue checks the whole transfer, then queues its chunks
+            if self._queue is None:  # ... and every layer's pools, once, as it starts
+                self._queue = _C.KvCopyQueue([dl(t) for t in self.src_caches], [dl(t) for t in self.dst_caches],
+                                             int(self.method), self.copy_threads)
+            src, dst = _id_list(src_ids), _id_list(dst_ids)
+            tickets = self._queue.submit(src, dst, self.chunk_pages)
+            return [CopyEvent(min(self.chunk_pages, len(src) - i), queue=self._queue, ticket=t)
+                    for i, t in zip(range(0, len(src), self.chunk_pages), tickets)]
         src = torch.as_tensor(list(src_ids), dtype=torch.int32)
         dst = torch.as_tensor(list(dst_ids), dtype=torch.int32)
         self._validate(src, dst)
-        events = []
-        for i in range(0, src.numel(), self.chunk_pages):
-            s, d = src[i:i + self.chunk_pages], dst[i:i + self.chunk_pages]
-            if self._stream is not None:
-                events.append(self._copy_cuda(s, d))
-            else:
-                ev = CopyEvent(s.numel())
-                self._submit(_Job(s, d, ev))
-                events.append(ev)
-        return events
+        return [self._copy_cuda(src[i:i + self.chunk_pages], dst[i:i + self.chunk_pages])
+                for i in range(0, src.numel(), self.chunk_pages)]
 
     def _validate(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        # The op's rules for the whole transfer, so that no chunk can fail after others moved:
-        # ids in range and distinct destinations (against the first layer: all layers have the
-        # same page count), then a zero-page copy per layer checks the pools themselves.
+        # CUDA: the op's rules for the whole transfer, so that no chunk can fail after others
+        # moved: ids in range and distinct destinations (against the first layer: all layers
+        # have the same page count), then a zero-page copy per layer checks the pools themselves.
         if src.numel() != dst.numel():
             raise ValueError(f"ChunkedCopier.copy: 'dst_ids' must have one id per source ({src.numel()}), "
                              f"got {dst.numel()}")
@@ -141,34 +127,11 @@ class ChunkedCopier:
             done.record(self._stream)
         return CopyEvent(s.numel(), done)
 
-    # ---- CPU worker ----------------------------------------------------------------------------
-
-    def _submit(self, job: _Job) -> None:
-        if self._worker is None:
-            self._jobs = queue.Queue()
-            self._worker = threading.Thread(target=self._run, name="longcat-kv-copy", daemon=True)
-            self._worker.start()
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        longcat.set_thread_limit(self.copy_threads)  # this thread only
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:  # every layer in one call: the GIL is taken once per chunk
-                kv_copy_blocks_layers(self.src_caches, self.dst_caches, job.src_ids, job.dst_ids, self.method)
-            except BaseException as e:  # handed to whoever waits on the chunk
-                job.event._complete(e)
-            else:
-                job.event._complete()
-
     def close(self) -> None:
         """Finish the queued chunks and stop the worker (idempotent)."""
-        if self._worker is not None:
-            self._jobs.put(None)
-            self._worker.join()
-            self._worker = None
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
         if self._stream is not None:
             self._stream.synchronize()
 
@@ -177,6 +140,10 @@ class ChunkedCopier:
             self.close()
         except Exception:
             pass
+
+
+def _id_list(ids) -> list:
+    return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
 
 def compute_threads(copy_threads: int = 1) -> int:

@@ -230,6 +230,14 @@ def _page_ids(op: str, name: str, ids) -> torch.Tensor:
     raise TypeError(f"{op}: argument '{name}' must be an int32 tensor or a list of ints, got {type(ids).__name__}")
 
 
+def _plain_cpu(t) -> bool:
+    return type(t) is torch.Tensor and t.is_cpu
+
+
+def _int32_ids(t) -> bool:
+    return type(t) is torch.Tensor and t.dtype is torch.int32 and t.is_cpu and t.dim() == 1 and t.is_contiguous()
+
+
 @torch.library.custom_op("longcat::kv_copy_blocks", mutates_args=("dst_pool",))
 def _copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torch.Tensor,
                  dst_ids: torch.Tensor, method: int) -> None:
@@ -255,6 +263,13 @@ def kv_copy_blocks(src_pool: torch.Tensor, dst_pool: torch.Tensor, src_ids: torc
     current stream) and the call returns at once; on the CPU it runs on the calling thread.
     Returns the method used (``method`` forces one, for benchmarks).
     """
+    if (method is KvCopyMethod.AUTO and stream is None and _plain_cpu(src_pool) and _plain_cpu(dst_pool)
+            and _int32_ids(src_ids) and _int32_ids(dst_ids) and not torch.compiler.is_compiling()
+            and not _profiler_enabled()):
+        # Host pools and int32 id tensors (a copier's chunk): the C++ op checks the rest. Saves
+        # ~10 us of wrapper per call, against ~0.2 ms for a 16-page copy.
+        _C.kv_copy_blocks(dl(src_pool), dl(dst_pool), dl(src_ids), dl(dst_ids), 0, 0)
+        return KvCopyMethod.CPU_THREADS
     op = "kv_copy_blocks"
     check_tensor(op, "src_pool", src_pool)
     check_tensor(op, "dst_pool", dst_pool)
