@@ -55,7 +55,7 @@ def test_env_var_forces_lower_isa():
     info = json.loads(r.stdout)
     assert info["cpu.isa_active"] == "scalar"
     assert info["cpu.LONGCAT_CPU_ISA"] == "scalar"
-    assert info["cpu.amx_copies"].startswith("moe_grouped_swiglu (not used")
+    assert info["cpu.amx_copies"].startswith("moe_grouped_swiglu, mla_prefill, mla_decode (not used")
 
 
 def test_threads():

@@ -58,7 +58,7 @@ export LONGCAT_NUM_THREADS=2
   "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_copy.py" \
   -k "safety or bad or empty or zero or nan or poison or stride or overlap or alias or isa or in_place" \
   -x "$@"
-# The AMX copy's code on emulated tiles, whole (its padded operand tiles are where it could overrun).
+# The AMX copies' code on emulated tiles, whole (their padded operand tiles are where they could overrun).
 "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
-  "$root/tests/ops/test_moe_gemm_amx.py" -x "$@"
+  "$root/tests/ops/test_moe_gemm_amx.py" "$root/tests/ops/test_mla_amx.py" -x "$@"
 echo "== asan_test finished in $((SECONDS - start)) s"

@@ -14,7 +14,7 @@
 
 namespace longcat {
 namespace cpu {
-LONGCAT_DECLARE_ISA_FN(void, mla_decode, const MlaDecodeArgs&)
+LONGCAT_DECLARE_AMX_FN(void, mla_decode, const MlaDecodeArgs&)
 }  // namespace cpu
 
 namespace {
@@ -175,11 +175,12 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
   a.metadata[2 * batch + 1] = 0;
 }
 
-void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& q,
-                const TensorView& kv_cache, const TensorView& block_table,
-                const TensorView& cache_seqlens, int64_t head_dim_v, double softmax_scale,
-                bool causal, const TensorView& metadata, const TensorView& workspace,
-                int64_t num_workers, const SsaWindow* window, Stream stream) {
+namespace {
+
+void run_decode(const TensorView& out, const TensorView& lse, const TensorView& q, const TensorView& kv_cache,
+                const TensorView& block_table, const TensorView& cache_seqlens, int64_t head_dim_v,
+                double softmax_scale, bool causal, const TensorView& metadata, const TensorView& workspace,
+                int64_t num_workers, const SsaWindow* window, Stream stream, CpuCopy copy) {
   const char* op = "mla_decode";
   check_views(op, {{"q", &q}, {"kv_cache", &kv_cache}, {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens},
                    {"metadata", &metadata}, {"out", &out}, {"lse", &lse}, {"workspace", &workspace}});
@@ -338,7 +339,30 @@ void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& 
                                " (pass the num_workers it was computed with)");
   check_nonnull(op, "q", q);
   check_nonnull(op, "out", out);
-  LONGCAT_ISA_CALL(mla_decode, a);
+  LONGCAT_ISA_CALL_COPY(copy, mla_decode, a);
+}
+
+}  // namespace
+
+void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& q,
+                const TensorView& kv_cache, const TensorView& block_table,
+                const TensorView& cache_seqlens, int64_t head_dim_v, double softmax_scale,
+                bool causal, const TensorView& metadata, const TensorView& workspace,
+                int64_t num_workers, const SsaWindow* window, Stream stream) {
+  run_decode(out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+             workspace, num_workers, window, stream, CpuCopy::Best);
+}
+
+void mla_decode_amx_emulated(const TensorView& out, const TensorView& lse, const TensorView& q,
+                             const TensorView& kv_cache, const TensorView& block_table,
+                             const TensorView& cache_seqlens, int64_t head_dim_v, double softmax_scale,
+                             bool causal, const TensorView& metadata, const TensorView& workspace,
+                             int64_t num_workers, const SsaWindow* window) {
+  if (q.device.type != DeviceType::CPU)
+    fail(ErrorKind::Value, "mla_decode_amx_emulated: argument 'q' must be a CPU tensor (the emulated AMX copy is "
+                           "CPU code)");
+  run_decode(out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
+             workspace, num_workers, window, nullptr, CpuCopy::AmxEmulated);
 }
 
 }  // namespace longcat

@@ -13,7 +13,7 @@
 
 namespace longcat {
 namespace cpu {
-LONGCAT_DECLARE_ISA_FN(void, mla_prefill, const MlaPrefillArgs&)
+LONGCAT_DECLARE_AMX_FN(void, mla_prefill, const MlaPrefillArgs&)
 }  // namespace cpu
 
 namespace {
@@ -61,12 +61,9 @@ void check_cu_values(const char* arg, const int32_t* c, int64_t batch, int64_t t
                                ", got " + std::to_string(c[batch]));
 }
 
-}  // namespace
-
-void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView& q,
-                 const TensorView& k, const TensorView& v, const TensorView& cu_seqlens_q,
-                 const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
-                 double softmax_scale, bool causal, const SsaWindow* window, Stream stream) {
+void run(const TensorView& out, const TensorView& lse, const TensorView& q, const TensorView& k, const TensorView& v,
+         const TensorView& cu_seqlens_q, const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+         double softmax_scale, bool causal, const SsaWindow* window, Stream stream, CpuCopy copy) {
   check_views(kOp, {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q}, {"cu_seqlens_k", &cu_seqlens_k},
                     {"out", &out}, {"lse", &lse}});
   check_qkv("q", q);
@@ -178,7 +175,28 @@ void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView&
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (q.device.type == DeviceType::CUDA) return cuda::mla_prefill(a, stream);
 #endif
-  LONGCAT_ISA_CALL(mla_prefill, a);
+  LONGCAT_ISA_CALL_COPY(copy, mla_prefill, a);
+}
+
+}  // namespace
+
+void mla_prefill(const TensorView& out, const TensorView& lse, const TensorView& q,
+                 const TensorView& k, const TensorView& v, const TensorView& cu_seqlens_q,
+                 const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+                 double softmax_scale, bool causal, const SsaWindow* window, Stream stream) {
+  run(out, lse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window,
+      stream, CpuCopy::Best);
+}
+
+void mla_prefill_amx_emulated(const TensorView& out, const TensorView& lse, const TensorView& q,
+                              const TensorView& k, const TensorView& v, const TensorView& cu_seqlens_q,
+                              const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+                              double softmax_scale, bool causal, const SsaWindow* window) {
+  if (q.device.type != DeviceType::CPU)
+    fail(ErrorKind::Value, "mla_prefill_amx_emulated: argument 'q' must be a CPU tensor (the emulated AMX copy is "
+                           "CPU code)");
+  run(out, lse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window,
+      nullptr, CpuCopy::AmxEmulated);
 }
 
 }  // namespace longcat

@@ -74,9 +74,6 @@ int64_t moe_grouped_swiglu_workspace_size(int64_t rows, int64_t hidden, int64_t 
 
 namespace {
 
-// Which CPU code runs the op: the best copy for cpu_isa_active(), or the emulated AMX copy (tests).
-enum class CpuCopy { Best, AmxEmulated };
-
 void run(const TensorView& out, const TensorView& x, const TensorView& offsets, const TensorView& w13,
          const TensorView& w2, const TensorView& workspace, Stream stream, CpuCopy copy) {
   const char* op = kOp;
@@ -201,8 +198,7 @@ void run(const TensorView& out, const TensorView& x, const TensorView& offsets, 
     std::memset(a.out, 0, static_cast<size_t>(R * H * dtype_size(a.dtype)));
     return;
   }
-  if (copy == CpuCopy::AmxEmulated) cpu::isa_amx_emulated::moe_grouped_swiglu(a);
-  else LONGCAT_ISA_CALL_WITH_AMX(moe_grouped_swiglu, a);
+  LONGCAT_ISA_CALL_COPY(copy, moe_grouped_swiglu, a);
 }
 
 }  // namespace

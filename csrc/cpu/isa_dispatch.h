@@ -7,9 +7,16 @@
 // one (built by longcat_add_amx_kernels) also declare it and its emulated twin:
 //   LONGCAT_DECLARE_AMX_FN(void, moe_grouped_swiglu, const MoeGemmArgs&);
 //   LONGCAT_ISA_CALL_WITH_AMX(moe_grouped_swiglu, args);
+// The tests also run the emulated AMX copy on any CPU (CpuCopy::AmxEmulated):
+//   LONGCAT_ISA_CALL_COPY(copy, moe_grouped_swiglu, args);
 #pragma once
 
 #include "longcat/runtime.h"
+
+namespace longcat {
+// Which CPU code runs an op: the best copy for cpu_isa_active(), or the emulated AMX copy (tests).
+enum class CpuCopy { Best, AmxEmulated };
+}  // namespace longcat
 
 #if defined(LONGCAT_X86_ISAS)
 #define LONGCAT_DECLARE_ISA_FN(ret, name, ...)              \
@@ -42,6 +49,13 @@
     else                                                                  \
       LONGCAT_ISA_CALL(name, __VA_ARGS__);                                \
   } while (0)
+#define LONGCAT_ISA_CALL_COPY(copy, name, ...)                            \
+  do {                                                                    \
+    if ((copy) == ::longcat::CpuCopy::AmxEmulated)                        \
+      ::longcat::cpu::isa_amx_emulated::name(__VA_ARGS__);                \
+    else                                                                  \
+      LONGCAT_ISA_CALL_WITH_AMX(name, __VA_ARGS__);                       \
+  } while (0)
 #else
 #define LONGCAT_DECLARE_ISA_FN(ret, name, ...) \
   namespace isa_scalar { ret name(__VA_ARGS__); }
@@ -50,4 +64,11 @@
   LONGCAT_DECLARE_ISA_FN(ret, name, __VA_ARGS__) \
   namespace isa_amx_emulated { ret name(__VA_ARGS__); }
 #define LONGCAT_ISA_CALL_WITH_AMX(name, ...) LONGCAT_ISA_CALL(name, __VA_ARGS__)
+#define LONGCAT_ISA_CALL_COPY(copy, name, ...)                            \
+  do {                                                                    \
+    if ((copy) == ::longcat::CpuCopy::AmxEmulated)                        \
+      ::longcat::cpu::isa_amx_emulated::name(__VA_ARGS__);                \
+    else                                                                  \
+      LONGCAT_ISA_CALL(name, __VA_ARGS__);                                \
+  } while (0)
 #endif

@@ -58,6 +58,23 @@ void register_mla_decode(nb::module_& m) {
       "softmax_scale"_a, "causal"_a, "metadata"_a, "workspace"_a, "num_workers"_a, "window"_a.none() = nb::none(),
       "stream"_a = 0,
       "MLA decode over the paged latent cache (optionally with an SSA window). Writes into out, lse.");
+  m.def(
+      "_mla_decode_amx_emulated",
+      [](Array out, Array lse, Array q, Array kv_cache, Array block_table, Array cache_seqlens,
+         int64_t head_dim_v, double softmax_scale, bool causal, Array metadata, Array workspace,
+         int64_t num_workers, std::optional<SsaWindow> w) {
+        const char* op = "mla_decode_amx_emulated";
+        TensorView o = to_view(out, op, "out"), l = to_view(lse, op, "lse"), qv = to_view(q, op, "q"),
+                   kv = to_view(kv_cache, op, "kv_cache"), bt = to_view(block_table, op, "block_table"),
+                   sl = to_view(cache_seqlens, op, "cache_seqlens"), md = to_view(metadata, op, "metadata"),
+                   ws = to_view(workspace, op, "workspace");
+        nb::gil_scoped_release release;
+        longcat::mla_decode_amx_emulated(o, l, qv, kv, bt, sl, head_dim_v, softmax_scale, causal, md, ws,
+                                         num_workers, w ? &*w : nullptr);
+      },
+      "out"_a, "lse"_a, "q"_a, "kv_cache"_a, "block_table"_a, "cache_seqlens"_a, "head_dim_v"_a,
+      "softmax_scale"_a, "causal"_a, "metadata"_a, "workspace"_a, "num_workers"_a, "window"_a.none() = nb::none(),
+      "For tests: mla_decode on CPU run by the AMX copy's code with emulated tile instructions.");
 }
 
 }  // namespace longcat::python

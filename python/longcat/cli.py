@@ -28,7 +28,7 @@ def info_dict() -> dict[str, str]:
     amx_state = ("active" if longcat.cpu_isa() == "amx" else
                  f"not used: this CPU's best is {_C.cpu_isa_detected()}" if _C.cpu_isa_detected() != "amx"
                  else "not used: LONGCAT_CPU_ISA / set_cpu_isa chose a lower level")
-    info["cpu.amx_copies"] = f"moe_grouped_swiglu ({amx_state})"
+    info["cpu.amx_copies"] = f"moe_grouped_swiglu, mla_prefill, mla_decode ({amx_state})"
     info["cpu.threads"] = str(longcat.num_threads())
     info["python"] = platform.python_version()
     info["torch"] = torch.__version__

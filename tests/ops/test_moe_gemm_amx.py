@@ -48,14 +48,15 @@ def test_hardware_copy_runs_exactly_where_the_cpu_has_amx():
         longcat.set_cpu_isa("amx")
         try:
             assert longcat.cpu_isa() == "amx"
-            assert info_dict()["cpu.amx_copies"] == "moe_grouped_swiglu (active)"
+            assert info_dict()["cpu.amx_copies"] == "moe_grouped_swiglu, mla_prefill, mla_decode (active)"
         finally:
             longcat.set_cpu_isa(before)
     else:
         with pytest.raises(ValueError, match="supports up to .*got 'amx'"):
             longcat.set_cpu_isa("amx")
         assert longcat.cpu_isa() == before
-        assert info_dict()["cpu.amx_copies"].startswith("moe_grouped_swiglu (not used: this CPU's best is")
+        assert info_dict()["cpu.amx_copies"].startswith(
+            "moe_grouped_swiglu, mla_prefill, mla_decode (not used: this CPU's best is")
 
 
 def check(run, R, H, F, E, dtype=torch.bfloat16, offsets=None, seed=0):

@@ -113,4 +113,18 @@ LONGCAT_API void mla_prefill(const TensorView& out, const TensorView& lse, const
                              bool causal, const SsaWindow* window = nullptr,
                              Stream stream = nullptr);
 
+// For tests, not an API: mla_decode / mla_prefill on CPU tensors run by the AMX copy's code with
+// the tile instructions emulated in scalar C++ (runs on any CPU; slow), with the same checks.
+LONGCAT_API void mla_decode_amx_emulated(const TensorView& out, const TensorView& lse, const TensorView& q,
+                                         const TensorView& kv_cache, const TensorView& block_table,
+                                         const TensorView& cache_seqlens, int64_t head_dim_v,
+                                         double softmax_scale, bool causal, const TensorView& metadata,
+                                         const TensorView& workspace, int64_t num_workers,
+                                         const SsaWindow* window = nullptr);
+LONGCAT_API void mla_prefill_amx_emulated(const TensorView& out, const TensorView& lse, const TensorView& q,
+                                          const TensorView& k, const TensorView& v,
+                                          const TensorView& cu_seqlens_q, const TensorView& cu_seqlens_k,
+                                          int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale,
+                                          bool causal, const SsaWindow* window = nullptr);
+
 }  // namespace longcat

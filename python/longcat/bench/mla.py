@@ -265,7 +265,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
     min_time = 0.05 if quick else 0.3
     bw = copy_bandwidth_gbs(device, quick)
     mm = matmul_tflops(device, quick)
-    isas = cpu_isa_copies(device)
+    isas = cpu_isa_copies(device, has_amx_copy=True)  # amx: Q K^T on AMX tiles where the CPU has them
     # The compute roof: the measured fp32 FMA peak of each ISA copy (CPU); torch's best matmul
     # where there is no such measurement (GPU).
     peaks = compute_peaks(device, isas) or {None: {"fma": max(mm.values())}}

@@ -116,7 +116,8 @@ def _fits_default_workspace(metadata, b: int, workers: int) -> bool:
     return 0 <= int(memo[3][b, 0]) <= b + workers
 
 
-def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window):
+def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window,
+                 amx_emulated: bool = False):
     b, s_q, h_q, _ = q.shape
     # The workspace holds any plan mla_decode_metadata accepts (<= SM count on CUDA).
     workers = _sm_count(q.device) if q.device.type == "cuda" else _default_workers(q.device)
@@ -130,8 +131,12 @@ def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_sc
     out, lse = _outputs(q, head_dim_v)
     ws = torch.empty(_C.mla_decode_workspace_size(b, s_q, h_q, head_dim_v, workers), dtype=torch.uint8,
                      device=q.device)
-    _C.mla_decode(dl(out), dl(lse), dl(q), dl(kv_cache), dl(block_table), dl(cache_seqlens), head_dim_v,
-                  softmax_scale, causal, dl(metadata), dl(ws), workers, window, stream_of(q))
+    if amx_emulated:  # tests: the AMX copy's code with the tile instructions emulated
+        _C._mla_decode_amx_emulated(dl(out), dl(lse), dl(q), dl(kv_cache), dl(block_table), dl(cache_seqlens),
+                                    head_dim_v, softmax_scale, causal, dl(metadata), dl(ws), workers, window)
+    else:
+        _C.mla_decode(dl(out), dl(lse), dl(q), dl(kv_cache), dl(block_table), dl(cache_seqlens), head_dim_v,
+                      softmax_scale, causal, dl(metadata), dl(ws), workers, window, stream_of(q))
     return out, lse
 
 

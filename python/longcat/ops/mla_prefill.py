@@ -64,6 +64,17 @@ def _run(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, so
                         softmax_scale, causal, window_to_op(window))
 
 
+def _prefill_amx_emulated(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
+                          causal=True, window=None):
+    """Tests: mla_prefill (ssa_prefill with a window) run by the AMX copy's code with the tile
+    instructions emulated in scalar C++ (any CPU, slow)."""
+    out, lse = _outputs(q, v)
+    scale = q.shape[-1] ** -0.5 if softmax_scale is None else float(softmax_scale)
+    _C._mla_prefill_amx_emulated(out, lse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
+                                 causal, window)
+    return out, lse
+
+
 def mla_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
                 softmax_scale: float | None = None,
