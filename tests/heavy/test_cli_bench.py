@@ -52,6 +52,10 @@ def test_cli_bad_input(stub_server, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--model is not used"):
         main(["bench", "norm", "--model", "x", "--quick"])
+    with pytest.raises(SystemExit, match="--summary-model is not used"):
+        main(["bench", "norm", "--summary-model", "x", "--quick"])
+    with pytest.raises(ValueError, match="--summary-model: expected a checkpoint folder"):
+        main(["bench", "heavy", "--model", "x", "--summary-model", str(tmp_path / "none"), "--quick"])
 
 
 def test_bench_evaluate_rows_and_plot(fake, tmp_path):

@@ -210,6 +210,10 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     from longcat.heavy import EngineBackend
 
     out = out or os.environ.get("LONGCAT_BENCH_DIR", "bench-results")
+    if summary_model is not None and not os.path.isfile(os.path.join(summary_model, "config.json")):
+        raise ValueError(f"--summary-model: expected a checkpoint folder with config.json, got {summary_model!r}")
+    if summary_model is not None and model is None:
+        raise ValueError("--summary-model: expected --model too (the candidate policy), got only --summary-model")
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     if model is None:
@@ -226,8 +230,6 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
     backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
     summary_backend = None
     if summary_model is not None:
-        if not os.path.isfile(os.path.join(summary_model, "config.json")):
-            raise ValueError(f"--summary-model: expected a checkpoint folder with config.json, got {summary_model!r}")
         summary_backend = EngineBackend(summary_model, max_num_seqs=256, max_model_len=128)
         model_note += f"; summary step: --summary-model {summary_model} (candidates from --model)"
     n = EVAL_N_QUICK if quick else EVAL_N
