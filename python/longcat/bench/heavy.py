@@ -8,13 +8,15 @@ The model: ``--model PATH`` (e.g. the checkpoint ``rl/arith-tiny.yaml`` trains),
 supervised warm start of the ``tiny`` preset (``longcat.heavy.warmstart``), cached under the
 output folder (the first run trains it: about 21 minutes on the loaded 2-core CPU this was written
 on; later runs reuse it). With ``--model`` the task family and the summary layout come from the
-checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote one (with
-``--summary-model PATH``, a separate summary policy whose weights run only the summary step,
-that checkpoint's record when it has one) (operands up to
+checkpoint's ``summary_tune.json`` when ``longcat heavy-train-summary`` wrote one (operands up to
 its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to 99, two terms,
 the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
 ``$LONGCAT_HEAVY_TEMPLATE`` override either; ``$LONGCAT_HEAVY_TEMPERATURE`` sets the candidates'
 sampling temperature (default: the one the summary was tuned on, else 1.0; the same for every method).
+``--summary-model PATH`` runs the summary step on a separate policy (its own weights, e.g. a
+``heavy-train-summary --summary-fraction 1`` checkpoint tuned from the candidate model), so tuning
+the summary cannot cost the candidates' task skill; the family and layout then come from that
+checkpoint's ``summary_tune.json`` when it has one.
 Each heavy row is compared with self-consistency at equal tokens per problem (paired), with a
 standard error and a bootstrap interval, so a win can be told from noise. Writes heavy.json /
 heavy.md (``report``) and heavy.png.
