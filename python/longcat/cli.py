@@ -72,9 +72,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         module = importlib.import_module(AREAS[area])
         # Areas that evaluate a model (heavy) also take the checkpoint and the output folder.
         params = inspect.signature(module.run).parameters
-        extra = {k: v for k, v in (("model", args.model), ("out", args.out)) if k in params}
-        if args.model is not None and "model" not in params:
-            raise SystemExit(f"longcat bench {area}: --model is not used by this area")
+        extra = {k: v for k, v in (("model", args.model), ("out", args.out), ("summary_model", args.summary_model))
+                 if k in params}
+        for flag, name in (("--model", "model"), ("--summary-model", "summary_model")):
+            if getattr(args, name) is not None and name not in params:
+                raise SystemExit(f"longcat bench {area}: {flag} is not used by this area")
         with profiling(args.profile, area):
             result = module.run(device=args.device, quick=args.quick, **extra)
         report(result, args.out)
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                               "timed, per benchmark case, into DIR")
     p_bench.add_argument("--model", default=None, metavar="PATH",
                          help="checkpoint folder for areas that evaluate a model (heavy)")
+    p_bench.add_argument("--summary-model", default=None, metavar="PATH",
+                         help="heavy: a separate checkpoint for the summary step (candidates still come from --model)")
     p_bench.set_defaults(func=cmd_bench)
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)

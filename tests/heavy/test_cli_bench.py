@@ -52,6 +52,10 @@ def test_cli_bad_input(stub_server, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--model is not used"):
         main(["bench", "norm", "--model", "x", "--quick"])
+    with pytest.raises(SystemExit, match="--summary-model is not used"):
+        main(["bench", "norm", "--summary-model", "x", "--quick"])
+    with pytest.raises(ValueError, match="--summary-model: expected a checkpoint folder"):
+        main(["bench", "heavy", "--model", "x", "--summary-model", str(tmp_path / "none"), "--quick"])
 
 
 def test_bench_evaluate_rows_and_plot(fake, tmp_path):
@@ -78,6 +82,27 @@ def test_bench_evaluate_rows_and_plot(fake, tmp_path):
     assert all(r["delta_vs_sc"] >= 0 and r["delta_se"] >= 0 and "delta_ci95" in r for r in heavy)
     plot(rows, str(tmp_path / "heavy.png"), "test")
     assert (tmp_path / "heavy.png").stat().st_size > 1000
+
+
+def test_bench_evaluate_with_a_separate_summary_policy(fake):
+    """Candidates from one policy, the summary step on another: the summary prompts go only to the
+    summary policy, and a summary that re-checks the candidates lifts heavy above the vote."""
+    def candidates(prompt, i, req):
+        assert not prompt.endswith("]="), "the candidate policy must not run the summary step"
+        truth = eval(prompt.split("=")[0])
+        return str(truth + (i % 2 == 0) * 5)  # half the samples wrong, and the wrong one comes first
+
+    def summary(prompt, i, req):
+        assert prompt.endswith("]=")
+        return str(eval(prompt.split("[")[0].split("=")[0]))
+
+    problems = make_problems(6, seed=0, max_operand=9)
+    cand_policy, summary_policy = fake(candidates), fake(summary)
+    rows = evaluate(cand_policy, problems, vote_ks=(1, 2, 4), heavy_ks=(2, 4), heavy_rounds=(1,), logprobs=1,
+                    summary_backend=summary_policy)
+    heavy = [r for r in rows if r["method"] == "heavy"]
+    assert summary_policy.requests and all(r.prompt.endswith("]=") for r in summary_policy.requests)
+    assert all(r["accuracy"] == 1.0 and r["delta_vs_sc"] > 0 for r in heavy)
 
 
 def test_interp_log():

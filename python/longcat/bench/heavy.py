@@ -13,6 +13,10 @@ its ``eval_max_operand``, its ``n_terms`` and ``template``), else operands up to
 the compact layout; ``$LONGCAT_HEAVY_MAX_OPERAND``, ``$LONGCAT_HEAVY_N_TERMS`` and
 ``$LONGCAT_HEAVY_TEMPLATE`` override either; ``$LONGCAT_HEAVY_TEMPERATURE`` sets the candidates'
 sampling temperature (default: the one the summary was tuned on, else 1.0; the same for every method).
+``--summary-model PATH`` runs the summary step on a separate policy (its own weights, e.g. a
+``heavy-train-summary --summary-fraction 1`` checkpoint tuned from the candidate model), so tuning
+the summary cannot cost the candidates' task skill; the family and layout then come from that
+checkpoint's ``summary_tune.json`` when it has one.
 Each heavy row is compared with self-consistency at equal tokens per problem (paired), with a
 standard error and a bootstrap interval, so a win can be told from noise. Writes heavy.json /
 heavy.md (``report``) and heavy.png.
@@ -102,8 +106,9 @@ def compare_to_sc(rows: list[dict]) -> None:
 
 def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8), heavy_rounds=(1, 2),
              temperature: float = 1.0, max_tokens: int = 12, logprobs: int = 5, seed: int = 0,
-             template: str = "compact") -> list[dict]:
-    """Rows of the table (see module docstring) for ``problems`` on ``backend``."""
+             template: str = "compact", summary_backend=None) -> list[dict]:
+    """Rows of the table (see module docstring) for ``problems`` on ``backend``; the heavy rows'
+    summary step runs on ``summary_backend`` (a separate summary policy) when given, else on ``backend``."""
     kmax = max(max(vote_ks), max(heavy_ks))
     t0 = time.perf_counter()
     batches = backend.sample([SampleRequest(p.prompt, n=kmax, temperature=temperature, seed=seed + i,
@@ -136,7 +141,8 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
         for rounds in heavy_rounds:
             heavy = HeavyThinker(backend, k=k, rounds=rounds, template=template, temperature=temperature,
                                  summary_temperature=0.0, seed=seed, max_tokens=max_tokens,
-                                 summary_max_tokens=max_tokens, answer_fn=parse_answer, unfinished_ok=True)
+                                 summary_max_tokens=max_tokens, answer_fn=parse_answer, unfinished_ok=True,
+                                 summary_backend=summary_backend)
             t0 = time.perf_counter()
             results = heavy.think_batch([p.prompt for p in problems], [cs[:k] for cs in cands])
             seconds = time.perf_counter() - t0 + sample_s * k / kmax
@@ -202,10 +208,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 
 def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
-        out: Optional[str] = None) -> BenchResult:
+        out: Optional[str] = None, summary_model: Optional[str] = None) -> BenchResult:
     from longcat.heavy import EngineBackend
 
     out = out or os.environ.get("LONGCAT_BENCH_DIR", "bench-results")
+    if summary_model is not None and not os.path.isfile(os.path.join(summary_model, "config.json")):
+        raise ValueError(f"--summary-model: expected a checkpoint folder with config.json, got {summary_model!r}")
+    if summary_model is not None and model is None:
+        raise ValueError("--summary-model: expected --model too (the candidate policy), got only --summary-model")
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     if model is None:
@@ -214,16 +224,23 @@ def run(device: str = "cpu", quick: bool = False, model: Optional[str] = None,
         family = {"max_operand": WARM_START.max_operand, "n_terms": 2, "template": "compact", "temperature": 1.0}
     else:
         model_note = f"--model {model}"
-        family = task_family(model)
+        # The summary layout and candidate temperature are what the summary step was tuned on.
+        tuned = summary_model if summary_model and os.path.isfile(os.path.join(summary_model, "summary_tune.json")) \
+            else model
+        family = task_family(tuned)
     setup_s = time.perf_counter() - t0
     backend = EngineBackend(model, max_num_seqs=256, max_model_len=128)
+    summary_backend = None
+    if summary_model is not None:
+        summary_backend = EngineBackend(summary_model, max_num_seqs=256, max_model_len=128)
+        model_note += f"; summary step: --summary-model {summary_model} (candidates from --model)"
     n = EVAL_N_QUICK if quick else EVAL_N
     problems = make_problems(n, seed=EVAL_SEED, max_operand=family["max_operand"], ops="+-",
                              n_terms=family["n_terms"])
     vote_ks, heavy_ks = ((1, 2, 4, 8), (2, 4, 8)) if quick else ((1, 2, 4, 8, 16), (2, 4, 8))
     temperature = family["temperature"]
     rows = evaluate(backend, problems, vote_ks=vote_ks, heavy_ks=heavy_ks, heavy_rounds=(1, 2),
-                    template=family["template"], temperature=temperature)
+                    template=family["template"], temperature=temperature, summary_backend=summary_backend)
     title = (f"Heavy Thinking vs voting on arith (+-, {family['n_terms']} terms, operands <= "
              f"{family['max_operand']}, {family['template']} summary layout, T={temperature:g}), {n} problems")
     result = BenchResult("heavy", title, COLUMNS)
