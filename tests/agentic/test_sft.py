@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from longcat.sft import SFTConfig, latest_checkpoint, train
-from longcat.sft.trainer import _batch, _loss_sum, load_dataset, lr_at, pack, truncate_at_turn
+from longcat.sft.trainer import _batch, _loss_sum, load_dataset, lr_at, pack, resolve_dtype, truncate_at_turn
 
 
 def _conv(i):
@@ -55,6 +55,15 @@ def test_pack_and_schedule():
     assert lr_at(4, 1000, cfg, elapsed=12.0) == pytest.approx(1.0)      # no budget: steps only
     with pytest.raises(ValueError, match="seq_len"):
         SFTConfig(seq_len=0)
+
+
+def test_dtype_auto_is_bfloat16_only_where_the_cpu_multiplies_it_natively():
+    native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert resolve_dtype("auto") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype("bfloat16") == torch.bfloat16 and resolve_dtype("float32") == torch.float32
+    assert SFTConfig().dtype == "auto"
+    with pytest.raises(ValueError, match="dtype.*'auto'.*'float16'"):
+        SFTConfig(dtype="float16")
 
 
 def test_truncate_cuts_after_the_last_whole_assistant_turn(setup):

@@ -20,4 +20,5 @@ AREAS = {
     "heavy-env": "longcat.bench.heavy_env",
     "rl": "longcat.bench.rl",
     "rl-backends": "longcat.bench.rl_backends",
+    "copy_learning": "longcat.bench.copy_learning",
 }

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None, help="stop and save after this much training time")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                   help="training dtype (default auto: bfloat16 where the CPU multiplies it natively, else float32)")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--tool-format", default="compact", choices=list(TOOL_FORMATS))
     p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,10 @@
   block-diagonal causal mask keeps each conversation from seeing its row neighbours (RoPE is
   relative, so a packed conversation computes exactly what it would alone).
 * **Precision**: the model runs in bfloat16 (or float32); AdamW updates float32 master copies of
-  the weights, which are cast back into the model after every step.
+  the weights, which are cast back into the model after every step. ``dtype="auto"`` (the
+  default) takes bfloat16 only where the CPU multiplies it natively (AVX512-BF16 / AMX): on an
+  AVX2-only CPU a bfloat16 matmul is emulated, about 80x slower than float32 (measured on a
+  2-core AVX2 EPYC: 3.5 s against 44 ms for [1710, 128] x [128, 4096]).
 * **Schedule**: linear warm-up then cosine decay to ``min_lr_ratio * lr``; ``grad_accum``
   micro-batches per step; gradient clipping on the float32 gradients.
 * **Checkpoints**: ``out/checkpoint-<step>`` in the Hugging Face layout (config.json +
@@ -40,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["SFTConfig", "SFTResult", "train", "load_dataset", "truncate_at_turn", "pack", "lr_at",
-           "latest_checkpoint"]
+           "latest_checkpoint", "resolve_dtype"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 STATE = "trainer_state.pt"
@@ -60,7 +63,7 @@ class SFTConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = 1.0
-    dtype: str = "bfloat16"
+    dtype: str = "auto"               # "bfloat16", "float32", or "auto" (resolve_dtype)
     save_every: int = 50
     keep: int = 2
     seed: int = 0
@@ -80,8 +83,8 @@ class SFTConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SFTConfig.{name}: expected an int >= 1, got {v!r}")
-        if self.dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"SFTConfig.dtype: expected 'bfloat16' or 'float32', got {self.dtype!r}")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"SFTConfig.dtype: expected 'auto', 'bfloat16' or 'float32', got {self.dtype!r}")
         if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
             raise ValueError(f"SFTConfig.lr / min_lr_ratio: expected lr > 0 and ratio in [0, 1], got "
                              f"{self.lr!r} / {self.min_lr_ratio!r}")
@@ -119,6 +122,16 @@ def lr_at(step: int, total: int, cfg: SFTConfig, elapsed: float | None = None) -
     if cfg.max_seconds is not None and elapsed is not None:
         t = max(t, min(1.0, elapsed / cfg.max_seconds))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """The training dtype of ``SFTConfig.dtype``: "auto" is bfloat16 where the CPU has native
+    bfloat16 matmuls (oneDNN reports it), float32 elsewhere."""
+    if name == "auto":
+        probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        native = torch.backends.mkldnn.is_available() and probe is not None and bool(probe())
+        return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
 def truncate_at_turn(ids: Sequence[int], mask: Sequence[int], limit: int) -> tuple[list, list] | None:
@@ -348,7 +361,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     steps_per_epoch = max(1, len(rows) // per_step)
     total = cfg.max_steps or max(1, int(round(steps_per_epoch * cfg.epochs)))
 
-    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    dtype = resolve_dtype(cfg.dtype)
     net = LongcatFlashForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     base_config = net.config
     out.mkdir(parents=True, exist_ok=True)
