@@ -18,7 +18,9 @@ Which op runs where:
   ones, or the whole sequence gathered with ``mla_gather`` when a prefix is cached) and run
   ``mla_prefill`` / ``ssa_prefill`` for all of them in one call; decode rows (``q_len == 1``)
   run the absorbed form (``mla_decode`` / ``ssa_decode`` over the cache, one split plan per
-  step for the MLA and one for the SSA sublayers).
+  step for the MLA and one for the SSA sublayers). A decode-only step of <= 8 bf16 rows on CPU
+  runs each attention sublayer as one ``ops.mla_decode_layer`` call: the same kernels in the
+  same order (bit for bit), without a Python round trip per op.
 """
 from __future__ import annotations
 
