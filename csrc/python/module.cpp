@@ -19,6 +19,7 @@ void register_kv_copy_queue(nb::module_& m);
 void register_mla(nb::module_& m);
 void register_mla_decode(nb::module_& m);
 void register_mla_prefill(nb::module_& m);
+void register_mla_layer(nb::module_& m);
 }
 
 NB_MODULE(_C, m) {
@@ -67,4 +68,5 @@ NB_MODULE(_C, m) {
   longcat::python::register_mla(m);
   longcat::python::register_mla_decode(m);
   longcat::python::register_mla_prefill(m);
+  longcat::python::register_mla_layer(m);
 }

@@ -6,6 +6,7 @@
 #include "longcat/kv_cache.h"
 #include "longcat/linear.h"
 #include "longcat/mla.h"
+#include "longcat/mla_layer.h"
 #include "longcat/moe_gemm.h"
 #include "longcat/moe_route.h"
 #include "longcat/norm.h"

@@ -18,7 +18,9 @@ Which op runs where:
   ones, or the whole sequence gathered with ``mla_gather`` when a prefix is cached) and run
   ``mla_prefill`` / ``ssa_prefill`` for all of them in one call; decode rows (``q_len == 1``)
   run the absorbed form (``mla_decode`` / ``ssa_decode`` over the cache, one split plan per
-  step for the MLA and one for the SSA sublayers).
+  step for the MLA and one for the SSA sublayers). A decode-only step of <= 8 bf16 rows on CPU
+  runs each attention sublayer as one ``ops.mla_decode_layer`` call: the same kernels in the
+  same order (bit for bit), without a Python round trip per op.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longcat import ops
+from longcat import _C, ops
 from longcat.models.config import CACHE_LATENT_DIM, CACHE_ROPE_DIM, LongcatFlashConfig
 from longcat.models.paged import PagedBatch
 from longcat.nn import MoE, MoEConfig
@@ -139,7 +141,16 @@ class _StepPlan:
         T = batch.input_ids.shape[0]
         self.window = model._ssa_window_kwargs
         self.has_ssa = model._has_ssa
+        # A decode-only step of a few bf16 rows on CPU runs each attention sublayer as one
+        # ops.mla_decode_layer call (where _linear would run longcat's linear kernel: the same
+        # kernels as the op-by-op path, bit for bit); its workspace is allocated by the first
+        # sublayer and reused by the others. workers: what mla_decode_metadata plans for.
+        self.fused_decode = False
+        self.workspace = None
+        self.workers = _C.num_threads()
         if batch.max_q_len <= 1:  # decode-only step: one token per sequence, nothing to split
+            self.fused_decode = (T <= _LINEAR_KERNEL_MAX_ROWS and model.dtype == torch.bfloat16
+                                 and device.type == "cpu" and not torch.compiler.is_compiling())
             self.seq_ids = torch.arange(B, dtype=torch.int32, device=device)
             self._plan_decode(batch.block_table, batch.seq_lens, None)
             self.prefill = None
@@ -226,7 +237,7 @@ class MLA(nn.Module):
         def scaled(w, s):  # a LoRA scale folded into a copy, rounded once
             return w.detach() if s == 1.0 else (w.float() * s).to(w.dtype)
 
-        return {
+        w = {
             # q_a and kv_a read the same input: one GEMM.
             "w_a": torch.cat([self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight], 0).contiguous(),
             "a_sizes": (self.q_a_proj.weight.shape[0], CACHE_LATENT_DIM, self.rope),  # its output's parts
@@ -239,6 +250,14 @@ class MLA(nn.Module):
             "q_a_norm_w": self.q_a_layernorm.weight.detach(),
             "w_o": self.o_proj.weight.detach(),
         }
+        # The same weights checked and converted once for ops.mla_decode_layer (decode steps of a
+        # few rows on CPU, see _StepPlan.fused_decode); None where that op does not apply.
+        w["layer"] = None
+        if w["w_a"].device.type == "cpu" and self.rope_factor == 1.0:
+            w["layer"] = ops.mla_layer_weights(w["w_a"], w["q_a_norm_w"], w["w_qb"], w["kv_norm_w"], w["w_uk_t"],
+                                               w["w_uv"], w["w_o"], self._inv_freq[torch.device("cpu")],
+                                               _LATENT_NORM_EPS)
+        return w
 
     # ---- training forward --------------------------------------------------------------------
 
@@ -275,6 +294,8 @@ class MLA(nn.Module):
         """x ``[T, H]`` (the step's new tokens); appends their latents to ``cache`` and returns
         the attention output ``[T, H]``."""
         w = self.inference_weights()
+        if plan.fused_decode and w["layer"] is not None:
+            return self._decode_layer(x, cache, plan, w["layer"])
         T = x.shape[0]
         nh, nope, rope = self.num_heads, self.nope, self.rope
         qa_kv = _linear(x, w["w_a"])
@@ -298,6 +319,17 @@ class MLA(nn.Module):
             d = plan.decode["rows"]
             o[d] = self._decode(q[d, :, :nope], q_rot[d], cache, plan.decode, w)
         return _linear(o.reshape(T, nh * self.v_dim), w["w_o"])
+
+    def _decode_layer(self, x, cache, plan, layer_weights):
+        """A decode-only step of a few bf16 rows on CPU: the whole sublayer (the composition in
+        forward_paged and _decode, the same kernels in the same order) in one call, its
+        intermediates in the step's workspace, shared by every sublayer."""
+        d = plan.decode
+        if plan.workspace is None:
+            plan.workspace = torch.empty(layer_weights.workspace_size(x.shape[0], plan.workers), dtype=torch.uint8)
+        return ops.mla_decode_layer(x, layer_weights, cache, d["block_table"], d["seq_lens"], plan.positions32,
+                                    plan.seq_ids, self.softmax_scale, d["md_ssa"] if self.window else d["md"],
+                                    plan.workspace, self.window["window"] if self.window else None)
 
     def _decode(self, q_nope, q_rot, cache, d, w):
         """Absorbed MLA: q_nope is projected into the latent space with kv_b's key half, so the

@@ -269,3 +269,29 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
         out[i] = o
         lse[i] = torch.where(seen, l, torch.full((), float("inf")))
     return out.to(q.dtype), lse
+
+
+# ---- one MLA decode sublayer (csrc/include/longcat/mla_layer.h) ------------------------------
+
+def mla_decode_layer(x: torch.Tensor, w_a: torch.Tensor, q_norm: torch.Tensor, w_qb: torch.Tensor,
+                     kv_norm: torch.Tensor, w_uk_t: torch.Tensor, w_uv: torch.Tensor, w_o: torch.Tensor,
+                     inv_freq: torch.Tensor, norm_eps: float, kv_cache: torch.Tensor, block_table: torch.Tensor,
+                     cache_seqlens: torch.Tensor, positions: torch.Tensor, seq_ids: torch.Tensor,
+                     softmax_scale: float, window=None) -> torch.Tensor:
+    """One MLA decode sublayer as the composition of the references above (``ops.mla_decode_layer``):
+    projections, latent RMSNorms, RoPE, the cache append (in place), the absorbed query,
+    attention over the cache, the per-head value projection and the output projection.
+    Returns ``[T, H]`` in x's dtype; every intermediate is rounded to x's dtype as the kernels do."""
+    T = x.shape[0]
+    heads, nope = w_uk_t.shape[0], w_uk_t.shape[2]
+    q_rank = q_norm.shape[0]
+    a = linear(x, w_a)
+    q = linear(rms_norm(a[:, :q_rank], q_norm, norm_eps), w_qb).view(T, heads, nope + 64)
+    latent = rms_norm(a[:, q_rank:q_rank + 512], kv_norm, norm_eps)
+    k_rope = rope_interleaved(a[:, q_rank + 512:], positions, inv_freq=inv_freq)
+    mla_append_kv(kv_cache, latent, k_rope, block_table, seq_ids, positions)
+    q_abs = torch.cat([linear(q[..., :nope].transpose(0, 1), w_uk_t).transpose(0, 1),
+                       rope_interleaved(q[..., nope:], positions, inv_freq=inv_freq)], -1)
+    attn, _ = mla_decode(q_abs[:, None], kv_cache, block_table, cache_seqlens, 512, softmax_scale, True, window)
+    o = linear(attn[:, 0].transpose(0, 1), w_uv).transpose(0, 1)
+    return linear(o.reshape(T, -1), w_o)
