@@ -60,13 +60,8 @@ Layout layout_of(const Dims& d, int64_t T, int64_t elem, int64_t num_workers) {
   return l;
 }
 
-// A strided view of `shape` / `strides` (elements) at byte offset `offset` of the workspace.
-TensorView part(const TensorView& ws, int64_t offset, DType dtype, std::initializer_list<int64_t> shape,
-                std::initializer_list<int64_t> strides) {
-  TensorView v;
-  v.data = static_cast<char*>(ws.data) + offset;
-  v.dtype = dtype;
-  v.device = ws.device;
+// v with the given shape and strides (elements).
+TensorView with_layout(TensorView v, std::initializer_list<int64_t> shape, std::initializer_list<int64_t> strides) {
   v.ndim = static_cast<int>(shape.size());
   int i = 0;
   for (int64_t s : shape) v.shape[i++] = s;
@@ -75,17 +70,22 @@ TensorView part(const TensorView& ws, int64_t offset, DType dtype, std::initiali
   return v;
 }
 
+// A strided view of `shape` / `strides` (elements) at byte offset `offset` of the workspace.
+TensorView part(const TensorView& ws, int64_t offset, DType dtype, std::initializer_list<int64_t> shape,
+                std::initializer_list<int64_t> strides) {
+  TensorView v;
+  v.data = static_cast<char*>(ws.data) + offset;
+  v.dtype = dtype;
+  v.device = ws.device;
+  return with_layout(v, shape, strides);
+}
+
 // A strided view into an existing tensor (same dtype), e.g. a column slice.
 TensorView slice(const TensorView& t, int64_t elem_offset, std::initializer_list<int64_t> shape,
                  std::initializer_list<int64_t> strides) {
   TensorView v = t;
   v.data = static_cast<char*>(t.data) + elem_offset * dtype_size(t.dtype);
-  v.ndim = static_cast<int>(shape.size());
-  int i = 0;
-  for (int64_t s : shape) v.shape[i++] = s;
-  i = 0;
-  for (int64_t s : strides) v.strides[i++] = s;
-  return v;
+  return with_layout(v, shape, strides);
 }
 
 void check_weight(const char* arg, const TensorView& t, const TensorView& ref, std::initializer_list<int64_t> shape,
