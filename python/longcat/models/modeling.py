@@ -58,6 +58,18 @@ def _forget_derived(module: nn.Module) -> None:
     module.__dict__.pop("_derived_cache", None)
 
 
+class _WithDerived(nn.Module):
+    """A module whose inference weights ``_derived`` caches. The cache stays out of copies and
+    pickles (``copy.deepcopy``, ``torch.save``, Ray and torch.distributed sending the model): it
+    is rebuilt on first use, and the C++ layer weights in it (``ops.mla_layer_weights``) can be
+    neither pickled nor copied."""
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_derived_cache", None)
+        return state
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight)`` for inference, or per head with a 3-D weight (x ``[heads, M, K]``,
     weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16
@@ -84,7 +96,7 @@ class RMSNorm(nn.Module):
         return ops.rms_norm(x, self.weight, self.eps)
 
 
-class MLP(nn.Module):
+class MLP(_WithDerived):
     """Dense SwiGLU MLP: ``down(silu(gate(x)) * up(x))``."""
 
     def __init__(self, hidden: int, inner: int, dtype=None, device=None):
@@ -186,7 +198,7 @@ class _StepPlan:
         self.decode = dict(rows=rows, block_table=block_table, seq_lens=seq_lens, md=md, md_ssa=md_ssa)
 
 
-class MLA(nn.Module):
+class MLA(_WithDerived):
     """Multi-head latent attention with LongCat's LoRA scalings (one attention sublayer).
 
     ``sublayer`` is the global attention-sublayer index (``2 * layer + i``, transformers'
