@@ -18,6 +18,9 @@
 // Skipping the NaN blend roughly halves the cost of the conversion.
 #pragma once
 
+#include <memory>
+#include <vector>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +33,29 @@
 #endif
 
 namespace longcat::cpu::LONGCAT_ISA_NS {
+
+// std::vector for the kernel copies. Each copy is compiled with its own -m flags, but
+// std::vector<T>'s out-of-line members are shared (COMDAT) symbols and the linker keeps one
+// copy's: an AVX2 or emulated-AMX copy could then run an AVX-512 build of, say,
+// vector<uint32_t>::_M_default_append (seen in the -O1 sanitizer build: vmovdqu8 on an AVX2 CPU).
+// An allocator type of the copy's own namespace makes every instantiation the copy's own symbol.
+template <class T>
+struct IsaAllocator : std::allocator<T> {
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = IsaAllocator<U>;
+  };
+  IsaAllocator() noexcept = default;
+  template <class U>
+  IsaAllocator(const IsaAllocator<U>&) noexcept {}
+};
+template <class T, class U>
+bool operator==(const IsaAllocator<T>&, const IsaAllocator<U>&) noexcept { return true; }
+template <class T, class U>
+bool operator!=(const IsaAllocator<T>&, const IsaAllocator<U>&) noexcept { return false; }
+template <class T>
+using IsaVector = std::vector<T, IsaAllocator<T>>;
 
 struct bf16 {
   uint16_t bits;
