@@ -263,9 +263,9 @@ class MLA(_WithDerived):
             "w_o": self.o_proj.weight.detach(),
         }
         # The same weights checked and converted once for ops.mla_decode_layer (decode steps of a
-        # few rows on CPU, see _StepPlan.fused_decode); None where that op does not apply.
+        # few bf16 rows on CPU, see _StepPlan.fused_decode); None where that op is never used.
         w["layer"] = None
-        if w["w_a"].device.type == "cpu" and self.rope_factor == 1.0:
+        if w["w_a"].device.type == "cpu" and w["w_a"].dtype == torch.bfloat16 and self.rope_factor == 1.0:
             w["layer"] = ops.mla_layer_weights(w["w_a"], w["q_a_norm_w"], w["w_qb"], w["kv_norm_w"], w["w_uk_t"],
                                                w["w_uv"], w["w_o"], self._inv_freq[torch.device("cpu")],
                                                _LATENT_NORM_EPS)
