@@ -92,15 +92,20 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
     for suffix, directions in runs:
         one = suffix != ""
         prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
-        if one:
-            torch.set_num_threads(1)
-            longcat.set_thread_limit(1)
+        # The peers copy on torch's threads, ours on longcat's pool: the same count on both
+        # sides (all threads: longcat's pool size, which OMP_NUM_THREADS does not change).
+        threads = 1 if one else longcat.num_threads()
+        if not cuda:
+            torch.set_num_threads(threads)
+            longcat.set_thread_limit(1 if one else 0)
         try:
             for n in (QUICK_BLOCKS if quick else BLOCKS):
                 for direction in directions:
                     src, dst = (dev, host) if direction == "d2h" else (host, dev)
                     times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
                     clock = "CPU time" if one else "wall time"
+                    if not cuda:
+                        clock += f", {threads} thread(s) for the copy bandwidth, ours and the peers"
                     bw = big_bytes / times[0] / 1e9
                     bw_seen.setdefault(direction + suffix, []).append(bw)
                     moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth
