@@ -72,6 +72,19 @@ def test_chunked_copier_validates_the_whole_transfer_first():
         copier.copy([0, 1, 2, 3], [0, 1, 2, 8])  # the last chunk is bad: no chunk may move
     with pytest.raises(ValueError, match=r"'dst_ids' must not repeat a destination page"):
         copier.copy([0, 1, 2], [4, 5, 4])
+    with pytest.raises(ValueError, match=r"'src_ids' holds a page id outside int32"):
+        copier.copy([2**32 + 1], [0])  # would wrap to page 1
+    with pytest.raises(ValueError, match=r"'dst_ids' holds a page id outside int32"):
+        copier.copy(torch.tensor([0]), torch.tensor([2**32 + 1]))
+    with pytest.raises(TypeError, match=r"'src_ids' must hold integer page ids, got torch.float32"):
+        copier.copy(torch.tensor([0.0]), [0])
+    with pytest.raises(TypeError, match=r"'dst_ids' must hold integer page ids, got torch.float32"):
+        copier.copy([0], [1.5])
+    with pytest.raises(ValueError, match=r"'src_ids' must hold int32 page ids"):
+        copier.copy([2**70], [0])
+    assert copier.copy([], []) == []
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 8\) .*got -1"):
+        copier.copy(torch.tensor([0], dtype=torch.int64), torch.tensor([-1], dtype=torch.int16))
     with pytest.raises(ValueError, match=r"'src_pools\[0\]' must have size 576"):
         ChunkedCopier([torch.zeros(8, 4, 1, 512)], [torch.zeros(8, 4, 1, 576)]).copy([0], [0])
     with pytest.raises(ValueError, match=r"'chunk_pages' must be an int >= 1"):

@@ -91,7 +91,7 @@ class ChunkedCopier:
             if self._queue is None:  # ... and every layer's pools, once, as it starts
                 self._queue = _C.KvCopyQueue([dl(t) for t in self.src_caches], [dl(t) for t in self.dst_caches],
                                              int(self.method), self.copy_threads)
-            src, dst = _id_tensor(src_ids), _id_tensor(dst_ids)
+            src, dst = _id_tensor("src_ids", src_ids), _id_tensor("dst_ids", dst_ids)
             tickets = self._queue.submit(dl(src), dl(dst), self.chunk_pages)
             n = src.numel()
             return [CopyEvent(min(self.chunk_pages, n - i), queue=self._queue, ticket=t)
@@ -143,11 +143,23 @@ class ChunkedCopier:
             pass
 
 
-def _id_tensor(ids) -> torch.Tensor:
-    # int32 on the CPU, as the queue reads them (it checks shape and range itself)
-    if isinstance(ids, torch.Tensor):
-        return ids.to(device="cpu", dtype=torch.int32).contiguous()
-    return torch.tensor(list(ids), dtype=torch.int32)
+def _id_tensor(name: str, ids) -> torch.Tensor:
+    """Page ids as the queue reads them: a 1-D int32 CPU tensor (it checks the range itself, so
+    only ids that int32 cannot hold are refused here, before they could wrap into range)."""
+    if not isinstance(ids, torch.Tensor):
+        ids = list(ids)
+        if not ids:
+            return torch.zeros(0, dtype=torch.int32)
+        try:  # dtype inferred, so floats and bools stay visible below
+            ids = torch.as_tensor(ids)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise ValueError(f"ChunkedCopier.copy: argument '{name}' must hold int32 page ids ({e})") from None
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"ChunkedCopier.copy: argument '{name}' must hold integer page ids, got {ids.dtype}")
+    if ids.dtype != torch.int32 and ids.numel() and (int(ids.min()) < -2**31 or int(ids.max()) >= 2**31):
+        raise ValueError(f"ChunkedCopier.copy: argument '{name}' holds a page id outside int32: "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return ids.to(device="cpu", dtype=torch.int32).contiguous()
 
 
 def compute_threads(copy_threads: int = 1) -> int:
