@@ -80,6 +80,24 @@ def test_consumer_build_info(consumer_output):
     assert cuda and cuda.group(1) == longcat.build_info()["cuda"].lower(), consumer_output
 
 
+@pytest.mark.slow
+def test_consumer_kv_copy_queue(consumer_output):
+    # main.cpp's transfer: sources [5, 0, 3, 3, 1] -> destinations [7, 2, 0, 4, 1] in chunks of
+    # 2 pages, for 2 layers of 2-row pages; untouched destination pages keep -1.
+    tickets = re.search(r"^kvq_tickets=(.*)$", consumer_output, re.M)
+    assert tickets and tickets.group(1) == "1,2,3", consumer_output
+    e = np.arange(2 * 576) % 97
+    want = {(layer, p): -1.0 * e.size for layer in range(2) for p in range(8)}
+    for s, d in zip([5, 0, 3, 3, 1], [7, 2, 0, 4, 1]):
+        for layer in range(2):
+            want[layer, d] = float((layer * 10000 + s * 100 + e).sum())
+    got = {(int(m.group(1)), int(m.group(2))): float(m.group(3))
+           for m in re.finditer(r"^kvq (\d+) (\d+) (\S+)$", consumer_output, re.M)}
+    assert got == want
+    err = re.search(r"^kvq_error=(.*)$", consumer_output, re.M)
+    assert err and "'dst_ids' must not repeat a destination page; page 6" in err.group(1), consumer_output
+
+
 def _installed_headers() -> list[str]:
     inc = _installed_include_dir()
     assert os.path.isfile(os.path.join(inc, "longcat", "longcat.h")), f"no installed headers in {inc}"

@@ -275,7 +275,8 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
   LONGCAT_ISA_CALL(mla_gather, a);
 }
 
-// ---- kv_copy_blocks --------------------------------------------------------------------------
+// ---- kv_copy_blocks ----------------------------------------------------------------------------
+// The checks below are kv_copy_blocks' and KvCopyQueue's (api/kv_copy_queue.cpp) alike.
 
 namespace {
 
@@ -283,12 +284,13 @@ namespace {
 // A swapped page is not read again soon, and a cached store first reads the destination line
 // from DRAM (read-for-ownership): streaming saves that read, a third of the traffic, and leaves
 // the model's working set in the caches. Measured on Zen 4 (1 thread, scattered 73.7 KB pages
-// from and to pools larger than the L3): 1.35x faster than memcpy at 16 pages, 1.4x at 64.
+// from and to pools larger than the L3): 1.35x faster than memcpy at 16 pages, 1.4x at 64; Zen 5
+// (AVX-512, with the prefetch in kv_copy_kernels.inc): 1.15-1.2x at 16-512 pages.
 // Below a few pages (256 KiB, a quarter of a core's L2) the destination may still be cached and
 // there is little traffic to save, so memcpy keeps those.
 constexpr int64_t kNonTemporalBytes = int64_t{256} << 10;
 
-void check_ids(const char* op, const char* arg, const TensorView& ids) {
+void check_id_tensor(const char* op, const char* arg, const TensorView& ids) {
   check_dtype(op, arg, ids, {DType::Int32});
   check_ndim(op, arg, ids, 1);
   check_contiguous(op, arg, ids);
@@ -297,30 +299,30 @@ void check_ids(const char* op, const char* arg, const TensorView& ids) {
                                "got a CUDA tensor");
 }
 
-// Every id in [0, pages); `what` names the pool in the message.
-void check_id_range(const char* op, const char* arg, const std::vector<int32_t>& ids, int64_t pages,
+// Every id in [0, pages); `pool` names the pool in the message, `base` is ids[0]'s index.
+void check_id_range(const char* op, const char* arg, const int32_t* ids, int64_t n, int64_t base, int64_t pages,
                     const char* pool) {
-  for (size_t i = 0; i < ids.size(); ++i)
+  for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= pages)
       fail(ErrorKind::Value, arg_prefix(op, arg) + "must hold page ids in [0, " + std::to_string(pages) + ") (" +
-                                 pool + ".shape[0]), got " + std::to_string(ids[i]) + " at index " + std::to_string(i));
+                                 pool + ".shape[0]), got " + std::to_string(ids[i]) + " at index " +
+                                 std::to_string(base + i));
 }
 
 // No destination page twice, and (same pool) no page both read and written. The (page, index)
 // pairs are sorted, O(n log n) in the ids of the call: a page-indexed table would cost O(pool
 // pages) per call (a swap of 16 pages into a host tier of 10^5 pages would clear 800 KB per layer
 // for a check over 16 ids). The error names the first repeat in call order.
-void check_distinct_writes(const char* op, const std::vector<int32_t>& src, const std::vector<int32_t>& dst,
+void check_distinct_writes(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base,
                            bool same_pool) {
-  const int64_t n = static_cast<int64_t>(dst.size());
   auto repeated = [&](int64_t first, int64_t i) {
     fail(ErrorKind::Value, arg_prefix(op, "dst_ids") + "must not repeat a destination page; page " +
-                               std::to_string(dst[i]) + " appears at indices " + std::to_string(first) + " and " +
-                               std::to_string(i));
+                               std::to_string(dst[i]) + " appears at indices " + std::to_string(base + first) +
+                               " and " + std::to_string(base + i));
   };
   auto read_written = [&](int64_t i, int64_t w) {
     fail(ErrorKind::Value, arg_prefix(op, "src_ids") + "reads page " + std::to_string(src[i]) + " at index " +
-                               std::to_string(i) + ", which dst_ids[" + std::to_string(w) +
+                               std::to_string(base + i) + ", which dst_ids[" + std::to_string(base + w) +
                                "] writes in the same pool (the copies run in parallel: overlapping ranges "
                                "are refused)");
   };
@@ -347,30 +349,28 @@ void check_distinct_writes(const char* op, const std::vector<int32_t>& src, cons
 
 }  // namespace
 
-KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_pool, const TensorView& src_ids,
-                            const TensorView& dst_ids, Stream stream, KvCopyMethod method) {
-  const char* op = "kv_copy_blocks";
-  check_views(op, {{"src_pool", &src_pool}, {"dst_pool", &dst_pool}, {"src_ids", &src_ids}, {"dst_ids", &dst_ids}});
+namespace kv_copy {
+
+bool check_pools(const char* op, const TensorView& src_pool, const char* src_arg, const TensorView& dst_pool,
+                 const char* dst_arg, KvCopyMethod method) {
+  check_views(op, {{src_arg, &src_pool}, {dst_arg, &dst_pool}});
   // Any float dtype on either side: a pinned host pool of a float16 device cache is float16 too.
-  check_dtype(op, "src_pool", src_pool, {DType::Float32, DType::BFloat16, DType::Float16});
-  check_kv_pages(op, src_pool, "src_pool");
-  check_kv_pages(op, dst_pool, "dst_pool");
-  check_same_dtype(op, "dst_pool", dst_pool, "src_pool", src_pool);
-  check_size(op, "dst_pool", dst_pool, 1, src_pool.shape[1], "src_pool.shape[1] (the same page_size)");
-  check_ids(op, "src_ids", src_ids);
-  check_ids(op, "dst_ids", dst_ids);
-  const int64_t n = src_ids.shape[0];
-  check_size(op, "dst_ids", dst_ids, 0, n, "src_ids.shape[0] (one destination per source)");
+  check_dtype(op, src_arg, src_pool, {DType::Float32, DType::BFloat16, DType::Float16});
+  check_kv_pages(op, src_pool, src_arg);
+  check_kv_pages(op, dst_pool, dst_arg);
+  check_same_dtype(op, dst_arg, dst_pool, src_arg, src_pool);
+  const std::string same_page = std::string(src_arg) + ".shape[1] (the same page_size)";
+  check_size(op, dst_arg, dst_pool, 1, src_pool.shape[1], same_page.c_str());
   const int m = static_cast<int>(method);
   if (m < 0 || m > static_cast<int>(KvCopyMethod::MemcpyPerBlock))
     fail(ErrorKind::Value, arg_prefix(op, "method") + "must be one of Auto, CpuThreads, Kernel, MemcpyBatch, "
                                "MemcpyPerBlock, got " + std::to_string(m));
   const bool on_cuda = src_pool.device.type == DeviceType::CUDA || dst_pool.device.type == DeviceType::CUDA;
   if (on_cuda) {
-    check_cuda_built(op, src_pool.device.type == DeviceType::CUDA ? "src_pool" : "dst_pool",
+    check_cuda_built(op, src_pool.device.type == DeviceType::CUDA ? src_arg : dst_arg,
                      src_pool.device.type == DeviceType::CUDA ? src_pool : dst_pool);
     if (src_pool.device.type == DeviceType::CUDA && dst_pool.device.type == DeviceType::CUDA)
-      check_same_device(op, "dst_pool", dst_pool, "src_pool", src_pool);
+      check_same_device(op, dst_arg, dst_pool, src_arg, src_pool);
     if (method == KvCopyMethod::CpuThreads)
       fail(ErrorKind::Value, arg_prefix(op, "method") + "CpuThreads copies host pools only; a pool is on CUDA");
   } else if (method != KvCopyMethod::Auto && method != KvCopyMethod::CpuThreads) {
@@ -380,45 +380,85 @@ KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_po
   // The same pool on both sides is allowed (compaction, duplication); a partial overlap is not.
   const bool same_pool = src_pool.data == dst_pool.data && src_pool.device == dst_pool.device &&
                          src_pool.shape[0] == dst_pool.shape[0];
-  if (!same_pool) check_no_overlap(op, "dst_pool", dst_pool, "src_pool", src_pool);
-  check_no_overlap(op, "dst_pool", dst_pool, "src_ids", src_ids);
-  check_no_overlap(op, "dst_pool", dst_pool, "dst_ids", dst_ids);
+  if (!same_pool) check_no_overlap(op, dst_arg, dst_pool, src_arg, src_pool);
+  return same_pool;
+}
 
+Ids read_ids(const char* op, const TensorView& src_ids, const TensorView& dst_ids) {
+  check_views(op, {{"src_ids", &src_ids}, {"dst_ids", &dst_ids}});
+  check_id_tensor(op, "src_ids", src_ids);
+  check_id_tensor(op, "dst_ids", dst_ids);
+  check_size(op, "dst_ids", dst_ids, 0, src_ids.shape[0], "src_ids.shape[0] (one destination per source)");
   // Snapshots: what is validated is what the copy reads, even if the caller's ids change.
-  const std::vector<int32_t> src = snapshot_int32(src_ids), dst = snapshot_int32(dst_ids);
-  check_id_range(op, "src_ids", src, src_pool.shape[0], "src_pool");
-  check_id_range(op, "dst_ids", dst, dst_pool.shape[0], "dst_pool");
-  check_distinct_writes(op, src, dst, same_pool);
+  return {snapshot_int32(src_ids), snapshot_int32(dst_ids)};
+}
 
-  // Runs of consecutive pages on both sides become one copy each (DMA paths).
-  std::vector<int32_t> run_src, run_dst, run_pages;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!run_pages.empty() && src[i] == run_src.back() + run_pages.back() && dst[i] == run_dst.back() + run_pages.back()) {
-      ++run_pages.back();
-    } else {
-      run_src.push_back(src[i]);
-      run_dst.push_back(dst[i]);
-      run_pages.push_back(1);
-    }
-  }
+void check_ids(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base, int64_t src_pages,
+               const char* src_pool, int64_t dst_pages, const char* dst_pool, bool same_pool) {
+  check_id_range(op, "src_ids", src, n, base, src_pages, src_pool);
+  check_id_range(op, "dst_ids", dst, n, base, dst_pages, dst_pool);
+  check_distinct_writes(op, src, dst, n, base, same_pool);
+}
+
+void copy_cpu(const TensorView& src_pool, const TensorView& dst_pool, const int32_t* src, const int32_t* dst,
+              int64_t n) {
+  if (n == 0) return;
   KvCopyPlan p{};
   p.dst = dst_pool.data;
   p.src = src_pool.data;
-  p.src_ids = src.data();
-  p.dst_ids = dst.data();
-  p.run_src = run_src.data();
-  p.run_dst = run_dst.data();
-  p.run_pages = run_pages.data();
-  p.runs = static_cast<int64_t>(run_pages.size());
+  p.src_ids = src;
+  p.dst_ids = dst;
   p.pages = n;
   p.page_bytes = src_pool.shape[1] * kMlaDimQK * dtype_size(src_pool.dtype);
   p.src_device = src_pool.device;
   p.dst_device = dst_pool.device;
+  LONGCAT_ISA_CALL(kv_copy_blocks, p, n * p.page_bytes >= kNonTemporalBytes);
+}
+
+}  // namespace kv_copy
+
+KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_pool, const TensorView& src_ids,
+                            const TensorView& dst_ids, Stream stream, KvCopyMethod method) {
+  const char* op = "kv_copy_blocks";
+  const bool same_pool = kv_copy::check_pools(op, src_pool, "src_pool", dst_pool, "dst_pool", method);
+  const kv_copy::Ids ids = kv_copy::read_ids(op, src_ids, dst_ids);
+  check_no_overlap(op, "dst_pool", dst_pool, "src_ids", src_ids);
+  check_no_overlap(op, "dst_pool", dst_pool, "dst_ids", dst_ids);
+  const std::vector<int32_t>&src = ids.src, &dst = ids.dst;
+  const int64_t n = static_cast<int64_t>(src.size());
+  kv_copy::check_ids(op, src.data(), dst.data(), n, 0, src_pool.shape[0], "src_pool", dst_pool.shape[0], "dst_pool",
+                     same_pool);
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
-  if (on_cuda) return cuda::kv_copy_blocks(p, method, stream);
+  if (src_pool.device.type == DeviceType::CUDA || dst_pool.device.type == DeviceType::CUDA) {
+    // Runs of consecutive pages on both sides become one copy each (DMA paths).
+    std::vector<int32_t> run_src, run_dst, run_pages;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!run_pages.empty() && src[i] == run_src.back() + run_pages.back() && dst[i] == run_dst.back() + run_pages.back()) {
+        ++run_pages.back();
+      } else {
+        run_src.push_back(src[i]);
+        run_dst.push_back(dst[i]);
+        run_pages.push_back(1);
+      }
+    }
+    KvCopyPlan p{};
+    p.dst = dst_pool.data;
+    p.src = src_pool.data;
+    p.src_ids = src.data();
+    p.dst_ids = dst.data();
+    p.run_src = run_src.data();
+    p.run_dst = run_dst.data();
+    p.run_pages = run_pages.data();
+    p.runs = static_cast<int64_t>(run_pages.size());
+    p.pages = n;
+    p.page_bytes = src_pool.shape[1] * kMlaDimQK * dtype_size(src_pool.dtype);
+    p.src_device = src_pool.device;
+    p.dst_device = dst_pool.device;
+    return cuda::kv_copy_blocks(p, method, stream);
+  }
 #endif
   (void)stream;
-  if (n > 0) LONGCAT_ISA_CALL(kv_copy_blocks, p, n * p.page_bytes >= kNonTemporalBytes);
+  kv_copy::copy_cpu(src_pool, dst_pool, src.data(), dst.data(), n);
   return KvCopyMethod::CpuThreads;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "longcat/common.h"
 #include "longcat/kv_cache.h"
@@ -58,6 +59,36 @@ struct KvCopyPlan {
   int64_t runs, pages, page_bytes;
   Device src_device, dst_device;
 };
+
+// kv_copy_blocks' checks and CPU copy in parts (api/kv_cache.cpp), shared with KvCopyQueue
+// (api/kv_copy_queue.cpp), which checks a whole transfer once and copies its chunks later.
+namespace kv_copy {
+
+// One pool pair and the method, as kv_copy_blocks checks them; the args name the pools in
+// errors. Returns whether both are the same pool (then no page may be read and written in one
+// copy).
+bool check_pools(const char* op, const TensorView& src_pool, const char* src_arg, const TensorView& dst_pool,
+                 const char* dst_arg, KvCopyMethod method);
+
+// src_ids, dst_ids: [n] int32 contiguous CPU tensors (one destination per source), read into
+// host vectors: what is checked is what the copy reads.
+struct Ids {
+  std::vector<int32_t> src, dst;
+};
+Ids read_ids(const char* op, const TensorView& src_ids, const TensorView& dst_ids);
+
+// The n page pairs of one copy: ids in [0, src_pages) and [0, dst_pages) (src_pool / dst_pool
+// name the pools bounding them), no destination twice, and with same_pool no page both read and
+// written. `base` is the index errors give src[0] (a chunk's offset in its transfer).
+void check_ids(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base, int64_t src_pages,
+               const char* src_pool, int64_t dst_pages, const char* dst_pool, bool same_pool);
+
+// dst_pool[dst[i]] = src_pool[src[i]] on the calling thread's share of the CPU pool, for pools
+// and ids checked above.
+void copy_cpu(const TensorView& src_pool, const TensorView& dst_pool, const int32_t* src, const int32_t* dst,
+              int64_t n);
+
+}  // namespace kv_copy
 
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
 namespace cuda {

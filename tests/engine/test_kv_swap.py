@@ -70,9 +70,22 @@ def test_chunked_copier_validates_the_whole_transfer_first():
     copier = ChunkedCopier(src, dst, chunk_pages=2)
     with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 8\)"):
         copier.copy([0, 1, 2, 3], [0, 1, 2, 8])  # the last chunk is bad: no chunk may move
-    with pytest.raises(ValueError, match=r"'dst_ids' must not repeat a page"):
+    with pytest.raises(ValueError, match=r"'dst_ids' must not repeat a destination page"):
         copier.copy([0, 1, 2], [4, 5, 4])
-    with pytest.raises(ValueError, match=r"'src_pool' must have size 576"):
+    with pytest.raises(ValueError, match=r"'src_ids' holds a page id outside int32"):
+        copier.copy([2**32 + 1], [0])  # would wrap to page 1
+    with pytest.raises(ValueError, match=r"'dst_ids' holds a page id outside int32"):
+        copier.copy(torch.tensor([0]), torch.tensor([2**32 + 1]))
+    with pytest.raises(TypeError, match=r"'src_ids' must hold integer page ids, got torch.float32"):
+        copier.copy(torch.tensor([0.0]), [0])
+    with pytest.raises(TypeError, match=r"'dst_ids' must hold integer page ids, got torch.float32"):
+        copier.copy([0], [1.5])
+    with pytest.raises(ValueError, match=r"'src_ids' must hold int32 page ids"):
+        copier.copy([2**70], [0])
+    assert copier.copy([], []) == []
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 8\) .*got -1"):
+        copier.copy(torch.tensor([0], dtype=torch.int64), torch.tensor([-1], dtype=torch.int16))
+    with pytest.raises(ValueError, match=r"'src_pools\[0\]' must have size 576"):
         ChunkedCopier([torch.zeros(8, 4, 1, 512)], [torch.zeros(8, 4, 1, 576)]).copy([0], [0])
     with pytest.raises(ValueError, match=r"'chunk_pages' must be an int >= 1"):
         ChunkedCopier(src, dst, chunk_pages=0)
@@ -105,51 +118,63 @@ def test_chunked_copier_worker_never_needs_the_gil():
     copier.close()
 
 
-def test_copy_queue_checks_the_transfer_and_errors_belong_to_their_chunk():
-    # The queue itself. submit refuses a bad transfer with nothing queued; what only the copy
-    # checks (a page read and written in one pool) fails its chunk alone: every wait on that
-    # chunk raises, the chunks around it still move.
+def ids(xs):
+    return dl(torch.tensor(xs, dtype=torch.int32))
+
+
+def test_copy_queue_checks_the_transfer_with_kv_copy_blocks_rules():
+    # The queue itself (longcat::KvCopyQueue). submit refuses a bad transfer with nothing
+    # queued, with kv_copy_blocks' own checks and messages: ids in range of every layer's pool,
+    # no destination twice in the whole transfer, and within one pool no chunk (one copy) that
+    # reads a page it writes; a page a chunk writes may be read by a later chunk.
     pools = _layers(10, seed=7)
     want = [p.clone() for p in pools]
     for w in want:
-        w[[6, 7, 8, 9]] = w[[0, 1, 4, 5]].clone()
+        w[[6, 7]] = w[[0, 1]].clone()
+        w[[8, 9]] = w[[6, 7]].clone()  # chunk 2 reads what chunk 1 wrote
     q = _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, 1)
-    tickets = q.submit([0, 1, 2, 3, 4, 5], [6, 7, 3, 2, 8, 9], 2)  # chunk 2 swaps pages 2 and 3 in place
-    assert len(tickets) == 3
-    q.wait(tickets[0])
-    for _ in range(2):
-        with pytest.raises(ValueError, match=r"'src_ids' reads page 2 at index 0, which dst_ids\[1\] writes"):
-            q.wait(tickets[1])
-    q.wait(tickets[2])
+    with pytest.raises(ValueError, match=r"'src_ids' reads page 2 at index 2, which dst_ids\[3\] writes in the same pool"):
+        q.submit(ids([0, 1, 2, 3]), ids([6, 7, 3, 2]), 2)  # chunk 2 swaps pages 2 and 3 in place
+    tickets = q.submit(ids([0, 1, 6, 7]), ids([6, 7, 8, 9]), 2)
+    assert tickets == [1, 2]
+    for t in tickets:
+        q.wait(t)
     assert all(q.done(t) for t in tickets)
     assert all(torch.equal(p, w) for p, w in zip(pools, want))
-    with pytest.raises(ValueError, match=r"'ticket' must be a ticket of this queue, in \[1, 3\], got 4"):
-        q.wait(4)
-    bad = [(([0, 1], [2]), r"'dst_ids' must have one id per source \(2\), got 1"),
+    with pytest.raises(ValueError, match=r"'ticket' must be a ticket of this queue, in \[1, 2\], got 3"):
+        q.wait(3)
+    bad = [(([0, 1], [2]), r"'dst_ids' must have size 2 .*one destination per source"),
            (([0, 10], [1, 2]), r"'src_ids' must hold page ids in \[0, 10\) \(src_pools\[0\].shape\[0\]\), got 10 at index 1"),
            (([0], [-1]), r"'dst_ids' must hold page ids in \[0, 10\) .*got -1 at index 0"),
-           (([0, 1, 2], [5, 6, 5]), r"'dst_ids' must not repeat a page; page 5 appears at indices 0 and 2")]
+           (([0, 1, 2], [5, 6, 5]), r"'dst_ids' must not repeat a destination page; page 5 appears at indices 0 and 2"),
+           (([0, 1, 2, 3, 4], [5, 6, 7, 8, 5]), r"page 5 appears at indices 0 and 4")]  # across chunks too
     for (s_ids, d_ids), msg in bad:
         with pytest.raises(ValueError, match=msg):
-            q.submit(s_ids, d_ids, 2)
+            q.submit(ids(s_ids), ids(d_ids), 2)
+    with pytest.raises(TypeError, match=r"'src_ids' must have dtype int32"):
+        q.submit(dl(torch.tensor([0])), ids([1]), 2)
     with pytest.raises(ValueError, match=r"'chunk_pages' must be >= 1, got 0"):
-        q.submit([0], [1], 0)
-    assert q.submit([], [], 2) == []
+        q.submit(ids([0]), ids([1]), 0)
+    assert q.submit(ids([]), ids([]), 2) == []
     q.close()
     q.close()  # idempotent
     with pytest.raises(RuntimeError, match=r"the queue is closed"):
-        q.submit([0], [1], 2)
+        q.submit(ids([0]), ids([1]), 2)
     assert all(torch.equal(p, w) for p, w in zip(pools, want))  # nothing refused moved a byte
     with pytest.raises(ValueError, match=r"'copy_threads' is out of range"):
         _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 0, -1)
     with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
         _C.KvCopyQueue([dl(t) for t in pools], [dl(pools[0])], 0, 1)
-    with pytest.raises(ValueError, match=r"'dst_pool' must have"):
+    with pytest.raises(ValueError, match=r"'dst_pools\[0\]' must have size 4 in dimension 1 \(src_pools\[0\].shape\[1\]"):
         _C.KvCopyQueue([dl(pools[0])], [dl(torch.zeros(8, 8, 1, 576))], 0, 1)
+    with pytest.raises(TypeError, match=r"'dst_pools\[1\]' must have the dtype of 'src_pools\[1\]'"):
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(pools[0]), dl(pools[1].double())], 0, 1)
+    with pytest.raises(ValueError, match=r"'method' must be Auto or CpuThreads for two host pools"):
+        _C.KvCopyQueue([dl(t) for t in pools], [dl(t) for t in pools], 2, 1)
     # A smaller pool in any layer bounds the ids of all.
     q = _C.KvCopyQueue([dl(pools[0]), dl(torch.zeros(4, 4, 1, 576))], [dl(t) for t in _layers(10)], 0, 1)
     with pytest.raises(ValueError, match=r"'src_ids' must hold page ids in \[0, 4\) \(src_pools\[1\].shape\[0\]\)"):
-        q.submit([4], [0], 1)
+        q.submit(ids([4]), ids([0]), 1)
     q.close()
 
 

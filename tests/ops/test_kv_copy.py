@@ -46,12 +46,13 @@ def test_patterns_between_pools_of_different_sizes(cpu_isa, dtype, pattern):
     check_copy(pool(12, dtype=dtype, seed=3), pool(10, dtype=dtype, seed=4), s2[:len(d2)], d2)
 
 
-@pytest.mark.parametrize("page_size", [1, 3, 64])
-def test_page_sizes_and_large_copies_use_every_store_path(cpu_isa, page_size):
-    # The non-temporal threshold is 256 KiB per call: page sizes 3 and 64 cross it (40 pages of
-    # 3 rows in fp32 are 276 KB), page size 1 (92 KB) stays on memcpy.
-    n = 200 if page_size == 64 else 40
-    src, dst = pool(n, page_size, seed=5), pool(n + 7, page_size, seed=6)
+@pytest.mark.parametrize("page_size,dtype,n", [(1, torch.float32, 40), (3, torch.float32, 40), (64, torch.float32, 200),
+                                               (1, torch.bfloat16, 300), (3, torch.bfloat16, 100)])
+def test_page_sizes_and_large_copies_use_every_store_path(cpu_isa, page_size, dtype, n):
+    # The non-temporal threshold is 256 KiB per call: fp32 page sizes 3 and 64 cross it (40
+    # pages of 3 rows are 276 KB), page size 1 (92 KB) stays on memcpy. bf16 pages of 1 and 3
+    # rows (1152 and 3456 bytes) cross it and end in half a 256-byte block (the AVX-512 tail).
+    src, dst = pool(n, page_size, dtype, seed=5), pool(n + 7, page_size, dtype, seed=6)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(7)).tolist()
     check_copy(src, dst, perm, [p + 7 for p in range(n)])
 

@@ -67,7 +67,8 @@ enum class KvCopyMethod : int32_t {
 //   partially are refused. Everything is checked before the first byte moves: an error leaves
 //   dst_pool untouched. Pages not named are never read or written.
 //   Runs on `stream` when a pool is on CUDA (asynchronous: the caller synchronises), else on the
-//   calling thread with the CPU pool. Returns the method used.
+//   calling thread with the CPU pool. Returns the method used. KvCopyQueue
+//   (longcat/kv_copy_queue.h) runs these copies on a background thread, chunk by chunk.
 //   CUDA choice (Auto): device <-> device uses the kernel (HBM-bound, one launch for any n);
 //   host <-> device uses DMA (copy engines leave the SMs to the model's kernels, and vLLM's
 //   measurements show DMA ahead end to end): one batched call where the runtime has it and the

@@ -4,6 +4,7 @@
 #include "longcat/build_config.h"
 #include "longcat/common.h"
 #include "longcat/kv_cache.h"
+#include "longcat/kv_copy_queue.h"
 #include "longcat/linear.h"
 #include "longcat/mla.h"
 #include "longcat/mla_layer.h"

@@ -11,9 +11,12 @@ Everything below is measured in one run, each number next to its peer:
   through more memory than the last-level cache, so the pages come from DRAM as the big copy's
   do. GB/s counts bytes read + written on the CPU (as the copy bandwidth does) and bytes moved
   on CUDA; ``of_same_bytes`` compares with a contiguous copy of the same bytes. On CUDA every
-  method (kernel, batched DMA, per-run DMA) is measured. The CPU rows are repeated on one
-  thread against torch on one thread (the copier worker's configuration), and once more as the
-  engine's copier moves a chunk: every layer's pages in one call (4 layers, 1 thread).
+  method (kernel, batched DMA, per-run DMA) is measured. On the CPU the peers and ours run on
+  the same number of threads: first all of longcat's pool (torch set to the same count; wall
+  time, with the cores the process got, since on a shared machine a 10 ms peer and a 0.1 ms
+  call see the load differently), then one thread against torch on one thread (the copier
+  worker's configuration; the thread's CPU time), and once more as the engine's copier moves a
+  chunk: every layer's pages in one call (4 layers, 1 thread).
 - ``overlap``: a 4-layer cache moved by ``ChunkedCopier`` (16-page chunks, background worker /
   copy stream) while the caller computes; efficiency = (compute alone + transfer alone -
   overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
@@ -92,15 +95,26 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
     for suffix, directions in runs:
         one = suffix != ""
         prev_torch, prev_limit = torch.get_num_threads(), longcat.thread_limit()
-        if one:
-            torch.set_num_threads(1)
-            longcat.set_thread_limit(1)
+        # The peers copy on torch's threads, ours on longcat's pool: the same count on both
+        # sides (all threads: longcat's pool size, which OMP_NUM_THREADS does not change).
+        threads = 1 if one else longcat.num_threads()
+        if not cuda:
+            torch.set_num_threads(threads)
+            longcat.set_thread_limit(1 if one else 0)
         try:
             for n in (QUICK_BLOCKS if quick else BLOCKS):
                 for direction in directions:
                     src, dst = (dev, host) if direction == "d2h" else (host, dev)
+                    c0, w0 = time.process_time(), time.perf_counter()
                     times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
+                    cores = (time.process_time() - c0) / (time.perf_counter() - w0)
                     clock = "CPU time" if one else "wall time"
+                    if not cuda:
+                        clock += f", {threads} thread(s) for the copy bandwidth, ours and the peers"
+                    if not cuda and not one:
+                        # Wall-time ratios of a 0.1 ms call to a 10 ms peer mean little when the
+                        # process had fewer cores than threads (other jobs): say how many it had.
+                        clock += f"; cores this process got over these rounds {cores:.2f}"
                     bw = big_bytes / times[0] / 1e9
                     bw_seen.setdefault(direction + suffix, []).append(bw)
                     moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth

@@ -6,7 +6,7 @@ with ``kv_copy_blocks`` and completes a ``CopyEvent`` of its own, so a consumer 
 chunk i while chunk i+1 moves (the report's chunk-level overlap; SGLang HiCache and LMCache do
 the same layer- and chunk-wise). Where the copies run:
 
-- CPU: one C++ worker thread per copier (``longcat._C.KvCopyQueue``), chunks in submission
+- CPU: one C++ worker thread per copier (``longcat::KvCopyQueue``, longcat/kv_copy_queue.h), chunks in submission
   order, every layer of a chunk in turn. The worker never takes the GIL: a transfer's chunks are
   queued in one call and a chunk's event is waited for with the GIL released, so the thread
   that computes is never kept waiting to hand the interpreter over (a worker written in Python
@@ -91,10 +91,11 @@ class ChunkedCopier:
             if self._queue is None:  # ... and every layer's pools, once, as it starts
                 self._queue = _C.KvCopyQueue([dl(t) for t in self.src_caches], [dl(t) for t in self.dst_caches],
                                              int(self.method), self.copy_threads)
-            src, dst = _id_list(src_ids), _id_list(dst_ids)
-            tickets = self._queue.submit(src, dst, self.chunk_pages)
-            return [CopyEvent(min(self.chunk_pages, len(src) - i), queue=self._queue, ticket=t)
-                    for i, t in zip(range(0, len(src), self.chunk_pages), tickets)]
+            src, dst = _id_tensor("src_ids", src_ids), _id_tensor("dst_ids", dst_ids)
+            tickets = self._queue.submit(dl(src), dl(dst), self.chunk_pages)
+            n = src.numel()
+            return [CopyEvent(min(self.chunk_pages, n - i), queue=self._queue, ticket=t)
+                    for i, t in zip(range(0, n, self.chunk_pages), tickets)]
         src = torch.as_tensor(list(src_ids), dtype=torch.int32)
         dst = torch.as_tensor(list(dst_ids), dtype=torch.int32)
         self._validate(src, dst)
@@ -142,8 +143,23 @@ class ChunkedCopier:
             pass
 
 
-def _id_list(ids) -> list:
-    return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+def _id_tensor(name: str, ids) -> torch.Tensor:
+    """Page ids as the queue reads them: a 1-D int32 CPU tensor (it checks the range itself, so
+    only ids that int32 cannot hold are refused here, before they could wrap into range)."""
+    if not isinstance(ids, torch.Tensor):
+        ids = list(ids)
+        if not ids:
+            return torch.zeros(0, dtype=torch.int32)
+        try:  # dtype inferred, so floats and bools stay visible below
+            ids = torch.as_tensor(ids)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise ValueError(f"ChunkedCopier.copy: argument '{name}' must hold int32 page ids ({e})") from None
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"ChunkedCopier.copy: argument '{name}' must hold integer page ids, got {ids.dtype}")
+    if ids.dtype != torch.int32 and ids.numel() and (int(ids.min()) < -2**31 or int(ids.max()) >= 2**31):
+        raise ValueError(f"ChunkedCopier.copy: argument '{name}' holds a page id outside int32: "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return ids.to(device="cpu", dtype=torch.int32).contiguous()
 
 
 def compute_threads(copy_threads: int = 1) -> int:
