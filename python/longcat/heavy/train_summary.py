@@ -67,7 +67,7 @@ from longcat.tasks.arith import ArithProblem, make_problems, parse_answer, worke
 WHEN_ABSENT = ("skip", "truth")
 CANDIDATES_FILE = "candidates.jsonl"  # next to the checkpoint: the training problems' sampled candidates
 ANSWER_FORMATS = ("plain", "worked")  # "19", or worked step by step ("4+5-3=" -> "9-3=6")
-SUMMARY_LAYOUTS = ("compact", "tally", "tally-first")  # the one-line layouts a tiny completion model learns
+SUMMARY_LAYOUTS = ("compact", "tally", "tally-first", "pick")  # the one-line layouts a tiny completion model learns
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,9 @@ class SummaryTuneConfig:
             raise ValueError(f"SummaryTuneConfig.temperature: expected a number in [0, 2], got {self.temperature!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
+        if self.template == "pick" and self.when_absent != "skip":
+            raise ValueError(f"SummaryTuneConfig.when_absent: the 'pick' layout can only name a shown answer, so "
+                             f"only 'skip', got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"SummaryTuneConfig.lr: expected a number > 0, got {self.lr!r}")
 
@@ -156,7 +159,9 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
     """(prompt, target) pairs in ``template``'s layout (default ``COMPACT``), each from a random subset of a problem's
     finished candidates, and how many draws were skipped (``when_absent="skip"`` and the true
     answer not shown, or no finished candidate at all). The target is the true answer in
-    ``answer_format`` (the summary answers like a normal answer)."""
+    ``answer_format`` (the summary answers like a normal answer); with a template that ``copies``
+    (``pick``) it is the number of the shown answer equal to that text (a worked answer whose every
+    step holds), and a draw that shows none is skipped."""
     if when_absent not in WHEN_ABSENT:
         raise ValueError(f"when_absent: expected one of {WHEN_ABSENT}, got {when_absent!r}")
     if len(candidates) != len(problems):
@@ -169,10 +174,18 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
             continue
         for _ in range(draws_per_problem):
             shown = rng.sample(answers, rng.randint(1, min(max_candidates, len(answers))))
+            shown_c = [ShownCandidate(a) for a in shown]
+            if template.copies:  # pick the shown answer that equals the true one, every step included
+                label = template.label(shown_c, target(p, answer_format))
+                if label is None:
+                    skipped += 1
+                else:
+                    pairs.append((template.render(p.prompt, shown_c), label))
+                continue
             if when_absent == "skip" and not any(parse_answer(a) == p.answer for a in shown):
                 skipped += 1
                 continue
-            pairs.append((template.render(p.prompt, [ShownCandidate(a) for a in shown]), target(p, answer_format)))
+            pairs.append((template.render(p.prompt, shown_c), target(p, answer_format)))
     return pairs, skipped
 
 
