@@ -98,3 +98,25 @@ def test_rl_pick_prompts_are_rewarded_on_the_answer_they_name():
            for label in ("1", "2", "3", "4")}
     assert got == {label: float(label == right) for label in got}
     assert right != "1"  # "8-3=5" is the majority: a vote would be wrong here
+
+
+def test_bench_counts_picks_that_overrule_the_most_frequent_answer(fake):
+    from longcat.bench.heavy import evaluate
+    from longcat.tasks.arith import make_problems
+
+    def respond(prompt, i, req):
+        question, _, tally = prompt.partition("[")
+        truth = eval(question[:-1])
+        if not tally:
+            return str(truth + (i % 4 != 0) * 5)  # three of four samples wrong, all the same way
+        numbered = [b.rsplit("*", 1)[0] for b in tally[:-2].split("][")]
+        return str(numbered.index(str(truth)) + 1) if str(truth) in numbered else "1"
+
+    problems = make_problems(5, seed=0, max_operand=9)
+    rows = evaluate(fake(respond), problems, vote_ks=(1, 4), heavy_ks=(4,), heavy_rounds=(1,), logprobs=1,
+                    template="pick")
+    heavy = next(r for r in rows if r["method"] == "heavy")
+    sc = next(r for r in rows if r["method"] == "self-consistency")
+    assert heavy["accuracy"] == 1.0 and sc["accuracy"] == 0.0
+    assert heavy["picked_not_first"] == 5 and heavy["unresolved"] == 0
+    assert heavy["gen_tokens"] == sc["gen_tokens"] + 2  # the number, then the copied one-token answer

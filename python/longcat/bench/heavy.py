@@ -149,6 +149,9 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
             row = _row("heavy", k, rounds, [r.answer == p.answer for r, p in zip(results, problems)],
                        [r.generated_tokens for r in results], seconds)
             row["all_unparseable"] = sum(r.all_unparseable for r in results)
+            if heavy.config.template.copies:  # how often the pick overruled the most frequent answer
+                row["picked_not_first"] = sum(r.episodes[-1].completion.strip() != "1" for r in results)
+                row["unresolved"] = sum(r.num_unresolved for r in results)
             rows.append(row)
     compare_to_sc(rows)
     return rows
