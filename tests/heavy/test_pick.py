@@ -120,3 +120,46 @@ def test_bench_counts_picks_that_overrule_the_most_frequent_answer(fake):
     assert heavy["accuracy"] == 1.0 and sc["accuracy"] == 0.0
     assert heavy["picked_not_first"] == 5 and heavy["unresolved"] == 0
     assert heavy["gen_tokens"] == sc["gen_tokens"] + 2  # the number, then the copied one-token answer
+
+
+def test_choice_constraint_masks_every_token_that_leaves_the_choices():
+    import torch
+
+    from longcat.heavy.backends import ChoiceConstraint
+
+    con = ChoiceConstraint([[5, 6, 7], [5, 8]], eos=2)
+    logits = torch.arange(10, dtype=torch.float32)
+    first = con([], logits.clone())
+    assert torch.isfinite(first).nonzero().flatten().tolist() == [5] and first[5] == 5.0
+    assert torch.isfinite(con([5], logits.clone())).nonzero().flatten().tolist() == [6, 8]
+    assert torch.isfinite(con([5, 8], logits.clone())).nonzero().flatten().tolist() == [2]  # then EOS
+    nan = torch.full((10,), float("nan"))
+    assert torch.isnan(con([], nan)[5])  # NaN scores pass through
+    with pytest.raises(ValueError, match="choices"):
+        ChoiceConstraint([], eos=2)
+    with pytest.raises(ValueError, match="choices"):
+        ChoiceConstraint([[1], []], eos=2)
+
+
+def test_choose_layout_puts_the_tally_first_and_constrains_the_summary(fake):
+    from longcat.heavy.templates import CHOOSE
+
+    cands = shown("8-3=5", "9-3=6", "9-3=6")
+    assert CHOOSE.render("4+5-3=", cands) == "[9-3=6*2][8-3=5*1]4+5-3="
+    assert CHOOSE.choices(cands) == ["9-3=6", "8-3=5"] and CHOOSE.constrains and not CHOOSE.copies
+    be = fake(lambda prompt, i, r: "8-3=5" if prompt.startswith("[") else ("9-3=6" if i else "8-3=5"))
+    res = HeavyThinker(be, k=3, template="choose", answer_fn=parse_answer).think("4+5-3=")
+    summary = be.requests[-1]
+    assert summary.prompt == "[9-3=6*2][8-3=5*1]4+5-3=" and summary.choices == ["9-3=6", "8-3=5"]
+    assert all(r.choices is None for r in be.requests[:-1])  # candidates sample freely
+    assert res.answer == 5 and res.generated_tokens == 3 + 1
+
+
+def test_choose_training_targets_are_the_right_shown_answer_only():
+    from longcat.heavy.templates import CHOOSE
+
+    problems = [ArithProblem("4+5-3=", 6)]
+    cands = [[_c("9-3=6"), _c("8-3=5"), _c("8-2=6")]]
+    pairs, skipped = summary_examples(problems, cands, 30, 3, "skip", random.Random(0), CHOOSE, "worked")
+    assert pairs and skipped > 0 and all(t == "9-3=6" for _, t in pairs)
+    assert all(p.endswith("]4+5-3=") and "[9-3=6*" in p for p, _ in pairs)

@@ -229,9 +229,11 @@ class HeavyThinker:
                     res.all_unparseable = not any(self.answer_fn(s.answer) is not None for s in sel.shown)
                 shown_of.append(sel.shown)
                 seed = None if c.seed is None else c.seed + 7919 * r
+                choices = c.template.choices(sel.shown) if c.template.constrains else None
                 requests.append(SampleRequest(self.summary_prompt(res.question, sel.shown), 1 if last else c.k,
                                               c.summary_temperature if last else c.temperature, c.top_p, seed,
-                                              c.summary_max_tokens, 0 if c.logprobs is None else c.logprobs))
+                                              c.summary_max_tokens, 0 if c.logprobs is None else c.logprobs,
+                                              choices=choices or None))
             for res, req, shown, batch in zip(results, requests, shown_of, self.summary_backend.sample(requests)):
                 written = batch.candidates
                 if c.template.copies:

@@ -13,7 +13,8 @@ and the summary writes the number of the answer it keeps (``"2"``); the decoder 
 answer verbatim (``resolve``), so the summary's answer is always one of the candidates and a tiny
 model needs no skill at copying (``"1"`` is the majority, self-consistency). Its separators are
 ``*`` and digits because the arith checkpoints' tokenizer has only digits, ``+-*=[]`` and space
-(``:`` is dropped, so ``TALLY`` renders ``[19:2]`` as ``[192]`` there).
+(``:`` is dropped, so ``TALLY`` renders ``[19:2]`` as ``[192]`` there). ``CHOOSE`` puts that tally
+before the question and the summary writes a normal answer, decoding constrained to the shown ones.
 A template only renders text; which candidates it sees (answers only, shuffled, truncated) is
 decided by ``longcat.heavy.candidates``.
 """
@@ -40,6 +41,8 @@ class SummaryTemplate(abc.ABC):
 
     # True when the summary names a shown answer and ``resolve`` writes it (``PickTemplate``).
     copies = False
+    # True when the summary writes one of the shown answers, decoding constrained to them (``ChooseTemplate``).
+    constrains = False
 
     @abc.abstractmethod
     def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
@@ -139,12 +142,35 @@ class PickTemplate(SummaryTemplate):
         return groups[i - 1][0] if 1 <= i <= len(groups) else None
 
 
+class ChooseTemplate(PickTemplate):
+    """``"[9-3=6*2][8-3=5*1]4+5-3="``: the numbered tally's answers with their counts, then the
+    question, so the prompt ends like a plain task prompt; the summary writes its answer in the
+    normal format, its decoding constrained to the shown answers (``SampleRequest.choices``). The
+    model's own step-by-step skill picks among the shown answers at the token where they differ
+    (the first step's result, then the last), and it cannot write a value no candidate holds."""
+
+    name = "choose"
+    copies = False
+    constrains = True
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        return "".join(f"[{a}*{n}]" for a, n in self.groups(candidates)) + question
+
+    def resolve(self, completion: str, candidates: Sequence[ShownCandidate]) -> Optional[str]:
+        return completion
+
+    def choices(self, candidates: Sequence[ShownCandidate]) -> list[str]:
+        """The answers the summary may write."""
+        return [a for a, _ in self.groups(candidates) if a]
+
+
 VERBOSE = VerboseTemplate()
 COMPACT = CompactTemplate()
 TALLY = TallyTemplate()
 TALLY_FIRST = TallyFirstTemplate()
 PICK = PickTemplate()
-TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY, TALLY_FIRST, PICK)}
+CHOOSE = ChooseTemplate()
+TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY, TALLY_FIRST, PICK, CHOOSE)}
 
 
 def get_template(template) -> SummaryTemplate:

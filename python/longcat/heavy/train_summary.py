@@ -67,7 +67,7 @@ from longcat.tasks.arith import ArithProblem, make_problems, parse_answer, worke
 WHEN_ABSENT = ("skip", "truth")
 CANDIDATES_FILE = "candidates.jsonl"  # next to the checkpoint: the training problems' sampled candidates
 ANSWER_FORMATS = ("plain", "worked")  # "19", or worked step by step ("4+5-3=" -> "9-3=6")
-SUMMARY_LAYOUTS = ("compact", "tally", "tally-first", "pick")  # the one-line layouts a tiny completion model learns
+SUMMARY_LAYOUTS = ("compact", "tally", "tally-first", "pick", "choose")  # the one-line layouts a tiny completion model learns
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ class SummaryTuneConfig:
             raise ValueError(f"SummaryTuneConfig.temperature: expected a number in [0, 2], got {self.temperature!r}")
         if self.when_absent not in WHEN_ABSENT:
             raise ValueError(f"SummaryTuneConfig.when_absent: expected one of {WHEN_ABSENT}, got {self.when_absent!r}")
-        if self.template == "pick" and self.when_absent != "skip":
-            raise ValueError(f"SummaryTuneConfig.when_absent: the 'pick' layout can only name a shown answer, so "
+        if self.template in ("pick", "choose") and self.when_absent != "skip":
+            raise ValueError(f"SummaryTuneConfig.when_absent: the {self.template!r} layout can only give a shown answer, so "
                              f"only 'skip', got {self.when_absent!r}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"SummaryTuneConfig.lr: expected a number > 0, got {self.lr!r}")
@@ -181,6 +181,9 @@ def summary_examples(problems: Sequence[ArithProblem], candidates: Sequence[Sequ
                     skipped += 1
                 else:
                     pairs.append((template.render(p.prompt, shown_c), label))
+                continue
+            if template.constrains and target(p, answer_format) not in [a.strip() for a in shown]:
+                skipped += 1  # a constrained summary can only write a shown answer: the right one verbatim
                 continue
             if when_absent == "skip" and not any(parse_answer(a) == p.answer for a in shown):
                 skipped += 1
