@@ -18,7 +18,9 @@ sampling temperature (default: the one the summary was tuned on, else 1.0; the s
 the summary cannot cost the candidates' task skill; the family and layout then come from that
 checkpoint's ``summary_tune.json`` when it has one.
 Each heavy row is compared with self-consistency at equal tokens per problem (paired), with a
-standard error and a bootstrap interval, so a win can be told from noise. Writes heavy.json /
+standard error and a bootstrap interval, so a win can be told from noise. With the ``pick`` layout
+each heavy row also counts the summaries that did not pick the most frequent answer
+(``picked_not_first``) and those that named no shown answer (``unresolved``). Writes heavy.json /
 heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
