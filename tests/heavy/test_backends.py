@@ -172,3 +172,16 @@ def test_endpoint_tool_calls_run_through_the_tool_loop(stub_server):
     follow_up = stub_server.bodies[1]["messages"]
     assert follow_up[-1] == {"role": "tool", "tool_call_id": follow_up[-2]["tool_calls"][0]["id"], "content": "5"}
     assert 'add({"a": 2, "b": 3}) -> 5' in stub_server.bodies[-1]["messages"][-1]["content"]
+
+
+def test_engine_constrained_summary_writes_only_shown_answers(toy_llm):
+    backend = EngineBackend(toy_llm)
+    choices = ["abc", "abd", "x"]
+    (batch,) = backend.sample([SampleRequest("q=", n=12, temperature=1.5, seed=2, max_tokens=8, choices=choices)])
+    texts = [c.text for c in batch.candidates]
+    assert all(t in choices and c.finish_reason == "stop" for t, c in zip(texts, batch.candidates))
+    heavy = HeavyThinker(backend, k=3, template="choose", summary_max_tokens=8, seed=0)
+    (res,) = heavy.think_batch(["q="], [[Candidate("ab"), Candidate("ab"), Candidate("ba")]])
+    assert res.answer_text in ("ab", "ba") and res.episodes[0].prompt == "[ab*2][ba*1]q="
+    with pytest.raises(ValueError, match="choices: constrained decoding"):
+        OpenAIBackend("http://127.0.0.1:9", model="m").sample([SampleRequest("q=", choices=["a"])])

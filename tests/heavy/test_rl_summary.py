@@ -61,6 +61,7 @@ def test_bad_bank_and_recipe(tmp_path):
     with pytest.raises(ValueError, match="warm_start.steps"):
         load_recipe({"task": {"name": "arith-summary"}, "warm_start": {"steps": 5}})
     assert load_recipe("rl/arith-summary.yaml").task.name == "arith-summary"
+    assert load_recipe("rl/arith-choose.yaml").task.template == "choose"
 
 
 def test_two_rl_steps_on_summary_prompts(tmp_path):

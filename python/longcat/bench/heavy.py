@@ -18,7 +18,9 @@ sampling temperature (default: the one the summary was tuned on, else 1.0; the s
 the summary cannot cost the candidates' task skill; the family and layout then come from that
 checkpoint's ``summary_tune.json`` when it has one.
 Each heavy row is compared with self-consistency at equal tokens per problem (paired), with a
-standard error and a bootstrap interval, so a win can be told from noise. Writes heavy.json /
+standard error and a bootstrap interval, so a win can be told from noise. With the ``pick`` layout
+each heavy row also counts the summaries that did not pick the most frequent answer
+(``picked_not_first``) and those that named no shown answer (``unresolved``). Writes heavy.json /
 heavy.md (``report``) and heavy.png.
 """
 from __future__ import annotations
@@ -149,6 +151,9 @@ def evaluate(backend, problems, *, vote_ks=(1, 2, 4, 8, 16), heavy_ks=(2, 4, 8),
             row = _row("heavy", k, rounds, [r.answer == p.answer for r, p in zip(results, problems)],
                        [r.generated_tokens for r in results], seconds)
             row["all_unparseable"] = sum(r.all_unparseable for r in results)
+            if heavy.config.template.copies:  # how often the pick overruled the most frequent answer
+                row["picked_not_first"] = sum(r.episodes[-1].completion.strip() != "1" for r in results)
+                row["unresolved"] = sum(r.num_unresolved for r in results)
             rows.append(row)
     compare_to_sc(rows)
     return rows

@@ -33,6 +33,32 @@ class SampleRequest:
     max_tokens: int = 256
     logprobs: Optional[int] = None   # top alternatives per token (DeepConf needs a few)
     tools: Optional[list[dict]] = None
+    # The completions allowed (decoding constrained to them, then EOS): a summary that may only
+    # answer with one of the shown answers. Only the built-in engine constrains.
+    choices: Optional[list[str]] = None
+
+
+class ChoiceConstraint:
+    """A logits processor that lets a sample write only one of ``choices`` (token ids each,
+    then ``eos``): at every step, tokens that continue no choice with the prefix written so
+    far are masked, so the model's own scores choose among the choices token by token."""
+
+    def __init__(self, choices: Sequence[Sequence[int]], eos: int):
+        if not choices or any(len(c) == 0 for c in choices):
+            raise ValueError(f"choices: expected at least one non-empty token sequence, got {list(choices)!r}")
+        self.choices = [list(c) + [eos] for c in choices]
+
+    def __call__(self, generated: Sequence[int], logits):
+        import torch
+
+        n = len(generated)
+        allowed = {c[n] for c in self.choices if len(c) > n and c[:n] == list(generated)}
+        if not allowed:  # cannot happen while every step obeys the mask; EOS ends it if it does
+            allowed = {self.choices[0][-1]}
+        out = torch.full_like(logits, float("-inf"))
+        idx = torch.tensor(sorted(allowed), device=logits.device)
+        out[idx] = logits[idx]
+        return out
 
 
 @dataclass
@@ -76,8 +102,13 @@ class EngineBackend:
                 prompt = render_prompt(self.tokenizer, prompt, r.tools)
                 stops = chat_stop_token_ids(self.tokenizer)
             prompts.append(prompt)
+            procs = None
+            if r.choices:
+                ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in r.choices]
+                procs = [ChoiceConstraint([i for i in ids if i], self.tokenizer.eos_token_id)]
             params.append(SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
-                                         max_tokens=r.max_tokens, logprobs=r.logprobs, stop_token_ids=stops))
+                                         max_tokens=r.max_tokens, logprobs=r.logprobs, stop_token_ids=stops,
+                                         logits_processors=procs))
         batches = []
         for r, out in zip(requests, self.llm.generate(prompts, params)):
             if out.error is not None:
@@ -224,6 +255,9 @@ class OpenAIBackend:
             return str(e)
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[SampleBatch]:
+        if any(r.choices for r in requests):
+            raise ValueError("choices: constrained decoding (a summary template that constrains, e.g. 'choose') "
+                             "needs the built-in engine (EngineBackend); OpenAI-compatible servers do not take it")
         if len(requests) == 1:
             return [self._sample_one(requests[0])]
         with ThreadPoolExecutor(min(self.max_workers, len(requests))) as pool:

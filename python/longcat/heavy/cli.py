@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from longcat.heavy.templates import TEMPLATES
 from longcat.serve.cli import bounded
 
 __all__ = ["add_parser", "read_tasks"]
@@ -123,9 +124,10 @@ def add_parser(sub) -> None:
                    help="most tokens of one candidate's answer shown to the summary")
     p.add_argument("--context-budget", type=bounded(int, 1), default=16384,
                    help="most tokens of all shown answers together")
-    p.add_argument("--template", choices=["verbose", "compact", "tally", "tally-first"], default="verbose",
-                   help="summary prompt layout: verbose (chat models), compact (the arith warm start) or tally "
-                        "(compact with identical answers merged and counted)")
+    p.add_argument("--template", choices=sorted(TEMPLATES), default="verbose",
+                   help="summary prompt layout: verbose (chat models), compact (the arith warm start), tally "
+                        "(compact with identical answers merged and counted), tally-first, or pick (a tally the "
+                        "summary answers by number; the decoder copies that answer)")
     p.add_argument("--chat", action="store_true", help="send the question as a chat message (else a completion prompt)")
     p.add_argument("--answer-format", choices=["text", "arith"], default="text",
                    help="how answers are compared: whole answer text, or the last integer (arith)")

@@ -106,7 +106,8 @@ class HeavyResult:
     conversation); ``answer``: ``answer_fn`` of it. ``rounds[0]`` are the width candidates,
     ``rounds[r]`` the summaries of round r. ``all_unparseable``: no candidate shown to the last
     summary parsed (the summary answered anyway). ``num_failed``: candidates an endpoint did
-    not deliver; ``num_dropped``: unfinished candidates left out of a summary."""
+    not deliver; ``num_dropped``: unfinished candidates left out of a summary; ``num_unresolved``:
+    summaries of a picking template (``PickTemplate``) that named no shown answer."""
 
     question: Prompt
     answer_text: str
@@ -118,6 +119,7 @@ class HeavyResult:
     num_failed: int = 0
     num_dropped: int = 0
     num_truncated: int = 0
+    num_unresolved: int = 0
     all_unparseable: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -172,6 +174,16 @@ class HeavyThinker:
         last = question[-1]["content"]
         return list(question[:-1]) + [{"role": "user", "content": self.config.template.render(last, shown)}]
 
+    def _copy_picked(self, summary: Candidate, shown, res: "HeavyResult") -> Candidate:
+        """A picking summary (``template.copies``) as the answer it names, written verbatim. Its
+        tokens count as generated (the number, then the copied answer, as a decode constrained to
+        copy would spend); one that names no shown answer is unfinished (``num_unresolved``)."""
+        answer = self.config.template.resolve(strip_thinking(summary.text), shown) if summary.finished else None
+        if answer is None:
+            res.num_unresolved += 1
+            return Candidate(summary.text, "unresolved", summary.num_tokens, token_ids=summary.token_ids)
+        return Candidate(answer, summary.finish_reason, summary.num_tokens + self.summary_backend.count_tokens(answer))
+
     # ---- the whole decode ------------------------------------------------------------------
 
     def think(self, question: Prompt, candidates: Optional[Sequence[Candidate]] = None) -> HeavyResult:
@@ -217,12 +229,17 @@ class HeavyThinker:
                     res.all_unparseable = not any(self.answer_fn(s.answer) is not None for s in sel.shown)
                 shown_of.append(sel.shown)
                 seed = None if c.seed is None else c.seed + 7919 * r
+                choices = c.template.choices(sel.shown) if c.template.constrains else None
                 requests.append(SampleRequest(self.summary_prompt(res.question, sel.shown), 1 if last else c.k,
                                               c.summary_temperature if last else c.temperature, c.top_p, seed,
-                                              c.summary_max_tokens, 0 if c.logprobs is None else c.logprobs))
+                                              c.summary_max_tokens, 0 if c.logprobs is None else c.logprobs,
+                                              choices=choices or None))
             for res, req, shown, batch in zip(results, requests, shown_of, self.summary_backend.sample(requests)):
-                res.rounds.append(batch.candidates)
-                res.generated_tokens += sum(x.num_tokens for x in batch.candidates)
+                written = batch.candidates
+                if c.template.copies:
+                    written = [self._copy_picked(x, shown, res) for x in batch.candidates]
+                res.rounds.append(written)
+                res.generated_tokens += sum(x.num_tokens for x in written)
                 res.prompt_tokens += batch.prompt_tokens
                 res.num_failed += batch.num_failed
                 res.errors += batch.errors

@@ -9,7 +9,8 @@ candidates come from a bank, ``candidates.jsonl``, that ``longcat heavy-train-su
 next to its checkpoint: the model's own samples on training problems that ``longcat bench heavy``
 never evaluates (RSA trains its aggregator the same way, on pre-generated candidates). Draws whose
 candidates miss the true answer stay in: the reward then teaches the summary to solve the problem
-itself, or the group has no signal and the loop filters it.
+itself, or the group has no signal and the loop filters it. With the ``pick`` layout the prompt's
+problem is a ``PickedProblem`` and the reward scores the answer the summary names.
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import os
 import random
 from typing import Sequence
 
+from dataclasses import dataclass
+
 from longcat.heavy.candidates import Candidate, select_for_summary
-from longcat.heavy.templates import get_template
+from longcat.heavy.templates import ShownCandidate, get_template
 from longcat.tasks.arith import ArithProblem
 
 SUMMARY_KS = (2, 4, 8)  # candidates per prompt: the K values the bench evaluates
@@ -48,6 +51,19 @@ def load_bank(path: str | os.PathLike) -> list[tuple[ArithProblem, list[str]]]:
     return bank
 
 
+@dataclass(frozen=True)
+class PickedProblem(ArithProblem):
+    """A summary prompt in a layout that ``copies`` (``pick``): the reward reads the answer the
+    summary names (``resolve``), as the decoder does, so RL trains the pick on correctness."""
+
+    shown: tuple[ShownCandidate, ...] = ()
+    template: str = "pick"
+
+    def resolve(self, completion: str) -> str:
+        """The shown answer the completion names ("" when it names none: no reward)."""
+        return get_template(self.template).resolve(completion, self.shown) or ""
+
+
 class SummarySource:
     """uid -> (problem, summary prompt ids): problem, K (from ``ks``), the K candidates and their
     order are drawn from ``random.Random`` seeded by the uid, so a re-queued prompt is the same."""
@@ -70,6 +86,8 @@ class SummarySource:
         picked = [Candidate(a) for a in drawn]
         shown = select_for_summary(picked, per_candidate_budget=64, total_budget=64 * k,
                                    count_tokens=len, rng=rng).shown
+        if self.template.copies:
+            problem = PickedProblem(problem.prompt, problem.answer, tuple(shown), self.template.name)
         return problem, self.template.render(problem.prompt, shown)
 
     def get(self, uid: int) -> tuple[ArithProblem, list[int]]:

@@ -7,7 +7,14 @@ models. ``COMPACT`` is a one-line layout a tiny completion model learns in a sho
 ``TALLY`` is the compact layout with agreement made explicit: identical answers are merged into
 one bracket with their count, most frequent first (``"12+7=[19:2][18:1]="``), so a small model
 can copy the majority without counting and learn when to overrule it. ``TALLY_FIRST`` puts that
-tally before the question (``"[19:2][18:1]12+7="``).
+tally before the question (``"[19:2][18:1]12+7="``). ``PICK`` is a tally the summary answers by
+number: identical answers merged with their count, most frequent first (``"12+7=[19*2][18*1]="``),
+and the summary writes the number of the answer it keeps (``"2"``); the decoder then writes that
+answer verbatim (``resolve``), so the summary's answer is always one of the candidates and a tiny
+model needs no skill at copying (``"1"`` is the majority, self-consistency). Its separators are
+``*`` and digits because the arith checkpoints' tokenizer has only digits, ``+-*=[]`` and space
+(``:`` is dropped, so ``TALLY`` renders ``[19:2]`` as ``[192]`` there). ``CHOOSE`` puts that tally
+before the question and the summary writes a normal answer, decoding constrained to the shown ones.
 A template only renders text; which candidates it sees (answers only, shuffled, truncated) is
 decided by ``longcat.heavy.candidates``.
 """
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,19 @@ class SummaryTemplate(abc.ABC):
 
     name = "template"
 
+    # True when the summary names a shown answer and ``resolve`` writes it (``PickTemplate``).
+    copies = False
+    # True when the summary writes one of the shown answers, decoding constrained to them (``ChooseTemplate``).
+    constrains = False
+
     @abc.abstractmethod
     def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
         """The summary prompt for ``question`` and the candidates shown."""
+
+    def resolve(self, completion: str, candidates: Sequence[ShownCandidate]) -> Optional[str]:
+        """The summary's answer content from what it wrote: the completion itself, except for a
+        template that ``copies`` (None when it names no shown answer)."""
+        return completion
 
 
 class VerboseTemplate(SummaryTemplate):
@@ -90,11 +107,70 @@ class TallyFirstTemplate(TallyTemplate):
         return tally + question
 
 
+class PickTemplate(SummaryTemplate):
+    """``"4+5-3=[9-3=6*2][8-3=5*1]="``: the distinct answers, most frequent first (ties in the shown
+    order), each with ``*`` and its count; the summary answers with the 1-based number of one."""
+
+    name = "pick"
+    copies = True
+
+    @staticmethod
+    def groups(candidates: Sequence[ShownCandidate]) -> list[tuple[str, int]]:
+        """(answer, count) of the distinct shown answers in the order ``render`` numbers them."""
+        counts: dict[str, int] = {}
+        for c in candidates:  # first-seen order breaks ties (the decoder shuffles what it shows)
+            answer = c.answer.replace("[", "").replace("]", "").replace("*", "").strip()
+            counts[answer] = counts.get(answer, 0) + 1
+        return sorted(counts.items(), key=lambda kv: -kv[1])
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        return question + "".join(f"[{a}*{n}]" for a, n in self.groups(candidates)) + "="
+
+    def label(self, candidates: Sequence[ShownCandidate], answer: str) -> Optional[str]:
+        """The completion that picks ``answer`` (its number), None when it is not shown."""
+        for i, (a, _) in enumerate(self.groups(candidates), 1):
+            if a == answer.strip():
+                return str(i)
+        return None
+
+    def resolve(self, completion: str, candidates: Sequence[ShownCandidate]) -> Optional[str]:
+        number = completion.strip()
+        if not number.isdigit():
+            return None
+        groups = self.groups(candidates)
+        i = int(number)
+        return groups[i - 1][0] if 1 <= i <= len(groups) else None
+
+
+class ChooseTemplate(PickTemplate):
+    """``"[9-3=6*2][8-3=5*1]4+5-3="``: the numbered tally's answers with their counts, then the
+    question, so the prompt ends like a plain task prompt; the summary writes its answer in the
+    normal format, its decoding constrained to the shown answers (``SampleRequest.choices``). The
+    model's own step-by-step skill picks among the shown answers at the token where they differ
+    (the first step's result, then the last), and it cannot write a value no candidate holds."""
+
+    name = "choose"
+    copies = False
+    constrains = True
+
+    def render(self, question: str, candidates: Sequence[ShownCandidate]) -> str:
+        return "".join(f"[{a}*{n}]" for a, n in self.groups(candidates)) + question
+
+    def resolve(self, completion: str, candidates: Sequence[ShownCandidate]) -> Optional[str]:
+        return completion
+
+    def choices(self, candidates: Sequence[ShownCandidate]) -> list[str]:
+        """The answers the summary may write."""
+        return [a for a, _ in self.groups(candidates) if a]
+
+
 VERBOSE = VerboseTemplate()
 COMPACT = CompactTemplate()
 TALLY = TallyTemplate()
 TALLY_FIRST = TallyFirstTemplate()
-TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY, TALLY_FIRST)}
+PICK = PickTemplate()
+CHOOSE = ChooseTemplate()
+TEMPLATES = {t.name: t for t in (VERBOSE, COMPACT, TALLY, TALLY_FIRST, PICK, CHOOSE)}
 
 
 def get_template(template) -> SummaryTemplate:

@@ -49,13 +49,16 @@ class ArithSource:
 
 
 class ArithReward:
-    """1.0 for a correct answer (``longcat.tasks.arith.score`` on the decoded completion)."""
+    """1.0 for a correct answer (``longcat.tasks.arith.score`` on the decoded completion; a task
+    with ``resolve``, a picking summary prompt, is scored on the answer its completion names)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     async def __call__(self, task: ArithProblem, sample: Sample) -> float:
-        return score(self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True), task)
+        text = self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+        resolve = getattr(task, "resolve", None)
+        return score(text if resolve is None else resolve(text), task)
 
 
 class DelayedReward:
