@@ -152,9 +152,10 @@ def test_bad_activations_and_workspace():
         ops.mla_decode_layer(x.float().requires_grad_().bfloat16().detach().requires_grad_(), weights, *args)
 
 
-def test_model_decode_steps_equal_the_op_by_op_steps(monkeypatch):
-    """The engine over bf16 tiny models (MLA, and Zig-Zag SSA sublayers): tokens and logprobs of
-    decode steps through mla_decode_layer equal those of the op-by-op path."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_model_decode_steps_equal_the_op_by_op_steps(monkeypatch, dtype):
+    """The engine over bf16 and float32 tiny models (MLA, and Zig-Zag SSA sublayers): tokens and
+    logprobs of decode steps through mla_decode_layer equal those of the op-by-op path."""
     from longcat.engine import LLM, SamplingParams
     from longcat.models import LongcatFlashConfig, LongcatFlashForCausalLM
     from longcat.models import modeling
@@ -170,7 +171,7 @@ def test_model_decode_steps_equal_the_op_by_op_steps(monkeypatch):
     params = SamplingParams(temperature=0, max_tokens=6, logprobs=3, ignore_eos=True)
     for preset in ("tiny", "tiny-zigzag"):
         torch.manual_seed(0)
-        model = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset(preset), dtype=torch.bfloat16)
+        model = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset(preset), dtype=dtype)
         model.reset_parameters(0.1)
         results = {}
         for fused in (True, False):

@@ -18,9 +18,10 @@ Which op runs where:
   ones, or the whole sequence gathered with ``mla_gather`` when a prefix is cached) and run
   ``mla_prefill`` / ``ssa_prefill`` for all of them in one call; decode rows (``q_len == 1``)
   run the absorbed form (``mla_decode`` / ``ssa_decode`` over the cache, one split plan per
-  step for the MLA and one for the SSA sublayers). A decode-only step of <= 8 bf16 rows on CPU
-  runs each attention sublayer as one ``ops.mla_decode_layer`` call: the same kernels in the
-  same order (bit for bit), without a Python round trip per op.
+  step for the MLA and one for the SSA sublayers). A decode-only step of <= 8 bf16 or float32
+  rows on CPU runs each attention sublayer as one ``ops.mla_decode_layer`` call: the same
+  kernels in the same order as the op-by-op path with ``ops.linear`` projections (bit for bit),
+  without a Python round trip per op.
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ from longcat.nn import MoE, MoEConfig
 _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
 _LATENT_NORM_EPS = 1e-6  # transformers builds q_a / kv_a norms without eps: the class default
 _LINEAR_KERNEL_MAX_ROWS = 8  # see _linear
+# Where _linear runs ops.linear, and so where a decode step's attention sublayers run as one
+# ops.mla_decode_layer call (the same projections, see _StepPlan).
+_LINEAR_KERNEL_DTYPES = (torch.bfloat16, torch.float32)
 
 
 def _derived(module: nn.Module, sources: Sequence[torch.Tensor], compute) -> dict:
@@ -72,12 +76,15 @@ class _WithDerived(nn.Module):
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight)`` for inference, or per head with a 3-D weight (x ``[heads, M, K]``,
-    weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16
-    rows on CPU (decode), torch's GEMM otherwise. Measured (``longcat bench linear``, the small
-    preset's matrices, 1 thread, process CPU time): 2-2.3x faster than ``F.linear`` at 1 row,
-    1.2-1.8x at 4-8; slower from about 16-32 rows on, where torch's blocked GEMM reuses each
-    weight tile across rows. ``out``: written in place (any row / group strides) and returned."""
-    if x.shape[-2 if weight.dim() == 3 else 0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype == torch.bfloat16 \
+    weight ``[heads, N, K]``): longcat's weight-streaming kernel (``ops.linear``) for a few bf16 or
+    float32 rows on CPU (decode), torch's GEMM otherwise. Measured (``longcat bench linear``, the
+    small preset's matrices, 1 thread, process CPU time): bf16 2-2.3x faster than ``F.linear`` at
+    1 row, 1.2-1.8x at 4-8; slower from about 16-32 rows on, where torch's blocked GEMM reuses
+    each weight tile across rows. float32 (``LONGCAT_BENCH_DTYPE=float32``, AVX512-BF16 EPYC)
+    with cold weights, as a decode step of a model larger than the L3 reads them: 1.04-1.5x at
+    1 row, 1.3-2.3x at 2-8 (a weight hot in the caches favours torch's GEMV at 1 row: 0.6-0.8x).
+    ``out``: written in place (any row / group strides) and returned."""
+    if x.shape[-2 if weight.dim() == 3 else 0] <= _LINEAR_KERNEL_MAX_ROWS and x.dtype in _LINEAR_KERNEL_DTYPES \
             and x.device.type == "cpu":
         return ops.linear(x, weight, out=out)
     res = F.linear(x, weight) if weight.dim() == 2 else torch.bmm(x, weight.transpose(1, 2))
@@ -153,15 +160,15 @@ class _StepPlan:
         T = batch.input_ids.shape[0]
         self.window = model._ssa_window_kwargs
         self.has_ssa = model._has_ssa
-        # A decode-only step of a few bf16 rows on CPU runs each attention sublayer as one
-        # ops.mla_decode_layer call (where _linear would run longcat's linear kernel: the same
+        # A decode-only step of a few bf16 / float32 rows on CPU runs each attention sublayer as
+        # one ops.mla_decode_layer call (where _linear would run longcat's linear kernel: the same
         # kernels as the op-by-op path, bit for bit); its workspace is allocated by the first
         # sublayer and reused by the others. workers: what mla_decode_metadata plans for.
         self.fused_decode = False
         self.workspace = None
         self.workers = _C.num_threads()
         if batch.max_q_len <= 1:  # decode-only step: one token per sequence, nothing to split
-            self.fused_decode = (T <= _LINEAR_KERNEL_MAX_ROWS and model.dtype == torch.bfloat16
+            self.fused_decode = (T <= _LINEAR_KERNEL_MAX_ROWS and model.dtype in _LINEAR_KERNEL_DTYPES
                                  and device.type == "cpu" and not torch.compiler.is_compiling())
             self.seq_ids = torch.arange(B, dtype=torch.int32, device=device)
             self._plan_decode(batch.block_table, batch.seq_lens, None)
@@ -263,9 +270,10 @@ class MLA(_WithDerived):
             "w_o": self.o_proj.weight.detach(),
         }
         # The same weights checked and converted once for ops.mla_decode_layer (decode steps of a
-        # few bf16 rows on CPU, see _StepPlan.fused_decode); None where that op is never used.
+        # few bf16 / float32 rows on CPU, see _StepPlan.fused_decode); None where that op is
+        # never used.
         w["layer"] = None
-        if w["w_a"].device.type == "cpu" and w["w_a"].dtype == torch.bfloat16 and self.rope_factor == 1.0:
+        if w["w_a"].device.type == "cpu" and w["w_a"].dtype in _LINEAR_KERNEL_DTYPES and self.rope_factor == 1.0:
             w["layer"] = ops.mla_layer_weights(w["w_a"], w["q_a_norm_w"], w["w_qb"], w["kv_norm_w"], w["w_uk_t"],
                                                w["w_uv"], w["w_o"], self._inv_freq[torch.device("cpu")],
                                                _LATENT_NORM_EPS)
@@ -333,9 +341,9 @@ class MLA(_WithDerived):
         return _linear(o.reshape(T, nh * self.v_dim), w["w_o"])
 
     def _decode_layer(self, x, cache, plan, layer_weights):
-        """A decode-only step of a few bf16 rows on CPU: the whole sublayer (the composition in
-        forward_paged and _decode, the same kernels in the same order) in one call, its
-        intermediates in the step's workspace, shared by every sublayer."""
+        """A decode-only step of a few bf16 / float32 rows on CPU: the whole sublayer (the
+        composition in forward_paged and _decode, the same kernels in the same order) in one call,
+        its intermediates in the step's workspace, shared by every sublayer."""
         d = plan.decode
         if plan.workspace is None:
             plan.workspace = torch.empty(layer_weights.workspace_size(x.shape[0], plan.workers), dtype=torch.uint8)
