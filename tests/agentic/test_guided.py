@@ -45,6 +45,7 @@ def test_grammar_accepts_template_calls(name, args):
     '\n{"name": "set_status", "arguments": {"urgent": "yes',                # boolean
     '\n{"name": "get_order", "arguments": {"order_id": 7',                  # string
     '\n{"name": "get_order", "arguments": {"order_id": "a"}}\n}',           # after the end
+    '\n{"name": "get_order", "arguments": {"order_id": "a",',               # a comma with no key left
     '{"name"',                                                              # the template's newline first
 ])
 def test_grammar_rejects(text):

@@ -100,8 +100,9 @@ class CallGrammar:
                 return ("lit", "}\n", ("end",)) if all(k in used for k in required) else None
             if kind == "open" and ch == '"':
                 return ("key", name, used, "")
-            if kind == "after" and ch == ",":
-                return ("lit", " \"", ("key", name, used, ""))
+            if kind == "after" and ch == ",":   # only when a key is left to write: no dead end
+                free = [k for k in (self.schemas[name].get("properties") or {}) if k not in used]
+                return ("lit", " \"", ("key", name, used, "")) if free else None
             return None
         if kind == "key":
             name, used, part = state[1], state[2], state[3]

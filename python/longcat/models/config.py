@@ -57,6 +57,11 @@ class LongcatFlashConfig:
     hidden_act: str = "silu"
     max_position_embeddings: int = 131072
     initializer_range: float = 0.02
+    # "normal": transformers' init, every matrix ~ N(0, initializer_range). "fan_in": embeddings
+    # and the router ~ N(0, initializer_range), every other matrix ~ N(0, 1 / (3 * fan_in))
+    # (torch's nn.Linear std): at 128 wide, 0.02 makes q.k and the attention outputs so small that
+    # the tiny preset never learned to copy (longcat bench copy_learning).
+    init_scheme: str = "normal"
     rms_norm_eps: float = 1e-5
     pad_token_id: int | None = None
     bos_token_id: int | None = 1
@@ -207,6 +212,10 @@ class LongcatFlashConfig:
             bad("num_key_value_heads", f"num_attention_heads = {self.num_attention_heads} (MLA has one KV head per head)")
         if self.moe_topk > self.n_routed_experts + self.zero_expert_num:
             bad("moe_topk", f"<= n_routed_experts + zero_expert_num = {self.n_routed_experts + self.zero_expert_num}")
+        if self.init_scheme not in ("normal", "fan_in"):
+            bad("init_scheme", "'normal' or 'fan_in'")
+        if not self.initializer_range > 0:
+            bad("initializer_range", "> 0")
         if self.zero_expert_type != "identity":
             bad("zero_expert_type", "'identity'")
         if self.hidden_act != "silu":
@@ -408,6 +417,9 @@ def _presets() -> dict[str, LongcatFlashConfig]:
                    "layer_type": "01" * flash.num_layers}
     flash_zz = dataclasses.replace(flash, streaming_sparse_attention=zigzag_rule)
     small_vocab = dict(vocab_size=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2, max_position_embeddings=8192)
+    # Our own small presets initialise by fan-in (see init_scheme): with transformers' 0.02 they
+    # did not learn the copy task in 300 steps.
+    small_vocab["init_scheme"] = "fan_in"
     tiny = LongcatFlashConfig(hidden_size=128, num_layers=2, num_attention_heads=2, ffn_hidden_size=256,
                               q_lora_rank=64, qk_nope_head_dim=32, v_head_dim=32, moe_topk=2,
                               n_routed_experts=4, zero_expert_num=2, expert_ffn_hidden_size=64, **small_vocab)

@@ -485,18 +485,27 @@ class LongcatFlashForCausalLM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, std: float | None = None) -> None:
-        """transformers' init: linear / embedding / expert / router weights ~ N(0, initializer_range),
-        norms 1, correction bias 0."""
+        """The config's ``init_scheme``: "normal" is transformers' init (linear / embedding /
+        expert / router weights ~ N(0, initializer_range)); "fan_in" keeps that for the embedding
+        and the router and draws every other matrix from N(0, 1 / (3 * fan_in)). Norms 1,
+        correction bias 0. ``std`` given: every matrix ~ N(0, std) whatever the scheme."""
+        fan_in = std is None and self.config.init_scheme == "fan_in"
         std = self.config.initializer_range if std is None else std
         for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
+            if isinstance(m, nn.Embedding):
                 m.weight.normal_(0.0, std)
-                if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                if m.padding_idx is not None:
                     m.weight[m.padding_idx].zero_()
+            elif isinstance(m, nn.Linear):
+                if m.weight is not self.model.embed_tokens.weight:  # a tied lm_head is the embedding
+                    m.weight.normal_(0.0, (3 * m.in_features) ** -0.5 if fan_in else std)
             elif isinstance(m, RMSNorm):
                 m.weight.fill_(1.0)
             elif isinstance(m, MoE):
                 m.reset_parameters(std)
+                if fan_in:  # w13 [E, 2F, H] reads H, w2 [E, H, F] reads F
+                    m.w13.normal_(0.0, (3 * m.w13.shape[-1]) ** -0.5)
+                    m.w2.normal_(0.0, (3 * m.w2.shape[-1]) ** -0.5)
                 m.e_score_correction_bias.zero_()
 
     def _apply(self, fn, recurse=True):
