@@ -139,6 +139,8 @@ def test_choice_constraint_masks_every_token_that_leaves_the_choices():
         ChoiceConstraint([], eos=2)
     with pytest.raises(ValueError, match="choices"):
         ChoiceConstraint([[1], []], eos=2)
+    with pytest.raises(ValueError, match="eos"):
+        ChoiceConstraint([[1]], eos=None)
 
 
 def test_choose_layout_puts_the_tally_first_and_constrains_the_summary(fake):

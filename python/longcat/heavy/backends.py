@@ -46,6 +46,8 @@ class ChoiceConstraint:
     def __init__(self, choices: Sequence[Sequence[int]], eos: int):
         if not choices or any(len(c) == 0 for c in choices):
             raise ValueError(f"choices: expected at least one non-empty token sequence, got {list(choices)!r}")
+        if eos is None:
+            raise ValueError("eos: a constrained choice ends with the tokenizer's EOS token id; the tokenizer has none")
         self.choices = [list(c) + [eos] for c in choices]
 
     def __call__(self, generated: Sequence[int], logits):
