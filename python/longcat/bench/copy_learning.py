@@ -5,6 +5,11 @@ sequence, then the same sequence again; the loss is taken on the repeat, where c
 agent most often gets wrong; a model that cannot learn this task in a few hundred steps will not
 learn it from the SFT data in the demo's budget either.
 
+Two tasks, each trained from fresh weights: ``adjacent``, the repeat right after the sequence, and
+``gap``, the repeat after 0-24 other random tokens (drawn per step). The adjacent repeat is solved
+by attending a fixed distance back, a purely positional pattern; only the gapped one needs the
+content-matching (induction) pattern that copying an id from the user or a tool result needs.
+
 Both models start from random weights (seed 0), see the same batches (16 sequences a step),
 train with AdamW at the same learning rate in float32 and one torch thread, and the table gives
 each one's loss every ``every`` steps with the seconds it took. A third row trains the preset with
@@ -21,6 +26,8 @@ import torch.nn.functional as F
 from longcat.bench.common import BenchResult, machine_info
 
 HALF, BATCH, LOW, HIGH = 24, 16, 100, 600
+MAX_GAP = 24
+TASKS = ("adjacent", "gap")
 
 
 class PlainTransformer(nn.Module):
@@ -39,9 +46,21 @@ class PlainTransformer(nn.Module):
         return self.head(self.norm(self.body(self.embed(ids) + self.pos(torch.arange(S)), mask=mask, is_causal=True)))
 
 
-def _repeat_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Cross entropy of the repeat's tokens after its first one (each predictable by copying)."""
-    return F.cross_entropy(logits[:, HALF:-1].reshape(-1, logits.shape[-1]).float(), ids[:, HALF + 1:].reshape(-1))
+def _repeat_loss(logits: torch.Tensor, ids: torch.Tensor, start: int = HALF) -> torch.Tensor:
+    """Cross entropy of the repeat's tokens (it begins at ``start``) after its first one, each
+    predictable by copying."""
+    return F.cross_entropy(logits[:, start:start + HALF - 1].reshape(-1, logits.shape[-1]).float(),
+                           ids[:, start + 1:start + HALF].reshape(-1))
+
+
+def _batch(task: str, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Token ids [BATCH, 2 * HALF (+ MAX_GAP for "gap")] and where the repeat begins."""
+    half = torch.randint(LOW, HIGH, (BATCH, HALF), generator=gen)
+    if task == "adjacent":
+        return torch.cat([half, half], 1), HALF
+    gap = int(torch.randint(0, MAX_GAP + 1, (1,), generator=gen))
+    fill = torch.randint(LOW, HIGH, (BATCH, MAX_GAP), generator=gen)
+    return torch.cat([half, fill[:, :gap], half, fill[:, gap:]], 1), HALF + gap
 
 
 def run(device: str = "cpu", quick: bool = False, preset: str = "tiny", lr: float = 3e-3) -> BenchResult:
@@ -50,41 +69,43 @@ def run(device: str = "cpu", quick: bool = False, preset: str = "tiny", lr: floa
 
     steps, every = (40, 20) if quick else (300, 50)
     cfg = LongcatFlashConfig.from_preset(preset)
+    normal_cfg = LongcatFlashConfig.from_preset(preset, init_scheme="normal")
+    builders = {f"longcat {preset} ({cfg.init_scheme} init)": lambda: LongcatFlashForCausalLM(cfg, dtype=torch.float32),
+                f"longcat {preset} (normal init, std {cfg.initializer_range:g})":
+                    lambda: LongcatFlashForCausalLM(normal_cfg, dtype=torch.float32),
+                "plain transformer": lambda: PlainTransformer(cfg.vocab_size, cfg.hidden_size, cfg.num_layers,
+                                                              cfg.num_attention_heads, cfg.ffn_hidden_size,
+                                                              2 * HALF + MAX_GAP)}
+    models = {}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        longcat = LongcatFlashForCausalLM(cfg, dtype=torch.float32)
-        torch.manual_seed(0)
-        normal = LongcatFlashForCausalLM(LongcatFlashConfig.from_preset(preset, init_scheme="normal"),
-                                         dtype=torch.float32)
-        torch.manual_seed(0)
-        plain = PlainTransformer(cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_attention_heads,
-                                 cfg.ffn_hidden_size, 2 * HALF)
-    models = {f"longcat {preset} ({cfg.init_scheme} init)": (longcat, lambda ids: longcat(ids)),
-              f"longcat {preset} (normal init, std {cfg.initializer_range:g})": (normal, lambda ids: normal(ids)),
-              "plain transformer": (plain, lambda ids: plain(ids))}
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=lr) for k, (m, _) in models.items()}
+        for task in TASKS:
+            for name, build in builders.items():
+                torch.manual_seed(0)
+                models[task, name] = build()
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=lr) for k, m in models.items()}
     result = BenchResult(
         area="copy_learning",
         title=f"Learning to copy (induction, chance {torch.log(torch.tensor(float(HIGH - LOW))):.2f} nats): "
-              f"{preset} vs a plain transformer, lr {lr:g}, batch {BATCH}",
-        columns=["model", "params", "step", "loss", "seconds"],
+              f"{preset} vs a plain transformer, lr {lr:g}, batch {BATCH}; 'gap': the repeat after 0-{MAX_GAP} "
+              f"other tokens",
+        columns=["task", "model", "params", "step", "loss", "seconds"],
         context={"machine": machine_info(device), "threads": torch.get_num_threads()})
-    gen = torch.Generator().manual_seed(0)
+    gens = {task: torch.Generator().manual_seed(0) for task in TASKS}
     spent = {k: 0.0 for k in models}
     for step in range(steps + 1):
-        half = torch.randint(LOW, HIGH, (BATCH, HALF), generator=gen)
-        ids = torch.cat([half, half], 1)
-        for name, (model, fwd) in models.items():
+        batches = {task: _batch(task, gens[task]) for task in TASKS}
+        for (task, name), model in models.items():
+            ids, start = batches[task]
             t = time.perf_counter()
-            loss = _repeat_loss(fwd(ids), ids)
+            loss = _repeat_loss(model(ids), ids, start)
             if step < steps:
-                opts[name].zero_grad()
+                opts[task, name].zero_grad()
                 loss.backward()
-                opts[name].step()
-            spent[name] += time.perf_counter() - t
+                opts[task, name].step()
+            spent[task, name] += time.perf_counter() - t
             if step % every == 0:
-                result.add(model=name, params=sum(p.numel() for p in model.parameters()), step=step,
-                           loss=float(loss.detach()), seconds=spent[name])
+                result.add(task=task, model=name, params=sum(p.numel() for p in model.parameters()), step=step,
+                           loss=float(loss.detach()), seconds=spent[task, name])
     return result
 
 
