@@ -154,19 +154,24 @@ def test_every_layer_in_one_call_and_a_bad_layer_or_id_writes_nothing():
     from longcat.ops.kv_cache import kv_copy_blocks_layers
 
     src = [pool(9, seed=20 + i) for i in range(3)]
-    dst = [pool(12, seed=30 + i) for i in range(3)]
+    dst = [pool(12, seed=30 + i) for i in range(2)] + [pool(13, seed=32)]  # page counts may differ per layer
     s, d = [8, 0, 3, 4], [11, 2, 0, 5]
     want = [x.clone() for x in dst]
     for w, x in zip(want, src):
         reference.kv_copy_blocks(x, w, ids(s), ids(d))
     kv_copy_blocks_layers(src, dst, s, d)
     assert all(torch.equal(x, w) for x, w in zip(dst, want))
-    # A bad id, or a layer whose pool differs from the first, is refused before layer 0 moves.
-    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 12\)"):
+    # Refused before layer 0 moves: an id past the smallest pool of a side (named), a layer
+    # whose pools kv_copy_blocks would refuse, a read of a page written in one pool, a count
+    # mismatch.
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 12\) \(dst_pools\[0\]"):
         kv_copy_blocks_layers(src, dst, [0], [12])
-    with pytest.raises(ValueError, match=r"'dst_pools' must hold pools of one shape, dtype, device and layout; "
-                                         r"pool 2 differs from pool 0"):
-        kv_copy_blocks_layers(src, dst[:2] + [pool(13)], [1], [1])
+    with pytest.raises(TypeError, match=r"'dst_pools\[2\]' must have the dtype of 'src_pools\[2\]'"):
+        kv_copy_blocks_layers(src, dst[:2] + [pool(12, dtype=torch.bfloat16)], [1], [1])
+    with pytest.raises(ValueError, match=r"'dst_pools\[1\]' must have size 4 in dimension 1"):
+        kv_copy_blocks_layers(src[:2], [dst[0], pool(12, page_size=8)], [1], [1])
+    with pytest.raises(ValueError, match=r"'src_ids' reads page 5 at index 1, which dst_ids\[0\] writes"):
+        kv_copy_blocks_layers([src[0], dst[1]], [dst[0], dst[1]], [1, 5], [5, 6])
     with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
         kv_copy_blocks_layers(src, dst[:2], [1], [1])
     assert all(torch.equal(x, w) for x, w in zip(dst, want))
