@@ -22,16 +22,21 @@ def test_fewer_cores_bound_the_overlap():
 
 
 def test_shared_memory_bandwidth_bounds_two_streams():
-    # Each alone at 30 GB/s, both at most 42: overlapped >= 10 * 30 / 42 s, hidden <= 2 - 2 / 1.4.
-    hidden_max, why = overlap_bound(5.0, 5.0, 5.0, 5.0, cores_got=2.0, bw1=30.0, bw2=42.0)
-    assert hidden_max == pytest.approx(2 - 2 / 1.4) and "copy bandwidth 30 GB/s on 1 thread, 42 on all" in why
+    # 0.42 GB through a 42 GB/s memory system take >= 10 ms: nothing of 5 ms + 5 ms can be
+    # hidden; 0.294 GB take >= 7 ms: at most 60%.
+    hidden_max, why = overlap_bound(5e-3, 5e-3, 5e-3, 5e-3, cores_got=2.0, bytes_both=420e6, bw_all=42e9, bw_one=30e9)
+    assert hidden_max == pytest.approx(0.0) and why == "420 MB through a 42 GB/s memory system"
+    assert overlap_bound(5e-3, 5e-3, 5e-3, 5e-3, 2.0, 294e6, 42e9, 30e9)[0] == pytest.approx(0.6)
+    # Fewer bytes than the longer side needs alone: no floor from the memory system.
+    assert overlap_bound(5e-3, 4e-3, 5e-3, 4e-3, 2.0, 100e6, 42e9, 30e9) == (pytest.approx(1.0),
+                                                                             "the shorter fully hidden")
     # An all-thread bandwidth no higher than one thread's was measured under other load: no bound from it.
-    hidden_max, why = overlap_bound(5.0, 5.0, 5.0, 5.0, cores_got=2.0, bw1=30.0, bw2=20.0)
+    hidden_max, why = overlap_bound(5e-3, 5e-3, 5e-3, 5e-3, 2.0, 420e6, 20e9, 30e9)
     assert hidden_max == pytest.approx(1.0) and "no bandwidth bound" in why
 
 
-@pytest.mark.parametrize("at", range(7))
+@pytest.mark.parametrize("at", range(8))
 def test_nan_propagates(at):
-    args = [5.0, 4.0, 5.0, 4.0, 2.0, 30.0, 42.0]
+    args = [5.0, 4.0, 5.0, 4.0, 2.0, 300e6, 42e9, 30e9]
     args[at] = float("nan")
     assert math.isnan(overlap_bound(*args)[0])

@@ -30,12 +30,12 @@ Everything below is measured in one run, each number next to its peer:
   the overlap. Two computes: a cached matmul (compute-bound; what falls short of hidden_max is
   what sharing the L3 and memory costs: 5-7% of the matmul's CPU time measured against a
   concurrent page copy) and a DRAM-streaming elementwise op (memory-bound: both sides need the
-  one memory system, and together they stream at most at the all-thread copy bandwidth bw2,
-  each alone at about the 1-thread bw1, so overlapped >= (compute + transfer) * bw1 / bw2:
-  with bw2 / bw1 = 1.4, at most 2 - 2 / 1.4 = 57% hidden on 2 cores; bw1 and bw2 come from the
-  swap rows of the same run); on the CPU also a control that needs no core (sleeps), whose
-  bound is 100% when the process gets the copier's core. Each row says how many cores the
-  process got while overlapped.
+  one memory system, so overlapped >= the bytes both read and write / the all-thread copy
+  bandwidth of the swap rows, which bounds hidden_max too; one torch thread's elementwise op
+  streams at only ~12 GB/s against the copy's ~30, so on two free cores this floor lies under
+  the longer side and most of it can be hidden); on the CPU also a control that needs no core
+  (sleeps), bounded only by the cores the copier got. Each row says how many cores the process
+  got while overlapped.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
   a prompt's prefill to its first decoded token on the decode side (sampled there from the
   logits the prefill side sends after the last chunk), against the same prompt in a
@@ -322,6 +322,10 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
     y = torch.empty_like(x)
     kinds = {"compute-bound (fp32 matmul %d^2)" % side: lambda: m @ m,
              "memory-bound (elementwise, %d MB in + out)" % (x.numel() * 4 >> 20): lambda: torch.mul(x, 1.5, out=y)}
+    # Bytes each op reads + writes in DRAM (the matmul's stay in the caches), and the transfer's,
+    # counted as the copy bandwidths count them: for overlap_bound's memory-system floor.
+    bytes_compute = {name: 2 * x.numel() * 4 for name in kinds if name.startswith("memory")}
+    transfer_bytes = 2 * layers * len(ids) * dev[0][0].numel() * dev[0].element_size()
     if not cuda:
         # A control that needs no core (a GPU or I/O wait stands in): what the copier's
         # machinery hides when the core it needs is free, whatever the machine's load.
@@ -371,10 +375,12 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
             # rounds: steadier than the medians' formula when the machine's load drifts.
             eff_rounds = statistics.median((c + t - b) / min(c, t) for c, t, b in rounds)
             got = statistics.median(shares)
-            bws = result.context.get("copy_bandwidth_gbs", {}) if name.startswith("memory") and not cuda else {}
-            hidden_max, why = overlap_bound(t_compute, t_alone, statistics.median(cpu_alone["compute"]),
-                                            statistics.median(cpu_alone["transfer"]), None if cuda else got,
-                                            bws.get("d2h, 1 thread"), bws.get("d2h"))
+            bws = result.context.get("copy_bandwidth_gbs", {})
+            bw_all, bw_one = bws.get("d2h"), bws.get("d2h, 1 thread")
+            hidden_max, why = overlap_bound(
+                t_compute, t_alone, statistics.median(cpu_alone["compute"]), statistics.median(cpu_alone["transfer"]),
+                None if cuda else got, None if cuda else (bytes_compute.get(name, 0) * reps + transfer_bytes),
+                bw_all * 1e9 if bw_all and not cuda else None, bw_one * 1e9 if bw_one else None)
             result.add(section="overlap", case=f"{name}, {layers} layers x {pages} pages, {chunk}-page chunks",
                        blocks=pages, ours_ms=t_both * 1e3, peer_ms=(t_compute + t_alone) * 1e3,
                        hidden=eff, hidden_max=hidden_max,
@@ -392,19 +398,21 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
 
 
 def overlap_bound(t_compute: float, t_transfer: float, cpu_compute: float, cpu_transfer: float,
-                  cores_got: float | None = None, bw1: float | None = None,
-                  bw2: float | None = None) -> tuple[float, str]:
+                  cores_got: float | None = None, bytes_both: float | None = None, bw_all: float | None = None,
+                  bw_one: float | None = None) -> tuple[float, str]:
     """The most of min(compute, transfer) an overlap can hide, and what bounds it.
 
     Alone, compute takes ``t_compute`` s (``cpu_compute`` CPU seconds) and the transfer
     ``t_transfer`` s (``cpu_transfer``). Overlapped takes at least the longer of the two; with
     ``cores_got`` cores (what the process had while overlapped) at least the CPU seconds of both
     over those cores (compute ~ transfer on 1.6 cores: at most 2 - 2 / 1.6 = 75% hidden); and
-    when both stream from DRAM, each alone at about the 1-thread copy bandwidth ``bw1`` and
-    together at most at the all-thread one ``bw2``, at least (compute + transfer) * bw1 / bw2.
-    What a measured overlap falls short of this, sharing the caches and memory cost. A NaN
-    anywhere gives NaN."""
-    given = [x for x in (t_compute, t_transfer, cpu_compute, cpu_transfer, cores_got, bw1, bw2) if x is not None]
+    since both share one memory system, at least ``bytes_both`` (what the two read and write,
+    counted as the copy bandwidths count them) over the all-thread copy bandwidth ``bw_all``
+    (bytes / s). ``bw_one``, the 1-thread copy bandwidth: an all-thread one no higher was
+    measured under other load and bounds nothing. What a measured overlap falls short of this,
+    sharing the caches and memory cost. A NaN anywhere gives NaN."""
+    given = [x for x in (t_compute, t_transfer, cpu_compute, cpu_transfer, cores_got, bytes_both, bw_all, bw_one)
+             if x is not None]
     if any(math.isnan(x) for x in given):
         return math.nan, "a NaN input"
     floor, why = max(t_compute, t_transfer), []
@@ -413,13 +421,13 @@ def overlap_bound(t_compute: float, t_transfer: float, cpu_compute: float, cpu_t
         if cores_floor > floor:
             floor = cores_floor
             why.append(f"cores got {cores_got:.2f}")
-    if bw1 and bw2 and bw2 <= bw1:  # other load took the cores the all-thread copy needed
-        why.append(f"no bandwidth bound: the all-thread copy ({bw2:.0f} GB/s) was not faster than 1 thread's")
-    elif bw1 and bw2:
-        mem_floor = (t_compute + t_transfer) * bw1 / bw2
-        if mem_floor > floor:
-            floor = mem_floor
-            why.append(f"copy bandwidth {bw1:.0f} GB/s on 1 thread, {bw2:.0f} on all")
+    if bytes_both and bw_all:
+        if bw_one and bw_all <= bw_one:  # other load took the cores the all-thread copy needed
+            why.append(f"no bandwidth bound: the all-thread copy ({bw_all / 1e9:.0f} GB/s) was not faster than "
+                       f"1 thread's")
+        elif bytes_both / bw_all > floor:
+            floor = bytes_both / bw_all
+            why.append(f"{bytes_both / 1e6:.0f} MB through a {bw_all / 1e9:.0f} GB/s memory system")
     return (t_compute + t_transfer - floor) / min(t_compute, t_transfer), ", ".join(why) or "the shorter fully hidden"
 
 
@@ -604,7 +612,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                          "in the same rounds; of_same_bytes = a contiguous copy of the same bytes' time / ours; vs_1_thread "
                          "(all-thread rows) = ours capped to one thread / ours, same rounds. overlap: hidden = "
                          "(compute + transfer - overlapped) / min(compute, transfer); hidden_max = the most the "
-                         "cores this process got (and, memory-bound, the copy bandwidths) allow. "
+                         "cores this process got and the all-thread copy bandwidth allow. "
                          "overlap: peer_ms = compute alone + transfer alone. engine: blocks = device pages (16 tokens "
                          "each). pd: peer_ms = the faster single-process engine (all threads or one), "
                          "blocks = prompts"},
