@@ -416,11 +416,11 @@ Layers check_layers(const char* op, const std::vector<TensorView>& src_pools, co
     fail(ErrorKind::Value, std::string(op) + ": arguments 'src_pools' and 'dst_pools' must hold the same number "
                                "(>= 1) of pools, got " + std::to_string(src_pools.size()) + " and " +
                                std::to_string(dst_pools.size()));
-  Layers out;
+  Layers out{};
   size_t src_at = 0, dst_at = 0;  // the smallest pool of each side
   for (size_t l = 0; l < src_pools.size(); ++l) {
     const std::string s = "src_pools[" + std::to_string(l) + "]", d = "dst_pools[" + std::to_string(l) + "]";
-    out.same_pool.push_back(check_pools(op, src_pools[l], s.c_str(), dst_pools[l], d.c_str(), method));
+    out.any_same_pool |= check_pools(op, src_pools[l], s.c_str(), dst_pools[l], d.c_str(), method);
     // One device per side for every layer, so that one path (and its checks) serves all layers.
     if (!(src_pools[l].device == src_pools[0].device))
       fail(ErrorKind::Value, arg_prefix(op, s.c_str()) + "must be on the device of 'src_pools[0]' (" +
@@ -435,7 +435,6 @@ Layers check_layers(const char* op, const std::vector<TensorView>& src_pools, co
   out.dst_pages = dst_pools[dst_at].shape[0];
   out.src_name = "src_pools[" + std::to_string(src_at) + "]";
   out.dst_name = "dst_pools[" + std::to_string(dst_at) + "]";
-  out.any_same_pool = std::find(out.same_pool.begin(), out.same_pool.end(), true) != out.same_pool.end();
   return out;
 }
 

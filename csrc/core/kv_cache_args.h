@@ -92,8 +92,7 @@ void check_same_pool_copy(const char* op, const int32_t* src, const int32_t* dst
 // same number (>= 1) of each, and one device per side. The ids of a copy over all layers are
 // bounded by the smallest pool of each side (its page count and name here).
 struct Layers {
-  std::vector<bool> same_pool;  // per layer
-  bool any_same_pool;
+  bool any_same_pool;  // some layer copies within one pool
   int64_t src_pages, dst_pages;
   std::string src_name, dst_name;
 };
