@@ -2,6 +2,10 @@
 runs, repeated sources, same pool), pools of different page counts, NaN-poisoned pages that must
 never be read, non-temporal and cached stores on every ISA copy, and bad input that must leave
 the destination untouched."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -175,3 +179,35 @@ def test_every_layer_in_one_call_and_a_bad_layer_or_id_writes_nothing():
     with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
         kv_copy_blocks_layers(src, dst[:2], [1], [1])
     assert all(torch.equal(x, w) for x, w in zip(dst, want))
+
+
+_ONE_CORE_SCRIPT = r"""
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the pool's workers all share the caller's core
+import torch
+import longcat
+from longcat.ops import kv_copy_blocks, reference
+assert longcat.num_threads() == 2, longcat.num_threads()
+g = torch.Generator().manual_seed(0)
+src = torch.randn(300, 64, 1, 576, generator=g).bfloat16()
+for n in (16, 128, 300):  # 5 to 100 pieces of ~256 KiB, all claimed by the caller
+    dst = torch.randn(400, 64, 1, 576, generator=g).bfloat16()
+    s = torch.randperm(300, generator=g)[:n].to(torch.int32)
+    d = torch.randperm(400, generator=g)[:n].to(torch.int32)
+    s[1] = s[0]  # a repeated source
+    want = dst.clone()
+    reference.kv_copy_blocks(src, want, s, d)
+    kv_copy_blocks(src, dst, s, d)
+    assert torch.equal(dst, want), n
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_pool_workers_on_the_callers_core_leave_the_run_to_it():
+    # Two pool threads confined to one core: every worker wakes on the caller's CPU and leaves
+    # the run to the caller (thread_pool.cpp); every page must still arrive, nothing may hang.
+    env = dict(os.environ, LONGCAT_NUM_THREADS="2", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
