@@ -159,10 +159,10 @@ class Pool {
       // process, torch's spinning OpenMP workers) can only time-share that core with the
       // caller: a piece it claims waits while the caller spins for it, and its own spin after
       // the run delays the caller. It leaves the run to the caller and sleeps at once. Measured
-      // on the 2-core Zen 5 with the other core taken by another process, 16 / 128 pages per
-      // kv_copy_blocks call on 2 threads, medians of 201 calls alternating with and without
-      // this: 161 -> 118 us, 224 -> 163 us, 301 -> 163 us (1 thread: 90-129 us) at 16 pages,
-      // 883 -> 775 and 940 -> 868 us at 128; no change at 512.
+      // on the 2-core Zen 5 with the other core busy (other processes, load 3.4-4.2),
+      // kv_copy_blocks of scattered pages on 2 threads, medians of 5 runs of 41 calls
+      // alternating without / with this: 16 pages 201 -> 133 us (1 thread 89-96 us), 128
+      // pages 816 -> 769 us, 512 pages 3264 -> 2743 us.
       if (const int cpu = current_cpu(); cpu >= 0 && cpu == caller_cpu_.load(std::memory_order_relaxed)) {
         spin = false;
         continue;
