@@ -287,7 +287,12 @@ namespace {
 // from and to pools larger than the L3): 1.35x faster than memcpy at 16 pages, 1.4x at 64; Zen 5
 // (AVX-512, with the prefetch in kv_copy_kernels.inc): 1.15-1.2x at 16-512 pages.
 // Below a few pages (256 KiB, a quarter of a core's L2) the destination may still be cached and
-// there is little traffic to save, so memcpy keeps those.
+// there is little traffic to save, so memcpy keeps those. Sizes that fit the L3 (32 MB here)
+// stream too: Zen 5, scattered pages after a 64 MB cache scrub, thread CPU time, 16 / 128 / 512
+// pages: 76 / 550 / 2188 us streamed against 90 / 851 / 2791 us with AVX-512 cached stores
+// (memcpy of the same bytes, contiguous: 71 / 548 / 2509 us); only with the 2.4 MB of a
+// 16-page copy already hot in the caches do cached stores win (23 against 33 us), which a swap's
+// destination rarely is.
 constexpr int64_t kNonTemporalBytes = int64_t{256} << 10;
 
 void check_id_tensor(const char* op, const char* arg, const TensorView& ids) {
@@ -309,23 +314,12 @@ void check_id_range(const char* op, const char* arg, const int32_t* ids, int64_t
                                  std::to_string(base + i));
 }
 
-// No destination page twice, and (same pool) no page both read and written. The (page, index)
-// pairs are sorted, O(n log n) in the ids of the call: a page-indexed table would cost O(pool
-// pages) per call (a swap of 16 pages into a host tier of 10^5 pages would clear 800 KB per layer
-// for a check over 16 ids). The error names the first repeat in call order.
-void check_distinct_writes(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base,
-                           bool same_pool) {
-  auto repeated = [&](int64_t first, int64_t i) {
-    fail(ErrorKind::Value, arg_prefix(op, "dst_ids") + "must not repeat a destination page; page " +
-                               std::to_string(dst[i]) + " appears at indices " + std::to_string(base + first) +
-                               " and " + std::to_string(base + i));
-  };
-  auto read_written = [&](int64_t i, int64_t w) {
-    fail(ErrorKind::Value, arg_prefix(op, "src_ids") + "reads page " + std::to_string(src[i]) + " at index " +
-                               std::to_string(base + i) + ", which dst_ids[" + std::to_string(base + w) +
-                               "] writes in the same pool (the copies run in parallel: overlapping ranges "
-                               "are refused)");
-  };
+// No destination page twice. The (page, index) pairs are sorted, O(n log n) in the ids of the
+// call: a page-indexed table would cost O(pool pages) per call (a swap of 16 pages into a host
+// tier of 10^5 pages would clear 800 KB per layer for a check over 16 ids). The error names the
+// first repeat in call order. Returns the sorted pairs (check_reads_not_written uses them).
+std::vector<std::pair<int32_t, int64_t>> check_distinct_dst(const char* op, const int32_t* dst, int64_t n,
+                                                            int64_t base) {
   // (page, index) pairs sorted: equal pages are adjacent, the first writer first.
   std::vector<std::pair<int32_t, int64_t>> w(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) w[i] = {dst[i], i};
@@ -339,12 +333,25 @@ void check_distinct_writes(const char* op, const int32_t* src, const int32_t* ds
       bad_first = w[group].second;
     }
   }
-  if (bad >= 0) repeated(bad_first, bad);
-  if (same_pool)
-    for (int64_t i = 0; i < n; ++i) {
-      auto it = std::lower_bound(w.begin(), w.end(), std::pair<int32_t, int64_t>{src[i], -1});
-      if (it != w.end() && it->first == src[i]) read_written(i, it->second);
-    }
+  if (bad >= 0)
+    fail(ErrorKind::Value, arg_prefix(op, "dst_ids") + "must not repeat a destination page; page " +
+                               std::to_string(dst[bad]) + " appears at indices " + std::to_string(base + bad_first) +
+                               " and " + std::to_string(base + bad));
+  return w;
+}
+
+// Within one pool: no page both read and written by one copy (its pages move in parallel).
+// `written`: the copy's (dst page, index) pairs, sorted.
+void check_reads_not_written(const char* op, const int32_t* src, int64_t n, int64_t base,
+                             const std::vector<std::pair<int32_t, int64_t>>& written) {
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = std::lower_bound(written.begin(), written.end(), std::pair<int32_t, int64_t>{src[i], -1});
+    if (it != written.end() && it->first == src[i])
+      fail(ErrorKind::Value, arg_prefix(op, "src_ids") + "reads page " + std::to_string(src[i]) + " at index " +
+                                 std::to_string(base + i) + ", which dst_ids[" + std::to_string(base + it->second) +
+                                 "] writes in the same pool (the copies run in parallel: overlapping ranges "
+                                 "are refused)");
+  }
 }
 
 }  // namespace
@@ -397,7 +404,43 @@ void check_ids(const char* op, const int32_t* src, const int32_t* dst, int64_t n
                const char* src_pool, int64_t dst_pages, const char* dst_pool, bool same_pool) {
   check_id_range(op, "src_ids", src, n, base, src_pages, src_pool);
   check_id_range(op, "dst_ids", dst, n, base, dst_pages, dst_pool);
-  check_distinct_writes(op, src, dst, n, base, same_pool);
+  const auto written = check_distinct_dst(op, dst, n, base);
+  if (same_pool) check_reads_not_written(op, src, n, base, written);
+}
+
+void check_same_pool_copy(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base) {
+  std::vector<std::pair<int32_t, int64_t>> w(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) w[i] = {dst[i], i};
+  std::sort(w.begin(), w.end());
+  check_reads_not_written(op, src, n, base, w);
+}
+
+Layers check_layers(const char* op, const std::vector<TensorView>& src_pools, const std::vector<TensorView>& dst_pools,
+                    KvCopyMethod method) {
+  if (src_pools.empty() || src_pools.size() != dst_pools.size())
+    fail(ErrorKind::Value, std::string(op) + ": arguments 'src_pools' and 'dst_pools' must hold the same number "
+                               "(>= 1) of pools, got " + std::to_string(src_pools.size()) + " and " +
+                               std::to_string(dst_pools.size()));
+  Layers out{};
+  size_t src_at = 0, dst_at = 0;  // the smallest pool of each side
+  for (size_t l = 0; l < src_pools.size(); ++l) {
+    const std::string s = "src_pools[" + std::to_string(l) + "]", d = "dst_pools[" + std::to_string(l) + "]";
+    out.any_same_pool |= check_pools(op, src_pools[l], s.c_str(), dst_pools[l], d.c_str(), method);
+    // One device per side for every layer, so that one path (and its checks) serves all layers.
+    if (!(src_pools[l].device == src_pools[0].device))
+      fail(ErrorKind::Value, arg_prefix(op, s.c_str()) + "must be on the device of 'src_pools[0]' (" +
+                                 device_name(src_pools[0].device) + "), got " + device_name(src_pools[l].device));
+    if (!(dst_pools[l].device == dst_pools[0].device))
+      fail(ErrorKind::Value, arg_prefix(op, d.c_str()) + "must be on the device of 'dst_pools[0]' (" +
+                                 device_name(dst_pools[0].device) + "), got " + device_name(dst_pools[l].device));
+    if (src_pools[l].shape[0] < src_pools[src_at].shape[0]) src_at = l;
+    if (dst_pools[l].shape[0] < dst_pools[dst_at].shape[0]) dst_at = l;
+  }
+  out.src_pages = src_pools[src_at].shape[0];
+  out.dst_pages = dst_pools[dst_at].shape[0];
+  out.src_name = "src_pools[" + std::to_string(src_at) + "]";
+  out.dst_name = "dst_pools[" + std::to_string(dst_at) + "]";
+  return out;
 }
 
 void copy_cpu(const TensorView& src_pool, const TensorView& dst_pool, const int32_t* src, const int32_t* dst,
@@ -460,6 +503,30 @@ KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_po
   (void)stream;
   kv_copy::copy_cpu(src_pool, dst_pool, src.data(), dst.data(), n);
   return KvCopyMethod::CpuThreads;
+}
+
+void kv_copy_blocks_layers(const std::vector<TensorView>& src_pools, const std::vector<TensorView>& dst_pools,
+                           const TensorView& src_ids, const TensorView& dst_ids, Stream stream, KvCopyMethod method) {
+  const char* op = "kv_copy_blocks_layers";
+  const kv_copy::Layers layers = kv_copy::check_layers(op, src_pools, dst_pools, method);
+  const kv_copy::Ids ids = kv_copy::read_ids(op, src_ids, dst_ids);
+  const int64_t n = static_cast<int64_t>(ids.src.size());
+  kv_copy::check_ids(op, ids.src.data(), ids.dst.data(), n, 0, layers.src_pages, layers.src_name.c_str(),
+                     layers.dst_pages, layers.dst_name.c_str(), layers.any_same_pool);
+  for (size_t l = 0; l < dst_pools.size(); ++l) {
+    const std::string d = "dst_pools[" + std::to_string(l) + "]";
+    check_no_overlap(op, d.c_str(), dst_pools[l], "src_ids", src_ids);
+    check_no_overlap(op, d.c_str(), dst_pools[l], "dst_ids", dst_ids);
+  }
+  const bool on_cuda = src_pools[0].device.type == DeviceType::CUDA || dst_pools[0].device.type == DeviceType::CUDA;
+  if (!on_cuda) {
+    for (size_t l = 0; l < src_pools.size(); ++l)
+      kv_copy::copy_cpu(src_pools[l], dst_pools[l], ids.src.data(), ids.dst.data(), n);
+    return;
+  }
+  // CUDA: kv_copy_blocks per layer plans the runs and checks pinning; every layer's pools are on
+  // one device per side and every id was checked above, so layer 0 fails before anything moves.
+  for (size_t l = 0; l < src_pools.size(); ++l) kv_copy_blocks(src_pools[l], dst_pools[l], src_ids, dst_ids, stream, method);
 }
 
 }  // namespace longcat

@@ -28,7 +28,7 @@ struct KvCopyQueue::Impl {
   };
 
   std::vector<TensorView> src, dst;
-  std::vector<bool> same_pool;  // per layer: both sides one pool
+  kv_copy::Layers layers;  // the pools' checks: smallest pool per side, layers within one pool
   int copy_threads = 1;
   mutable std::mutex m;
   std::mutex join_m;  // close() from two threads joins once
@@ -74,10 +74,14 @@ KvCopyQueue::KvCopyQueue(std::vector<TensorView> src_pools, std::vector<TensorVi
                          int copy_threads)
     : impl_(std::make_unique<Impl>()) {
   const char* op = "KvCopyQueue";
-  if (src_pools.empty() || src_pools.size() != dst_pools.size())
-    fail(ErrorKind::Value, std::string(op) + ": arguments 'src_pools' and 'dst_pools' must hold the same number "
-                               "(>= 1) of pools, got " + std::to_string(src_pools.size()) + " and " +
-                               std::to_string(dst_pools.size()));
+  const kv_copy::Layers layers = kv_copy::check_layers(op, src_pools, dst_pools, method);
+  for (size_t l = 0; l < src_pools.size(); ++l) {
+    const std::string s = "src_pools[" + std::to_string(l) + "]", d = "dst_pools[" + std::to_string(l) + "]";
+    for (const auto& [pool, name] : {std::pair{&src_pools[l], &s}, std::pair{&dst_pools[l], &d}})
+      if (pool->device.type != DeviceType::CPU)
+        fail(ErrorKind::Value, arg_prefix(op, name->c_str()) + "must be a CPU tensor (on CUDA a copy stream does "
+                                   "this job), got one on " + device_name(pool->device));
+  }
   const int prev = thread_limit();  // copy_threads checked by the call the worker makes
   try {
     set_thread_limit(copy_threads);
@@ -86,15 +90,7 @@ KvCopyQueue::KvCopyQueue(std::vector<TensorView> src_pools, std::vector<TensorVi
   }
   set_thread_limit(prev);
   impl_->copy_threads = copy_threads;
-  for (size_t l = 0; l < src_pools.size(); ++l) {
-    const std::string s = "src_pools[" + std::to_string(l) + "]", d = "dst_pools[" + std::to_string(l) + "]";
-    const bool same = kv_copy::check_pools(op, src_pools[l], s.c_str(), dst_pools[l], d.c_str(), method);
-    for (const auto& [pool, name] : {std::pair{&src_pools[l], &s}, std::pair{&dst_pools[l], &d}})
-      if (pool->device.type != DeviceType::CPU)
-        fail(ErrorKind::Value, arg_prefix(op, name->c_str()) + "must be a CPU tensor (on CUDA a copy stream does "
-                                   "this job), got one on " + device_name(pool->device));
-    impl_->same_pool.push_back(same);
-  }
+  impl_->layers = layers;
   impl_->src = std::move(src_pools);
   impl_->dst = std::move(dst_pools);
 }
@@ -112,20 +108,12 @@ std::vector<int64_t> KvCopyQueue::submit(const TensorView& src_ids, const Tensor
   // ids of all, destinations are distinct over the whole transfer, and where a layer copies
   // within one pool, each chunk (one copy) reads no page it writes. Chunks run one after the
   // other, so a page written by one chunk may be read by a later one.
-  auto smallest = [](const std::vector<TensorView>& pools, const char* name) {
-    size_t at = 0;
-    for (size_t l = 1; l < pools.size(); ++l)
-      if (pools[l].shape[0] < pools[at].shape[0]) at = l;
-    return std::pair{pools[at].shape[0], std::string(name) + "[" + std::to_string(at) + "]"};
-  };
-  const auto [src_pages, src_name] = smallest(q.src, "src_pools");
-  const auto [dst_pages, dst_name] = smallest(q.dst, "dst_pools");
-  kv_copy::check_ids(op, ids.src.data(), ids.dst.data(), n, 0, src_pages, src_name.c_str(), dst_pages,
-                     dst_name.c_str(), false);
-  if (std::find(q.same_pool.begin(), q.same_pool.end(), true) != q.same_pool.end())
+  const kv_copy::Layers& L = q.layers;
+  kv_copy::check_ids(op, ids.src.data(), ids.dst.data(), n, 0, L.src_pages, L.src_name.c_str(), L.dst_pages,
+                     L.dst_name.c_str(), false);
+  if (L.any_same_pool)
     for (int64_t i = 0; i < n; i += chunk_pages)
-      kv_copy::check_ids(op, ids.src.data() + i, ids.dst.data() + i, std::min(chunk_pages, n - i), i, src_pages,
-                         src_name.c_str(), dst_pages, dst_name.c_str(), true);
+      kv_copy::check_same_pool_copy(op, ids.src.data() + i, ids.dst.data() + i, std::min(chunk_pages, n - i), i);
   std::vector<int64_t> tickets;
   {
     std::lock_guard<std::mutex> lk(q.m);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "longcat/common.h"
@@ -82,6 +83,21 @@ Ids read_ids(const char* op, const TensorView& src_ids, const TensorView& dst_id
 // written. `base` is the index errors give src[0] (a chunk's offset in its transfer).
 void check_ids(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base, int64_t src_pages,
                const char* src_pool, int64_t dst_pages, const char* dst_pool, bool same_pool);
+
+// Within one pool, no page both read and written by the n page pairs of one copy (the range and
+// destination checks of check_ids are not repeated).
+void check_same_pool_copy(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base);
+
+// Every layer's pool pair as check_pools checks it (named src_pools[l] / dst_pools[l]), the
+// same number (>= 1) of each, and one device per side. The ids of a copy over all layers are
+// bounded by the smallest pool of each side (its page count and name here).
+struct Layers {
+  bool any_same_pool;  // some layer copies within one pool
+  int64_t src_pages, dst_pages;
+  std::string src_name, dst_name;
+};
+Layers check_layers(const char* op, const std::vector<TensorView>& src_pools, const std::vector<TensorView>& dst_pools,
+                    KvCopyMethod method);
 
 // dst_pool[dst[i]] = src_pool[src[i]] on the calling thread's share of the CPU pool, for pools
 // and ids checked above.

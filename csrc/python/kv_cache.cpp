@@ -2,8 +2,6 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/vector.h>
 
-#include <algorithm>
-#include <string>
 #include <vector>
 
 #include "longcat/kv_cache.h"
@@ -63,37 +61,19 @@ void register_kv_cache(nb::module_& m) {
       },
       "src_pool"_a, "dst_pool"_a, "src_ids"_a, "dst_ids"_a, "stream"_a = 0, "method"_a = 0,
       "dst_pool[dst_ids[i]] = src_pool[src_ids[i]] (whole pages); returns the method used. See longcat/kv_cache.h.");
-  // The same pages of every layer in one call (an internal helper of ChunkedCopier): a background copy thread (engine/kv_transfer.py)
-  // then takes the GIL once per chunk instead of once per layer, so the thread that computes is
-  // not held up handing it over. Every src pool has the first one's shape and dtype, and every
-  // dst pool the first dst's, so the first layer's checks are every layer's: a bad id fails
-  // before any layer is written.
+  // The same pages of every layer in one call (longcat/kv_cache.h): a background copy thread
+  // (engine/kv_transfer.py) then takes the GIL once per chunk instead of once per layer.
   m.def(
       "kv_copy_blocks_layers",
       [](const std::vector<Array>& src_pools, const std::vector<Array>& dst_pools, Array src_ids, Array dst_ids,
          uintptr_t stream, int method) {
         const char* op = "kv_copy_blocks_layers";
-        if (src_pools.empty() || src_pools.size() != dst_pools.size())
-          fail(ErrorKind::Value, std::string(op) + ": arguments 'src_pools' and 'dst_pools' must hold the same number "
-                                     "(>= 1) of pools, got " + std::to_string(src_pools.size()) + " and " +
-                                     std::to_string(dst_pools.size()));
         std::vector<TensorView> s, d;
-        for (size_t l = 0; l < src_pools.size(); ++l) {
-          s.push_back(to_view(src_pools[l], op, "src_pools"));
-          d.push_back(to_view(dst_pools[l], op, "dst_pools"));
-          for (auto [views, name] : {std::pair{&s, "src_pools"}, std::pair{&d, "dst_pools"}}) {
-            const TensorView &a = views->front(), &b = views->back();
-            if (b.dtype != a.dtype || b.ndim != a.ndim || !std::equal(a.shape, a.shape + a.ndim, b.shape) ||
-                !std::equal(a.strides, a.strides + a.ndim, b.strides) || !(b.device == a.device))
-              fail(ErrorKind::Value, std::string(op) + ": argument '" + name + "' must hold pools of one shape, "
-                                         "dtype, device and layout; pool " + std::to_string(l) + " differs from pool 0");
-          }
-        }
+        for (const Array& a : src_pools) s.push_back(to_view(a, op, "src_pools"));
+        for (const Array& a : dst_pools) d.push_back(to_view(a, op, "dst_pools"));
         TensorView si = to_view(src_ids, op, "src_ids"), di = to_view(dst_ids, op, "dst_ids");
         nb::gil_scoped_release release;
-        for (size_t l = 0; l < s.size(); ++l)
-          longcat::kv_copy_blocks(s[l], d[l], si, di, reinterpret_cast<Stream>(stream),
-                                  static_cast<KvCopyMethod>(method));
+        longcat::kv_copy_blocks_layers(s, d, si, di, reinterpret_cast<Stream>(stream), static_cast<KvCopyMethod>(method));
       },
       "src_pools"_a, "dst_pools"_a, "src_ids"_a, "dst_ids"_a, "stream"_a = 0, "method"_a = 0,
       "kv_copy_blocks for every layer: dst_pools[l][dst_ids[i]] = src_pools[l][src_ids[i]].");

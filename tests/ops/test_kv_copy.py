@@ -2,6 +2,10 @@
 runs, repeated sources, same pool), pools of different page counts, NaN-poisoned pages that must
 never be read, non-temporal and cached stores on every ISA copy, and bad input that must leave
 the destination untouched."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -154,19 +158,56 @@ def test_every_layer_in_one_call_and_a_bad_layer_or_id_writes_nothing():
     from longcat.ops.kv_cache import kv_copy_blocks_layers
 
     src = [pool(9, seed=20 + i) for i in range(3)]
-    dst = [pool(12, seed=30 + i) for i in range(3)]
+    dst = [pool(12, seed=30 + i) for i in range(2)] + [pool(13, seed=32)]  # page counts may differ per layer
     s, d = [8, 0, 3, 4], [11, 2, 0, 5]
     want = [x.clone() for x in dst]
     for w, x in zip(want, src):
         reference.kv_copy_blocks(x, w, ids(s), ids(d))
     kv_copy_blocks_layers(src, dst, s, d)
     assert all(torch.equal(x, w) for x, w in zip(dst, want))
-    # A bad id, or a layer whose pool differs from the first, is refused before layer 0 moves.
-    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 12\)"):
+    # Refused before layer 0 moves: an id past the smallest pool of a side (named), a layer
+    # whose pools kv_copy_blocks would refuse, a read of a page written in one pool, a count
+    # mismatch.
+    with pytest.raises(ValueError, match=r"'dst_ids' must hold page ids in \[0, 12\) \(dst_pools\[0\]"):
         kv_copy_blocks_layers(src, dst, [0], [12])
-    with pytest.raises(ValueError, match=r"'dst_pools' must hold pools of one shape, dtype, device and layout; "
-                                         r"pool 2 differs from pool 0"):
-        kv_copy_blocks_layers(src, dst[:2] + [pool(13)], [1], [1])
+    with pytest.raises(TypeError, match=r"'dst_pools\[2\]' must have the dtype of 'src_pools\[2\]'"):
+        kv_copy_blocks_layers(src, dst[:2] + [pool(12, dtype=torch.bfloat16)], [1], [1])
+    with pytest.raises(ValueError, match=r"'dst_pools\[1\]' must have size 4 in dimension 1"):
+        kv_copy_blocks_layers(src[:2], [dst[0], pool(12, page_size=8)], [1], [1])
+    with pytest.raises(ValueError, match=r"'src_ids' reads page 5 at index 1, which dst_ids\[0\] writes"):
+        kv_copy_blocks_layers([src[0], dst[1]], [dst[0], dst[1]], [1, 5], [5, 6])
     with pytest.raises(ValueError, match=r"'src_pools' and 'dst_pools' must hold the same number"):
         kv_copy_blocks_layers(src, dst[:2], [1], [1])
     assert all(torch.equal(x, w) for x, w in zip(dst, want))
+
+
+_ONE_CORE_SCRIPT = r"""
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the pool's workers all share the caller's core
+import torch
+import longcat
+from longcat.ops import kv_copy_blocks, reference
+assert longcat.num_threads() == 2, longcat.num_threads()
+g = torch.Generator().manual_seed(0)
+src = torch.randn(300, 64, 1, 576, generator=g).bfloat16()
+for n in (16, 128, 300):  # 5 to 100 pieces of ~256 KiB, all claimed by the caller
+    dst = torch.randn(400, 64, 1, 576, generator=g).bfloat16()
+    s = torch.randperm(300, generator=g)[:n].to(torch.int32)
+    d = torch.randperm(400, generator=g)[:n].to(torch.int32)
+    s[1] = s[0]  # a repeated source
+    want = dst.clone()
+    reference.kv_copy_blocks(src, want, s, d)
+    kv_copy_blocks(src, dst, s, d)
+    assert torch.equal(dst, want), n
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_pool_workers_on_the_callers_core_leave_the_run_to_it():
+    # Two pool threads confined to one core: every worker wakes on the caller's CPU and leaves
+    # the run to the caller (thread_pool.cpp); every page must still arrive, nothing may hang.
+    env = dict(os.environ, LONGCAT_NUM_THREADS="2", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include <vector>
+
 #include "longcat/common.h"
 #include "longcat/mla.h"
 
@@ -78,5 +80,15 @@ enum class KvCopyMethod : int32_t {
 LONGCAT_API KvCopyMethod kv_copy_blocks(const TensorView& src_pool, const TensorView& dst_pool,
                                         const TensorView& src_ids, const TensorView& dst_ids,
                                         Stream stream = nullptr, KvCopyMethod method = KvCopyMethod::Auto);
+
+// kv_copy_blocks_layers: kv_copy_blocks(src_pools[l], dst_pools[l], src_ids, dst_ids) for every
+// layer l in one call (one GIL release for a chunk of every layer). The same number (>= 1) of
+// pools on each side, each pair valid for kv_copy_blocks (page counts may differ per layer: the
+// ids are bounded by the smallest pool of each side), every pool of a side on one device. Every
+// layer and id is checked before the first layer moves.
+LONGCAT_API void kv_copy_blocks_layers(const std::vector<TensorView>& src_pools,
+                                       const std::vector<TensorView>& dst_pools, const TensorView& src_ids,
+                                       const TensorView& dst_ids, Stream stream = nullptr,
+                                       KvCopyMethod method = KvCopyMethod::Auto);
 
 }  // namespace longcat

@@ -14,17 +14,28 @@ Everything below is measured in one run, each number next to its peer:
   method (kernel, batched DMA, per-run DMA) is measured. On the CPU the peers and ours run on
   the same number of threads: first all of longcat's pool (torch set to the same count; wall
   time, with the cores the process got, since on a shared machine a 10 ms peer and a 0.1 ms
-  call see the load differently), then one thread against torch on one thread (the copier
-  worker's configuration; the thread's CPU time), and once more as the engine's copier moves a
-  chunk: every layer's pages in one call (4 layers, 1 thread).
+  call see the load differently; and ``vs_1_thread``, the same call capped to one thread in
+  the same rounds: what the other threads add to a call of that size), then one thread
+  against torch on one thread (the copier worker's configuration; the thread's CPU time), and
+  once more as the engine's copier moves a chunk: every layer's pages in one call (4 layers,
+  1 thread).
 - ``overlap``: a 4-layer cache moved by ``ChunkedCopier`` (16-page chunks, background worker /
-  copy stream) while the caller computes; efficiency = (compute alone + transfer alone -
+  copy stream) while the caller computes; hidden = (compute alone + transfer alone -
   overlapped) / min(compute, transfer), 1.0 = the shorter one fully hidden. On the CPU the
-  copier's worker owns one core and the compute runs on the rest, in all three measurements.
-  Two computes: a cached matmul (compute-bound) and a DRAM-streaming elementwise op
-  (memory-bound, so it competes with the copy for bandwidth); on the CPU also a control that
-  needs no core (sleeps). Each row says how many cores the process got while overlapped: on a
-  shared machine with less than two, nothing can be hidden.
+  copier's worker owns one core and the compute runs on the rest (one torch thread on 2 cores,
+  so no OpenMP worker spins on the copier's core), in all three measurements. Each row also
+  gives ``hidden_max``, what the machine allows: compute and copy are each CPU-bound on their
+  thread, so overlapped >= (their CPU seconds alone) / (the cores the process got while
+  overlapped): with compute ~ transfer and 1.6 cores, at most 2 - 2 / 1.6 = 75%, however good
+  the overlap. Two computes: a cached matmul (compute-bound; what falls short of hidden_max is
+  what sharing the L3 and memory costs: 5-7% of the matmul's CPU time measured against a
+  concurrent page copy) and a DRAM-streaming elementwise op (memory-bound: both sides need the
+  one memory system, so overlapped >= the bytes both read and write / the all-thread copy
+  bandwidth of the swap rows, which bounds hidden_max too; one torch thread's elementwise op
+  streams at only ~12 GB/s against the copy's ~30, so on two free cores this floor lies under
+  the longer side and most of it can be hidden); on the CPU also a control that needs no core
+  (sleeps), bounded only by the cores the copier got. Each row says how many cores the process
+  got while overlapped.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
   a prompt's prefill to its first decoded token on the decode side (sampled there from the
   logits the prefill side sends after the last chunk), against the same prompt in a
@@ -39,6 +50,7 @@ Everything below is measured in one run, each number next to its peer:
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -106,7 +118,8 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
                 for direction in directions:
                     src, dst = (dev, host) if direction == "d2h" else (host, dev)
                     c0, w0 = time.process_time(), time.perf_counter()
-                    times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one)
+                    times, sets = _time_swap(src, dst, n, big[direction], methods, device, stream, min_time, one,
+                                             with_one_thread_peer=not cuda and not one)
                     cores = (time.process_time() - c0) / (time.perf_counter() - w0)
                     clock = "CPU time" if one else "wall time"
                     if not cuda:
@@ -118,12 +131,15 @@ def _swap_rows(result: BenchResult, device: str, quick: bool, min_time: float) -
                     bw = big_bytes / times[0] / 1e9
                     bw_seen.setdefault(direction + suffix, []).append(bw)
                     moved = n * page_bytes * (1 if cuda else 2)  # CPU: read + write, like the bandwidth
-                    for method, t in zip(methods, times[3:]):
+                    for method, t in zip(methods, times[3:3 + len(methods)]):
                         gbs = moved / t / 1e9
+                        extra = {}
+                        if len(times) > 3 + len(methods):  # ours capped to one thread, same rounds
+                            extra["vs_1_thread"] = times[-1] / t
                         result.add(section="swap", case=f"{direction} {method.name.lower()}{suffix}", blocks=n,
                                    ours_ms=t * 1e3, peer_ms=times[2] * 1e3,
                                    **{"GB/s": gbs, "of_copy_bw": gbs / bw, "of_same_bytes": times[1] / t,
-                                      "vs_torch_per_page": times[2] / t},
+                                      "vs_torch_per_page": times[2] / t}, **extra,
                                    note=f"copy bandwidth {bw:.1f} GB/s in the same rounds ({clock}); {sets} id sets")
         finally:
             torch.set_num_threads(prev_torch)
@@ -190,9 +206,11 @@ def _swap_layers_rows(result: BenchResult, quick: bool, big, big_bytes: int, min
 
 
 def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, device: str, stream, min_time: float,
-               one_thread: bool) -> tuple[list[float], int]:
+               one_thread: bool, with_one_thread_peer: bool = False) -> tuple[list[float], int]:
     """Interleaved medians of: the big contiguous copy, a contiguous copy of the same bytes
-    (n pages), one torch copy_ per page, then kv_copy_blocks with each method. On one thread the
+    (n pages), one torch copy_ per page, then kv_copy_blocks with each method, and with
+    ``with_one_thread_peer`` last kv_copy_blocks capped to one thread (``set_thread_limit(1)``):
+    what the other threads add to the same call in the same rounds. On one thread the
     clock is the calling thread's CPU time (every copy then runs on that thread): on a shared
     machine a long call (the big copy) is descheduled more often than a short one, which skews
     wall-time ratios; CPU time is what each copy costs while it runs, whatever the load. (Not
@@ -228,7 +246,17 @@ def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, devic
                 torch.cuda.current_stream(device).wait_stream(stream)
         return ours
 
-    fns = [big, same_bytes, torch_peer] + [ours_with(m) for m in methods]
+    def ours_one_thread():
+        i = nxt()
+        prev = longcat.thread_limit()
+        longcat.set_thread_limit(1)
+        try:
+            kv_copy_blocks(src, dst, s_sets[i], d_sets[i], methods[0])
+        finally:
+            longcat.set_thread_limit(prev)
+
+    fns = [big, same_bytes, torch_peer] + [ours_with(m) for m in methods] + \
+        ([ours_one_thread] if with_one_thread_peer else [])
     clock = time.thread_time if one_thread else time.perf_counter
     empty = torch.zeros(0, dtype=torch.int32)
 
@@ -252,11 +280,23 @@ def _scrub_caches(warm_code):
     warm code, as a copier's loop does. Fair to the peers: they gain most, since their own
     write-backs go untimed too. (Measured without the warm-up, a call right after the scrub
     pays its interpreter and binding code from DRAM: ~200 us for a kv_copy_blocks of 0 pages,
-    ~60 us for torch's copy_ of one element, against 5 and 4 us warm.)"""
+    ~60 us for torch's copy_ of one element, against 5 and 4 us warm.)
+
+    The scrub runs on one torch thread: after a parallel region torch's OpenMP workers spin for
+    about 6-8 ms (measured on the Zen 5: that much process CPU time in a 50 ms sleep after a
+    2-thread sum), so a 2-thread scrub would leave a spinning thread on the other core for the
+    timed call, and longcat's pool worker (asleep, it spins only 50 us) would share that core
+    with it while torch's own workers, still spinning, start at once. The torch peers' own
+    calls still leave their workers spinning for whichever function runs next."""
     scrub = torch.ones(8 << 20, dtype=torch.int64)
 
     def before():
-        scrub.sum()
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            scrub.sum()
+        finally:
+            torch.set_num_threads(prev)
         warm_code()
     return before
 
@@ -282,6 +322,10 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
     y = torch.empty_like(x)
     kinds = {"compute-bound (fp32 matmul %d^2)" % side: lambda: m @ m,
              "memory-bound (elementwise, %d MB in + out)" % (x.numel() * 4 >> 20): lambda: torch.mul(x, 1.5, out=y)}
+    # Bytes each op reads + writes in DRAM (the matmul's stay in the caches), and the transfer's,
+    # counted as the copy bandwidths count them: for overlap_bound's memory-system floor.
+    bytes_compute = {name: 2 * x.numel() * 4 for name in kinds if name.startswith("memory")}
+    transfer_bytes = 2 * layers * len(ids) * dev[0][0].numel() * dev[0].element_size()
     if not cuda:
         # A control that needs no core (a GPU or I/O wait stands in): what the copier's
         # machinery hides when the core it needs is free, whatever the machine's load.
@@ -305,6 +349,14 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
                     op()
 
             shares = []  # process CPU seconds per wall second of each overlapped run
+            cpu_alone = {"compute": [], "transfer": []}  # process CPU seconds of each run alone
+
+            def cpu_timed(name, fn):
+                def run():
+                    c0 = time.process_time()
+                    fn()
+                    cpu_alone[name].append(time.process_time() - c0)
+                return run
 
             def overlapped():
                 c0, w0 = time.process_time(), time.perf_counter()
@@ -316,24 +368,67 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
 
             rounds: list = []
             t_compute, t_alone, t_both = measure_interleaved(
-                [compute, transfer, overlapped], device, min_time=0.5 if quick else 4.0,
-                min_rounds=7 if quick else 9, rounds=rounds)
+                [cpu_timed("compute", compute), cpu_timed("transfer", transfer), overlapped], device,
+                min_time=0.5 if quick else 4.0, min_rounds=7 if quick else 9, rounds=rounds)
             eff = (t_compute + t_alone - t_both) / min(t_compute, t_alone)
             # The same formula within each round (its three runs saw the same load), median over
             # rounds: steadier than the medians' formula when the machine's load drifts.
             eff_rounds = statistics.median((c + t - b) / min(c, t) for c, t, b in rounds)
+            got = statistics.median(shares)
+            bws = result.context.get("copy_bandwidth_gbs", {})
+            bw_all, bw_one = bws.get("d2h"), bws.get("d2h, 1 thread")
+            hidden_max, why = overlap_bound(
+                t_compute, t_alone, statistics.median(cpu_alone["compute"]), statistics.median(cpu_alone["transfer"]),
+                None if cuda else got, None if cuda else (bytes_compute.get(name, 0) * reps + transfer_bytes),
+                bw_all * 1e9 if bw_all and not cuda else None, bw_one * 1e9 if bw_one else None)
             result.add(section="overlap", case=f"{name}, {layers} layers x {pages} pages, {chunk}-page chunks",
                        blocks=pages, ours_ms=t_both * 1e3, peer_ms=(t_compute + t_alone) * 1e3,
+                       hidden=eff, hidden_max=hidden_max,
                        note=f"compute {t_compute * 1e3:.1f} ms on {threads} thread(s), transfer {t_alone * 1e3:.1f} "
                             f"ms on {copy_threads or 'all'} (alone, same thread counts); hidden {eff:.0%} "
-                            f"(medians), {eff_rounds:.0%} (median of {len(rounds)} rounds); cores this process "
-                            f"got while overlapped {statistics.median(shares):.2f}")
+                            f"(medians), {eff_rounds:.0%} (median of {len(rounds)} rounds), at most "
+                            f"{hidden_max:.0%} ({why}); cores this process got while overlapped {got:.2f}")
             result.context[f"overlap_hidden {name.split(' ')[0]}"] = eff
             result.context[f"overlap_hidden_per_round {name.split(' ')[0]}"] = eff_rounds
-            result.context[f"overlap_cores_got {name.split(' ')[0]}"] = statistics.median(shares)
+            result.context[f"overlap_hidden_max {name.split(' ')[0]}"] = hidden_max
+            result.context[f"overlap_cores_got {name.split(' ')[0]}"] = got
     finally:
         torch.set_num_threads(prev)
         copier.close()
+
+
+def overlap_bound(t_compute: float, t_transfer: float, cpu_compute: float, cpu_transfer: float,
+                  cores_got: float | None = None, bytes_both: float | None = None, bw_all: float | None = None,
+                  bw_one: float | None = None) -> tuple[float, str]:
+    """The most of min(compute, transfer) an overlap can hide, and what bounds it.
+
+    Alone, compute takes ``t_compute`` s (``cpu_compute`` CPU seconds) and the transfer
+    ``t_transfer`` s (``cpu_transfer``). Overlapped takes at least the longer of the two; with
+    ``cores_got`` cores (what the process had while overlapped) at least the CPU seconds of both
+    over those cores (compute ~ transfer on 1.6 cores: at most 2 - 2 / 1.6 = 75% hidden); and
+    since both share one memory system, at least ``bytes_both`` (what the two read and write,
+    counted as the copy bandwidths count them) over the all-thread copy bandwidth ``bw_all``
+    (bytes / s). ``bw_one``, the 1-thread copy bandwidth: an all-thread one no higher was
+    measured under other load and bounds nothing. What a measured overlap falls short of this,
+    sharing the caches and memory cost. A NaN anywhere gives NaN."""
+    given = [x for x in (t_compute, t_transfer, cpu_compute, cpu_transfer, cores_got, bytes_both, bw_all, bw_one)
+             if x is not None]
+    if any(math.isnan(x) for x in given):
+        return math.nan, "a NaN input"
+    floor, why = max(t_compute, t_transfer), []
+    if cores_got is not None and cores_got > 0:
+        cores_floor = (cpu_compute + cpu_transfer) / cores_got
+        if cores_floor > floor:
+            floor = cores_floor
+            why.append(f"cores got {cores_got:.2f}")
+    if bytes_both and bw_all:
+        if bw_one and bw_all <= bw_one:  # other load took the cores the all-thread copy needed
+            why.append(f"no bandwidth bound: the all-thread copy ({bw_all / 1e9:.0f} GB/s) was not faster than "
+                       f"1 thread's")
+        elif bytes_both / bw_all > floor:
+            floor = bytes_both / bw_all
+            why.append(f"{bytes_both / 1e6:.0f} MB through a {bw_all / 1e9:.0f} GB/s memory system")
+    return (t_compute + t_transfer - floor) / min(t_compute, t_transfer), ", ".join(why) or "the shorter fully hidden"
 
 
 def _timed(fn, device: str) -> float:
@@ -511,10 +606,13 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
         area="kv",
         title=f"KV swap on {device}: page copies, overlap, engine under memory pressure (medians)",
         columns=["section", "case", "blocks", "ours_ms", "peer_ms", "GB/s", "of_copy_bw", "of_same_bytes",
-                 "vs_torch_per_page", "tok/s", "note"],
+                 "vs_torch_per_page", "vs_1_thread", "hidden", "hidden_max", "tok/s", "note"],
         context={"machine": machine_info(device),
                  "note": "swap: peer_ms = one torch copy_ per page; of_copy_bw = GB/s / the copy bandwidth measured "
-                         "in the same rounds; of_same_bytes = a contiguous copy of the same bytes' time / ours. "
+                         "in the same rounds; of_same_bytes = a contiguous copy of the same bytes' time / ours; vs_1_thread "
+                         "(all-thread rows) = ours capped to one thread / ours, same rounds. overlap: hidden = "
+                         "(compute + transfer - overlapped) / min(compute, transfer); hidden_max = the most the "
+                         "cores this process got and the all-thread copy bandwidth allow. "
                          "overlap: peer_ms = compute alone + transfer alone. engine: blocks = device pages (16 tokens "
                          "each). pd: peer_ms = the faster single-process engine (all threads or one), "
                          "blocks = prompts"},

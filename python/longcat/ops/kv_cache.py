@@ -290,9 +290,10 @@ def kv_copy_blocks_layers(src_pools: Sequence[torch.Tensor], dst_pools: Sequence
                           method: KvCopyMethod = KvCopyMethod.AUTO) -> None:
     """``kv_copy_blocks(src_pools[l], dst_pools[l], src_ids, dst_ids)`` for every layer l, in one
     call that releases the GIL once (a background copy thread then hands the GIL back and forth
-    once per chunk, not once per layer). The pools of each side must share one shape, dtype,
-    device and layout, so the first layer's checks hold for all: a bad id is refused before any
-    layer is written. On CUDA the copies go on the current stream."""
+    once per chunk, not once per layer). Each pool pair as ``kv_copy_blocks`` takes it (page
+    counts may differ per layer: ids are bounded by each side's smallest pool), every pool of a
+    side on one device; every layer and id is checked before any layer is written. On CUDA the
+    copies go on the current stream."""
     op = "kv_copy_blocks_layers"
     src_pools, dst_pools = list(src_pools), list(dst_pools)
     for name, pools in (("src_pools", src_pools), ("dst_pools", dst_pools)):
