@@ -108,7 +108,8 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
                         warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000,
                         clock: Callable[[], float] = time.perf_counter,
                         rounds: Optional[list] = None,
-                        before_each: Optional[Callable[[], object]] = None) -> list[float]:
+                        before_each: Optional[Callable[[], object]] = None,
+                        untimed_before: int = 0) -> list[float]:
     """Median seconds per call of each of fns, timed in alternation (one call of each per round,
     at least min_rounds rounds, about min_time of wall time in all): on a shared machine a kernel
     and its peer then see the same load, so their ratio is not the load's drift between two
@@ -116,7 +117,12 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
     of the process's threads instead (what a call costs, whatever else the cores run).
     ``rounds``, if given, receives each round's times (a list per round, in fns' order).
     ``before_each``, if given, runs untimed before every timed call (e.g. to leave the caches in
-    the same state for every function)."""
+    the same state for every function). ``untimed_before`` calls of the same function run right
+    before each timed call (after before_each): each function is then timed in its own steady
+    state, as in a loop of itself, and not right after the previous function, whose idle worker
+    threads may still hold the cores (torch's OpenMP workers spin for milliseconds after an op)."""
+    if untimed_before < 0:
+        raise ValueError(f"measure_interleaved: argument 'untimed_before' must be >= 0, got {untimed_before}")
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -128,6 +134,10 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
         for fn, ts in zip(fns, times):
             if before_each is not None:
                 before_each()
+                sync(device)
+            for _ in range(untimed_before):
+                fn()
+            if untimed_before:
                 sync(device)
             t0 = clock()
             fn()

@@ -14,12 +14,14 @@ a 256 MB ``copy_``, bytes read + bytes written) and of the read bandwidth (``of_
 the like-for-like peer; the copy is the roofline the targets were set against. Compute-bound
 shapes are reported as a fraction of the dense bf16 matmul. All peers (the dense matmul, the copy
 and the read) are timed in alternation with each ISA copy (``measure_interleaved``), so that on a
-shared machine the ratios compare calls made under the same load. On CPU each timed call starts
-after a 30 ms pause (``SETTLE_S``, untimed): torch's OpenMP workers spin for about 10 ms after
-every torch op (measured: 5-10 ms of CPU burnt by the idle worker), so whichever call came right
-after a torch peer would share its cores with that spinning thread (measured on the small shape,
-2 threads: 29-30 ms right after the dense peer, 21-22 ms after a pause). The pause gives every
-function, ours and the peers, the same idle cores to start on.
+shared machine the ratios compare calls made under the same load. Each timed call comes right
+after an untimed call of the same function (``untimed_before=1``): each is timed in its own
+steady state, as in a loop of itself. Timed right after the previous function instead, our call
+would share its cores with torch's OpenMP workers, which spin for milliseconds after every torch
+op (5-10 ms of CPU burnt by the idle worker, measured): on the small shape, 2 threads, load
+average 5, ours took 31.7 ms right after the dense peer, 26.5 ms after the read peer and 23.4 ms
+after itself (23.0 ms after a 30 ms pause), while the dense peer took 19.7-20.3 ms in every
+order.
 
 Shapes: LongCat-Flash experts (H=6144, F=2048). The real layer has 512 routed experts (+256
 zero-computation experts, top-12), whose weights alone are 75 GB in bf16, so the benchmark
@@ -30,8 +32,6 @@ first n experts are kept (about T * 12 / 768 rows per expert). Plus a small comp
 TFLOP/s counts the expert GEMMs: 2 * R * H * 3F per call."""
 from __future__ import annotations
 
-import time
-
 import torch
 
 from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copies, machine_info, measure,
@@ -39,7 +39,6 @@ from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copie
 from longcat.ops import moe_grouped_swiglu, reference
 
 HIDDEN, INTER, TOPK, N_ROUTED, N_ZERO = 6144, 2048, 12, 512, 256
-SETTLE_S = 0.03  # CPU: idle time before each timed call (see above)
 
 
 def routed_offsets(tokens: int, experts: int, seed: int = 0) -> torch.Tensor:
@@ -82,7 +81,9 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                          "loop = the per-expert loop as transformers runs it (reference.moe_grouped_swiglu); "
                          "vs_loop = loop_ms / longcat_ms; GB/s = (active experts' weights + x + out) / time, "
                          "of_copy_bw = GB/s / the copy bandwidth (read + written) of a 256 MB copy_, of_read_bw = GB/s / the read "
-                         "bandwidth of a 256 MB float32 sum, both timed in alternation with the kernel"},
+                         "bandwidth of a 256 MB float32 sum, both timed in alternation with the kernel; every timed call "
+                         "right after an untimed call of itself (steady state, not inside the previous "
+                         "function's spinning OpenMP workers)"},
     )
     weights_cache: dict = {}
     for name, H, F, E, tokens, rows_each in cases:
@@ -115,8 +116,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                 t_ours, t_dense, t_copy, t_read = measure_interleaved(
                     [lambda: moe_grouped_swiglu(x, offsets, w13, w2), dense, lambda: copy_dst.copy_(copy_src),
                      lambda: read_src.sum()],
-                    device, min_time, min_rounds=3 if cuda else 5,
-                    before_each=None if cuda else (lambda: time.sleep(SETTLE_S)))
+                    device, min_time, min_rounds=3 if cuda else 5, untimed_before=1)
             gbs = nbytes / t_ours / 1e9
             bw = 2 * copy_src.numel() / t_copy / 1e9
             read_bw = read_src.numel() * read_src.element_size() / t_read / 1e9
