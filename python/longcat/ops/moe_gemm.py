@@ -4,21 +4,12 @@ of the MoE layer over token rows already grouped by expert. Semantics: ``referen
 ``csrc/include/longcat/moe_gemm.h``."""
 from __future__ import annotations
 
-import threading
-
 import torch
 
 from longcat import _C
 from longcat.ops._common import check_tensors, dl, eager_fast_path, stream_of
 
 _OP = "moe_grouped_swiglu"
-
-# CPU workspaces up to this size are kept between calls, one per calling thread: a fresh buffer
-# of a few MB is mmapped by malloc and its first touch page-faults on every call (measured at
-# the small benchmark shape: ~1300 faults, about 2 ms of a 13 ms call on 2 threads). Larger
-# workspaces (long prefills) are allocated per call, where the faults are a small share.
-_WS_CACHE_MAX_BYTES = 32 << 20
-_ws_cache = threading.local()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -74,25 +65,11 @@ def workspace_size(rows: int, hidden: int, intermediate: int, n_routed: int, dty
                                                 device.type, index)
 
 
-def _workspace(nbytes: int, device: torch.device) -> torch.Tensor:
-    """Scratch for one call. On CPU the call is synchronous, so a buffer kept by the calling
-    thread is free again when it returns; on CUDA the kernel runs later on a stream, so each call
-    gets its own (the caching allocator makes that cheap)."""
-    if device.type != "cpu" or nbytes > _WS_CACHE_MAX_BYTES:
-        return torch.empty(nbytes, dtype=torch.uint8, device=device)
-    buf = getattr(_ws_cache, "buf", None)
-    if buf is None or buf.numel() < nbytes:
-        with torch.inference_mode(False):  # a plain tensor, usable inside and outside inference mode
-            buf = torch.empty(nbytes, dtype=torch.uint8)
-        _ws_cache.buf = buf
-    return buf
-
-
 def _run(x_perm, offsets, w13, w2, amx_emulated: bool = False) -> torch.Tensor:
     R, H = x_perm.shape
     out = torch.empty((R, H), dtype=x_perm.dtype, device=x_perm.device)
-    ws = _workspace(workspace_size(R, H, w2.shape[2], w13.shape[0], x_perm.dtype, x_perm.device),
-                    x_perm.device)
+    ws = torch.empty(workspace_size(R, H, w2.shape[2], w13.shape[0], x_perm.dtype, x_perm.device),
+                     dtype=torch.uint8, device=x_perm.device)
     if amx_emulated:  # tests: the AMX copy's code with the tile instructions emulated
         _C._moe_grouped_swiglu_amx_emulated(dl(out), dl(x_perm), dl(offsets), dl(w13), dl(w2), dl(ws))
     else:
