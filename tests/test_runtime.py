@@ -182,3 +182,15 @@ def test_measure_interleaved_untimed_calls_of_the_same_function():
     assert max(medians) < 0.01
     with pytest.raises(ValueError, match="untimed_before"):
         measure_interleaved([lambda: None], untimed_before=-1)
+
+
+def test_measure_interleaved_untimed_calls_last_at_least_untimed_min_s():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+    measure_interleaved([lambda: (calls.append("a"), time.sleep(0.004))], min_time=0.0, warmup=0, min_rounds=2,
+                        untimed_before=1, untimed_min_s=0.02)
+    # Each round: untimed calls of 4 ms until 20 ms have passed (5 or more), then the timed one.
+    assert len(calls) >= 2 * 6
+    with pytest.raises(ValueError, match="untimed_min_s"):
+        measure_interleaved([lambda: None], untimed_before=1, untimed_min_s=float("nan"))

@@ -15,8 +15,9 @@ the like-for-like peer; the copy is the roofline the targets were set against. C
 shapes are reported as a fraction of the dense bf16 matmul. All peers (the dense matmul, the copy
 and the read) are timed in alternation with each ISA copy (``measure_interleaved``), so that on a
 shared machine the ratios compare calls made under the same load. Each timed call comes right
-after an untimed call of the same function (``untimed_before=1``): each is timed in its own
-steady state, as in a loop of itself. Timed right after the previous function instead, our call
+after untimed calls of the same function (at least one, for at least 30 ms on CPU:
+``untimed_before``, ``untimed_min_s``): each is timed in its own steady state, as in a loop of
+itself. Timed right after the previous function instead, our call
 would share its cores with torch's OpenMP workers, which spin for milliseconds after every torch
 op (5-10 ms of CPU burnt by the idle worker, measured): on the small shape, 2 threads, load
 average 5, ours took 31.7 ms right after the dense peer, 26.5 ms after the read peer and 23.4 ms
@@ -39,6 +40,9 @@ from longcat.bench.common import (BenchResult, copy_bandwidth_gbs, cpu_isa_copie
 from longcat.ops import moe_grouped_swiglu, reference
 
 HIDDEN, INTER, TOPK, N_ROUTED, N_ZERO = 6144, 2048, 12, 512, 256
+# CPU: untimed calls of the same function before each timed one last at least this long: torch's
+# OpenMP workers spin 5-10 ms after an op, longer than one call of the shortest cases.
+UNTIMED_MIN_S = 0.03
 
 
 def routed_offsets(tokens: int, experts: int, seed: int = 0) -> torch.Tensor:
@@ -116,7 +120,8 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
                 t_ours, t_dense, t_copy, t_read = measure_interleaved(
                     [lambda: moe_grouped_swiglu(x, offsets, w13, w2), dense, lambda: copy_dst.copy_(copy_src),
                      lambda: read_src.sum()],
-                    device, min_time, min_rounds=3 if cuda else 5, untimed_before=1)
+                    device, min_time, min_rounds=3 if cuda else 5, untimed_before=1,
+                    untimed_min_s=0.0 if cuda else UNTIMED_MIN_S)
             gbs = nbytes / t_ours / 1e9
             bw = 2 * copy_src.numel() / t_copy / 1e9
             read_bw = read_src.numel() * read_src.element_size() / t_read / 1e9
