@@ -160,3 +160,37 @@ def test_measure_interleaved_runs_before_each_untimed():
                                   warmup=1, min_rounds=3, before_each=lambda: (calls.append("x"), time.sleep(0.02)))
     assert calls == ["a", "b"] + ["x", "a", "x", "b"] * 3  # warm-up without it, then before every timed call
     assert max(medians) < 0.01  # its 20 ms sleep is not in the times
+
+
+def test_measure_interleaved_untimed_calls_of_the_same_function():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+
+    def slow_when_untimed(name):
+        # The untimed call sleeps, the timed one does not: a time under 10 ms shows the
+        # untimed call was left out of it.
+        def fn():
+            calls.append(name)
+            if len(calls) % 2 == 1 and len(calls) > 2:
+                time.sleep(0.02)
+        return fn
+
+    medians = measure_interleaved([slow_when_untimed("a"), slow_when_untimed("b")], min_time=0.0, warmup=1,
+                                  min_rounds=3, untimed_before=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # each timed call right after one of itself
+    assert max(medians) < 0.01
+    with pytest.raises(ValueError, match="untimed_before"):
+        measure_interleaved([lambda: None], untimed_before=-1)
+
+
+def test_measure_interleaved_untimed_calls_last_at_least_untimed_min_s():
+    from longcat.bench.common import measure_interleaved
+
+    calls = []
+    measure_interleaved([lambda: (calls.append("a"), time.sleep(0.004))], min_time=0.0, warmup=0, min_rounds=2,
+                        untimed_before=1, untimed_min_s=0.02)
+    # Each round: untimed calls of 4 ms until 20 ms have passed (5 or more), then the timed one.
+    assert len(calls) >= 2 * 6
+    with pytest.raises(ValueError, match="untimed_min_s"):
+        measure_interleaved([lambda: None], untimed_before=1, untimed_min_s=float("nan"))

@@ -108,7 +108,8 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
                         warmup: int = 1, min_rounds: int = 3, max_rounds: int = 2000,
                         clock: Callable[[], float] = time.perf_counter,
                         rounds: Optional[list] = None,
-                        before_each: Optional[Callable[[], object]] = None) -> list[float]:
+                        before_each: Optional[Callable[[], object]] = None,
+                        untimed_before: int = 0, untimed_min_s: float = 0.0) -> list[float]:
     """Median seconds per call of each of fns, timed in alternation (one call of each per round,
     at least min_rounds rounds, about min_time of wall time in all): on a shared machine a kernel
     and its peer then see the same load, so their ratio is not the load's drift between two
@@ -116,7 +117,16 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
     of the process's threads instead (what a call costs, whatever else the cores run).
     ``rounds``, if given, receives each round's times (a list per round, in fns' order).
     ``before_each``, if given, runs untimed before every timed call (e.g. to leave the caches in
-    the same state for every function)."""
+    the same state for every function). ``untimed_before`` calls of the same function run right
+    before each timed call (after before_each): each function is then timed in its own steady
+    state, as in a loop of itself, and not right after the previous function, whose idle worker
+    threads may still hold the cores (torch's OpenMP workers spin for milliseconds after an op).
+    ``untimed_min_s``: those untimed calls go on until they have taken at least this long (a
+    short call needs several to outlast the previous function's spinning workers)."""
+    if untimed_before < 0:
+        raise ValueError(f"measure_interleaved: argument 'untimed_before' must be >= 0, got {untimed_before}")
+    if not untimed_min_s >= 0:
+        raise ValueError(f"measure_interleaved: argument 'untimed_min_s' must be >= 0, got {untimed_min_s}")
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -129,6 +139,11 @@ def measure_interleaved(fns: list[Callable[[], object]], device: str = "cpu", mi
             if before_each is not None:
                 before_each()
                 sync(device)
+            u0, n_untimed = time.perf_counter(), 0
+            while n_untimed < untimed_before or (n_untimed and time.perf_counter() - u0 < untimed_min_s):
+                fn()
+                sync(device)
+                n_untimed += 1
             t0 = clock()
             fn()
             sync(device)
