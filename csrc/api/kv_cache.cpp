@@ -318,12 +318,17 @@ void check_id_range(const char* op, const char* arg, const int32_t* ids, int64_t
 // call: a page-indexed table would cost O(pool pages) per call (a swap of 16 pages into a host
 // tier of 10^5 pages would clear 800 KB per layer for a check over 16 ids). The error names the
 // first repeat in call order. Returns the sorted pairs (check_reads_not_written uses them).
-std::vector<std::pair<int32_t, int64_t>> check_distinct_dst(const char* op, const int32_t* dst, int64_t n,
-                                                            int64_t base) {
-  // (page, index) pairs sorted: equal pages are adjacent, the first writer first.
+// (page, index) pairs of the destinations, sorted: equal pages are adjacent, the first writer first.
+std::vector<std::pair<int32_t, int64_t>> sorted_writes(const int32_t* dst, int64_t n) {
   std::vector<std::pair<int32_t, int64_t>> w(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) w[i] = {dst[i], i};
   std::sort(w.begin(), w.end());
+  return w;
+}
+
+std::vector<std::pair<int32_t, int64_t>> check_distinct_dst(const char* op, const int32_t* dst, int64_t n,
+                                                            int64_t base) {
+  std::vector<std::pair<int32_t, int64_t>> w = sorted_writes(dst, n);
   int64_t bad = -1, bad_first = -1;  // the repeat with the smallest index, and its page's first writer
   for (int64_t k = 1, group = 0; k < n; ++k) {
     if (w[k].first != w[k - 1].first) {
@@ -409,10 +414,7 @@ void check_ids(const char* op, const int32_t* src, const int32_t* dst, int64_t n
 }
 
 void check_same_pool_copy(const char* op, const int32_t* src, const int32_t* dst, int64_t n, int64_t base) {
-  std::vector<std::pair<int32_t, int64_t>> w(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) w[i] = {dst[i], i};
-  std::sort(w.begin(), w.end());
-  check_reads_not_written(op, src, n, base, w);
+  check_reads_not_written(op, src, n, base, sorted_writes(dst, n));
 }
 
 Layers check_layers(const char* op, const std::vector<TensorView>& src_pools, const std::vector<TensorView>& dst_pools,
