@@ -84,10 +84,24 @@ def test_abort_by_id_ends_the_stream(toy):
 
 
 def test_update_weights_while_streaming(toy):
+    """The third step waits in the model until both updates are queued behind it, so the switch
+    lands after exactly three tokens however the step thread is scheduled (without the gate it
+    could finish all twelve tokens before the consumer reads the second)."""
+    import threading
+
     model = ToyPagedModel(vocab_size=64, seed=0)
     new = ToyPagedModel(vocab_size=64, seed=1)
     state = {k: v.clone() for k, v in new.state_dict().items()}
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    gate, calls, forward = threading.Event(), [], model.forward_paged
+
+    def gated_forward(batch, kv_caches):
+        calls.append(None)
+        if len(calls) == 3:
+            assert gate.wait(60), "the test never opened the gate"
+        return forward(batch, kv_caches)
+
+    model.forward_paged = gated_forward
 
     async def main():
         async with _engine(model) as engine:
@@ -95,16 +109,23 @@ def test_update_weights_while_streaming(toy):
             async for out in engine.generate([5, 6, 7], params):
                 outs.append(out)
                 if len(outs) == 2:
+                    while len(calls) < 3:  # the step thread holds in the third step
+                        await asyncio.sleep(0.001)
+                    bad = asyncio.create_task(
+                        engine.update_weights({**state, "w_o": torch.zeros(2)}, version=1))
+                    good = asyncio.create_task(engine.update_weights(state, version=1))
+                    while engine._commands.qsize() < 2:
+                        await asyncio.sleep(0.001)
+                    gate.set()
                     with pytest.raises(ValueError, match="shape"):
-                        await engine.update_weights({**state, "w_o": torch.zeros(2)}, version=1)
-                    await engine.update_weights(state, version=1)
+                        await bad
+                    await good
                     assert engine.version == 1
             return outs
 
     final = _run(main())[-1].outputs[0]
-    assert final.versions[0] == 0 and final.versions[-1] == 1 and len(final.token_ids) == 12
-    k = final.versions.index(1)
-    assert final.token_ids[k:] == greedy_reference(new, [5, 6, 7] + final.token_ids[:k], 12 - k)
+    assert final.versions == [0] * 3 + [1] * 9 and len(final.token_ids) == 12
+    assert final.token_ids[3:] == greedy_reference(new, [5, 6, 7] + final.token_ids[:3], 9)
 
 
 def test_bad_input(toy):
