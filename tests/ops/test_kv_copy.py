@@ -56,6 +56,8 @@ def test_page_sizes_and_large_copies_use_every_store_path(cpu_isa, page_size, dt
     # The non-temporal threshold is 256 KiB per call: fp32 page sizes 3 and 64 cross it (40
     # pages of 3 rows are 276 KB), page size 1 (92 KB) stays on memcpy. bf16 pages of 1 and 3
     # rows (1152 and 3456 bytes) cross it and end in half a 256-byte block (the AVX-512 tail).
+    # From 3 MiB per call the pool's threads share the pages (fp32, page size 64: 29 MB); below
+    # it the caller copies alone.
     src, dst = pool(n, page_size, dtype, seed=5), pool(n + 7, page_size, dtype, seed=6)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(7)).tolist()
     check_copy(src, dst, perm, [p + 7 for p in range(n)])

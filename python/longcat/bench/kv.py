@@ -272,6 +272,9 @@ def _time_swap(src: torch.Tensor, dst: torch.Tensor, n: int, big, methods, devic
                                before_each=None if stream is not None else _scrub_caches(warm_code)), sets
 
 
+SPIN_OUT_S = 0.012  # longer than torch's OpenMP workers spin after a parallel region (6-8 ms)
+
+
 def _scrub_caches(warm_code):
     """Untimed before every timed CPU copy: a read of 64 MB (twice the L3 here), so that the
     dirty lines the previous function's cached stores left behind are written back now rather
@@ -287,14 +290,21 @@ def _scrub_caches(warm_code):
     2-thread sum), so a 2-thread scrub would leave a spinning thread on the other core for the
     timed call, and longcat's pool worker (asleep, it spins only 50 us) would share that core
     with it while torch's own workers, still spinning, start at once. The torch peers' own
-    calls still leave their workers spinning for whichever function runs next."""
+    calls (a copy_ of a 73.7 KB page runs on torch's threads) leave their workers spinning too, so
+    the scrub goes on for at least ``SPIN_OUT_S``: every function then starts with the other
+    cores free. (Before, the call after the per-page peer shared a core with a spinning worker:
+    on the Zen 5 a 2-thread kv_copy_blocks of 128-512 pages ran at 0.56-0.68 of the copy
+    bandwidth in the bench against 1.0-1.3 in a loop of its own.)"""
     scrub = torch.ones(8 << 20, dtype=torch.int64)
 
     def before():
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
+            t0 = time.perf_counter()
             scrub.sum()
+            while time.perf_counter() - t0 < SPIN_OUT_S:
+                scrub.sum()
         finally:
             torch.set_num_threads(prev)
         warm_code()
