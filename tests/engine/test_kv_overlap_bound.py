@@ -30,6 +30,9 @@ def test_shared_memory_bandwidth_bounds_two_streams():
     # Fewer bytes than the longer side needs alone: no floor from the memory system.
     assert overlap_bound(5e-3, 4e-3, 5e-3, 4e-3, 2.0, 100e6, 42e9, 30e9) == (pytest.approx(1.0),
                                                                              "the shorter fully hidden")
+    # A floor longer than the two sides one after the other: the bandwidth was measured low.
+    hidden_max, why = overlap_bound(5e-3, 5e-3, 5e-3, 5e-3, 2.0, 600e6, 42e9, 30e9)
+    assert hidden_max == pytest.approx(1.0) and "would take longer than compute and transfer" in why
     # An all-thread bandwidth no higher than one thread's was measured under other load: no bound from it.
     hidden_max, why = overlap_bound(5e-3, 5e-3, 5e-3, 5e-3, 2.0, 420e6, 20e9, 30e9)
     assert hidden_max == pytest.approx(1.0) and "no bandwidth bound" in why
