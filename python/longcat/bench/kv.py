@@ -31,10 +31,10 @@ Everything below is measured in one run, each number next to its peer:
   what sharing the L3 and memory costs: 5-7% of the matmul's CPU time measured against a
   concurrent page copy) and a DRAM-streaming elementwise op (memory-bound: both sides need the
   one memory system, so overlapped >= the bytes both read and write / the all-thread copy
-  bandwidth of the swap rows (the peer's or ours, whichever moved more), which bounds hidden_max
-  too; one torch thread's elementwise op
-  streams at only ~12 GB/s against the copy's ~30, so on two free cores this floor lies under
-  the longer side and most of it can be hidden); on the CPU also a control that needs no core
+  bandwidth of the swap rows (the peer's or ours, whichever moved more), which bounds
+  hidden_max too; one torch thread's elementwise op streams at only ~12 GB/s against the copy's
+  ~30, so on two free cores this floor lies under the longer side and most of it can be
+  hidden); on the CPU also a control that needs no core
   (sleeps), bounded only by the cores the copier got. Each row says how many cores the process
   got while overlapped.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
@@ -426,8 +426,8 @@ def overlap_bound(t_compute: float, t_transfer: float, cpu_compute: float, cpu_t
     counted as the copy bandwidths count them) over the all-thread copy bandwidth ``bw_all``
     (bytes / s). ``bw_one``, the 1-thread copy bandwidth: an all-thread one no higher was
     measured under other load and bounds nothing; nor does a memory floor longer than the two
-    sides one after the other (the bandwidth was measured low). What a measured overlap falls short of this,
-    sharing the caches and memory cost. A NaN anywhere gives NaN."""
+    sides one after the other (the bandwidth was measured low). What a measured overlap falls
+    short of this, sharing the caches and memory cost. A NaN anywhere gives NaN."""
     given = [x for x in (t_compute, t_transfer, cpu_compute, cpu_transfer, cores_got, bytes_both, bw_all, bw_one)
              if x is not None]
     if any(math.isnan(x) for x in given):
