@@ -1,5 +1,6 @@
 """AsyncEngine: streaming, cancellation, abort, weight updates between steps, bad input."""
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -87,8 +88,6 @@ def test_update_weights_while_streaming(toy):
     """The third step waits in the model until both updates are queued behind it, so the switch
     lands after exactly three tokens however the step thread is scheduled (without the gate it
     could finish all twelve tokens before the consumer reads the second)."""
-    import threading
-
     model = ToyPagedModel(vocab_size=64, seed=0)
     new = ToyPagedModel(vocab_size=64, seed=1)
     state = {k: v.clone() for k, v in new.state_dict().items()}
