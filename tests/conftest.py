@@ -1,3 +1,4 @@
+import collections
 import os
 
 import pytest
@@ -27,3 +28,22 @@ def cpu_isa(request):
     longcat.set_cpu_isa(request.param)
     yield request.param
     longcat.set_cpu_isa(before)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What this machine did not run, one line per skip reason with its count (pytest's -rs gives
+    a line per test location): no GPU, no AMX, a missing optional tool... stay visible."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    counts = collections.Counter()
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        counts[reason.removeprefix("Skipped: ")] += 1
+    terminalreporter.section("skipped, by reason")
+    shown = 20
+    for reason, n in counts.most_common(shown):
+        terminalreporter.write_line(f"{n:6d}  {reason[:200]}")
+    if len(counts) > shown:
+        rest = sum(n for _, n in counts.most_common()[shown:])
+        terminalreporter.write_line(f"{rest:6d}  ({len(counts) - shown} other reasons; `pytest -rs` lists them all)")
