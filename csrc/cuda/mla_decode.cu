@@ -357,8 +357,9 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   const int64_t row = blockIdx.x, b = row / M, R = row % M;
   int64_t s0 = a.metadata[2 * b], s1 = a.metadata[2 * b + 2];
   // A plan with more splits than the workspace holds (made for more workers than the launch)
-  // would lose keys: such rows come out NaN, never a silently wrong softmax (the host cannot
-  // read the plan without a sync; on CPU mla_decode refuses it with a ValueError).
+  // would lose keys: such rows come out NaN, never a silently wrong softmax. (Reading a device
+  // plan costs the host a sync: Python's mla_decode reads and refuses a plan it did not make;
+  // from the C++ API or inside a CUDA graph capture this is the guard. The CPU refuses it.)
   bool nan = s1 > a.max_splits || s0 < 0 || s0 > s1;
   s1 = min(s1, a.max_splits);
   s0 = s0 < 0 ? 0 : min(s0, s1);

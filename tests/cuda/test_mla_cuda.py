@@ -541,10 +541,31 @@ def test_nan_in_prefill():
     assert torch.equal(out.isnan().any(-1), want) and torch.equal(lse.isnan(), want.t())
 
 
+def test_plan_with_more_splits_than_the_workspace_is_refused():
+    # mla_decode reads and checks a plan it did not make (a sync), as the CPU kernel does: a plan
+    # for more workers than the device's SMs (made by the C++ planner directly, which the Python
+    # one refuses) is a ValueError, before anything runs.
+    from longcat import _C
+    from longcat.ops import mla_decode, mla_decode_metadata
+
+    kv, table, lens = make_paged([4096, 4096], 64, torch.bfloat16, seed=42)
+    q = make_q(2, 1, 16, torch.bfloat16, seed=42)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    md = torch.empty(3, 2, dtype=torch.int32, device="cuda")
+    _C.mla_decode_metadata(md, lens, 1, 4 * sms, True, None, torch.cuda.current_stream().cuda_stream)
+    assert int(md[2, 0]) > 2 + sms
+    with pytest.raises(ValueError, match="argument 'metadata' plans .* splits, more than the workspace holds"):
+        mla_decode(q, kv, table, lens, metadata=md)
+    # A plan made here and then changed in place is read again: a shrunken plan still runs.
+    good = mla_decode_metadata(lens, 1)
+    good[0, 1] += 0
+    mla_decode(q, kv, table, lens, metadata=good)
+
+
 def test_plan_with_more_splits_than_the_workspace_is_not_silently_short():
-    # A plan made for more workers than the launch's workspace: rows of the sequences whose
-    # splits do not fit come out NaN (the host cannot read the plan without a sync), never a
-    # softmax over fewer keys.
+    # The C++ API cannot read a device plan without a sync (nor can mla_decode inside a CUDA
+    # graph capture): rows of the sequences whose splits do not fit the workspace come out NaN,
+    # never a softmax over fewer keys.
     from longcat import _C
 
     kv, table, lens = make_paged([4096, 4096], 64, torch.bfloat16, seed=42)

@@ -503,3 +503,42 @@ def test_empty_batch():
     for op in (mla_decode, ssa_decode):
         out, lse = op(q, kv, bt, sl)
         assert out.shape == (0, 1, 4, 512) and lse.shape == (0, 4, 1)
+
+
+# ---- plans made elsewhere (what mla_decode checks on CUDA before launching) -------------------
+
+def test_plans_made_here_are_marked_until_changed_in_place():
+    from longcat.ops.mla_decode import _made_here
+
+    lens = torch.tensor([100, 300], dtype=torch.int32)
+    md = mla_decode_metadata(lens, 1)
+    assert _made_here(md)
+    md[0, 1] += 0  # any in-place op: the plan may have changed
+    assert not _made_here(md)
+    assert not _made_here(md.clone())
+    assert not _made_here(torch.zeros(3, 2, dtype=torch.int32))
+    with torch.inference_mode():  # no version counter there: marked by who made it
+        assert _made_here(mla_decode_metadata(lens, 1))
+
+
+@pytest.mark.parametrize("starts, message", [
+    ([0, 3, 9], "plans 9 splits, more than the workspace holds"),
+    ([1, 2, 3], "must start at split 0 and never decrease"),
+    ([0, 3, 2], "must start at split 0 and never decrease"),
+    ([0, 1], "must start at split 0 and never decrease"),  # one sequence short
+])
+def test_check_plan_fits_refuses_what_the_workspace_cannot_hold(starts, message):
+    from longcat.ops.mla_decode import check_plan_fits
+
+    with pytest.raises(ValueError, match=message) as e:
+        check_plan_fits(starts, 2, 4)
+    assert "argument 'metadata'" in str(e.value)
+
+
+def test_check_plan_fits_accepts_every_plan_of_the_planner():
+    from longcat.ops.mla_decode import check_plan_fits
+
+    lens = torch.tensor([0, 1, 64, 4096, 70000], dtype=torch.int32)
+    for workers in (1, 3, 16, 132):
+        md = mla_decode_metadata(lens, 2, workers)
+        check_plan_fits(md[:, 0].tolist(), 5, 5 + workers)

@@ -43,7 +43,14 @@ def _default_workers(device: torch.device, rows: int = 1) -> int:
 def _metadata(cache_seqlens, s_q, num_workers, causal, window):
     md = torch.empty(cache_seqlens.shape[0] + 1, 2, dtype=torch.int32, device=cache_seqlens.device)
     _C.mla_decode_metadata(md, cache_seqlens, s_q, num_workers, causal, window, stream_of(cache_seqlens))
+    # Marks the plan as made here, at this version of its data: on CUDA mla_decode trusts such a
+    # plan without reading it (a read costs a sync) while no in-place op has changed it since.
+    md._longcat_plan_version = _version_of(md)
     return md
+
+
+def _version_of(t: torch.Tensor):
+    return None if t.is_inference() else t._version  # inference tensors keep no version counter
 
 
 def mla_decode_metadata(cache_seqlens: torch.Tensor, s_q: int, num_workers: Optional[int] = None, *,
@@ -116,6 +123,26 @@ def _fits_default_workspace(metadata, b: int, workers: int) -> bool:
     return 0 <= int(memo[3][b, 0]) <= b + workers
 
 
+def check_plan_fits(first_splits, batch: int, max_splits: int) -> None:
+    """ValueError unless the plan's split starts (its column 0, ``batch + 1`` integers: the first
+    split of each sequence, then the total) rise from 0 to at most ``max_splits``, the splits the
+    workspace holds. What the CPU kernel checks; on CUDA mla_decode checks a plan it did not make
+    with this (one read of the plan) rather than let the kernel turn the rows it cannot hold into
+    NaN."""
+    starts = [int(v) for v in first_splits]
+    if len(starts) != batch + 1 or starts[0] != 0 or any(b < a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"mla_decode: argument 'metadata' must start at split 0 and never decrease (a plan "
+                         f"from mla_decode_metadata), got split starts {starts[:8]}{' ...' if len(starts) > 8 else ''}")
+    if starts[-1] > max_splits:
+        raise ValueError(f"mla_decode: argument 'metadata' plans {starts[-1]} splits, more than the workspace "
+                         f"holds (batch + the device's SM count = {max_splits}); make the plan with "
+                         f"mla_decode_metadata on this device")
+
+
+def _made_here(metadata) -> bool:
+    return hasattr(metadata, "_longcat_plan_version") and metadata._longcat_plan_version == _version_of(metadata)
+
+
 def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata, window,
                  amx_emulated: bool = False):
     b, s_q, h_q, _ = q.shape
@@ -123,6 +150,12 @@ def _decode_impl(q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_sc
     workers = _sm_count(q.device) if q.device.type == "cuda" else _default_workers(q.device)
     if metadata is None:
         metadata = _metadata(cache_seqlens, s_q, _default_workers(q.device, s_q * h_q), causal, window)
+    elif (q.device.type == "cuda" and metadata.dim() == 2 and metadata.shape == (b + 1, 2) and not _made_here(metadata)
+          and not torch.cuda.is_current_stream_capturing()):
+        # A plan made elsewhere (or changed since): read once and checked, as the CPU kernel does.
+        # Inside a CUDA graph capture no read is possible; the kernel then writes NaN rows for
+        # what does not fit, never a softmax over fewer keys.
+        check_plan_fits(metadata[:, 0].tolist(), b, b + workers)
     elif q.device.type == "cpu" and not _fits_default_workspace(metadata, b, workers):
         # A plan made for more workers (e.g. on another machine) needs a larger workspace: size it
         # from the plan, checked first (a tampered plan must not size an allocation).
