@@ -55,7 +55,7 @@ export LONGCAT_NUM_THREADS=2
   "$root/tests/ops/test_safety.py" "$root/tests/ops/test_norm.py" "$root/tests/ops/test_kv_cache.py" \
   "$root/tests/ops/test_linear.py" \
   "$root/tests/ops/test_moe_route.py" "$root/tests/ops/test_moe_gemm.py" \
-  "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_copy.py" \
+  "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_cache_copy.py" \
   -k "safety or bad or empty or zero or nan or poison or stride or overlap or alias or isa or in_place" \
   -x "$@"
 # The AMX copies' code on emulated tiles, whole (their padded operand tiles are where they could overrun).

@@ -1,5 +1,5 @@
 // Paged latent KV cache writes and reads (mla_append_kv, mla_gather) and interleaved RoPE:
-// argument checks and the choice of backend. The CPU row copies are in kv_copy_kernels.inc, the
+// argument checks and the choice of backend. The CPU row copies are in kv_cache_kernels.inc, the
 // RoPE kernel in kv_cache_rope.inc. Semantics: longcat/mla.h.
 #include <algorithm>
 #include <cmath>
@@ -280,12 +280,12 @@ void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorV
 
 namespace {
 
-// From this many bytes per call the CPU path writes with non-temporal stores (kv_copy_kernels.inc).
+// From this many bytes per call the CPU path writes with non-temporal stores (kv_cache_kernels.inc).
 // A swapped page is not read again soon, and a cached store first reads the destination line
 // from DRAM (read-for-ownership): streaming saves that read, a third of the traffic, and leaves
 // the model's working set in the caches. Measured on Zen 4 (1 thread, scattered 73.7 KB pages
 // from and to pools larger than the L3): 1.35x faster than memcpy at 16 pages, 1.4x at 64; Zen 5
-// (AVX-512, with the prefetch in kv_copy_kernels.inc): 1.15-1.2x at 16-512 pages.
+// (AVX-512, with the prefetch in kv_cache_kernels.inc): 1.15-1.2x at 16-512 pages.
 // Below a few pages (256 KiB, a quarter of a core's L2) the destination may still be cached and
 // there is little traffic to save, so memcpy keeps those. Sizes that fit the L3 (32 MB here)
 // stream too: Zen 5, scattered pages after a 64 MB cache scrub, thread CPU time, 16 / 128 / 512

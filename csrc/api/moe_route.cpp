@@ -1,7 +1,7 @@
 // MoE routing, dispatch and combine: argument checks and the choice of backend (CPU copy by
 // ISA, or CUDA). The CPU dispatch's bookkeeping (a histogram, a prefix sum, the row of each slot)
 // is done here with the checks it needs; its row copies, the router and combine kernels are in
-// moe_route.inc. Semantics: longcat/moe_route.h.
+// moe_route_kernels.inc. Semantics: longcat/moe_route.h.
 #include <algorithm>
 #include <climits>
 #include <cmath>

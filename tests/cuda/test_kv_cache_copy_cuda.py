@@ -1,4 +1,4 @@
-"""kv_copy_blocks on CUDA (csrc/cuda/kv_copy.cu) against the plain-torch reference: every method
+"""kv_copy_blocks on CUDA (csrc/cuda/kv_cache_copy.cu) against the plain-torch reference: every method
 (copy kernel, cudaMemcpyBatchAsync, per-run cudaMemcpyAsync) in every direction (device ->
 pinned host, pinned host -> device, device -> device), id patterns, NaN-poisoned pages never
 read, the Auto choice, pageable host memory refused with nothing copied, and chunked copies on a
