@@ -131,6 +131,7 @@ void copy_batch(const KvCopyPlan& p, cudaStream_t stream) {
 }  // namespace
 
 KvCopyMethod kv_copy_blocks(const KvCopyPlan& p, KvCopyMethod method, Stream stream_arg) {
+  NvtxRange nvtx("longcat::kv_copy_blocks");
   const Device dev = p.src_device.type == DeviceType::CUDA ? p.src_device : p.dst_device;
   DeviceGuard guard(dev.index);
   // Resolved before anything is queued, so a pageable host pool fails with nothing copied.
