@@ -77,8 +77,11 @@ namespace {
 void run(const TensorView& out, const TensorView& x, const TensorView& offsets, const TensorView& w13,
          const TensorView& w2, const TensorView& workspace, Stream stream, CpuCopy copy) {
   const char* op = kOp;
-  check_views(op, {{"x_perm", &x}, {"offsets", &offsets}, {"w13", &w13}, {"w2", &w2}, {"out", &out},
-                   {"workspace", &workspace}});
+  const std::initializer_list<NamedView> args = {{"x_perm", &x}, {"offsets", &offsets}, {"w13", &w13}, {"w2", &w2},
+                                                 {"out", &out}, {"workspace", &workspace}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
   check_ndim(op, "x_perm", x, 2);
   const bool cuda = x.device.type == DeviceType::CUDA;
   if (cuda) check_dtype(op, "x_perm", x, {DType::BFloat16});
@@ -170,8 +173,6 @@ void run(const TensorView& out, const TensorView& x, const TensorView& offsets, 
   a.threads = threads;
   a.dtype = x.dtype;
   a.device = x.device;
-  for (const auto* t : {&out, &x, &w13, &w2, &workspace}) check_nonnull(op, "tensor", *t);
-  check_nonnull(op, "offsets", offsets);
 
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (cuda) {

@@ -22,7 +22,10 @@ namespace {
 
 NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
                          const TensorView& weight, double eps) {
-  check_views(op, {{"x", &x}, {"weight", &weight}, {"out", &out}});
+  const std::initializer_list<NamedView> args = {{"x", &x}, {"weight", &weight}, {"out", &out}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
   check_min_ndim(op, "x", x, 1);
   if (x.device.type == DeviceType::CPU) check_dtype(op, "x", x, {DType::BFloat16, DType::Float32});
   else check_dtype(op, "x", x, {DType::BFloat16, DType::Float16, DType::Float32});
@@ -60,8 +63,6 @@ void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weig
   check_no_overlap("rms_norm", "out", out, "x", x, /*allow_same=*/true);
   check_no_overlap("rms_norm", "out", out, "weight", weight);
   if (a.rows == 0) return;
-  check_nonnull("rms_norm", "x", x);
-  check_nonnull("rms_norm", "out", out);
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (x.device.type == DeviceType::CUDA) return cuda::rms_norm(a, stream);
 #endif
@@ -72,7 +73,9 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
                         const TensorView& residual, const TensorView& weight, double eps,
                         Stream stream) {
   const char* op = "fused_add_rms_norm";
-  check_views(op, {{"residual", &residual}, {"residual_out", &residual_out}});
+  const std::initializer_list<NamedView> args = {{"residual", &residual}, {"residual_out", &residual_out}};
+  check_views(op, args);
+  for (auto [name, t] : args) check_nonnull(op, name, *t);  // x, weight, out: in check_norm_args
   NormArgs a = check_norm_args(op, out, x, weight, eps);
   check_same_shape(op, "residual", residual, "x", x);
   check_same_dtype(op, "residual", residual, "x", x);
@@ -94,7 +97,6 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
   check_no_overlap(op, "out", out, "weight", weight);
   check_no_overlap(op, "residual_out", residual_out, "weight", weight);
   if (a.rows == 0) return;
-  for (auto* t : {&x, &residual, &out, &residual_out}) check_nonnull(op, "tensor", *t);
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (x.device.type == DeviceType::CUDA) return cuda::fused_add_rms_norm(a, stream);
 #endif
