@@ -64,8 +64,11 @@ void check_cu_values(const char* arg, const int32_t* c, int64_t batch, int64_t t
 void run(const TensorView& out, const TensorView& lse, const TensorView& q, const TensorView& k, const TensorView& v,
          const TensorView& cu_seqlens_q, const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
          double softmax_scale, bool causal, const SsaWindow* window, Stream stream, CpuCopy copy) {
-  check_views(kOp, {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q}, {"cu_seqlens_k", &cu_seqlens_k},
-                    {"out", &out}, {"lse", &lse}});
+  const std::initializer_list<NamedView> args = {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q},
+                                                 {"cu_seqlens_k", &cu_seqlens_k}, {"out", &out}, {"lse", &lse}};
+  check_views(kOp, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(kOp, name, *t);
   check_qkv("q", q);
   check_qkv("k", k);
   check_qkv("v", v);
@@ -165,13 +168,6 @@ void run(const TensorView& out, const TensorView& lse, const TensorView& q, cons
   a.dtype = q.dtype;
   a.device = q.device;
   if (total_q == 0 || batch == 0) return;
-  for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"q", &q}, {"out", &out}, {"lse", &lse},
-                        {"cu_seqlens_q", &cu_seqlens_q}, {"cu_seqlens_k", &cu_seqlens_k}})
-    check_nonnull(kOp, arg, *t);
-  if (total_k > 0) {
-    check_nonnull(kOp, "k", k);
-    check_nonnull(kOp, "v", v);
-  }
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (q.device.type == DeviceType::CUDA) return cuda::mla_prefill(a, stream);
 #endif

@@ -83,8 +83,15 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
                int64_t n_zero, double routed_scaling_factor, MoeScore score, bool renormalize,
                Stream stream) {
   const char* op = "moe_route";
-  check_views(op, {{"hidden", &hidden}, {"weight", &weight}, {"topk_ids", &topk_ids}, {"topk_weights", &topk_weights}});
-  if (correction_bias) check_view(op, "correction_bias", *correction_bias);
+  const std::initializer_list<NamedView> args = {{"hidden", &hidden}, {"weight", &weight}, {"topk_ids", &topk_ids},
+                                                 {"topk_weights", &topk_weights}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  if (correction_bias) {
+    check_view(op, "correction_bias", *correction_bias);
+    check_nonnull(op, "correction_bias", *correction_bias);
+  }
   check_n_routed(op, n_routed);
   if (n_zero < 0 || n_zero > INT_MAX - n_routed)
     fail(ErrorKind::Value, arg_prefix(op, "n_zero") + "must be >= 0 with n_routed + n_zero < 2^31, got " +
@@ -143,8 +150,6 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
   a.dtype = hidden.dtype;
   a.device = hidden.device;
   if (T == 0) return;
-  check_nonnull(op, "hidden", hidden);
-  check_nonnull(op, "weight", weight);
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
   if (hidden.device.type == DeviceType::CUDA) return cuda::moe_route(a, stream);
 #endif
@@ -157,7 +162,10 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
                          const TensorView& topk_ids, int64_t n_routed, int64_t align,
                          Stream stream) {
   const char* op = "moe_dispatch_layout";
-  check_views(op, {{"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}});
+  const std::initializer_list<NamedView> args = {{"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
   check_n_routed(op, n_routed);
   if (align < 1 || align > (int64_t{1} << 20))
     fail(ErrorKind::Value, arg_prefix(op, "align") + "must be in [1, 2^20], got " + std::to_string(align));
@@ -203,8 +211,12 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
                   const TensorView& x, const TensorView& topk_ids, const TensorView& counts,
                   const TensorView& offsets, int64_t n_routed, Stream stream) {
   const char* op = "moe_dispatch";
-  check_views(op, {{"x", &x}, {"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets},
-                   {"x_perm", &x_perm}, {"row_token", &row_token}, {"slot_row", &slot_row}});
+  const std::initializer_list<NamedView> args = {{"x", &x}, {"topk_ids", &topk_ids}, {"counts", &counts},
+                                                 {"offsets", &offsets}, {"x_perm", &x_perm}, {"row_token", &row_token},
+                                                 {"slot_row", &slot_row}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "x", x);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "x", x);
@@ -284,8 +296,6 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
   }
   if (R > 0) std::memcpy(a.row_token, token_of_row.data(), static_cast<size_t>(R) * sizeof(int32_t));
   if (R == 0 || H == 0) return;
-  check_nonnull(op, "x", x);
-  check_nonnull(op, "x_perm", x_perm);
   LONGCAT_ISA_CALL(moe_dispatch_rows, a, token_of_row.data());
 }
 
@@ -295,8 +305,11 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
                  const TensorView& topk_ids, const TensorView& topk_weights, const TensorView& x,
                  int64_t n_routed, Stream stream) {
   const char* op = "moe_combine";
-  check_views(op, {{"y", &y}, {"expert_out", &expert_out}, {"slot_row", &slot_row}, {"topk_ids", &topk_ids},
-                   {"topk_weights", &topk_weights}, {"x", &x}});
+  const std::initializer_list<NamedView> args = {{"y", &y}, {"expert_out", &expert_out}, {"slot_row", &slot_row},
+                                                 {"topk_ids", &topk_ids}, {"topk_weights", &topk_weights}, {"x", &x}};
+  check_views(op, args);
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  for (auto [name, t] : args) check_nonnull(op, name, *t);
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
   check_aux(op, "topk_weights", topk_weights, DType::Float32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
@@ -343,8 +356,6 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
                                  std::to_string(a.rows) + ") for a routed expert, got " +
                                  std::to_string(a.slot_row[i]) + " at [" + std::to_string(i / k) +
                                  ", " + std::to_string(i % k) + "]");
-  check_nonnull(op, "x", x);
-  check_nonnull(op, "y", y);
   LONGCAT_ISA_CALL(moe_combine, a);
 }
 
