@@ -59,11 +59,7 @@ void check_vector(const char* op, const char* arg, const TensorView& t, int64_t 
 void rope_interleaved(const TensorView& out, const TensorView& x, const TensorView& positions,
                       const TensorView& inv_freq, bool half_output, Stream stream) {
   const char* op = "rope_interleaved";
-  const std::initializer_list<NamedView> args = {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq},
-                                                 {"out", &out}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"x", &x}, {"positions", &positions}, {"inv_freq", &inv_freq}, {"out", &out}});
   check_float_dtype(op, "x", x);
   if (x.ndim < 2 || x.ndim > 3)
     fail(ErrorKind::Value, arg_prefix(op, "x") + "must have shape [T, D] or [T, heads, D], got " + shape_str(x));
@@ -137,12 +133,8 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
                    const TensorView& block_table, const TensorView& seq_ids,
                    const TensorView& positions, Stream stream) {
   const char* op = "mla_append_kv";
-  const std::initializer_list<NamedView> args = {{"kv_cache", &kv_cache}, {"latent", &latent}, {"rope_k", &rope_k},
-                                                 {"block_table", &block_table}, {"seq_ids", &seq_ids},
-                                                 {"positions", &positions}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"kv_cache", &kv_cache}, {"latent", &latent}, {"rope_k", &rope_k}, {"block_table", &block_table},
+                   {"seq_ids", &seq_ids}, {"positions", &positions}});
   check_kv_cache(op, kv_cache);
   check_same_dtype(op, "latent", latent, "kv_cache", kv_cache);
   check_same_dtype(op, "rope_k", rope_k, "kv_cache", kv_cache);
@@ -214,11 +206,8 @@ void mla_append_kv(const TensorView& kv_cache, const TensorView& latent, const T
 void mla_gather(const TensorView& out, const TensorView& kv_cache, const TensorView& block_table,
                 const TensorView& cache_seqlens, const TensorView& cu_seqlens, Stream stream) {
   const char* op = "mla_gather";
-  const std::initializer_list<NamedView> args = {{"out", &out}, {"kv_cache", &kv_cache}, {"block_table", &block_table},
-                                                 {"cache_seqlens", &cache_seqlens}, {"cu_seqlens", &cu_seqlens}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"out", &out}, {"kv_cache", &kv_cache}, {"block_table", &block_table},
+                   {"cache_seqlens", &cache_seqlens}, {"cu_seqlens", &cu_seqlens}});
   check_kv_cache(op, kv_cache);
   check_block_table(op, block_table, kv_cache);
   const int64_t B = block_table.shape[0];
@@ -376,10 +365,7 @@ namespace kv_copy {
 
 bool check_pools(const char* op, const TensorView& src_pool, const char* src_arg, const TensorView& dst_pool,
                  const char* dst_arg, KvCopyMethod method) {
-  const std::initializer_list<NamedView> args = {{src_arg, &src_pool}, {dst_arg, &dst_pool}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{src_arg, &src_pool}, {dst_arg, &dst_pool}});
   // Any float dtype on either side: a pinned host pool of a float16 device cache is float16 too.
   check_dtype(op, src_arg, src_pool, {DType::Float32, DType::BFloat16, DType::Float16});
   check_kv_pages(op, src_pool, src_arg);
@@ -411,9 +397,7 @@ bool check_pools(const char* op, const TensorView& src_pool, const char* src_arg
 }
 
 Ids read_ids(const char* op, const TensorView& src_ids, const TensorView& dst_ids) {
-  const std::initializer_list<NamedView> args = {{"src_ids", &src_ids}, {"dst_ids", &dst_ids}};
-  check_views(op, args);
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"src_ids", &src_ids}, {"dst_ids", &dst_ids}});
   check_id_tensor(op, "src_ids", src_ids);
   check_id_tensor(op, "dst_ids", dst_ids);
   check_size(op, "dst_ids", dst_ids, 0, src_ids.shape[0], "src_ids.shape[0] (one destination per source)");

@@ -88,10 +88,7 @@ void check_metadata_shape(const char* op, const TensorView& metadata, const Tens
 int64_t mla_decode_plan_splits(const TensorView& metadata, const TensorView& cache_seqlens, int64_t s_q,
                                bool causal, const SsaWindow* window) {
   const char* op = "mla_decode";
-  const std::initializer_list<NamedView> args = {{"metadata", &metadata}, {"cache_seqlens", &cache_seqlens}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"metadata", &metadata}, {"cache_seqlens", &cache_seqlens}});
   check_s_q(op, s_q);
   const WindowArgs w = window_args(op, window);
   check_seqlens(op, cache_seqlens);
@@ -139,10 +136,7 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
                          int64_t num_workers, const SsaWindow* window, bool causal,
                          Stream stream) {
   const char* op = "mla_decode_metadata";
-  const std::initializer_list<NamedView> args = {{"metadata", &metadata}, {"cache_seqlens", &cache_seqlens}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"metadata", &metadata}, {"cache_seqlens", &cache_seqlens}});
   check_workers(op, num_workers);
   check_s_q(op, s_q);
   const WindowArgs w = window_args(op, window);
@@ -189,12 +183,8 @@ void run_decode(const TensorView& out, const TensorView& lse, const TensorView& 
                 double softmax_scale, bool causal, const TensorView& metadata, const TensorView& workspace,
                 int64_t num_workers, const SsaWindow* window, Stream stream, CpuCopy copy) {
   const char* op = "mla_decode";
-  const std::initializer_list<NamedView> args = {
-      {"q", &q}, {"kv_cache", &kv_cache}, {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens},
-      {"metadata", &metadata}, {"out", &out}, {"lse", &lse}, {"workspace", &workspace}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"q", &q}, {"kv_cache", &kv_cache}, {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens},
+                   {"metadata", &metadata}, {"out", &out}, {"lse", &lse}, {"workspace", &workspace}});
   check_workers(op, num_workers);
   const WindowArgs w = window_args(op, window);
   // q [batch, s_q, h_q, 576]

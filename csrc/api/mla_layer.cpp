@@ -129,7 +129,6 @@ void mla_decode_layer_check_weights(const MlaLayerWeights& w) {
   check_view(kOp, "inv_freq", w.inv_freq);
   check_aux(kOp, "inv_freq", w.inv_freq, DType::Float32, {kMlaDimRope / 2}, "[32] (RoPE's frequencies)", "w_a",
             w.w_a);
-  check_nonnull(kOp, "inv_freq", w.inv_freq);
 }
 
 int64_t mla_decode_layer_workspace_size(const MlaLayerWeights& w, int64_t tokens, int64_t num_workers) {
@@ -150,11 +149,9 @@ void mla_decode_layer(const TensorView& out, const TensorView& x, const MlaLayer
   mla_decode_layer_check_weights(w);
   // Every argument here, also those only the inner ops read: refused under this op's name, and
   // before mla_append_kv writes the cache.
-  const std::initializer_list<NamedView> args = {
-      {"x", &x}, {"out", &out}, {"workspace", &workspace}, {"kv_cache", &kv_cache}, {"block_table", &block_table},
-      {"cache_seqlens", &cache_seqlens}, {"positions", &positions}, {"seq_ids", &seq_ids}, {"metadata", &metadata}};
-  check_views(kOp, args);
-  for (auto [name, t] : args) check_nonnull(kOp, name, *t);
+  check_views(kOp, {{"x", &x}, {"out", &out}, {"workspace", &workspace}, {"kv_cache", &kv_cache},
+                    {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens}, {"positions", &positions},
+                    {"seq_ids", &seq_ids}, {"metadata", &metadata}});
   const Dims d = dims_of(w);
   check_ndim(kOp, "x", x, 2);
   check_size(kOp, "x", x, 1, d.hidden, "the hidden size w_a.shape[1]");

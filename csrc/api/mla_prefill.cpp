@@ -64,11 +64,8 @@ void check_cu_values(const char* arg, const int32_t* c, int64_t batch, int64_t t
 void run(const TensorView& out, const TensorView& lse, const TensorView& q, const TensorView& k, const TensorView& v,
          const TensorView& cu_seqlens_q, const TensorView& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
          double softmax_scale, bool causal, const SsaWindow* window, Stream stream, CpuCopy copy) {
-  const std::initializer_list<NamedView> args = {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q},
-                                                 {"cu_seqlens_k", &cu_seqlens_k}, {"out", &out}, {"lse", &lse}};
-  check_views(kOp, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(kOp, name, *t);
+  check_views(kOp, {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens_q", &cu_seqlens_q}, {"cu_seqlens_k", &cu_seqlens_k},
+                    {"out", &out}, {"lse", &lse}});
   check_qkv("q", q);
   check_qkv("k", k);
   check_qkv("v", v);

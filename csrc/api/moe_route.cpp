@@ -83,15 +83,8 @@ void moe_route(const TensorView& topk_ids, const TensorView& topk_weights, const
                int64_t n_zero, double routed_scaling_factor, MoeScore score, bool renormalize,
                Stream stream) {
   const char* op = "moe_route";
-  const std::initializer_list<NamedView> args = {{"hidden", &hidden}, {"weight", &weight}, {"topk_ids", &topk_ids},
-                                                 {"topk_weights", &topk_weights}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
-  if (correction_bias) {
-    check_view(op, "correction_bias", *correction_bias);
-    check_nonnull(op, "correction_bias", *correction_bias);
-  }
+  check_views(op, {{"hidden", &hidden}, {"weight", &weight}, {"topk_ids", &topk_ids}, {"topk_weights", &topk_weights}});
+  if (correction_bias) check_view(op, "correction_bias", *correction_bias);
   check_n_routed(op, n_routed);
   if (n_zero < 0 || n_zero > INT_MAX - n_routed)
     fail(ErrorKind::Value, arg_prefix(op, "n_zero") + "must be >= 0 with n_routed + n_zero < 2^31, got " +
@@ -162,10 +155,7 @@ void moe_dispatch_layout(const TensorView& counts, const TensorView& offsets,
                          const TensorView& topk_ids, int64_t n_routed, int64_t align,
                          Stream stream) {
   const char* op = "moe_dispatch_layout";
-  const std::initializer_list<NamedView> args = {{"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}});
   check_n_routed(op, n_routed);
   if (align < 1 || align > (int64_t{1} << 20))
     fail(ErrorKind::Value, arg_prefix(op, "align") + "must be in [1, 2^20], got " + std::to_string(align));
@@ -211,12 +201,8 @@ void moe_dispatch(const TensorView& x_perm, const TensorView& row_token, const T
                   const TensorView& x, const TensorView& topk_ids, const TensorView& counts,
                   const TensorView& offsets, int64_t n_routed, Stream stream) {
   const char* op = "moe_dispatch";
-  const std::initializer_list<NamedView> args = {{"x", &x}, {"topk_ids", &topk_ids}, {"counts", &counts},
-                                                 {"offsets", &offsets}, {"x_perm", &x_perm}, {"row_token", &row_token},
-                                                 {"slot_row", &slot_row}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"x", &x}, {"topk_ids", &topk_ids}, {"counts", &counts}, {"offsets", &offsets}, {"x_perm", &x_perm},
+                   {"row_token", &row_token}, {"slot_row", &slot_row}});
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "counts", counts, DType::Int32, {n_routed}, "n_routed", "x", x);
   check_aux(op, "offsets", offsets, DType::Int32, {n_routed + 1}, "n_routed + 1", "x", x);
@@ -305,11 +291,8 @@ void moe_combine(const TensorView& y, const TensorView& expert_out, const Tensor
                  const TensorView& topk_ids, const TensorView& topk_weights, const TensorView& x,
                  int64_t n_routed, Stream stream) {
   const char* op = "moe_combine";
-  const std::initializer_list<NamedView> args = {{"y", &y}, {"expert_out", &expert_out}, {"slot_row", &slot_row},
-                                                 {"topk_ids", &topk_ids}, {"topk_weights", &topk_weights}, {"x", &x}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"y", &y}, {"expert_out", &expert_out}, {"slot_row", &slot_row}, {"topk_ids", &topk_ids},
+                   {"topk_weights", &topk_weights}, {"x", &x}});
   const auto [T, H, k] = check_tokens_and_ids(op, x, topk_ids, n_routed);
   check_aux(op, "slot_row", slot_row, DType::Int32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);
   check_aux(op, "topk_weights", topk_weights, DType::Float32, {T, k}, "[tokens, top_k] as topk_ids", "x", x);

@@ -22,10 +22,7 @@ namespace {
 
 NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
                          const TensorView& weight, double eps) {
-  const std::initializer_list<NamedView> args = {{"x", &x}, {"weight", &weight}, {"out", &out}};
-  check_views(op, args);
-  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
-  for (auto [name, t] : args) check_nonnull(op, name, *t);
+  check_views(op, {{"x", &x}, {"weight", &weight}, {"out", &out}});
   check_min_ndim(op, "x", x, 1);
   if (x.device.type == DeviceType::CPU) check_dtype(op, "x", x, {DType::BFloat16, DType::Float32});
   else check_dtype(op, "x", x, {DType::BFloat16, DType::Float16, DType::Float32});
@@ -73,9 +70,7 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
                         const TensorView& residual, const TensorView& weight, double eps,
                         Stream stream) {
   const char* op = "fused_add_rms_norm";
-  const std::initializer_list<NamedView> args = {{"residual", &residual}, {"residual_out", &residual_out}};
-  check_views(op, args);
-  for (auto [name, t] : args) check_nonnull(op, name, *t);  // x, weight, out: in check_norm_args
+  check_views(op, {{"residual", &residual}, {"residual_out", &residual_out}});
   NormArgs a = check_norm_args(op, out, x, weight, eps);
   check_same_shape(op, "residual", residual, "x", x);
   check_same_dtype(op, "residual", residual, "x", x);

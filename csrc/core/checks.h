@@ -15,9 +15,9 @@ namespace longcat {
 // "op: argument 'arg' ", the start of every message about one argument.
 std::string arg_prefix(const char* op, const char* arg);
 
-// Every TensorView an op receives passes this first: sizes >= 0, no negative stride on a dim
-// that has more than one element (e.g. a flipped numpy view), element count and byte span that
-// fit int64. What each kernel needs beyond that (contiguity, one row stride) is checked after.
+// Every TensorView an op receives passes this first: sizes >= 0, a data pointer when it has
+// elements, no negative stride on a dim that has more than one element (e.g. a flipped numpy
+// view), element count and byte span that fit int64. What each kernel needs beyond that (contiguity, one row stride) is checked after.
 void check_view(const char* op, const char* arg, const TensorView& t);
 struct NamedView {
   const char* name;

@@ -206,6 +206,8 @@ void check_view(const char* op, const char* arg, const TensorView& t) {
                                  shape_str(t) + ")");
   }
   if (count == 0) return;
+  // A view with elements but no memory (e.g. a buffer at address 0) is refused before any read.
+  check_nonnull(op, arg, t);
   for (int i = 0; i < t.ndim; ++i) {
     if (t.shape[i] <= 1) continue;  // a stride no element uses
     if (t.strides[i] < 0)

@@ -34,7 +34,6 @@ from torch import nn
 from longcat import _C, ops
 from longcat.models.config import CACHE_LATENT_DIM, CACHE_ROPE_DIM, LongcatFlashConfig
 from longcat.models.paged import PagedBatch
-from longcat.ops.kv_cache import zeros_on_huge_pages
 from longcat.nn import MoE, MoEConfig
 
 _CACHE_DIM = CACHE_LATENT_DIM + CACHE_ROPE_DIM
@@ -581,7 +580,7 @@ class LongcatFlashForCausalLM(nn.Module):
         dtype = dtype or self.dtype
         device = device or self.device
         if torch.device(device).type == "cpu":  # on huge pages: scattered page reads and swaps miss the TLB less
-            return [zeros_on_huge_pages((num_pages, page_size, 1, _CACHE_DIM), dtype)
+            return [ops.zeros_on_huge_pages((num_pages, page_size, 1, _CACHE_DIM), dtype)
                     for _ in range(self.config.num_hidden_layers)]
         return [torch.zeros(num_pages, page_size, 1, _CACHE_DIM, dtype=dtype, device=device)
                 for _ in range(self.config.num_hidden_layers)]

@@ -13,8 +13,8 @@ from longcat.ops.moe_route import moe_combine, moe_dispatch, moe_route
 from longcat.ops.moe_gemm import moe_grouped_swiglu
 from longcat.ops.norm import fused_add_rms_norm, fused_add_rms_norm_, rms_norm
 
-__all__ = ["zeros_on_huge_pages", "linear", "rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "moe_route", "moe_dispatch",
+__all__ = ["linear", "rms_norm", "fused_add_rms_norm", "fused_add_rms_norm_", "moe_route", "moe_dispatch",
            "moe_combine", "moe_grouped_swiglu", "rope_interleaved", "mla_append_kv", "mla_gather",
-           "kv_copy_blocks", "KvCopyMethod",
+           "kv_copy_blocks", "KvCopyMethod", "zeros_on_huge_pages",
            "mla_decode", "mla_decode_metadata", "ssa_decode", "mla_decode_layer", "mla_layer_weights", "mla_prefill", "ssa_prefill", "SsaWindow",
            "reference"]
