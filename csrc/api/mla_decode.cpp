@@ -9,6 +9,7 @@
 
 #include "core/checks.h"
 #include "core/mla_args.h"
+#include "core/mla_decode_call.h"
 #include "cpu/isa_dispatch.h"
 #include "longcat/mla.h"
 
@@ -176,13 +177,12 @@ void mla_decode_metadata(const TensorView& metadata, const TensorView& cache_seq
   a.metadata[2 * batch + 1] = 0;
 }
 
-namespace {
-
-void run_decode(const TensorView& out, const TensorView& lse, const TensorView& q, const TensorView& kv_cache,
-                const TensorView& block_table, const TensorView& cache_seqlens, int64_t head_dim_v,
-                double softmax_scale, bool causal, const TensorView& metadata, const TensorView& workspace,
-                int64_t num_workers, const SsaWindow* window, Stream stream, CpuCopy copy) {
-  const char* op = "mla_decode";
+MlaDecodeCall mla_decode_prepare(const char* op, const TensorView& out, const TensorView& lse,
+                                 const TensorView& q, const TensorView& kv_cache,
+                                 const TensorView& block_table, const TensorView& cache_seqlens,
+                                 int64_t head_dim_v, double softmax_scale, bool causal,
+                                 const TensorView& metadata, const TensorView& workspace, int64_t num_workers,
+                                 const SsaWindow* window) {
   check_views(op, {{"q", &q}, {"kv_cache", &kv_cache}, {"block_table", &block_table}, {"cache_seqlens", &cache_seqlens},
                    {"metadata", &metadata}, {"out", &out}, {"lse", &lse}, {"workspace", &workspace}});
   check_workers(op, num_workers);
@@ -263,7 +263,8 @@ void run_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   check_no_overlap(op, "workspace", workspace, "out", out);
   check_no_overlap(op, "workspace", workspace, "lse", lse);
 
-  MlaDecodeArgs a{};
+  MlaDecodeCall call;
+  MlaDecodeArgs& a = call.args;
   a.out = out.data;
   a.lse = lse.ptr<float>();
   a.q = q.data;
@@ -292,20 +293,16 @@ void run_decode(const TensorView& out, const TensorView& lse, const TensorView& 
   a.window = w;
   a.dtype = q.dtype;
   a.device = q.device;
-  if (batch == 0) return;
-#if defined(LONGCAT_WITH_CUDA_RUNTIME)
-  if (q.device.type == DeviceType::CUDA) return cuda::mla_decode(a, stream);
-#endif
+  // CUDA: the kernel checks page ids and the plan as it reads them (bad ones give NaN rows).
+  if (batch == 0 || q.device.type == DeviceType::CUDA) return call;
   // CPU: snapshots of the index inputs, so the kernel reads exactly what is checked here: the
   // pages each sequence reads must exist, and the plan must cover its visible keys.
-  const std::vector<int32_t> lens = snapshot_int32(cache_seqlens), table = snapshot_int32(block_table),
-                             plan = snapshot_int32(metadata);
-  a.cache_seqlens = lens.data();
-  a.block_table = table.data();
+  call.lens = snapshot_int32(cache_seqlens);
+  call.table = snapshot_int32(block_table);
+  call.plan = snapshot_int32(metadata);
   a.block_table_stride = max_pages;
-  a.metadata = plan.data();
-  const int32_t* L = a.cache_seqlens;
-  const int32_t* md = a.metadata;
+  const int32_t* L = call.lens.data();
+  const int32_t* md = call.plan.data();
   for (int64_t b = 0; b < batch; ++b) {
     if (L[b] < 0)
       fail(ErrorKind::Value, arg_prefix(op, "cache_seqlens") + "must hold lengths >= 0, got " +
@@ -322,7 +319,7 @@ void run_decode(const TensorView& out, const TensorView& lse, const TensorView& 
     auto check_pages = [&](int64_t k0, int64_t k1) {
       if (k0 >= k1) return;
       for (int64_t p = k0 / page_size; p <= (k1 - 1) / page_size; ++p) {
-        const int32_t id = a.block_table[b * a.block_table_stride + p];
+        const int32_t id = call.table[b * max_pages + p];
         if (id < 0 || id >= num_pages)
           fail(ErrorKind::Value, arg_prefix(op, "block_table") + "must hold page ids in [0, " +
                                      std::to_string(num_pages) + ") (kv_cache.shape[0]), got " +
@@ -338,18 +335,30 @@ void run_decode(const TensorView& out, const TensorView& lse, const TensorView& 
     fail(ErrorKind::Value, arg_prefix(op, "metadata") + "plans " + std::to_string(md[2 * batch]) +
                                " splits, more than batch + num_workers = " + std::to_string(max_splits) +
                                " (pass the num_workers it was computed with)");
-  LONGCAT_ISA_CALL_COPY(copy, mla_decode, a);
+  return call;
 }
 
-}  // namespace
+void mla_decode_launch(const MlaDecodeCall& call, Stream stream, CpuCopy copy) {
+  MlaDecodeArgs a = call.args;
+  if (a.batch == 0) return;
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (a.device.type == DeviceType::CUDA) return cuda::mla_decode(a, stream);
+#endif
+  (void)stream;
+  a.cache_seqlens = call.lens.data();
+  a.block_table = call.table.data();
+  a.metadata = call.plan.data();
+  LONGCAT_ISA_CALL_COPY(copy, mla_decode, a);
+}
 
 void mla_decode(const TensorView& out, const TensorView& lse, const TensorView& q,
                 const TensorView& kv_cache, const TensorView& block_table,
                 const TensorView& cache_seqlens, int64_t head_dim_v, double softmax_scale,
                 bool causal, const TensorView& metadata, const TensorView& workspace,
                 int64_t num_workers, const SsaWindow* window, Stream stream) {
-  run_decode(out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-             workspace, num_workers, window, stream, CpuCopy::Best);
+  mla_decode_launch(mla_decode_prepare("mla_decode", out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v,
+                                       softmax_scale, causal, metadata, workspace, num_workers, window),
+                    stream, CpuCopy::Best);
 }
 
 void mla_decode_amx_emulated(const TensorView& out, const TensorView& lse, const TensorView& q,
@@ -360,8 +369,9 @@ void mla_decode_amx_emulated(const TensorView& out, const TensorView& lse, const
   if (q.device.type != DeviceType::CPU)
     fail(ErrorKind::Value, "mla_decode_amx_emulated: argument 'q' must be a CPU tensor (the emulated AMX copy is "
                            "CPU code)");
-  run_decode(out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal, metadata,
-             workspace, num_workers, window, nullptr, CpuCopy::AmxEmulated);
+  mla_decode_launch(mla_decode_prepare("mla_decode", out, lse, q, kv_cache, block_table, cache_seqlens, head_dim_v,
+                                       softmax_scale, causal, metadata, workspace, num_workers, window),
+                    nullptr, CpuCopy::AmxEmulated);
 }
 
 }  // namespace longcat

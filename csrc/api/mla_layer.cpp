@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/checks.h"
+#include "core/mla_decode_call.h"
 #include "longcat/kv_cache.h"
 #include "longcat/linear.h"
 #include "longcat/mla_layer.h"
@@ -197,6 +198,11 @@ void mla_decode_layer(const TensorView& out, const TensorView& x, const MlaLayer
   const TensorView lse = part(workspace, l.lse, DType::Float32, {T, nh, 1}, {nh, 1, 1});
   const TensorView o = part(workspace, l.o, dt, {T, nh * d.v}, {nh * d.v, 1});
   const TensorView decode_ws = part(workspace, l.decode_ws, DType::UInt8, {l.decode_ws_bytes}, {1});
+  // The attention call is checked in full (page ids, lengths, the plan) before the append
+  // writes the cache: a refused call leaves the cache as it was.
+  const MlaDecodeCall attention = mla_decode_prepare(kOp, attn, lse, q_abs, kv_cache, block_table, cache_seqlens,
+                                                     kMlaDimV, softmax_scale, true, metadata, decode_ws, num_workers,
+                                                     window);
 
   // Projections and latents (the Python composition: modeling.MLA.forward_paged).
   linear(a, x, w.w_a);
@@ -217,8 +223,7 @@ void mla_decode_layer(const TensorView& out, const TensorView& x, const MlaLayer
   linear(slice(q_abs, 0, {nh, T, kMlaDimV}, {kMlaDimQK, nh * kMlaDimQK, 1}),
          slice(q, 0, {nh, T, d.nope}, {qk, nh * qk, 1}), w.w_uk_t);
 
-  mla_decode(attn, lse, q_abs, kv_cache, block_table, cache_seqlens, kMlaDimV, softmax_scale, true, metadata,
-             decode_ws, num_workers, window);
+  mla_decode_launch(attention, nullptr, CpuCopy::Best);
 
   // kv_b's value half per head, written as [T, nh, v], then the output projection.
   linear(slice(o, 0, {nh, T, d.v}, {d.v, nh * d.v, 1}), slice(attn, 0, {nh, T, kMlaDimV}, {kMlaDimV, nh * kMlaDimV, 1}),
