@@ -52,11 +52,11 @@ export LONGCAT_NUM_THREADS=2
 # --capture=sys: a sanitizer report is written to fd 2 by C code; pytest must not swallow it.
 # The safety tests, then one fast slice of each area's tests (bad input, edge cases, every ISA).
 "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
-  "$root/tests/ops/test_safety.py" "$root/tests/ops/test_norm.py" "$root/tests/ops/test_kv_cache.py" \
-  "$root/tests/ops/test_linear.py" \
+  "$root/tests/ops/test_safety.py" "$root/tests/ops/test_safety_views.py" "$root/tests/ops/test_norm.py" \
+  "$root/tests/ops/test_kv_cache.py" "$root/tests/ops/test_linear.py" "$root/tests/ops/test_mla_layer.py" \
   "$root/tests/ops/test_moe_route.py" "$root/tests/ops/test_moe_gemm.py" \
   "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_cache_copy.py" \
-  -k "safety or bad or empty or zero or nan or poison or stride or overlap or alias or isa or in_place" \
+  -k "safety or bad or refused or empty or zero or nan or poison or stride or overlap or alias or isa or in_place" \
   -x "$@"
 # The AMX copies' code on emulated tiles, whole (their padded operand tiles are where they could overrun).
 "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
