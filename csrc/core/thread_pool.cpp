@@ -46,12 +46,34 @@ int default_threads() {
 // start without a futex wake-up, and idle workers still free their core soon.
 constexpr auto kSpin = std::chrono::microseconds(50);
 
+// A worker that woke on the caller's core leaves a run shorter than this to the caller.
+constexpr auto kMoveAfter = std::chrono::microseconds(200);
+
 // The CPU the calling thread runs on (-1 where unknown).
 int current_cpu() {
 #if defined(__linux__)
   return sched_getcpu();
 #else
   return -1;
+#endif
+}
+
+// Moves the calling thread off CPU `cpu`: its affinity without that CPU (the kernel migrates it
+// at once), then the affinity it had (it stays where it landed). False where that cannot be done.
+bool move_off_cpu(int cpu) {
+#if defined(__linux__)
+  cpu_set_t had, others;
+  if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof(had), &had) != 0 || !CPU_ISSET(cpu, &had) ||
+      CPU_COUNT(&had) < 2)
+    return false;
+  others = had;
+  CPU_CLR(cpu, &others);
+  if (sched_setaffinity(0, sizeof(others), &others) != 0) return false;
+  sched_setaffinity(0, sizeof(had), &had);
+  return true;
+#else
+  (void)cpu;
+  return false;
 #endif
 }
 
@@ -141,6 +163,17 @@ class Pool {
     }
   }
 
+  bool on_callers_core() const {
+    const int cpu = current_cpu();
+    return cpu >= 0 && cpu == caller_cpu_.load(std::memory_order_relaxed);
+  }
+
+  // True while the run of generation gen has pieces no thread has claimed yet.
+  bool pieces_left(uint64_t gen) const {
+    const uint64_t c = claim_.load(std::memory_order_acquire);
+    return (c >> kPieceBits) == gen && static_cast<int>(c & ((uint64_t{1} << kPieceBits) - 1)) < pieces_;
+  }
+
   void loop(int worker) {
     uint64_t seen = 0;
     bool spin = true;  // false: straight to sleep (this worker shared the caller's core)
@@ -158,12 +191,26 @@ class Pool {
       // A worker the scheduler woke on the caller's core (the other cores busy: another
       // process, torch's spinning OpenMP workers) can only time-share that core with the
       // caller: a piece it claims waits while the caller spins for it, and its own spin after
-      // the run delays the caller. It leaves the run to the caller and sleeps at once. Measured
-      // on the 2-core Zen 5 with the other core busy (other processes, load 3.4-4.2),
-      // kv_copy_blocks of scattered pages on 2 threads, medians of 5 runs of 41 calls
-      // alternating without / with this: 16 pages 201 -> 133 us (1 thread 89-96 us), 128
-      // pages 816 -> 769 us, 512 pages 3264 -> 2743 us.
-      if (const int cpu = current_cpu(); cpu >= 0 && cpu == caller_cpu_.load(std::memory_order_relaxed)) {
+      // the run delays the caller. So it leaves a short run to the caller (measured on the
+      // 2-core Zen 5 with the other core busy, load 3.4-4.2, kv_copy_blocks of scattered pages
+      // on 2 threads, medians of 5 runs of 41 calls without / with leaving: 16 pages 201 -> 133
+      // us, 1 thread 89-96 us). If the run still has pieces left after kMoveAfter, it moves
+      // itself off the caller's core and joins: the core it woke on was taken only for a moment
+      // (torch's OpenMP workers spin a few ms after each op), but a woken worker can stay
+      // there: on a VM the scheduler need not wake a thread on an idle virtual CPU (one the
+      // host has descheduled counts as preempted), so each later run woke it on the caller's
+      // core again. In one 5-minute stretch on the 2-core Zen 5 VM, moe_grouped_swiglu at 3
+      // rows (9-10 ms on two cores), the second call after a torch copy_, ran on the caller's
+      // core alone in 30 of 40 calls (13-19 ms) without the move, in 0 of 40 with it; later
+      // neither build showed it (0 of 140 calls), nor did either win clearly elsewhere.
+      bool shared = on_callers_core();
+      if (shared && pieces_left(seen)) {
+        std::this_thread::sleep_for(kMoveAfter);
+        shared = on_callers_core();
+        if (shared && pieces_left(seen) && move_off_cpu(caller_cpu_.load(std::memory_order_relaxed)))
+          shared = on_callers_core();
+      }
+      if (shared) {
         spin = false;
         continue;
       }
