@@ -106,6 +106,8 @@ def test_diagnose_grades_each_reference_turn(built, tiny_ckpt):
     text = {"content": "Done. The total is 12.50."}
     assert grade_turn(text, {"content": "All done: the total is 12.5."}, told=[12.5]) == "ok"
     assert grade_turn(text, {"content": "Done."}, told=[12.5]) == "told"
+    # a call that does not parse is not a text turn
+    assert grade_turn(text, {"content": '<tool_call>\n{"name": "x", "arguments": {"a": "a": 1}}\n</tool_call>'}) == "kind"
     r = diagnose(envs, tasks[:2], str(tiny_ckpt), max_tokens=8, tool_format="names")
     n_turns = sum(1 for t in tasks[:2] for m in reference_conversation(envs[t["env_id"]], t)[0]
                   if m["role"] == "assistant")

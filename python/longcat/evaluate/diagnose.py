@@ -4,7 +4,8 @@ Each held-out task is played once by the reference agent (``synth.ReferencePolic
 ``grounded`` variant, clean); at every assistant turn of that verified conversation the model
 gets the reference prefix and writes one turn greedily. The turn is then graded in order:
 
-* ``kind``   -- a tool call where the reference calls a tool, text where it speaks;
+* ``kind``   -- a tool call where the reference calls a tool, text where it speaks (a
+  ``<tool_call>`` block that does not parse is neither);
 * ``name``   -- the tool name;
 * ``keys``   -- the argument keys;
 * ``values`` -- the argument values (ids and names copied from the user or a tool result);
@@ -58,8 +59,11 @@ def grade_turn(gold: Mapping, reply: Mapping, told: Sequence = ()) -> str:
     ``told`` are the values a text turn must tell (checked as the environment checks them)."""
     from longcat.envs.tasks import communicated
 
+    from longcat.models.tokenizer import TOOL_CALL_START
+
     g, r = _calls(gold), _calls(reply)
-    if bool(g) != bool(r):
+    # A call that does not parse is neither a call nor a text turn (the user would see markup).
+    if bool(g) != bool(r) or (not r and TOOL_CALL_START in (reply.get("content") or "")):
         return "kind"
     if not g:
         said = [reply.get("content") or ""]
