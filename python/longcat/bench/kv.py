@@ -30,11 +30,11 @@ Everything below is measured in one run, each number next to its peer:
   the overlap. Two computes: a cached matmul (compute-bound; what falls short of hidden_max is
   what sharing the L3 and memory costs: 5-7% of the matmul's CPU time measured against a
   concurrent page copy) and a DRAM-streaming elementwise op (memory-bound: both sides need the
-  one memory system, so overlapped >= the bytes both read and write / the all-thread copy
-  bandwidth of the swap rows (the peer's or ours, whichever moved more), which bounds
-  hidden_max too; one torch thread's elementwise op streams at only ~12 GB/s against the copy's
-  ~30, so on two free cores this floor lies under the longer side and most of it can be
-  hidden); on the CPU also a control that needs no core
+  one memory system, so overlapped >= the bytes both move through DRAM / the all-thread copy
+  bandwidth of the swap rows in DRAM bytes (the peer's or ours, whichever moved more), which
+  bounds hidden_max too. DRAM bytes count the read an ordinary store makes of the line it
+  writes: the elementwise op moves 3x its input, torch's copy_ 1.5x what it counts, ours
+  (non-temporal stores) what it counts); on the CPU also a control that needs no core
   (sleeps), bounded only by the cores the copier got. Each row says how many cores the process
   got while overlapped.
 - ``pd``: prefill/decode disaggregation over two processes (gloo on CPU): time from the start of
@@ -339,9 +339,11 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
     y = torch.empty_like(x)
     kinds = {"compute-bound (fp32 matmul %d^2)" % side: lambda: m @ m,
              "memory-bound (elementwise, %d MB in + out)" % (x.numel() * 4 >> 20): lambda: torch.mul(x, 1.5, out=y)}
-    # Bytes each op reads + writes in DRAM (the matmul's stay in the caches), and the transfer's,
-    # counted as the copy bandwidths count them: for overlap_bound's memory-system floor.
-    bytes_compute = {name: 2 * x.numel() * 4 for name in kinds if name.startswith("memory")}
+    # Bytes each side moves through DRAM, for overlap_bound's memory-system floor (the matmul's
+    # stay in the caches). The elementwise op writes y with ordinary stores, and an ordinary
+    # store to a line not in the cache first reads it (read for ownership): x read, y read, y
+    # written. The copier's non-temporal stores skip that read: each page read + written.
+    bytes_compute = {name: 3 * x.numel() * 4 for name in kinds if name.startswith("memory")}
     transfer_bytes = 2 * layers * len(ids) * dev[0][0].numel() * dev[0].element_size()
     if not cuda:
         # A control that needs no core (a GPU or I/O wait stands in): what the copier's
@@ -393,10 +395,13 @@ def _overlap_rows(result: BenchResult, device: str, quick: bool) -> None:
             eff_rounds = statistics.median((c + t - b) / min(c, t) for c, t, b in rounds)
             got = statistics.median(shares)
             bws = result.context.get("copy_bandwidth_gbs", {})
-            # The memory system moves at least what the fastest all-thread copy moved: ours
-            # (non-temporal stores) can beat torch's copy_ peer.
-            bw_all = max([b for b in (bws.get("d2h"), result.context.get("swap_best_gbs")) if b], default=None)
-            bw_one = bws.get("d2h, 1 thread")
+            # What the memory system moves per second, in DRAM bytes: at least what the fastest
+            # all-thread copy moved. Ours (non-temporal stores) moves the bytes it counts; torch's
+            # copy_ peer reads each destination line before writing it, 1.5x the bytes it counts
+            # (the same run's swap rows: ours at ~1.5x its GB/s on 512 pages).
+            dram = lambda gbs: gbs * 1.5 if gbs else None  # noqa: E731
+            bw_all = max([b for b in (dram(bws.get("d2h")), result.context.get("swap_best_gbs")) if b], default=None)
+            bw_one = dram(bws.get("d2h, 1 thread"))
             hidden_max, why = overlap_bound(
                 t_compute, t_alone, statistics.median(cpu_alone["compute"]), statistics.median(cpu_alone["transfer"]),
                 None if cuda else got, None if cuda else (bytes_compute.get(name, 0) * reps + transfer_bytes),
@@ -426,9 +431,9 @@ def overlap_bound(t_compute: float, t_transfer: float, cpu_compute: float, cpu_t
     ``t_transfer`` s (``cpu_transfer``). Overlapped takes at least the longer of the two; with
     ``cores_got`` cores (what the process had while overlapped) at least the CPU seconds of both
     over those cores (compute ~ transfer on 1.6 cores: at most 2 - 2 / 1.6 = 75% hidden); and
-    since both share one memory system, at least ``bytes_both`` (what the two read and write,
-    counted as the copy bandwidths count them) over the all-thread copy bandwidth ``bw_all``
-    (bytes / s). ``bw_one``, the 1-thread copy bandwidth: an all-thread one no higher was
+    since both share one memory system, at least ``bytes_both`` (what the two move through
+    DRAM) over the all-thread copy bandwidth ``bw_all`` (DRAM bytes / s). ``bw_one``, the
+    1-thread copy bandwidth in the same terms: an all-thread one no higher was
     measured under other load and bounds nothing; nor does a memory floor longer than the two
     sides one after the other (the bandwidth was measured low). What a measured overlap falls
     short of this, sharing the caches and memory cost. A NaN anywhere gives NaN."""
