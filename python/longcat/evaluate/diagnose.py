@@ -58,7 +58,6 @@ def grade_turn(gold: Mapping, reply: Mapping, told: Sequence = ()) -> str:
     """The first failing check of ``reply`` against the reference turn ``gold`` (or ``ok``);
     ``told`` are the values a text turn must tell (checked as the environment checks them)."""
     from longcat.envs.tasks import communicated
-
     from longcat.models.tokenizer import TOOL_CALL_START
 
     g, r = _calls(gold), _calls(reply)
