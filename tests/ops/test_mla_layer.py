@@ -152,47 +152,33 @@ def test_bad_activations_and_workspace():
         ops.mla_decode_layer(x.float().requires_grad_().bfloat16().detach().requires_grad_(), weights, *args)
 
 
-def _plan_without_splits(md):
-    bad = md.clone()
-    bad[:, 1] = 0  # no keys per split: a plan that covers nothing
-    return bad
+def _spoil(md, table, lens, cache, what):
+    """(metadata, block_table, cache_seqlens) with one index input made wrong."""
+    md, table, lens = md.clone(), table.clone(), lens.clone()
+    if what == "plan without splits":
+        md[:, 1] = 0  # no keys per split: a plan that covers nothing
+    elif what == "plan with too many splits":
+        md[-1, 0] = 10_000
+    elif what == "page past the cache":
+        table[1, 0] = cache.shape[0]  # a page a visible key lives in
+    else:  # more pages than the table's 2 per sequence; position 3 still fits
+        lens[0] = 3 * PAGE
+        md = ops.mla_decode_metadata(lens, 1)
+    return md, table, lens
 
 
-def _plan_too_many_splits(md):
-    bad = md.clone()
-    bad[-1, 0] = 10_000
-    return bad
-
-
-def _page_past_the_cache(cache, table):
-    bad = table.clone()
-    bad[1, 0] = cache.shape[0]  # a page a visible key lives in
-    return bad
-
-
-@pytest.mark.parametrize("spoil", ["plan without splits", "plan with too many splits", "page past the cache",
-                                   "length past the table"])
-def test_refused_attention_leaves_the_cache_untouched(spoil):
+@pytest.mark.parametrize("spoil,match", [
+    ("plan without splits", "mla_decode_layer: argument 'metadata'"),
+    ("plan with too many splits", "mla_decode_layer: argument 'metadata'"),
+    ("page past the cache", "mla_decode_layer: argument 'block_table' must hold page ids"),
+    ("length past the table", "mla_decode_layer: argument 'block_table' has 2 pages per sequence")])
+def test_refused_attention_leaves_the_cache_untouched(spoil, match):
     """The attention call's index values (plan, page ids, lengths) are checked before the new
     token's latent is appended: a refused call writes nothing."""
     w = make_weights(torch.bfloat16)
     weights = ops.mla_layer_weights(*w.values())
     x, cache, table, lens, positions, seq_ids = make_case((4, 20), torch.bfloat16)
-    md = ops.mla_decode_metadata(lens, 1)
-    match = {"plan without splits": "mla_decode_layer: argument 'metadata'",
-             "plan with too many splits": "mla_decode_layer: argument 'metadata'",
-             "page past the cache": "mla_decode_layer: argument 'block_table' must hold page ids",
-             "length past the table": "mla_decode_layer: argument 'block_table' has 2 pages per sequence"}[spoil]
-    if spoil == "plan without splits":
-        md = _plan_without_splits(md)
-    elif spoil == "plan with too many splits":
-        md = _plan_too_many_splits(md)
-    elif spoil == "page past the cache":
-        table = _page_past_the_cache(cache, table)
-    else:
-        lens = lens.clone()
-        lens[0] = 3 * PAGE  # more pages than the table's 2 per sequence; position 3 still fits
-        md = ops.mla_decode_metadata(lens, 1)
+    md, table, lens = _spoil(ops.mla_decode_metadata(lens, 1), table, lens, cache, spoil)
     before = cache.clone()
     with torch.inference_mode(), pytest.raises(ValueError, match=match):
         ops.mla_decode_layer(x, weights, cache, table, lens, positions, seq_ids, 0.1, md)

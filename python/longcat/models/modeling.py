@@ -303,10 +303,8 @@ class MLA(_WithDerived):
                 # torch's CPU flash kernel wants v as wide as q and k; otherwise SDPA falls back
                 # to its math path (an [S, S] score matrix): zero columns, cut off after.
                 # Measured fwd + bwd, 2 heads, 900 tokens, one thread: 21 ms instead of 32 (bf16).
-                o = F.scaled_dot_product_attention(q, k, F.pad(v, (0, self.qk_dim - self.v_dim)), is_causal=True,
-                                                   scale=self.softmax_scale)[..., :self.v_dim]
-            else:
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
+                v = F.pad(v, (0, self.qk_dim - self.v_dim))
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)[..., :self.v_dim]
         else:
             if self.visibility is not None:
                 ar = torch.arange(S, device=x.device)
