@@ -113,6 +113,20 @@ def test_packed_loss_equals_separate_losses(setup):
         SFTConfig(context_weight=2.0)
 
 
+def test_context_weight_keeps_the_learning_rate_schedule(setup, tmp_path):
+    """Regression: the weighted loss once reused the name of the run's step count, so after
+    warm-up every step of a --context-weight run took the schedule's lowest rate."""
+    _, ckpt, data = setup
+    lrs = {}
+    for w in (0.0, 0.5):
+        train(data, ckpt, tmp_path / str(w), SFTConfig(**{**CFG, "context_weight": w, "max_steps": 6}), progress=False)
+        lines = (tmp_path / str(w) / "metrics.jsonl").read_text().splitlines()
+        lrs[w] = [json.loads(x)["lr"] for x in lines]
+    assert len(lrs[0.5]) == 6
+    assert lrs[0.5] == pytest.approx(lrs[0.0])
+    assert lrs[0.5][2] == pytest.approx(lr_at(2, 6, SFTConfig(**{**CFG, "max_steps": 6})))
+
+
 def test_packed_loss_matches_the_model_forward(setup):
     """Per-document attention and labelled-only logits give the model's own full-sequence loss."""
     from longcat.models import LongcatFlashForCausalLM

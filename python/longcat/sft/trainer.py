@@ -431,8 +431,8 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                 part = [rows[r] for r in mine[j:j + cfg.micro_batch]]
                 if cfg.context_weight > 0:
                     ids, labels, doc, ctx = _batch(docs, part, cfg.seq_len, pad, context=True)
-                    total, assistant = _loss_sum(net, ids, labels, doc, ctx, cfg.context_weight)
-                    (total / denom).backward()
+                    weighted, assistant = _loss_sum(net, ids, labels, doc, ctx, cfg.context_weight)
+                    (weighted / denom).backward()
                     loss_sum += float(assistant.detach())
                 else:
                     ids, labels, doc = _batch(docs, part, cfg.seq_len, pad)
