@@ -55,7 +55,7 @@ class SFTConfig:
     seq_len: int = 2048
     micro_batch: int = 1          # packed rows per micro-batch (per rank)
     grad_accum: int = 4
-    lr: float = 2e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
     epochs: float = 1.0
