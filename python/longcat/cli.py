@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import math
 import os
 import platform
 import sys
@@ -63,6 +64,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_rate(text: str) -> float:
+    try:
+        lr = float(text)
+    except ValueError:
+        lr = math.nan
+    if not 0 < lr <= 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 1], got {text!r}")
+    return lr
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from longcat.bench import AREAS
     from longcat.bench.common import profiling, report
@@ -74,7 +85,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         params = inspect.signature(module.run).parameters
         extra = {k: v for k, v in (("model", args.model), ("out", args.out), ("summary_model", args.summary_model))
                  if k in params}
-        for flag, name in (("--model", "model"), ("--summary-model", "summary_model")):
+        if args.lr is not None and "lr" in params:
+            extra["lr"] = args.lr
+        for flag, name in (("--model", "model"), ("--summary-model", "summary_model"), ("--lr", "lr")):
             if getattr(args, name) is not None and name not in params:
                 raise SystemExit(f"longcat bench {area}: {flag} is not used by this area")
         with profiling(args.profile, area):
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="checkpoint folder for areas that evaluate a model (heavy)")
     p_bench.add_argument("--summary-model", default=None, metavar="PATH",
                          help="heavy: a separate checkpoint for the summary step (candidates still come from --model)")
+    p_bench.add_argument("--lr", type=_learning_rate, default=None,
+                         help="learning rate of an area that trains models (copy_learning; default its own)")
     p_bench.set_defaults(func=cmd_bench)
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)

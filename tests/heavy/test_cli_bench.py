@@ -54,6 +54,12 @@ def test_cli_bad_input(stub_server, tmp_path, capsys):
         main(["bench", "norm", "--model", "x", "--quick"])
     with pytest.raises(SystemExit, match="--summary-model is not used"):
         main(["bench", "norm", "--summary-model", "x", "--quick"])
+    with pytest.raises(SystemExit, match="--lr is not used"):
+        main(["bench", "norm", "--lr", "1e-3", "--quick"])
+    for bad in ("0", "-1e-3", "nan", "2", "fast"):
+        with pytest.raises(SystemExit):
+            main(["bench", "copy_learning", f"--lr={bad}", "--quick"])
+        assert "--lr: expected a learning rate in (0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--summary-model: expected a checkpoint folder"):
         main(["bench", "heavy", "--model", "x", "--summary-model", str(tmp_path / "none"), "--quick"])
 
