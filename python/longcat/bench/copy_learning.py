@@ -11,8 +11,9 @@ by attending a fixed distance back, a purely positional pattern; only the gapped
 content-matching (induction) pattern that copying an id from the user or a tool result needs.
 
 Both models start from random weights (seed 0), see the same batches (16 sequences a step),
-train with AdamW at the same learning rate (3e-3 unless ``longcat bench copy_learning --lr``) in float32 and one torch thread, and the table gives
-each one's loss every ``every`` steps with the seconds it took. A third row trains the preset with
+train with AdamW at the same learning rate (3e-3 unless ``longcat bench copy_learning --lr``) in
+float32 and one torch thread, and the table gives each one's loss every ``every`` steps with the
+seconds it took. A third row trains the preset with
 transformers' init (``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that
 shows what the presets' ``fan_in`` init fixes."""
 from __future__ import annotations
