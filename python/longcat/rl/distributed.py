@@ -29,6 +29,7 @@ import copy
 import datetime
 import os
 import socket
+import sys
 from typing import Optional
 
 import torch
@@ -125,6 +126,20 @@ def _serve(trainer: _ShardedTrainer) -> None:
         trainer.handle(kind, payload)
 
 
+def _leave_without_finalizing() -> None:
+    """End a rank > 0 process that served rank 0 to the end, without the interpreter's
+    finalization. Once torch._dynamo is imported (AdamW imports it), torch keeps the gloo group's
+    worker threads alive past ``destroy_process_group``; a worker that drops its last reference to
+    a message tensor while the interpreter finalizes calls into Python, Python ends that thread,
+    and the C++ runtime aborts the process ("terminate called without an active exception",
+    SIGABRT). Seen in CI on rank 1 of the torchrun test; a 2-rank script of 3
+    ``broadcast_object_list`` calls on 2 busy cores aborted in 5 of 30 runs, 0 of 30 leaving this
+    way. Nothing is lost: rank 0 writes the run's files, and this rank's output is flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _rank_main(rank: int, world_size: int, address: str, trainer_cls, model, kwargs: dict, threads: int) -> None:
     torch.set_num_threads(threads)
     _init(rank, world_size, address)
@@ -132,6 +147,7 @@ def _rank_main(rank: int, world_size: int, address: str, trainer_cls, model, kwa
         _serve(trainer_cls(model, rank=rank, world_size=world_size, **kwargs))
     finally:
         dist.destroy_process_group()
+    _leave_without_finalizing()
 
 
 class _RankZero:
@@ -214,7 +230,8 @@ def torchrun_worker() -> None:
 def torchrun_main(controller) -> int:
     """The body of ``longcat rl train`` under ``torchrun``: joins the process group torchrun
     describes (gloo, or NCCL where each rank has a GPU), rank 0 runs ``controller()`` (the whole
-    run: its trainer is a ``DataParallelTrainer(spawn=False)``), the other ranks serve it."""
+    run: its trainer is a ``DataParallelTrainer(spawn=False)``), the other ranks serve it, then
+    leave without the interpreter's finalization (``_leave_without_finalizing``)."""
     backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ["WORLD_SIZE"]) \
         else "gloo"
     dist.init_process_group(backend, timeout=TIMEOUT)
@@ -222,9 +239,9 @@ def torchrun_main(controller) -> int:
         if dist.get_rank() == 0:
             return controller()
         torchrun_worker()
-        return 0
     finally:
         dist.destroy_process_group()
+    _leave_without_finalizing()
 
 
 class DataParallelTrainer(_ShardedTrainer, _RankZero):
