@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from longcat.serve.cli import bounded
+
 
 @dataclass
 class DemoConfig:
@@ -31,7 +33,9 @@ class DemoConfig:
     # shortest conversations. One domain's ~60 tool names and id formats are what the tiny
     # model can learn in minutes; () builds every domain.
     domains: tuple[str, ...] = ("courses",)
-    envs: int = 400
+    # 1,600 environments: 5,281 verified trajectories, 774 of them of tier 2, built and verified
+    # in 102 s on the 2-core machine (400 gave 215 of tier 2 in 18 s)
+    envs: int = 1600
     tasks_per_env: int = 3
     eval_fraction: float = 0.15
     # `reasoning` (random candidate tools before each call) and `planning` (a plan of every
@@ -42,14 +46,20 @@ class DemoConfig:
     # not ask for confirmations). The variants kept agree: a vague request (tool_decomposition,
     # noisy) is answered with a question, a clear one with the call.
     variants: str = "grounded,tool_decomposition,noisy"
-    # SFT budget. Measured with these defaults on the 2-core machine under load average 11-13
-    # (other jobs running): 1,007 s in all, of which SFT 333 s, RL 277 s, evaluations 259 s.
+    # SFT budget. Measured with these defaults on the 2-core machine, nothing else running: 622 s
+    # in all, of which environments and data 102 s, SFT 303 s, RL 170 s, evaluations 46 s (400
+    # environments under load average 11-13: 1,007 s, of which SFT 333 s, RL 277 s).
     sft_seconds: float = 300.0
     # Conversations longer than this are cut after their last assistant turn that fits
     # (sft_truncate): a long task's first turns teach the same lookups and copied ids a short one
     # needs, and attention's cost grows with the square of the length.
     sft_seq_len: int = 1024
     sft_truncate: bool = True
+    # SFT on the easiest tier only (SFTConfig.max_tier): of the held-out tier-2 turns the reference
+    # path asks for, 300 s on the 774 tier-2 trajectories got 11 of 24 first turns and 17 of 24
+    # closing texts right, against 3 of 16 and 0 of 16 on every tier of 400 environments (README);
+    # a long task's turns teach other paths (more lookups before the change) the tiny model mixes up.
+    sft_max_tier: int | None = 2
     # one packed row per optimizer step: in a few minutes the number of updates, not the batch's
     # noise, is what limits the tiny model
     sft_grad_accum: int = 1
@@ -152,7 +162,7 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
         scfg = SFTConfig(seq_len=cfg.sft_seq_len, grad_accum=cfg.sft_grad_accum, lr=cfg.sft_lr, epochs=cfg.sft_epochs,
                          warmup_steps=cfg.sft_warmup_steps, max_seconds=cfg.sft_seconds, save_every=200, seed=cfg.seed,
                          tool_format=cfg.tool_format, truncate=cfg.sft_truncate,
-                         context_weight=cfg.sft_context_weight)
+                         context_weight=cfg.sft_context_weight, max_tier=cfg.sft_max_tier)
         timed("sft", lambda: train(data_dir / "train.jsonl", init_dir, sft_dir, scfg, progress=progress))
     agent_dir = sft_dir / "final"
 
@@ -304,7 +314,9 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
     meta_path = out / "sft" / "final" / "sft_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if "dropped_too_long" in meta:
-        lines.append(f"{meta['examples']} trajectories were trained on, {meta.get('truncated', 0)} of them cut "
+        tiers = (f" of tier {meta['max_tier']} or lower ({meta['above_max_tier']} of higher tiers left out)"
+                 if meta.get("max_tier") is not None else "")
+        lines.append(f"{meta['examples']} trajectories{tiers} were trained on, {meta.get('truncated', 0)} of them cut "
                      f"after their last assistant turn within {meta['seq_len']} tokens "
                      f"({meta['dropped_too_long']} left out).")
     if sft_hist:
@@ -332,6 +344,10 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
     return path
 
 
+def _tier_or_all(text: str) -> int | None:
+    return None if text == "all" else bounded(int, 1, 1000)(text)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="environments -> data -> SFT -> (RL) -> evaluation -> report, in one command")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -341,6 +357,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--domains", default=",".join(DemoConfig.domains),
                    help="comma-separated domains to build, or 'all' (default: %(default)s)")
     p.add_argument("--sft-seconds", type=float, default=DemoConfig.sft_seconds, help="SFT time budget")
+    p.add_argument("--sft-max-tier", type=_tier_or_all, default=DemoConfig.sft_max_tier,
+                   help="SFT on trajectories of at most this tier (gold tool calls), or 'all' (default: %(default)s)")
     p.add_argument("--eval-tasks", type=int, default=DemoConfig.eval_tasks, help="held-out tasks evaluated")
     p.add_argument("--eval-tiers", default="2", help="gold-call counts evaluated, comma-separated, or 'all'")
     p.add_argument("--guided", action="store_true",
@@ -358,7 +376,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     domains = () if args.domains == "all" else tuple(d.strip() for d in args.domains.split(",") if d.strip())
     cfg = DemoConfig(preset=args.preset, envs=args.envs, domains=domains, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
                      eval_tiers=tiers, seed=args.seed, eval_guided=args.guided,
-                     threads=args.threads)
+                     threads=args.threads, sft_max_tier=args.sft_max_tier)
     t = time.perf_counter()
     report = run(args.out, cfg, force=args.force, progress=not args.no_progress)
     print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {report}")

@@ -1,4 +1,7 @@
 """`longcat demo` end to end in a reduced configuration (a few environments, one SFT step)."""
+import pytest
+
+from longcat.cli import main
 from longcat.demo import DemoConfig, run
 
 
@@ -9,7 +12,8 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     report = run(tmp_path / "demo", cfg, progress=False)
     text = report.read_text()
     for part in ("## Data", "## SFT", "## RL", "### Before (random init)", "### After", "| clean | all |",
-                 "| noisy | all |", "plots/sft_loss.png", "plots/success.png", "rl/reward.png", "plots/rl.png"):
+                 "| noisy | all |", "plots/sft_loss.png", "plots/success.png", "rl/reward.png", "plots/rl.png",
+                 "trajectories of tier 2 or lower ("):
         assert part in text
     assert (tmp_path / "demo" / "plots" / "success.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()
@@ -17,3 +21,13 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     capsys.readouterr()
     run(tmp_path / "demo", cfg, progress=False)          # everything exists: every stage skips
     assert capsys.readouterr().out.count("output exists: skipped") == 7
+
+
+def test_demo_and_sft_refuse_a_bad_max_tier(capsys):
+    for argv, message in ((["demo", "--sft-max-tier", "0"], "--sft-max-tier: expected a value in [1, 1000], got 0"),
+                          (["demo", "--sft-max-tier", "two"], "--sft-max-tier: expected an integer, got 'two'"),
+                          (["sft", "--data", "d", "--model", "m", "--out", "o", "--max-tier", "-1"],
+                           "--max-tier: expected a value in [1, 1000], got -1")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err

@@ -83,13 +83,37 @@ def test_truncate_cuts_after_the_last_whole_assistant_turn(setup):
     conv["messages"] += [{"role": "user", "content": "more " * 300}, {"role": "assistant", "content": "ok"}]
     long.write_text(json.dumps(conv) + "\n")
     cfg = SFTConfig(**{**CFG, "seq_len": 200})
-    assert load_dataset([long], tok, cfg) == ([], 1, 0)
-    docs, dropped, cut = load_dataset([long], tok, SFTConfig(**{**CFG, "seq_len": 200, "truncate": True}))
+    assert load_dataset([long], tok, cfg) == ([], 1, 0, 0)
+    docs, dropped, cut, _ = load_dataset([long], tok, SFTConfig(**{**CFG, "seq_len": 200, "truncate": True}))
     assert (dropped, cut) == (0, 1)
     (ids, mask), = docs
     assert len(ids) <= 200 and mask[-1] == 1
     text = tok.decode(ids, skip_special_tokens=False)
     assert text.endswith("<|im_end|>") and "The status is s1." in text and "more" not in text
+
+
+def test_max_tier_keeps_the_easiest_tiers_and_names_a_trajectory_without_one(setup):
+    root, ckpt, _ = setup
+    from longcat.engine.llm import load_tokenizer
+
+    tok = load_tokenizer(None, str(ckpt))
+    data = root / "tiers.jsonl"
+    data.write_text("".join(json.dumps({**_conv(i), "tier": t}) + "\n" for i, t in enumerate((2, 3, 2, 5))))
+    docs, dropped, cut, above = load_dataset([data], tok, SFTConfig(**CFG, max_tier=2))
+    assert (len(docs), dropped, cut, above) == (2, 0, 0, 2)
+    everything = load_dataset([data], tok, SFTConfig(**CFG))
+    assert len(everything[0]) == 4 and everything[3] == 0
+    assert [d[0] for d in docs] == [everything[0][0][0], everything[0][2][0]]   # the tier-2 ones, in order
+    untiered = root / "untiered.jsonl"
+    untiered.write_text(json.dumps({**_conv(0), "tier": 2}) + "\n" + json.dumps(_conv(1)) + "\n")
+    with pytest.raises(ValueError, match=r"untiered\.jsonl:2: max_tier=2 needs each trajectory's 'tier'.*got None"):
+        load_dataset([untiered], tok, SFTConfig(**CFG, max_tier=2))
+    assert len(load_dataset([untiered], tok, SFTConfig(**CFG))[0]) == 2      # no max_tier: no tier needed
+    with pytest.raises(ValueError, match=r"no trajectory.*\(0 longer, 4 above max_tier=1\)"):
+        train(data, ckpt, root / "tier-none", SFTConfig(**CFG, max_tier=1), progress=False)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="SFTConfig.max_tier"):
+            SFTConfig(max_tier=bad)
 
 
 def test_packed_loss_equals_separate_losses(setup):

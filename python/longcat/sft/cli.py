@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from longcat.data.format import TOOL_FORMATS
+from longcat.serve.cli import bounded
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,6 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--context-weight", type=float, default=0.0,
                    help="loss weight of the non-assistant tokens (system, user, tool results), 0-1 (default 0: "
                         "assistant tokens only)")
+    p.add_argument("--max-tier", type=bounded(int, 1, 1000), default=None,
+                   help="train only on trajectories whose tier (gold tool calls) is at most this (default: all)")
     p.add_argument("--micro-batch", type=int, default=1, help="packed rows per micro-batch (per process)")
     p.add_argument("--grad-accum", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3,
@@ -44,7 +47,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
                     warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
                     max_seconds=args.max_seconds, dtype=args.dtype, save_every=args.save_every,
                     tool_format=args.tool_format, seed=args.seed, truncate=args.truncate,
-                    context_weight=args.context_weight)
+                    context_weight=args.context_weight, max_tier=args.max_tier)
     r = train(args.data, args.model, args.out, cfg, progress=not args.no_progress)
     print(f"sft: {r.steps} steps (resumed from {r.resumed_from}), {r.examples} conversations "
           f"({r.dropped_too_long} longer than --seq-len dropped), {r.tokens_trained} assistant tokens trained, "

@@ -6,6 +6,8 @@
   ``truncate=True`` cut after the last assistant turn that ends within ``seq_len`` (a long
   conversation's first turns -- look up the user, copy an id into the next call -- are the
   same skills a short task needs; only those with no complete assistant turn inside are dropped).
+  ``max_tier`` keeps only the trajectories of the easiest tiers (``tier``: the task's gold tool
+  calls), a curriculum's first stage.
 * **Packing**: conversations are packed first-fit-decreasing into rows of ``seq_len`` tokens; a
   block-diagonal causal mask keeps each conversation from seeing its row neighbours (RoPE is
   relative, so a packed conversation computes exactly what it would alone).
@@ -77,6 +79,9 @@ class SFTConfig:
     # result) from the ~80% of each conversation that is not the assistant's, at the cost of
     # the vocabulary projection on those tokens. The logged loss stays the assistant tokens'.
     context_weight: float = 0.0
+    # Train only on trajectories whose ``tier`` (gold tool calls, as ``longcat data synth`` writes
+    # it) is at most this; None keeps every tier. Each trajectory must then carry an int tier.
+    max_tier: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "grad_accum", "save_every", "keep"):
@@ -94,6 +99,9 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.context_weight: expected a number in [0, 1], got {self.context_weight!r}")
         if self.epochs <= 0:
             raise ValueError(f"SFTConfig.epochs: expected > 0, got {self.epochs!r}")
+        if self.max_tier is not None and (isinstance(self.max_tier, bool) or not isinstance(self.max_tier, int)
+                                          or self.max_tier < 1):
+            raise ValueError(f"SFTConfig.max_tier: expected None or an int >= 1, got {self.max_tier!r}")
 
 
 @dataclass
@@ -145,15 +153,26 @@ def truncate_at_turn(ids: Sequence[int], mask: Sequence[int], limit: int) -> tup
     return None
 
 
-def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int, int]:
-    """[(ids, mask)] of every trajectory in ``paths`` that fits ``seq_len`` (or, with
-    ``cfg.truncate``, of its longest prefix ending with an assistant turn that does); how many
-    were dropped; how many of those kept were cut."""
+def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int, int, int]:
+    """[(ids, mask)] of every trajectory in ``paths`` of tier at most ``cfg.max_tier`` that fits
+    ``seq_len`` (or, with ``cfg.truncate``, of its longest prefix ending with an assistant turn
+    that does); how many were dropped as too long; how many of those kept were cut; how many
+    were left out for their tier."""
     from longcat.data.format import check_trajectory, encode, read_jsonl
 
-    docs, dropped, cut_count = [], 0, 0
+    def check(obj, where: str) -> None:
+        check_trajectory(obj, where)
+        tier = obj.get("tier")
+        if cfg.max_tier is not None and (isinstance(tier, bool) or not isinstance(tier, int)):
+            raise ValueError(f"{where}: max_tier={cfg.max_tier} needs each trajectory's 'tier' (an int: its gold "
+                             f"tool calls, as `longcat data synth` writes it), got {tier!r}")
+
+    docs, dropped, cut_count, above_tier = [], 0, 0, 0
     for p in paths:
-        for obj in read_jsonl(p, check_trajectory):
+        for obj in read_jsonl(p, check):
+            if cfg.max_tier is not None and obj["tier"] > cfg.max_tier:
+                above_tier += 1
+                continue
             ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
             if len(ids) > cfg.seq_len:
                 cut = truncate_at_turn(ids, mask, cfg.seq_len) if cfg.truncate else None
@@ -165,8 +184,8 @@ def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) 
             if sum(mask):
                 docs.append((ids, mask))
             if cfg.max_examples is not None and len(docs) >= cfg.max_examples:
-                return docs, dropped, cut_count
-    return docs, dropped, cut_count
+                return docs, dropped, cut_count, above_tier
+    return docs, dropped, cut_count, above_tier
 
 
 def pack(docs: Sequence[tuple[list, list]], seq_len: int) -> list[list[int]]:
@@ -352,10 +371,11 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     dist, rank, world = _dist()
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
-    docs, dropped, cut_count = load_dataset(paths, tokenizer, cfg)
+    docs, dropped, cut_count, above_tier = load_dataset(paths, tokenizer, cfg)
     if not docs:
+        tiers = f", {above_tier} above max_tier={cfg.max_tier}" if cfg.max_tier is not None else ""
         raise ValueError(f"data: no trajectory of {[str(p) for p in paths]} fits seq_len={cfg.seq_len} "
-                         f"({dropped} longer)")
+                         f"({dropped} longer{tiers})")
     rows = pack(docs, cfg.seq_len)
     per_step = cfg.micro_batch * cfg.grad_accum * world
     steps_per_epoch = max(1, len(rows) // per_step)
@@ -400,7 +420,8 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         history = [h for h in history if h["step"] <= start]       # drop lines past the checkpoint
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
-            "dropped_too_long": dropped, "truncated": cut_count, "seq_len": cfg.seq_len,
+            "dropped_too_long": dropped, "truncated": cut_count, "above_max_tier": above_tier,
+            "max_tier": cfg.max_tier, "seq_len": cfg.seq_len,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
