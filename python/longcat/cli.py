@@ -64,6 +64,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def bounded(kind, low=None, high=None):
+    """An argparse type: ``kind`` (int or float) within [low, high]; the message names the bounds."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high) or value != value:
+            span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected a value {span}, got {text}")
+        return value
+    return parse
+
+
 def _learning_rate(text: str) -> float:
     try:
         lr = float(text)

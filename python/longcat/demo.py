@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from longcat.serve.cli import bounded
+from longcat.cli import bounded
 
 
 @dataclass

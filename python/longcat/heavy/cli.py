@@ -14,7 +14,7 @@ import json
 import sys
 
 from longcat.heavy.templates import TEMPLATES
-from longcat.serve.cli import bounded
+from longcat.cli import bounded
 
 __all__ = ["add_parser", "read_tasks"]
 

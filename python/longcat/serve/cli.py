@@ -8,25 +8,12 @@ import argparse
 import os
 import sys
 
+from longcat.cli import bounded  # re-exported: the shared argparse type lives with the top-level CLI
+
 __all__ = ["add_parser", "bounded"]
 
 
 MAX_LEN = 1 << 24  # 16M tokens: beyond any context this package runs; larger numbers are typos
-
-
-def bounded(kind, low=None, high=None):
-    """An argparse type: ``kind`` (int or float) within [low, high]; the message names the bounds."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high) or value != value:
-            span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected a value {span}, got {text}")
-        return value
-    return parse
 
 
 def _engine_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from longcat.data.format import TOOL_FORMATS
-from longcat.serve.cli import bounded
+from longcat.cli import bounded
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
