@@ -100,9 +100,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         params = inspect.signature(module.run).parameters
         extra = {k: v for k, v in (("model", args.model), ("out", args.out), ("summary_model", args.summary_model))
                  if k in params}
-        if args.lr is not None and "lr" in params:
-            extra["lr"] = args.lr
-        for flag, name in (("--model", "model"), ("--summary-model", "summary_model"), ("--lr", "lr")):
+        for name in ("lr", "optimizer", "steps"):
+            if getattr(args, name) is not None and name in params:
+                extra[name] = getattr(args, name)
+        for flag, name in (("--model", "model"), ("--summary-model", "summary_model"), ("--lr", "lr"),
+                           ("--optimizer", "optimizer"), ("--steps", "steps")):
             if getattr(args, name) is not None and name not in params:
                 raise SystemExit(f"longcat bench {area}: {flag} is not used by this area")
         with profiling(args.profile, area):
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                          help="heavy: a separate checkpoint for the summary step (candidates still come from --model)")
     p_bench.add_argument("--lr", type=_learning_rate, default=None,
                          help="learning rate of an area that trains models (copy_learning; default its own)")
+    p_bench.add_argument("--optimizer", choices=["adamw", "muon"], default=None,
+                         help="optimizer of an area that trains models (copy_learning; default adamw)")
+    p_bench.add_argument("--steps", type=bounded(int, 1, 100_000), default=None,
+                         help="training steps of an area that trains models (copy_learning; default its own)")
     p_bench.set_defaults(func=cmd_bench)
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)

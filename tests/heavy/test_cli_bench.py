@@ -60,6 +60,17 @@ def test_cli_bad_input(stub_server, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["bench", "copy_learning", f"--lr={bad}", "--quick"])
         assert "--lr: expected a learning rate in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--optimizer is not used"):
+        main(["bench", "norm", "--optimizer", "muon", "--quick"])
+    with pytest.raises(SystemExit, match="--steps is not used"):
+        main(["bench", "norm", "--steps", "10", "--quick"])
+    for bad in ("0", "-3", "1.5", "100001"):
+        with pytest.raises(SystemExit):
+            main(["bench", "copy_learning", f"--steps={bad}", "--quick"])
+        assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "copy_learning", "--optimizer", "sgd", "--quick"])
+    assert "--optimizer: invalid choice" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--summary-model: expected a checkpoint folder"):
         main(["bench", "heavy", "--model", "x", "--summary-model", str(tmp_path / "none"), "--quick"])
 
