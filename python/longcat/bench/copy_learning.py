@@ -12,9 +12,9 @@ content-matching (induction) pattern that copying an id from the user or a tool 
 
 Both models start from random weights (seed 0), see the same batches (16 sequences a step),
 train with AdamW at the same learning rate (3e-3 unless ``longcat bench copy_learning --lr``) in
-float32 and one torch thread, and the table gives each one's loss every ``every`` steps with the
-seconds it took. ``--optimizer muon`` trains every 2-D weight matrix (attention and MLP
-projections, not the embeddings or the output head) with ``torch.optim.Muon`` at 10x that rate
+float32 on the process's torch threads (the JSON records how many), and the table gives each one's loss every ``every`` steps with the
+seconds it took. ``--optimizer muon`` trains every 2-D weight matrix (the attention and MLP
+projections; not the embeddings, the output head or the router) with ``torch.optim.Muon`` at 10x that rate
 and the rest with AdamW; ``--steps`` sets how many steps (300 by default). A third row trains the preset with
 transformers' init (``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that
 shows what the presets' ``fan_in`` init fixes."""
