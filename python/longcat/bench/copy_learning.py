@@ -12,11 +12,11 @@ content-matching (induction) pattern that copying an id from the user or a tool 
 
 Both models start from random weights (seed 0), see the same batches (16 sequences a step),
 train with AdamW at the same learning rate (3e-3 unless ``longcat bench copy_learning --lr``) in
-float32 on the process's torch threads (the JSON records how many), and the table gives each one's loss every ``every`` steps with the
-seconds it took. ``--optimizer muon`` trains every 2-D weight matrix (the attention and MLP
-projections; not the embeddings, the output head or the router) with ``torch.optim.Muon`` at 10x that rate
-and the rest with AdamW; ``--steps`` sets how many steps (300 by default). A third row trains the preset with
-transformers' init (``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that
+float32 on the process's torch threads (the JSON records how many), and the table gives each
+one's loss every ``every`` steps with the seconds it took. ``--optimizer muon`` trains every 2-D
+weight matrix (the attention and MLP projections; not the embeddings, the output head or the
+router) with ``torch.optim.Muon`` at 10x that rate and the rest with AdamW; ``--steps`` sets how
+many steps (300 by default). A third row trains the preset with transformers' init (``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that
 shows what the presets' ``fan_in`` init fixes."""
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float):
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     if optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr)
-    per_token = {id(p) for name, mod in model.named_modules()
-                 if isinstance(mod, nn.Embedding) or name in ("lm_head", "head") for p in mod.parameters()}
-    per_token |= {id(p) for name, p in model.named_parameters() if "router" in name}
-    matrices = [p for p in model.parameters() if p.dim() == 2 and id(p) not in per_token]
+    not_muon = {id(p) for name, mod in model.named_modules()
+                if isinstance(mod, nn.Embedding) or name in ("lm_head", "head") for p in mod.parameters()}
+    not_muon |= {id(p) for name, p in model.named_parameters() if "router" in name}
+    matrices = [p for p in model.parameters() if p.dim() == 2 and id(p) not in not_muon]
     chosen = {id(p) for p in matrices}
     rest = [p for p in model.parameters() if id(p) not in chosen]
     return _Optimizers(torch.optim.Muon(matrices, lr=MUON_LR_RATIO * lr), torch.optim.AdamW(rest, lr=lr))
