@@ -16,8 +16,9 @@ float32 on the process's torch threads (the JSON records how many), and the tabl
 one's loss every ``every`` steps with the seconds it took. ``--optimizer muon`` trains every 2-D
 weight matrix (the attention and MLP projections; not the embeddings, the output head or the
 router) with ``torch.optim.Muon`` at 10x that rate and the rest with AdamW; ``--steps`` sets how
-many steps (300 by default). A third row trains the preset with transformers' init (``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that
-shows what the presets' ``fan_in`` init fixes."""
+many steps (300 by default). A third row trains the preset with transformers' init
+(``init_scheme="normal"``, every matrix ~ N(0, 0.02)), the ablation that shows what the presets'
+``fan_in`` init fixes."""
 from __future__ import annotations
 
 import time
