@@ -4,7 +4,8 @@ import pytest
 
 from longcat.data import envs_adapter as ea
 from longcat.data.format import encode, read_jsonl, render
-from longcat.data.synth import VARIANTS, ReferencePolicy, policy_rules, split_envs, trajectory_key
+from longcat.data.synth import (VARIANTS, ReferencePolicy, env_lookup, policy_rules, split_envs, synthesize_env,
+                                trajectory_key)
 from longcat.engine.chat import normalize_messages
 
 
@@ -12,7 +13,9 @@ def test_trajectories_are_verified_openai_chats_split_by_environment(built):
     root, summary = built
     trajs = list(read_jsonl(root / "data" / "train.jsonl"))
     assert len(trajs) == summary["trajectories"] > 0
-    assert {t["variant"] for t in trajs} == set(VARIANTS)
+    # retail / airline tasks state no id a one-record lookup fetches (their user ids are looked up
+    # by email already), so env_hidden has nothing to hide there: see test_env_hidden_*
+    assert {t["variant"] for t in trajs} == set(VARIANTS) - {"env_hidden"}
     held = {json.loads(l)["env_id"] for l in open(root / "data" / "eval_envs.jsonl")}
     assert held and not held & {t["env_id"] for t in trajs}
     assert {json.loads(l)["env_id"] for l in open(root / "data" / "eval_tasks.jsonl")} <= held
@@ -41,6 +44,44 @@ def test_variants_say_what_they_promise(built):
     assert any("retry" in m["content"] for t in by["noisy"] for m in t["messages"] if m["role"] == "tool")
     assert any("Per policy" in (m.get("content") or "") or "confirm every change" in (m.get("content") or "")
                for t in by["text_driven"] for m in t["messages"])
+
+
+@pytest.fixture(scope="module")
+def courses(tmp_path_factory):
+    root = tmp_path_factory.mktemp("courses")
+    ea.build_envs(root / "envs", count=40, seed=0, domains=["courses"], tasks_per_env=3, workers=1, progress=False)
+    return ea.load_build(root / "envs")
+
+
+def test_env_hidden_fetches_the_id_it_hides(courses):
+    envs, tasks = courses
+    found = 0
+    for task in tasks:
+        got = env_lookup(envs[task["env_id"]], task)
+        if got is None:
+            continue
+        hidden, index, (tool, args) = got
+        ids = [v for v in task["gold_actions"][index]["arguments"].values()
+               if isinstance(v, str) and v in task["instruction"] and v not in hidden["instruction"]]
+        assert len(ids) == 1, (task["instruction"], hidden["instruction"])
+        trajs, counts = synthesize_env(envs[task["env_id"]], [task], variants=("env_hidden",))
+        assert counts["kept"] == {"env_hidden": 1} and trajs[0]["reward"] == 1.0
+        msgs = trajs[0]["messages"]
+        assert ids[0] not in msgs[1]["content"] and msgs[1]["content"] == hidden["instruction"]
+        calls = [(i, c["function"]) for i, m in enumerate(msgs) for c in m.get("tool_calls") or []]
+        first_use = next(i for i, f in calls if ids[0] in f["arguments"])
+        fetch = [i for i, f in calls if f["name"] == tool and json.loads(f["arguments"]) == args]
+        assert fetch and fetch[0] < first_use and ids[0] in msgs[fetch[0] + 1]["content"]
+        found += 1
+    assert found >= 3, f"only {found} of {len(tasks)} courses tasks had an id to hide"
+
+
+def test_env_hidden_skips_a_task_without_an_id_to_hide(built):
+    root, _ = built
+    envs, tasks = ea.load_build(root / "envs")
+    task = next(t for t in tasks if env_lookup(envs[t["env_id"]], t) is None)
+    trajs, counts = synthesize_env(envs[task["env_id"]], [task], variants=("env_hidden",))
+    assert trajs == [] and counts["skipped"] == 1 and counts["attempted"] == {}
 
 
 def test_replaying_a_trajectory_scores_in_the_environment(built):

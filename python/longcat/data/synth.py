@@ -9,6 +9,10 @@ environment's reward is 1.0. Variants of each task:
 * ``grounded``            -- the plain verified path;
 * ``tool_decomposition``  -- user-known values are withheld (made vague) and must be fetched by
                              asking, on top of the task's held-back parameters;
+* ``env_hidden``          -- an id the user would state (``course id CO-000007``) is hidden in
+                             the environment: the user names another field of its record
+                             instead (``topic programming``), and the agent fetches the id with a lookup
+                             tool whose result holds exactly that record (``env_lookup``);
 * ``reasoning``           -- before each call, several candidate tools and a short rationale for
                              the chosen one;
 * ``planning``            -- the first turn decomposes the problem into steps, then acts;
@@ -39,10 +43,10 @@ from typing import Any, Mapping, Sequence
 
 from longcat.data import envs_adapter as ea
 
-__all__ = ["VARIANTS", "ReferencePolicy", "policy_rules", "synthesize_env", "synthesize",
+__all__ = ["VARIANTS", "ReferencePolicy", "policy_rules", "env_lookup", "synthesize_env", "synthesize",
            "split_envs", "trajectory_key"]
 
-VARIANTS = ("grounded", "tool_decomposition", "reasoning", "planning", "text_driven", "noisy")
+VARIANTS = ("grounded", "tool_decomposition", "env_hidden", "reasoning", "planning", "text_driven", "noisy")
 
 _CONFIRM = re.compile(r"\bconfirm (?:every|each|all|any) writes?\b", re.I)
 _AUTH = re.compile(r"\bauthenticate the \w+ by ([a-z ,]+?)(?:\s+(?:first|before)\b|[.;]|$)", re.I)
@@ -64,6 +68,61 @@ def policy_rules(policy: str) -> dict:
             rules["auth_fields"] += [f for f in fields if f not in rules["auth_fields"]]
             rules["sentences"].append(sent.strip())
     return rules
+
+
+def _read(env, name: str, args: Mapping):
+    """The parsed JSON result of a read tool on ``env`` (reset to its task), or None on an error."""
+    obs = env.step({"type": "tool_call", "name": name, "arguments": dict(args)})[0]
+    if obs.get("isError"):
+        return None
+    try:
+        return json.loads(obs["content"])
+    except ValueError:
+        return None
+
+
+def env_lookup(record: Mapping, task: Mapping) -> tuple[dict, int, tuple[str, dict]] | None:
+    """The ``env_hidden`` form of ``task``: ``(task with an id hidden, index of the first gold
+    call that needs the id, the lookup call that fetches it)``, or None when no id qualifies.
+
+    An id qualifies when the instruction states it as ``<label> <value>`` (and nowhere else), a
+    read tool of one required parameter gets its record (``get_course(course_id)``), and another
+    read tool of one required parameter, given another string field of that record, returns
+    exactly that one record (``find_learner_by_email(email)``). The instruction then names that
+    field instead of the id, so only the lookup's result holds the id."""
+    specs = ea.tool_specs(task["domain"])
+    env = ea.make_env(record, max_steps=10_000)
+    try:
+        reads = sorted(t for t in env.tools if specs[t].mode == "read")
+        single = {t: r[0] for t in reads for r in [specs[t].parameters_schema.get("required") or []] if len(r) == 1}
+        instruction = task["instruction"]
+        held_back = {str(v) for v in task.get("hidden_info", {}).values()}
+        env.reset(task)
+        for i, action in enumerate(task["gold_actions"]):
+            for key, value in action["arguments"].items():
+                phrase = f"{ea.label(key)} {value}"
+                if not isinstance(value, str) or value in held_back or instruction.count(value) != 1 \
+                        or phrase not in instruction:
+                    continue
+                getter = next((t for t in reads if single.get(t) == key), None)
+                row = _read(env, getter, {key: value}) if getter else None
+                if not isinstance(row, dict):
+                    continue
+                for tool in reads:
+                    field = single.get(tool)
+                    other = row.get(field) if field not in (None, key) else None
+                    if tool == getter or not isinstance(other, str) or not other:
+                        continue
+                    got = _read(env, tool, {field: other})
+                    rows = got if isinstance(got, list) else [got]
+                    if len(rows) == 1 and isinstance(rows[0], dict) and rows[0].get(key) == value:
+                        known = {k: v for k, v in task.get("known_info", {}).items() if str(v) != value}
+                        hidden = dict(task, instruction=instruction.replace(phrase, f"{ea.label(field)} {other}"),
+                                      known_info={**known, field: other})
+                        return hidden, i, (tool, {field: other})
+        return None
+    finally:
+        env.close()
 
 
 def _call(name: str, args: Mapping, index: int, content: str | None = None) -> dict:
@@ -88,7 +147,7 @@ class ReferencePolicy:
     chooses the extra assistant text (rationales, a plan, policy confirmations)."""
 
     def __init__(self, task: Mapping, variant: str, tools: Sequence[str], rules: Mapping | None = None,
-                 seed: int = 0, max_retries: int = 6):
+                 seed: int = 0, max_retries: int = 6, lookup: tuple[int, tuple[str, dict]] | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
         self.task, self.variant, self.tools = task, variant, list(tools)
@@ -97,6 +156,10 @@ class ReferencePolicy:
         self.rng = random.Random(f"{seed}:{task['task_id']}:{variant}")
         self.queue = [(a["name"], dict(a["arguments"])) for a in task["gold_actions"]]
         self.prefix = None
+        # env_hidden: (index of the first gold call needing the hidden id, the call fetching it)
+        self.lookup = lookup if variant == "env_hidden" else None
+        if self.lookup and self.lookup[1] not in self.queue[:self.lookup[0]]:   # not fetched by the path already
+            self.queue.insert(self.lookup[0], self.lookup[1])
         if variant == "text_driven":
             self.prefix = self._auth_step()
             if self.prefix and any(self.prefix == c for c in self.queue):
@@ -129,6 +192,8 @@ class ReferencePolicy:
         """False when the variant would be the same as ``grounded`` (nothing to add)."""
         if self.variant == "text_driven":
             return bool(self.prefix) or bool(self.rules.get("confirm_writes"))
+        if self.variant == "env_hidden":
+            return bool(self.lookup)
         return True
 
     def _describe(self, name: str) -> str:
@@ -232,14 +297,18 @@ def synthesize_env(record: Mapping, tasks: Sequence[Mapping], variants: Sequence
     out, counts = [], {"attempted": {}, "kept": {}, "failed": {}, "skipped": 0}
     try:
         for task in tasks:
+            hidden = env_lookup(record, task) if "env_hidden" in variants else None
             for variant in variants:
-                policy = ReferencePolicy(task, variant, env.tools, rules, seed=seed)
+                played, lookup = task, None
+                if variant == "env_hidden" and hidden is not None:
+                    played, lookup = hidden[0], hidden[1:]
+                policy = ReferencePolicy(played, variant, env.tools, rules, seed=seed, lookup=lookup)
                 if not policy.applies():
                     counts["skipped"] += 1
                     continue
                 counts["attempted"][variant] = counts["attempted"].get(variant, 0) + 1
                 env.noise = _noise_for(variant, task["task_id"], seed)
-                ep = ea.run_episode(env, task, policy)
+                ep = ea.run_episode(env, played, policy)
                 if ep.reward != 1.0:
                     counts["failed"][variant] = counts["failed"].get(variant, 0) + 1
                     continue
