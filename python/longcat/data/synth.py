@@ -9,10 +9,11 @@ environment's reward is 1.0. Variants of each task:
 * ``grounded``            -- the plain verified path;
 * ``tool_decomposition``  -- user-known values are withheld (made vague) and must be fetched by
                              asking, on top of the task's held-back parameters;
-* ``env_hidden``          -- an id the user would state (``course id CO-000007``) is hidden in
+* ``env_hidden``          -- an id the user would state (``course id CO-000010``) is hidden in
                              the environment: the user names another field of its record
-                             instead (``topic programming``), and the agent fetches the id with a lookup
-                             tool whose result holds exactly that record (``env_lookup``);
+                             instead (``topic programming``), and the agent fetches the id with
+                             a lookup tool whose result holds exactly that record
+                             (``env_lookup``);
 * ``reasoning``           -- before each call, several candidate tools and a short rationale for
                              the chosen one;
 * ``planning``            -- the first turn decomposes the problem into steps, then acts;
@@ -94,7 +95,8 @@ def env_lookup(record: Mapping, task: Mapping) -> tuple[dict, int, tuple[str, di
     env = ea.make_env(record, max_steps=10_000)
     try:
         reads = sorted(t for t in env.tools if specs[t].mode == "read")
-        single = {t: r[0] for t in reads for r in [specs[t].parameters_schema.get("required") or []] if len(r) == 1}
+        required = {t: specs[t].parameters_schema.get("required") or [] for t in reads}
+        single = {t: r[0] for t, r in required.items() if len(r) == 1}   # tool -> its one required parameter
         instruction = task["instruction"]
         held_back = {str(v) for v in task.get("hidden_info", {}).values()}
         env.reset(task)
