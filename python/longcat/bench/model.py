@@ -118,7 +118,7 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
             model = LongcatFlashForCausalLM(config, dtype=dtype).eval()
             skeleton = LongcatFlashForCausalLM(_skeleton(config), dtype=dtype).eval().to(device)
             with tempfile.TemporaryDirectory() as folder:
-                model.save_pretrained(folder, zero_expert_slots=True)
+                model.save_pretrained(folder, zero_expert_slots="auto")
                 hf = HFModel.from_pretrained(folder, dtype=dtype, attn_implementation="eager").eval().to(device)
             model.to(device)
             for B in ((1, 8) if not quick else (1,)):

@@ -660,10 +660,10 @@ class LongcatFlashForCausalLM(nn.Module):
 
         return load_pretrained(cls, path, dtype=dtype, device=device)
 
-    def save_pretrained(self, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
+    def save_pretrained(self, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool | str = False) -> None:
         """Write ``config.json`` and safetensors in Hugging Face's layout (see
-        ``longcat.models.weights.save_pretrained``; ``zero_expert_slots=True`` for a folder
-        transformers 5 loads)."""
+        ``longcat.models.weights.save_pretrained``; ``zero_expert_slots="auto"`` for a folder
+        the installed transformers loads)."""
         from longcat.models.weights import save_pretrained
 
         save_pretrained(self, path, max_shard_size=max_shard_size, zero_expert_slots=zero_expert_slots)

@@ -237,7 +237,27 @@ def _parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * unit)
 
 
-def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool = False) -> None:
+def transformers_pads_zero_experts() -> bool:
+    """Whether the installed transformers gives LongCat-Flash's zero experts gate/up rows of their
+    own (``LongcatFlashExperts.gate_up_proj`` of routed + zero experts: transformers up to 5.24)
+    and so wants them in a checkpoint; False from 5.25 (routed experts only) or without it."""
+    global _PADS_ZERO
+    if _PADS_ZERO is None:
+        try:
+            from transformers import LongcatFlashConfig as HFConfig
+            from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashExperts
+        except ImportError:
+            _PADS_ZERO = False
+        else:
+            probe = HFConfig(hidden_size=4, expert_ffn_hidden_size=2, n_routed_experts=1, zero_expert_num=1)
+            _PADS_ZERO = LongcatFlashExperts(probe).gate_up_proj.shape[0] == 2
+    return _PADS_ZERO
+
+
+_PADS_ZERO: bool | None = None
+
+
+def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool | str = False) -> None:
     """Write ``config.json`` and the weights (``model.safetensors``, or shards of at most
     ``max_shard_size`` bytes plus ``model.safetensors.index.json``). Every file is written under a
     temporary name and renamed into place only when all are complete, then the previous
@@ -245,9 +265,15 @@ def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_
     the previous checkpoint in ``path`` loadable, and a folder never mixes two checkpoints.
 
     ``zero_expert_slots``: also write zero ``experts.e.{gate,up}_proj`` tensors for the zero
-    experts. transformers (5.x) allocates gate/up weights for them and refuses a checkpoint
-    without; the original LongCat-Flash checkpoints have none, and for the 560B shape they would
-    add ~360 GB, so this is off by default."""
+    experts. transformers 5.0-5.24 allocates gate/up weights for them and refuses a checkpoint
+    without; 5.25 has none and refuses one with them; ``"auto"`` writes them when the installed
+    transformers wants them (``transformers_pads_zero_experts``). The original LongCat-Flash
+    checkpoints have none, and for the 560B shape they would add ~360 GB, so this is off by
+    default."""
+    if zero_expert_slots == "auto":
+        zero_expert_slots = transformers_pads_zero_experts()
+    elif not isinstance(zero_expert_slots, bool):
+        raise ValueError(f"zero_expert_slots: expected True, False or 'auto', got {zero_expert_slots!r}")
     from safetensors.torch import save_file
 
     limit = _parse_size(max_shard_size)

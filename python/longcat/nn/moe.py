@@ -53,6 +53,20 @@ class MoEConfig:
                    moe_topk=config.moe_topk, routed_scaling_factor=config.routed_scaling_factor)
 
 
+def _hf_moe_fields(hf_moe):
+    """The config fields of a transformers ``LongcatFlashMoE``: its ``config`` up to transformers
+    5.24; 5.25 keeps no config there, so they are read off its router and experts."""
+    if hasattr(hf_moe, "config"):
+        return hf_moe.config
+    from types import SimpleNamespace
+
+    router, experts = hf_moe.router, hf_moe.experts
+    return SimpleNamespace(hidden_size=router.hidden_dim, expert_ffn_hidden_size=experts.intermediate_dim,
+                           n_routed_experts=hf_moe.num_routed_experts, zero_expert_num=hf_moe.zero_expert_num,
+                           moe_topk=router.top_k, routed_scaling_factor=router.routed_scaling_factor,
+                           router_bias=router.router_bias)
+
+
 class MoE(nn.Module):
     """The MoE layer. Parameters:
 
@@ -110,7 +124,7 @@ class MoE(nn.Module):
     @classmethod
     def from_hf(cls, hf_moe, expert_parallel=None) -> "MoE":
         """A copy of a transformers ``LongcatFlashMoE`` (same weights, same outputs)."""
-        config = MoEConfig.from_hf(hf_moe.config)
+        config = MoEConfig.from_hf(_hf_moe_fields(hf_moe))
         dtype = hf_moe.experts.down_proj.dtype
         device = hf_moe.experts.down_proj.device
         moe = cls(config, dtype=dtype, device=device, expert_parallel=expert_parallel)
