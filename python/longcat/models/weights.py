@@ -18,6 +18,7 @@ use), the router in float32.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -237,24 +238,18 @@ def _parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * unit)
 
 
+@functools.lru_cache(maxsize=1)
 def transformers_pads_zero_experts() -> bool:
     """Whether the installed transformers gives LongCat-Flash's zero experts gate/up rows of their
     own (``LongcatFlashExperts.gate_up_proj`` of routed + zero experts: transformers up to 5.24)
     and so wants them in a checkpoint; False from 5.25 (routed experts only) or without it."""
-    global _PADS_ZERO
-    if _PADS_ZERO is None:
-        try:
-            from transformers import LongcatFlashConfig as HFConfig
-            from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashExperts
-        except ImportError:
-            _PADS_ZERO = False
-        else:
-            probe = HFConfig(hidden_size=4, expert_ffn_hidden_size=2, n_routed_experts=1, zero_expert_num=1)
-            _PADS_ZERO = LongcatFlashExperts(probe).gate_up_proj.shape[0] == 2
-    return _PADS_ZERO
-
-
-_PADS_ZERO: bool | None = None
+    try:
+        from transformers import LongcatFlashConfig as HFConfig
+        from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashExperts
+    except ImportError:
+        return False
+    probe = HFConfig(hidden_size=4, expert_ffn_hidden_size=2, n_routed_experts=1, zero_expert_num=1)
+    return LongcatFlashExperts(probe).gate_up_proj.shape[0] == 2
 
 
 def save_pretrained(model, path, max_shard_size: int | str = "5GB", zero_expert_slots: bool | str = False) -> None:
