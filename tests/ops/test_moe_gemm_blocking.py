@@ -36,6 +36,7 @@ def test_rows_per_expert(cpu_isa, H, F, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("rows", [2, 8, 64])  # the streaming path, its limit, the packed path
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # said by mkldnn.flags
 def test_nan_propagates_like_the_reference(cpu_isa, rows, dtype):
     E, H, F = 3, 300, 70
     w13, w2 = make_weights(E, H, F, dtype)
@@ -45,7 +46,11 @@ def test_nan_propagates_like_the_reference(cpu_isa, rows, dtype):
     w13[1, 3, 17] = float("nan")                # a gate row of expert 1: all of its rows
     w2[2, 7, 11] = float("nan")                 # one output column of expert 2
     got = moe_grouped_swiglu(x, offsets, w13, w2)
-    want = reference.moe_grouped_swiglu(x, offsets, w13, w2)
+    # torch 2.13's oneDNN bf16 linear on AMX CPUs lets a NaN of one row reach another when
+    # K % 32 == 6 (seen at K = 70, 64 rows: row 1's NaN also fills row 0), so the reference
+    # runs on torch's own kernels here.
+    with torch.backends.mkldnn.flags(enabled=False):
+        want = reference.moe_grouped_swiglu(x, offsets, w13, w2)
     assert torch.equal(got.isnan(), want.isnan())
     assert got.isnan().any() and not got.isnan().all()
     finite = ~want.isnan()
