@@ -46,9 +46,9 @@ def test_nan_propagates_like_the_reference(cpu_isa, rows, dtype):
     w13[1, 3, 17] = float("nan")                # a gate row of expert 1: all of its rows
     w2[2, 7, 11] = float("nan")                 # one output column of expert 2
     got = moe_grouped_swiglu(x, offsets, w13, w2)
-    # torch 2.13's oneDNN bf16 linear on AMX CPUs lets a NaN of one row reach another when
-    # K % 32 == 6 (seen at K = 70, 64 rows: row 1's NaN also fills row 0), so the reference
-    # runs on torch's own kernels here.
+    # torch 2.13's oneDNN bf16 linear on an AMX CPU lets a NaN of one row reach another (seen
+    # at K = 70 with 64 rows: row 1's NaN also fills row 0; not at K = 16-64, 96 or 130), so
+    # the reference runs on torch's own kernels here.
     with torch.backends.mkldnn.flags(enabled=False):
         want = reference.moe_grouped_swiglu(x, offsets, w13, w2)
     assert torch.equal(got.isnan(), want.isnan())
