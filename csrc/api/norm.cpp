@@ -10,19 +10,22 @@ namespace longcat {
 namespace cpu {
 LONGCAT_DECLARE_ISA_FN(void, rms_norm, const NormArgs&)
 LONGCAT_DECLARE_ISA_FN(void, fused_add_rms_norm, const NormArgs&)
+LONGCAT_DECLARE_ISA_FN(void, rms_norm_backward, const NormBackwardArgs&)
 }  // namespace cpu
 #if defined(LONGCAT_WITH_CUDA_RUNTIME)
 namespace cuda {
 void rms_norm(const NormArgs& a, Stream stream);
 void fused_add_rms_norm(const NormArgs& a, Stream stream);
+void rms_norm_backward(const NormBackwardArgs& a, Stream stream);
 }  // namespace cuda
 #endif
 
 namespace {
 
+// x, weight and eps as every norm op takes them, and `out` (named out_name) like x.
 NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
-                         const TensorView& weight, double eps) {
-  check_views(op, {{"x", &x}, {"weight", &weight}, {"out", &out}});
+                         const TensorView& weight, double eps, const char* out_name = "out") {
+  check_views(op, {{"x", &x}, {"weight", &weight}, {out_name, &out}});
   check_min_ndim(op, "x", x, 1);
   if (x.device.type == DeviceType::CPU) check_dtype(op, "x", x, {DType::BFloat16, DType::Float32});
   else check_dtype(op, "x", x, {DType::BFloat16, DType::Float16, DType::Float32});
@@ -31,9 +34,9 @@ NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView
   check_same_dtype(op, "weight", weight, "x", x);
   check_same_device(op, "weight", weight, "x", x);
   check_contiguous(op, "weight", weight);
-  check_same_shape(op, "out", out, "x", x);
-  check_same_dtype(op, "out", out, "x", x);
-  check_same_device(op, "out", out, "x", x);
+  check_same_shape(op, out_name, out, "x", x);
+  check_same_dtype(op, out_name, out, "x", x);
+  check_same_device(op, out_name, out, "x", x);
   if (!(eps >= 0.0) || !std::isfinite(eps))
     fail(ErrorKind::Value, std::string(op) + ": argument 'eps' must be finite and >= 0, got " +
                                std::to_string(eps));
@@ -45,7 +48,7 @@ NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView
   a.hidden = x.size(-1);
   a.rows = a.hidden == 0 ? 0 : x.numel() / a.hidden;
   a.x_stride = row_stride(op, "x", x);
-  a.out_stride = row_stride(op, "out", out);
+  a.out_stride = row_stride(op, out_name, out);
   a.eps = static_cast<float>(eps);
   a.dtype = x.dtype;
   a.device = x.device;
@@ -96,6 +99,54 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
   if (x.device.type == DeviceType::CUDA) return cuda::fused_add_rms_norm(a, stream);
 #endif
   LONGCAT_ISA_CALL(fused_add_rms_norm, a);
+}
+
+void rms_norm_backward(const TensorView& grad_x, const TensorView& grad_w_partial,
+                       const TensorView& grad_out, const TensorView& x, const TensorView& weight,
+                       double eps, Stream stream) {
+  const char* op = "rms_norm_backward";
+  check_views(op, {{"grad_out", &grad_out}, {"grad_w_partial", &grad_w_partial}});
+  const NormArgs f = check_norm_args(op, grad_x, x, weight, eps, "grad_x");
+  check_contiguous(op, "grad_x", grad_x);
+  check_same_shape(op, "grad_out", grad_out, "x", x);
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+  check_same_device(op, "grad_out", grad_out, "x", x);
+  check_ndim(op, "grad_w_partial", grad_w_partial, 2);
+  check_dtype(op, "grad_w_partial", grad_w_partial, {DType::Float32});
+  check_size(op, "grad_w_partial", grad_w_partial, 1, f.hidden, "the hidden size x.shape[-1]");
+  check_same_device(op, "grad_w_partial", grad_w_partial, "x", x);
+  check_contiguous(op, "grad_w_partial", grad_w_partial);
+  if (grad_w_partial.size(0) < 1)
+    fail(ErrorKind::Value, std::string(op) + ": argument 'grad_w_partial' must have at least one row "
+                                             "(the number of partial sums), got shape[0] = 0");
+  check_no_overlap(op, "grad_x", grad_x, "x", x);
+  check_no_overlap(op, "grad_x", grad_x, "grad_out", grad_out);
+  check_no_overlap(op, "grad_x", grad_x, "weight", weight);
+  check_no_overlap(op, "grad_x", grad_x, "grad_w_partial", grad_w_partial);
+  check_no_overlap(op, "grad_w_partial", grad_w_partial, "x", x);
+  check_no_overlap(op, "grad_w_partial", grad_w_partial, "grad_out", grad_out);
+  check_no_overlap(op, "grad_w_partial", grad_w_partial, "weight", weight);
+  NormBackwardArgs a{};
+  a.grad_x = grad_x.data;
+  a.grad_w_partial = static_cast<float*>(grad_w_partial.data);
+  a.grad_out = grad_out.data;
+  a.x = x.data;
+  a.weight = weight.data;
+  a.rows = f.rows;
+  a.hidden = f.hidden;
+  a.partials = grad_w_partial.size(0);
+  a.rows_per_partial = (a.rows + a.partials - 1) / a.partials;
+  a.grad_x_stride = f.out_stride;
+  a.grad_out_stride = row_stride(op, "grad_out", grad_out);
+  a.x_stride = f.x_stride;
+  a.eps = f.eps;
+  a.dtype = f.dtype;
+  a.device = f.device;
+  if (a.hidden == 0) return;  // nothing to write: every tensor is empty
+#if defined(LONGCAT_WITH_CUDA_RUNTIME)
+  if (x.device.type == DeviceType::CUDA) return cuda::rms_norm_backward(a, stream);
+#endif
+  LONGCAT_ISA_CALL(rms_norm_backward, a);
 }
 
 }  // namespace longcat

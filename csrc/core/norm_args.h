@@ -20,4 +20,17 @@ struct NormArgs {
   Device device;
 };
 
+struct NormBackwardArgs {
+  void* grad_x;
+  float* grad_w_partial;  // [partials, hidden], contiguous
+  const void* grad_out;
+  const void* x;
+  const void* weight;
+  int64_t rows, hidden, partials, rows_per_partial;
+  int64_t grad_x_stride, grad_out_stride, x_stride;  // row strides, elements
+  float eps;
+  DType dtype;
+  Device device;
+};
+
 }  // namespace longcat

@@ -121,7 +121,62 @@ void dispatch(const NormArgs& a, Stream stream) {
   }
 }
 
+template <typename T>
+__global__ void __launch_bounds__(1024) norm_backward_kernel(NormBackwardArgs a) {
+  __shared__ float scratch_ss[32], scratch_dot[32];
+  const int64_t H = a.hidden;
+  float* gw = a.grad_w_partial + static_cast<int64_t>(blockIdx.x) * H;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) gw[i] = 0.f;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * a.rows_per_partial;
+  const int64_t begin = first < a.rows ? first : a.rows;
+  const int64_t end = begin + a.rows_per_partial < a.rows ? begin + a.rows_per_partial : a.rows;
+  const T* w = static_cast<const T*>(a.weight);
+  for (int64_t row = begin; row < end; ++row) {
+    const T* x = static_cast<const T*>(a.x) + row * a.x_stride;
+    const T* g = static_cast<const T*>(a.grad_out) + row * a.grad_out_stride;
+    T* gx = static_cast<T*>(a.grad_x) + row * a.grad_x_stride;
+    float ss = 0.f, dot = 0.f;
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      const float xv = to_f(x[i]);
+      ss += xv * xv;
+      dot += to_f(g[i]) * to_f(w[i]) * xv;
+    }
+    const float r = rsqrtf(block_sum(ss, scratch_ss) / static_cast<float>(H) + a.eps);
+    const float c = r * r * r * (block_sum(dot, scratch_dot) / static_cast<float>(H));
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      const float xv = to_f(x[i]), gv = to_f(g[i]);
+      gx[i] = from_f<T>(gv * to_f(w[i]) * r - c * xv);
+      gw[i] += gv * (xv * r);
+    }
+    __syncthreads();  // the next row's sums reuse the scratch that this row's threads read
+  }
+}
+
+template <typename T>
+void launch_backward(const NormBackwardArgs& a, cudaStream_t stream) {
+  int threads = static_cast<int>(std::min<int64_t>(1024, (a.hidden + 31) / 32 * 32));
+  threads = std::max(threads, 32);
+  norm_backward_kernel<T><<<static_cast<unsigned>(a.partials), threads, 0, stream>>>(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(ErrorKind::Runtime, std::string("rms_norm_backward: CUDA launch failed: ") +
+                                        cudaGetErrorString(e));
+}
+
 }  // namespace
+
+void rms_norm_backward(const NormBackwardArgs& a, Stream stream) {
+  NvtxRange nvtx("longcat::rms_norm_backward");
+  if (a.partials > 0x7fffffff)
+    throw Error(ErrorKind::Value, "rms_norm_backward: more than 2^31-1 partial sums in one call on CUDA");
+  auto s = static_cast<cudaStream_t>(stream);
+  DeviceGuard guard(a.device.index);
+  switch (a.dtype) {
+    case DType::BFloat16: return launch_backward<__nv_bfloat16>(a, s);
+    case DType::Float16: return launch_backward<__half>(a, s);
+    default: return launch_backward<float>(a, s);
+  }
+}
 
 void rms_norm(const NormArgs& a, Stream stream) {
   NvtxRange nvtx("longcat::rms_norm");

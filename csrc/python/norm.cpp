@@ -33,6 +33,20 @@ void register_norm(nb::module_& m) {
       },
       "out"_a, "residual_out"_a, "x"_a, "residual"_a, "weight"_a, "eps"_a, "stream"_a = 0,
       "residual_out = x + residual; out = rms_norm(residual_out). Writes into out and residual_out.");
+  m.def(
+      "rms_norm_backward",
+      [](Array grad_x, Array grad_w_partial, Array grad_out, Array x, Array weight, double eps,
+         uintptr_t stream) {
+        const char* op = "rms_norm_backward";
+        TensorView gx = to_view(grad_x, op, "grad_x"), gw = to_view(grad_w_partial, op, "grad_w_partial"),
+                   g = to_view(grad_out, op, "grad_out"), xv = to_view(x, op, "x"),
+                   w = to_view(weight, op, "weight");
+        nb::gil_scoped_release release;
+        longcat::rms_norm_backward(gx, gw, g, xv, w, eps, reinterpret_cast<Stream>(stream));
+      },
+      "grad_x"_a, "grad_w_partial"_a, "grad_out"_a, "x"_a, "weight"_a, "eps"_a, "stream"_a = 0,
+      "The gradients of rms_norm (see longcat/norm.h): writes grad_x and, per block of rows, "
+      "a partial sum of grad_w into grad_w_partial [P, H] float32.");
 }
 
 }  // namespace longcat::python

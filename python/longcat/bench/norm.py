@@ -3,7 +3,11 @@ torch.nn.functional.rms_norm, with GB/s against the machine's copy bandwidth.
 
 ``longcat_us`` is the op as users call it (it allocates its output, as the peers do);
 ``kernel_us`` writes into preallocated memory (``out=`` / the in-place fused op) and gives the
-GB/s column, comparable with the copy bandwidth measured in the same run."""
+GB/s column, comparable with the copy bandwidth measured in the same run.
+
+``rms_norm_backward`` rows time the backward alone: ``torch.autograd.grad`` through a recorded
+forward (longcat's, the reference's, ``F.rms_norm``'s) for the first three columns, and the
+``longcat::rms_norm_backward`` op called directly (grad_x and grad_w) for ``kernel_us``."""
 from __future__ import annotations
 
 import torch
@@ -36,13 +40,23 @@ def run(device: str = "cpu", quick: bool = False) -> BenchResult:
             w = torch.randn(hidden, device=device).to(dtype)
             out = torch.empty_like(x)
             esize = x.element_size()
-            for op in ("rms_norm", "fused_add_rms_norm"):
+            go = torch.randn(rows, hidden, device=device).to(dtype)
+            xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+            for op in ("rms_norm", "fused_add_rms_norm", "rms_norm_backward"):
                 if op == "rms_norm":
                     ours = lambda: rms_norm(x, w, 1e-6)  # noqa: E731
                     kernel = lambda: rms_norm(x, w, 1e-6, out=out)  # noqa: E731
                     ref = lambda: reference.rms_norm(x, w, 1e-6)  # noqa: E731
                     native = lambda: torch.nn.functional.rms_norm(x, (hidden,), w, 1e-6)  # noqa: E731
                     nbytes = (2 * rows * hidden + hidden) * esize
+                elif op == "rms_norm_backward":
+                    y_ours, y_ref = rms_norm(xg, wg, 1e-6), reference.rms_norm(xg, wg, 1e-6)
+                    y_native = torch.nn.functional.rms_norm(xg, (hidden,), wg, 1e-6)
+                    ours = lambda: torch.autograd.grad(y_ours, (xg, wg), go, retain_graph=True)  # noqa: E731
+                    kernel = lambda: torch.ops.longcat.rms_norm_backward(go, x, w, 1e-6)  # noqa: E731
+                    ref = lambda: torch.autograd.grad(y_ref, (xg, wg), go, retain_graph=True)  # noqa: E731
+                    native = lambda: torch.autograd.grad(y_native, (xg, wg), go, retain_graph=True)  # noqa: E731
+                    nbytes = (3 * rows * hidden + 2 * hidden) * esize  # x and grad_out in, grad_x out
                 else:
                     ours = lambda: fused_add_rms_norm(x, r, w, 1e-6)  # noqa: E731
                     xi, ri = x.clone(), r.clone()  # the in-place op overwrites its inputs

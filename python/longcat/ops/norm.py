@@ -25,15 +25,34 @@ def _(x, weight, eps):
     return _empty_like(x)
 
 
+def _grad_w_partials(x: torch.Tensor, hidden: int) -> int:
+    """How many partial sums of grad_w the backward kernel writes: enough blocks of rows for
+    every thread (CPU) or SM (CUDA), few enough that summing them stays cheap. A function of the
+    shape and device only, so the result does not depend on the thread count."""
+    rows = x.numel() // hidden if hidden else 0
+    return max(1, min(rows, 1024 if x.is_cuda else 64))
+
+
+@torch.library.custom_op("longcat::rms_norm_backward", mutates_args=())
+def _rms_norm_backward_op(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    H = x.shape[-1]
+    grad_x = _empty_like(x)
+    partial = torch.empty((_grad_w_partials(x, H), H), dtype=torch.float32, device=x.device)
+    _C.rms_norm_backward(dl(grad_x), dl(partial), dl(grad_out.contiguous()), dl(x), dl(weight),
+                         eps, stream_of(x))
+    return grad_x, partial.sum(0).to(weight.dtype)
+
+
+@_rms_norm_backward_op.register_fake
+def _(grad_out, x, weight, eps):
+    return _empty_like(x), torch.empty_like(weight)
+
+
 def _rms_norm_grads(x, weight, eps, grad_out):
-    # Exact gradient of the fp32 math (the roundings to x's dtype pass gradients straight through).
-    xf, gf, wf = x.float(), grad_out.float(), weight.float()
-    inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    x_hat = xf * inv
-    g_hat = gf * wf
-    grad_x = inv * (g_hat - x_hat * (g_hat * x_hat).mean(-1, keepdim=True))
-    grad_w = (gf * x_hat).reshape(-1, x.shape[-1]).sum(0)
-    return grad_x, grad_w.to(weight.dtype)
+    """(grad_x in x's dtype, grad_w): the exact gradient of the fp32 math, from one kernel pass
+    (the roundings to x's dtype pass gradients straight through)."""
+    return _rms_norm_backward_op(grad_out, x, weight, eps)
 
 
 def _rms_norm_setup(ctx, inputs, output):
@@ -45,7 +64,7 @@ def _rms_norm_setup(ctx, inputs, output):
 def _rms_norm_backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
     grad_x, grad_w = _rms_norm_grads(x, weight, ctx.eps, grad_out)
-    return grad_x.to(x.dtype), grad_w, None
+    return grad_x, grad_w, None
 
 
 _rms_norm.register_autograd(_rms_norm_backward, setup_context=_rms_norm_setup)
@@ -84,8 +103,7 @@ def _fused_backward(ctx, grad_out, grad_residual_out):
     s, weight = ctx.saved_tensors
     grad_s, grad_w = _rms_norm_grads(s, weight, ctx.eps, grad_out)
     if grad_residual_out is not None:
-        grad_s = grad_s + grad_residual_out.float()
-    grad_s = grad_s.to(s.dtype)
+        grad_s = grad_s + grad_residual_out
     return grad_s, grad_s, grad_w, None
 
 
