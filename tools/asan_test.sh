@@ -53,6 +53,7 @@ export LONGCAT_NUM_THREADS=2
 # The safety tests, then one fast slice of each area's tests (bad input, edge cases, every ISA).
 "$dir/venv/bin/python" -m pytest -q -p no:cacheprovider --capture=sys --rootdir "$root" \
   "$root/tests/ops/test_safety.py" "$root/tests/ops/test_safety_views.py" "$root/tests/ops/test_norm.py" \
+  "$root/tests/ops/test_norm_backward.py" \
   "$root/tests/ops/test_kv_cache.py" "$root/tests/ops/test_linear.py" "$root/tests/ops/test_mla_layer.py" \
   "$root/tests/ops/test_moe_route.py" "$root/tests/ops/test_moe_gemm.py" \
   "$root/tests/ops/test_mla_decode.py" "$root/tests/ops/test_mla_prefill.py" "$root/tests/ops/test_kv_cache_copy.py" \

@@ -137,6 +137,12 @@ def _fused_add_rms_norm():
     return a, lambda a: _C.fused_add_rms_norm(a["out"], a["residual_out"], a["x"], a["residual"], a["weight"], 1e-6)
 
 
+def _rms_norm_backward():
+    a = dict(grad_x=np.zeros((6, 8), F32), grad_w_partial=np.zeros((2, 8), F32), grad_out=_rand((6, 8), 3),
+             x=_rand((6, 8)), weight=_rand(8, 1) + 1)
+    return a, lambda a: _C.rms_norm_backward(a["grad_x"], a["grad_w_partial"], a["grad_out"], a["x"], a["weight"], 1e-6)
+
+
 def _linear():
     a = dict(out=np.zeros((3, 5), F32), x=_rand((3, 8)), weight=_rand((5, 8), 1))
     return a, lambda a: _C.linear(a["out"], a["x"], a["weight"])
@@ -203,6 +209,7 @@ CASES = {  # entry point -> (the op its errors name, builder)
     "KvCopyQueue.submit": ("KvCopyQueue.submit", _kv_copy_queue_submit),
     "rms_norm": ("rms_norm", _rms_norm),
     "fused_add_rms_norm": ("fused_add_rms_norm", _fused_add_rms_norm),
+    "rms_norm_backward": ("rms_norm_backward", _rms_norm_backward),
     "linear": ("linear", _linear),
     "moe_route": ("moe_route", _moe_route),
     "moe_dispatch": ("moe_dispatch", _moe_dispatch),
@@ -308,7 +315,9 @@ OVERLAPS = (_pairs("mla_decode", ["out", "lse", "workspace"],
             + _pairs("moe_grouped_swiglu", ["out", "workspace"], ["x_perm", "offsets", "w13", "w2"],
                      [("workspace", "out")])
             + _pairs("moe_route", ["topk_ids", "topk_weights"], ["hidden", "weight", "correction_bias"],
-                     [("topk_weights", "topk_ids")]))
+                     [("topk_weights", "topk_ids")])
+            + _pairs("rms_norm_backward", ["grad_x", "grad_w_partial"], ["grad_out", "x", "weight"],
+                     [("grad_x", "grad_w_partial")]))
 
 
 @pytest.mark.parametrize("entry,out_name,in_name", OVERLAPS, ids=[f"{e}-{o}-{i}" for e, o, i in OVERLAPS])
