@@ -1,5 +1,6 @@
 // RMSNorm: argument checks and the choice of backend (CPU copy by ISA, or CUDA).
 #include <cmath>
+#include <utility>
 
 #include "core/checks.h"
 #include "core/norm_args.h"
@@ -22,6 +23,13 @@ void rms_norm_backward(const NormBackwardArgs& a, Stream stream);
 
 namespace {
 
+// t has x's shape, dtype and device (a second activation or an output of the op).
+void check_like_x(const char* op, const char* arg, const TensorView& t, const TensorView& x) {
+  check_same_shape(op, arg, t, "x", x);
+  check_same_dtype(op, arg, t, "x", x);
+  check_same_device(op, arg, t, "x", x);
+}
+
 // x, weight and eps as every norm op takes them, and `out` (named out_name) like x.
 NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView& x,
                          const TensorView& weight, double eps, const char* out_name = "out") {
@@ -34,9 +42,7 @@ NormArgs check_norm_args(const char* op, const TensorView& out, const TensorView
   check_same_dtype(op, "weight", weight, "x", x);
   check_same_device(op, "weight", weight, "x", x);
   check_contiguous(op, "weight", weight);
-  check_same_shape(op, out_name, out, "x", x);
-  check_same_dtype(op, out_name, out, "x", x);
-  check_same_device(op, out_name, out, "x", x);
+  check_like_x(op, out_name, out, x);
   if (!(eps >= 0.0) || !std::isfinite(eps))
     fail(ErrorKind::Value, std::string(op) + ": argument 'eps' must be finite and >= 0, got " +
                                std::to_string(eps));
@@ -75,12 +81,8 @@ void fused_add_rms_norm(const TensorView& out, const TensorView& residual_out, c
   const char* op = "fused_add_rms_norm";
   check_views(op, {{"residual", &residual}, {"residual_out", &residual_out}});
   NormArgs a = check_norm_args(op, out, x, weight, eps);
-  check_same_shape(op, "residual", residual, "x", x);
-  check_same_dtype(op, "residual", residual, "x", x);
-  check_same_device(op, "residual", residual, "x", x);
-  check_same_shape(op, "residual_out", residual_out, "x", x);
-  check_same_dtype(op, "residual_out", residual_out, "x", x);
-  check_same_device(op, "residual_out", residual_out, "x", x);
+  check_like_x(op, "residual", residual, x);
+  check_like_x(op, "residual_out", residual_out, x);
   a.residual = residual.data;
   a.residual_out = residual_out.data;
   a.residual_stride = row_stride(op, "residual", residual);
@@ -108,9 +110,7 @@ void rms_norm_backward(const TensorView& grad_x, const TensorView& grad_w_partia
   check_views(op, {{"grad_out", &grad_out}, {"grad_w_partial", &grad_w_partial}});
   const NormArgs f = check_norm_args(op, grad_x, x, weight, eps, "grad_x");
   check_contiguous(op, "grad_x", grad_x);
-  check_same_shape(op, "grad_out", grad_out, "x", x);
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  check_same_device(op, "grad_out", grad_out, "x", x);
+  check_like_x(op, "grad_out", grad_out, x);
   check_ndim(op, "grad_w_partial", grad_w_partial, 2);
   check_dtype(op, "grad_w_partial", grad_w_partial, {DType::Float32});
   check_size(op, "grad_w_partial", grad_w_partial, 1, f.hidden, "the hidden size x.shape[-1]");
@@ -119,13 +119,12 @@ void rms_norm_backward(const TensorView& grad_x, const TensorView& grad_w_partia
   if (grad_w_partial.size(0) < 1)
     fail(ErrorKind::Value, std::string(op) + ": argument 'grad_w_partial' must have at least one row "
                                              "(the number of partial sums), got shape[0] = 0");
-  check_no_overlap(op, "grad_x", grad_x, "x", x);
-  check_no_overlap(op, "grad_x", grad_x, "grad_out", grad_out);
-  check_no_overlap(op, "grad_x", grad_x, "weight", weight);
   check_no_overlap(op, "grad_x", grad_x, "grad_w_partial", grad_w_partial);
-  check_no_overlap(op, "grad_w_partial", grad_w_partial, "x", x);
-  check_no_overlap(op, "grad_w_partial", grad_w_partial, "grad_out", grad_out);
-  check_no_overlap(op, "grad_w_partial", grad_w_partial, "weight", weight);
+  for (const auto& [name, in] : {std::pair<const char*, const TensorView*>{"grad_out", &grad_out},
+                                 {"x", &x}, {"weight", &weight}}) {
+    check_no_overlap(op, "grad_x", grad_x, name, *in);
+    check_no_overlap(op, "grad_w_partial", grad_w_partial, name, *in);
+  }
   NormBackwardArgs a{};
   a.grad_x = grad_x.data;
   a.grad_w_partial = static_cast<float*>(grad_w_partial.data);
