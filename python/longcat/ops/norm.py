@@ -50,7 +50,7 @@ def _(grad_out, x, weight, eps):
 
 
 def _rms_norm_grads(x, weight, eps, grad_out):
-    """(grad_x in x's dtype, grad_w): the exact gradient of the fp32 math, from one kernel pass
+    """(grad_x in x's dtype, grad_w): the exact gradient of the fp32 math, from one kernel call
     (the roundings to x's dtype pass gradients straight through)."""
     return _rms_norm_backward_op(grad_out, x, weight, eps)
 
