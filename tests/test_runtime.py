@@ -124,7 +124,7 @@ def test_cli_bench_writes_table_and_json(tmp_path):
     assert "RMSNorm on cpu" in r.stdout
     data = json.loads((tmp_path / "norm.json").read_text())
     assert data["area"] == "norm" and data["context"]["copy_bandwidth_gbs"] > 0
-    assert {row["op"] for row in data["rows"]} == {"rms_norm", "fused_add_rms_norm"}
+    assert {row["op"] for row in data["rows"]} == {"rms_norm", "fused_add_rms_norm", "rms_norm_backward"}
     for row in data["rows"]:
         assert row["longcat_us"] > 0 and row["reference_us"] > 0 and row["vs_reference"] > 0
     assert (tmp_path / "norm.md").read_text().startswith("## RMSNorm")
