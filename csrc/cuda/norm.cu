@@ -157,10 +157,7 @@ void launch_backward(const NormBackwardArgs& a, cudaStream_t stream) {
   int threads = static_cast<int>(std::min<int64_t>(1024, (a.hidden + 31) / 32 * 32));
   threads = std::max(threads, 32);
   norm_backward_kernel<T><<<static_cast<unsigned>(a.partials), threads, 0, stream>>>(a);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(ErrorKind::Runtime, std::string("rms_norm_backward: CUDA launch failed: ") +
-                                        cudaGetErrorString(e));
+  check_launch("rms_norm_backward");
 }
 
 }  // namespace

@@ -36,6 +36,8 @@ def _grad_w_partials(x: torch.Tensor, hidden: int) -> int:
 @torch.library.custom_op("longcat::rms_norm_backward", mutates_args=())
 def _rms_norm_backward_op(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x in x's dtype, grad_w): the exact gradient of the fp32 math, from one kernel call
+    (the roundings to x's dtype pass gradients straight through)."""
     H = x.shape[-1]
     grad_x = _empty_like(x)
     partial = torch.empty((_grad_w_partials(x, H), H), dtype=torch.float32, device=x.device)
@@ -49,12 +51,6 @@ def _(grad_out, x, weight, eps):
     return _empty_like(x), torch.empty_like(weight)
 
 
-def _rms_norm_grads(x, weight, eps, grad_out):
-    """(grad_x in x's dtype, grad_w): the exact gradient of the fp32 math, from one kernel call
-    (the roundings to x's dtype pass gradients straight through)."""
-    return _rms_norm_backward_op(grad_out, x, weight, eps)
-
-
 def _rms_norm_setup(ctx, inputs, output):
     x, weight, eps = inputs
     ctx.save_for_backward(x, weight)
@@ -63,7 +59,7 @@ def _rms_norm_setup(ctx, inputs, output):
 
 def _rms_norm_backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
-    grad_x, grad_w = _rms_norm_grads(x, weight, ctx.eps, grad_out)
+    grad_x, grad_w = _rms_norm_backward_op(grad_out, x, weight, ctx.eps)
     return grad_x, grad_w, None
 
 
@@ -101,7 +97,7 @@ def _fused_setup(ctx, inputs, output):
 
 def _fused_backward(ctx, grad_out, grad_residual_out):
     s, weight = ctx.saved_tensors
-    grad_s, grad_w = _rms_norm_grads(s, weight, ctx.eps, grad_out)
+    grad_s, grad_w = _rms_norm_backward_op(grad_out, s, weight, ctx.eps)
     if grad_residual_out is not None:
         grad_s = grad_s + grad_residual_out
     return grad_s, grad_s, grad_w, None
