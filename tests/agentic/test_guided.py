@@ -227,6 +227,11 @@ def test_evaluate_guided(built, tiny_ckpt):
     cfg = EvalConfig(conditions=("clean",), max_tasks=1, max_turns=2, max_tokens=24, guided=True, tool_format="names")
     r = evaluate(envs, tasks, model=str(tiny_ckpt), cfg=cfg, progress=False)
     assert r["guided"] is True and r["conditions"]["clean"]["all"]["episodes"] == 1
+    copying = EvalConfig(conditions=("clean",), max_tasks=1, max_turns=2, max_tokens=24, copy_values=True,
+                         tool_format="names")
+    assert copying.guided     # copying values is a kind of guided decoding
+    r = evaluate(envs, tasks, model=str(tiny_ckpt), cfg=copying, progress=False)
+    assert r["copy_values"] is True and r["conditions"]["clean"]["all"]["episodes"] == 1
     with pytest.raises(ValueError, match="guided"):
         evaluate(envs, tasks, endpoint="http://127.0.0.1:9/v1", cfg=cfg, progress=False)
 
@@ -249,3 +254,148 @@ def test_no_repeat_ngram():
 
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         EvalConfig(no_repeat_ngram=1)
+
+
+# ---- copying free string values from the conversation (longcat.engine.copying) -----------------
+
+def test_value_spans():
+    from longcat.engine.copying import value_spans
+
+    spans = value_spans(['My email is kaylee53@example.net, and the title is "Of tree nice."',
+                         json.dumps({"courses": [{"id": "CO-000001", "title": "A b"}], "n": 3})], max_words=3)
+    for s in ("kaylee53@example.net", "Of tree nice.", "Of tree nice", "CO-000001", "A b", "My email is"):
+        assert s in spans, s
+    assert "My email is kaylee53@example.net" not in spans           # four words: past max_words
+    assert len(spans) == len(set(spans)) and "" not in spans and "CO-000001 A" not in spans   # JSON: whole strings
+    assert value_spans([]) == []
+    with pytest.raises(ValueError, match="max_words"):
+        value_spans(["a"], max_words=0)
+    with pytest.raises(TypeError, match="texts"):
+        value_spans([3])
+
+
+@pytest.mark.parametrize("prefix_len", [1, 15, 16, 37])
+def test_span_scorer_matches_the_training_forward(tiny_ckpt, prefix_len):
+    """Each score is the log-likelihood that a plain forward over prefix + continuation gives,
+    plus the log-probability of closing after it; across page boundaries and candidate batches."""
+    from longcat.engine.copying import SpanScorer
+    from longcat.models.modeling import LongcatFlashForCausalLM
+
+    model = LongcatFlashForCausalLM.from_pretrained(str(tiny_ckpt)).eval()
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(prefix_len)
+    prefix = torch.randint(3, vocab, (prefix_len,), generator=g).tolist()
+    conts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (1, 5, 2, 17, 3)]
+    conts += [conts[3][:4], conts[1][:1], list(conts[3])]     # prefixes of others, and a duplicate
+    end = torch.zeros(vocab, dtype=torch.bool)
+    end[torch.randint(3, vocab, (7,), generator=g)] = True
+    got = SpanScorer(model, page_size=16, max_batch=2).score(prefix, conts, end)
+    with torch.no_grad():
+        for c, s in zip(conts, got):
+            lp = torch.log_softmax(model(torch.tensor([prefix + c]))[0].float(), -1)
+            want = sum(float(lp[prefix_len - 1 + j, t]) for j, t in enumerate(c))
+            want += float(torch.logsumexp(lp[-1][end], 0))
+            assert s == pytest.approx(want, abs=2e-3)
+
+
+def test_span_scorer_bad_input(tiny_ckpt):
+    from longcat.engine.copying import SpanScorer
+    from longcat.models.modeling import LongcatFlashForCausalLM
+
+    model = LongcatFlashForCausalLM.from_pretrained(str(tiny_ckpt)).eval()
+    vocab = model.config.vocab_size
+    end = torch.zeros(vocab, dtype=torch.bool)
+    s = SpanScorer(model)
+    assert s.score([5], [], end) == []
+    for args, match in [(([], [[1]], end), "prefix"), (([5], [[]], end), "continuations"),
+                        (([5], [[vocab]], end), "token ids"), (([-1], [[1]], end), "token ids"),
+                        (([5], [[1]], end[:-1]), "end_mask"), (([5], [[1]], end.float()), "end_mask"),
+                        (([5] * model.config.max_position_embeddings, [[1]], end), "max_position_embeddings")]:
+        with pytest.raises(ValueError, match=match):
+            s.score(*args)
+    with pytest.raises(ValueError, match="page_size"):
+        SpanScorer(model, page_size=0)
+    with pytest.raises(TypeError, match="copier"):
+        ToolCallGuide(object.__new__(type("T", (), {})), TOOLS, copier=object())
+
+
+class _FixedCopier:
+    """A copier that always picks one value (the guide's side of the contract)."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, []
+
+    def choose(self, ids, typed, pieces):
+        self.calls.append((list(ids), typed))
+        return self.value if self.value is not None and self.value.startswith(typed) else None
+
+    def fits(self, typed, whole=False):
+        return self.value is None or (typed == self.value if whole else self.value.startswith(typed))
+
+
+def test_guide_spells_the_copied_value(tok):
+    """With a copier, a free string value is exactly the chosen text, whatever the logits favour;
+    enums, numbers and the rest of the call stay the grammar's and the model's."""
+    from longcat.engine.chat import parse_assistant_text
+
+    copier = _FixedCopier("kaylee53@example.net")
+    guide = ToolCallGuide(tok, TOOLS, copier=copier)
+    start = tok.convert_tokens_to_ids("<tool_call>")
+    head = tok('\n{"name": "get_order", "arguments": {"order_id": "', add_special_tokens=False)["input_ids"]
+    gen = [start] + head
+    g = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        out = guide(gen, torch.randn(len(tok), generator=g))
+        gen.append(int(out.argmax()))
+        if gen[-1] == guide.end_id:
+            break
+    call = parse_assistant_text(tok.decode(gen)).tool_calls[0]["function"]
+    assert json.loads(call["arguments"]) == {"order_id": "kaylee53@example.net"}
+    assert copier.calls and all(ids == gen[:len(ids)] for ids, _ in copier.calls)
+    # The token that opens the string cannot start it with anything but the value ('"+' is out).
+    key = tok('\n{"name": "get_order", "arguments": {"order_id":', add_special_tokens=False)["input_ids"]
+    state = guide._state([start] + key)
+    opening = guide.allowed(state, range(len(tok)))
+    assert opening
+    for t in opening:
+        body = '"order_id":' + guide.pieces[t]
+        typed = body.split('"order_id": "', 1)[1] if '"order_id": "' in body else ""
+        assert copier.value.startswith(typed), repr(guide.pieces[t])
+    # No candidate fits: the string is left to the model under the grammar alone.
+    free = ToolCallGuide(tok, TOOLS, copier=_FixedCopier(None))
+    logits = torch.randn(len(tok), generator=g)
+    assert torch.equal(free([start] + head, logits), ToolCallGuide(tok, TOOLS)([start] + head, logits))
+
+
+def test_copier_picks_the_best_scored_span(tiny_ckpt, tok):
+    """ContextCopier's choice is the candidate SpanScorer scores highest, and the engine writes it."""
+    from longcat.engine import LLM, SamplingParams
+    from longcat.engine.chat import parse_assistant_text
+    from longcat.engine.copying import ContextCopier, SpanScorer, value_spans
+
+    llm = LLM(str(tiny_ckpt))
+    user = "Please look up order O-7731 for kaylee53@example.net today."
+    prompt = tok(f"<s><|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    scorer = SpanScorer(llm.engine.model)
+    copier = ContextCopier(scorer, tok, prompt, [user], max_words=2)
+    guide = ToolCallGuide(tok, TOOLS, required=True, copier=copier)
+    forced = tok('\n{"name": "get_order", "arguments": {"order_id": "', add_special_tokens=False)["input_ids"]
+
+    def lead(generated, logits):               # a random model: walk it to the string value
+        k = len(generated) - 1
+        if 0 <= k < len(forced):
+            logits = torch.full_like(logits, float("-inf"))
+            logits[forced[k]] = 0.0
+        return logits
+
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=40, logits_processors=[lead, guide]))[0]
+    text = out.outputs[0].text
+    spans = value_spans([user], max_words=2)
+    prefix = prompt + out.outputs[0].token_ids[:1 + len(forced)]
+    conts = [tok(json.dumps(s)[1:-1], add_special_tokens=False)["input_ids"] for s in spans]
+    scores = scorer.score(prefix, conts, copier.end_mask(guide.pieces))
+    best = spans[max(range(len(spans)), key=scores.__getitem__)]
+    got = text.split('"order_id": "', 1)[1]
+    assert got.startswith(json.dumps(best)[1:-1] + '"'), (got, best)
+    if guide.end_id in out.outputs[0].token_ids:
+        assert json.loads(parse_assistant_text(text).tool_calls[0]["function"]["arguments"])["order_id"] == best

@@ -169,9 +169,13 @@ class ToolCallGuide:
     """Logits processor constraining ``<tool_call>`` blocks to ``tools`` (OpenAI function tools);
     see the module docstring. One guide serves any number of requests with the same tools."""
 
-    def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256, required: bool = False):
+    def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256, required: bool = False,
+                 copier=None):
         if not isinstance(top, int) or top < 1:
             raise ValueError(f"top: expected an int >= 1, got {top!r}")
+        if copier is not None and not callable(getattr(copier, "choose", None)):
+            raise TypeError(f"copier: expected None or a longcat.engine.copying.ContextCopier, got {type(copier).__name__}")
+        self.copier = copier    # one request's: free string values are copied from its conversation
         self.grammar = CallGrammar(tools)
         self.top = top
         self.required = bool(required)    # OpenAI tool_choice="required": the turn opens with a call
@@ -201,15 +205,62 @@ class ToolCallGuide:
         self._cache = (body, state)
         return state
 
-    def allowed(self, state, candidates: Sequence[int]) -> list[int]:
+    def _copy_target(self, generated: Sequence[int], state) -> str | None:
+        """Inside a string value with a copier: what is left to write of the chosen value and its
+        closing quote (None when there is no choice to follow)."""
+        ids = list(generated)
+        start = len(ids) - 1 - ids[::-1].index(self.start_id)
+        body = ids[start + 1:]
+        # Walk the body's characters to the token that opened this string.
+        g, opened, typed, first = CallGrammar.START, None, "", ""
+        for k, t in enumerate(body):
+            for ch in self.pieces[t]:
+                was_string = g[0] == "string"
+                g = self.grammar.feed(g, ch)
+                if g[0] == "string" and not was_string:
+                    opened, typed = k, ""
+                elif g[0] == "string":
+                    typed += ch
+            if opened == k:
+                first = typed   # the string's characters inside its opening token
+        if opened is None:
+            return None
+        head = body[:opened + 1]
+        value = self.copier.choose(ids[:start + 1] + head, first, self.pieces)
+        if value is None or not (value + '"').startswith(typed):
+            return None
+        return (value + '"')[len(typed):]
+
+    def _opens_a_copy(self, state, piece: str) -> bool:
+        """With a copier, a token that opens a string value must begin one of its candidates
+        (``"+`` would leave no candidate to copy), and one that also closes it must be one."""
+        g, typed, opened = state, "", False
+        for ch in piece:
+            was_string = g[0] == "string"
+            g = self.grammar.feed(g, ch)
+            if g[0] == "string" and not was_string:
+                opened, typed = True, ""
+            elif g[0] == "string":
+                typed += ch
+            elif opened:
+                return self.copier.fits(typed, whole=True)
+        return not opened or self.copier.fits(typed)
+
+    def allowed(self, state, candidates: Sequence[int], target: str | None = None) -> list[int]:
         ok = []
+        copying = self.copier is not None and target is None and state[0] != "string"
         for t in candidates:
+            if target is not None:
+                piece = self.pieces[t] if t < len(self.pieces) else None
+                if not piece or not (target.startswith(piece) or piece.startswith(target)):
+                    continue
             if t == self.end_id:
                 if CallGrammar.complete(state):
                     ok.append(t)
                 continue
             piece = self.pieces[t] if t < len(self.pieces) else None
-            if piece and self.grammar.feed(state, piece) is not None:
+            if piece and self.grammar.feed(state, piece) is not None and \
+                    (not copying or self._opens_a_copy(state, piece)):
                 ok.append(t)
         return ok
 
@@ -221,8 +272,9 @@ class ToolCallGuide:
         state = self._state(generated)
         if state is None:
             return logits
+        target = self._copy_target(generated, state) if self.copier is not None and state[0] == "string" else None
         order = logits.argsort(descending=True).tolist()
-        ok = self.allowed(state, order[:self.top]) or self.allowed(state, order[self.top:])
+        ok = self.allowed(state, order[:self.top], target) or self.allowed(state, order[self.top:], target)
         out = torch.full_like(logits, float("-inf"))
         if ok:
             idx = torch.tensor(ok, device=logits.device)

@@ -1,0 +1,236 @@
+"""Tool-call arguments copied from the conversation, chosen by the model (``--copy-values``).
+
+A small model that has learned *which* argument a call needs often cannot spell a value of
+several tokens that it has seen only in this conversation: it writes a plausible value of its
+training set (``jones@example.net`` for the user's ``kelly28@example.org``). Greedy decoding
+constrained to spans of the conversation does not fix that, because the first token is chosen
+alone (``"email": "Can`` wins over the email's first piece). This module chooses the *whole*
+value instead, the way extractive readers score answer spans:
+
+* ``value_spans(texts)`` -- the candidate values: every string of a text that is JSON (a tool's
+  result), and every run of 1..``max_words`` words of any other text (the user's messages;
+  surrounding quotes, brackets and commas stripped; a trailing ``.``/``!``/``?`` kept and
+  dropped).
+* ``SpanScorer(model).score(prefix, continuations, end_mask)`` -- the model's log-likelihood of
+  each continuation after ``prefix`` plus that of closing it (a token in ``end_mask`` next). The
+  prefix is run once into a private paged cache; the candidates then decode in lockstep over
+  that shared prefix (each gets its own copy of the prefix's last, partly filled page), so the
+  cost is one prefill plus ``max(len(continuation))`` batched decode steps; a continuation that
+  is a prefix of another (the spans of one start word) reads its score off the longer one's.
+* ``ContextCopier`` -- one request's copier: ``ToolCallGuide(..., copier=...)`` asks it for the
+  value of each free string argument (no ``enum``) when the string opens, then allows only the
+  tokens that spell the chosen value and close the string.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Iterable, Sequence
+
+import torch
+
+from longcat.models.paged import PagedBatch
+
+__all__ = ["value_spans", "SpanScorer", "ContextCopier"]
+
+_STRIP = "\"'`,;:()[]{}<>*"
+_SENTENCE_END = ".!?"
+
+
+def _json_strings(value, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _json_strings(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _json_strings(v, out)
+
+
+def value_spans(texts: Iterable[str], max_words: int = 12) -> list[str]:
+    """The candidate argument values found in ``texts`` (see the module docstring), each once,
+    in order of first appearance."""
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
+        raise ValueError(f"max_words: expected an int >= 1, got {max_words!r}")
+    seen: dict[str, None] = {}
+
+    def add(s: str) -> None:
+        if s and s not in seen:
+            seen[s] = None
+
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts: expected strings, got {type(text).__name__}")
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, (dict, list)):   # a tool's result: its values are whole strings
+            leaves: list[str] = []
+            _json_strings(parsed, leaves)
+            for leaf in leaves:
+                add(leaf)
+            continue
+        words = text.split()
+        for i in range(len(words)):
+            for j in range(i + 1, min(len(words), i + max_words) + 1):
+                span = " ".join(words[i:j]).strip(_STRIP)
+                add(span)
+                add(span.rstrip(_SENTENCE_END).strip(_STRIP))
+    return list(seen)
+
+
+class SpanScorer:
+    """Log-likelihoods of continuations under a ``PagedModel`` (see the module docstring).
+    ``page_size`` is the private cache's page; ``max_batch`` the candidates decoded at once."""
+
+    def __init__(self, model, page_size: int = 16, max_batch: int = 64):
+        for name, v in (("page_size", page_size), ("max_batch", max_batch)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SpanScorer: '{name}' must be an int >= 1, got {v!r}")
+        self.model = model
+        self.page_size = page_size
+        self.max_batch = max_batch
+
+    def _forward(self, caches, ids, positions, cu, seq_lens, table, rows, max_q) -> torch.Tensor:
+        dev = self.model.device
+        batch = PagedBatch(
+            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
+            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
+            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            block_table=torch.tensor(table, dtype=torch.int32, device=dev),
+            logits_indices=torch.tensor(rows, dtype=torch.int64, device=dev),
+            max_q_len=max_q)
+        return torch.log_softmax(self.model.forward_paged(batch, caches), dim=-1)
+
+    @torch.inference_mode()
+    def score(self, prefix: Sequence[int], continuations: Sequence[Sequence[int]],
+              end_mask: torch.Tensor) -> list[float]:
+        """``log p(continuation | prefix) + log p(next token in end_mask | prefix, continuation)``
+        for each continuation (each at least one token); ``end_mask`` is a bool ``[vocab]``."""
+        prefix = [int(t) for t in prefix]
+        conts = [[int(t) for t in c] for c in continuations]
+        vocab = int(self.model.config.vocab_size)
+        if not prefix:
+            raise ValueError("prefix: expected at least one token, got none")
+        if any(not c for c in conts):
+            raise ValueError("continuations: every continuation needs at least one token, got an empty one")
+        if any(t < 0 or t >= vocab for t in prefix) or any(t < 0 or t >= vocab for c in conts for t in c):
+            raise ValueError(f"prefix / continuations: token ids must lie in [0, {vocab}), got one outside")
+        if not isinstance(end_mask, torch.Tensor) or end_mask.dtype != torch.bool or end_mask.shape != (vocab,):
+            got = (end_mask.dtype, tuple(end_mask.shape)) if isinstance(end_mask, torch.Tensor) else type(end_mask)
+            raise ValueError(f"end_mask: expected a bool tensor of shape ({vocab},), got {got}")
+        if not conts:
+            return []
+        limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        if limit and len(prefix) + max(len(c) for c in conts) > limit:
+            raise ValueError(f"prefix / continuations: {len(prefix)} + {max(len(c) for c in conts)} tokens exceed the "
+                             f"model's max_position_embeddings {limit}")
+        # A continuation that is a prefix of another (the spans "Of tree" and "Of tree nice")
+        # reads its score off that one's decode: only the leaves of their trie run.
+        order = sorted(range(len(conts)), key=lambda i: conts[i])
+        leaf_of = {}
+        for pos in range(len(order) - 1, -1, -1):
+            i = order[pos]
+            nxt = order[pos + 1] if pos + 1 < len(order) else None
+            prefix_of_next = nxt is not None and conts[nxt][:len(conts[i])] == conts[i]
+            leaf_of[i] = leaf_of[nxt] if prefix_of_next else i
+        leaves = sorted(set(leaf_of.values()))
+        cum, ends = self._walk(prefix, [conts[i] for i in leaves], end_mask)
+        at = {leaf: k for k, leaf in enumerate(leaves)}
+        return [cum[at[leaf_of[i]]][len(c) - 1] + ends[at[leaf_of[i]]][len(c) - 1] for i, c in enumerate(conts)]
+
+    def _walk(self, prefix: list[int], conts: list[list[int]], end_mask: torch.Tensor):
+        """Per continuation and token j: the summed log-probability of its tokens 0..j, and the
+        log-probability of closing right after token j."""
+        ps, L = self.page_size, len(prefix)
+        full, r = divmod(L, ps)
+        n_prefix = full + (r > 0)
+        longest = max(len(c) for c in conts)
+        own = math.ceil((r + longest) / ps)      # each candidate's pages past the shared full ones
+        batch = min(self.max_batch, len(conts))
+        caches = self.model.make_kv_caches(n_prefix + batch * own, ps)
+        end_mask = end_mask.to(self.model.device)
+        first = self._forward(caches, prefix, range(L), [0, L], [L], [list(range(n_prefix))], [L - 1], L)[0]
+        cum = [[float(first[c[0]])] for c in conts]
+        ends: list[list[float]] = [[] for _ in conts]
+        shared = list(range(full))
+        for lo in range(0, len(conts), batch):
+            group = list(range(lo, min(lo + batch, len(conts))))
+            tables = []
+            for k in range(len(group)):
+                pages = list(range(n_prefix + k * own, n_prefix + (k + 1) * own))
+                if r:   # the prefix's partly filled page, copied: each candidate appends to its own
+                    for c in caches:
+                        c[pages[0]] = c[full]
+                tables.append(shared + pages)
+            for j in range(max(len(conts[i]) for i in group)):
+                live = [k for k, i in enumerate(group) if len(conts[i]) > j]
+                n = len(live)
+                lp = self._forward(caches, [conts[group[k]][j] for k in live], [L + j] * n, range(n + 1),
+                                   [L + j + 1] * n, [tables[k] for k in live], range(n), 1)
+                closing = torch.logsumexp(lp[:, end_mask], dim=1).tolist()
+                for row, k in enumerate(live):
+                    i = group[k]
+                    ends[i].append(closing[row])
+                    if j + 1 < len(conts[i]):
+                        cum[i].append(cum[i][-1] + float(lp[row, conts[i][j + 1]]))
+        return cum, ends
+
+
+class ContextCopier:
+    """One request's copier for ``ToolCallGuide``: ``choose(ids, typed, pieces)`` returns the
+    candidate of ``value_spans(sources)``, as written inside a JSON string, that starts with
+    ``typed`` (the string's characters already written) and that the model scores highest after
+    the token ids ``prompt_ids + ids``; None when no candidate fits. Choices are remembered."""
+
+    def __init__(self, scorer: SpanScorer, tokenizer, prompt_ids: Sequence[int], sources: Iterable[str],
+                 max_words: int = 12):
+        self.scorer = scorer
+        self.tokenizer = tokenizer
+        self.prompt_ids = [int(t) for t in prompt_ids]
+        self.candidates = value_spans(sources, max_words)
+        self._texts = [json.dumps(v, ensure_ascii=False)[1:-1] for v in self.candidates]   # as inside a JSON string
+        self._chosen: dict[tuple, str | None] = {}
+        self._end_mask: torch.Tensor | None = None
+
+    def end_mask(self, pieces: Sequence[str | None]) -> torch.Tensor:
+        """Tokens that close a JSON string: their text starts with ``"``."""
+        if self._end_mask is None:
+            self._end_mask = torch.tensor([bool(p) and p.startswith('"') for p in pieces], dtype=torch.bool)
+            vocab = int(self.scorer.model.config.vocab_size)
+            if self._end_mask.numel() < vocab:   # ids past the tokenizer (padded vocabularies) never close
+                self._end_mask = torch.cat([self._end_mask, torch.zeros(vocab - self._end_mask.numel(), dtype=torch.bool)])
+            self._end_mask = self._end_mask[:vocab]
+        return self._end_mask
+
+    def fits(self, typed: str, whole: bool = False) -> bool:
+        """Whether a string value that starts with ``typed`` (is ``typed``, when ``whole``) can
+        still be a candidate; True when there is no candidate at all (nothing to copy from)."""
+        if not self._texts:
+            return True
+        return typed in self._texts if whole else any(t.startswith(typed) for t in self._texts)
+
+    def choose(self, ids: Sequence[int], typed: str, pieces: Sequence[str | None]) -> str | None:
+        key = (tuple(ids), typed)
+        if key in self._chosen:
+            return self._chosen[key]
+        options, conts = [], []
+        for text in self._texts:
+            if not text.startswith(typed) or len(text) == len(typed):
+                continue
+            toks = self.tokenizer(text[len(typed):], add_special_tokens=False)["input_ids"]
+            if toks:
+                options.append(text)
+                conts.append(toks)
+        best = None
+        if options:
+            scores = self.scorer.score(self.prompt_ids + list(ids), conts, self.end_mask(pieces))
+            # per token (the closing one counted): a sum favours the shortest span, often the
+            # key's own word ("email": "email")
+            mean = [s / (len(c) + 1) for s, c in zip(scores, conts)]
+            best = options[max(range(len(options)), key=mean.__getitem__)]
+        self._chosen[key] = best
+        return best
