@@ -87,9 +87,20 @@ class DemoConfig:
     # task's tools and that tool's argument keys, in the template's JSON. Off by default: on the
     # demo's SFT checkpoints it left held-out success at 0.000 and made evaluation ~1.6x slower.
     eval_guided: bool = False
+    # ... and each free string argument a span of the conversation, chosen by the model's
+    # likelihood (longcat.engine.copying; implies eval_guided). Off by default: it lifted the
+    # demo's held-out success from 0.042 to 0.083 but made its evaluation 10-20x slower (577 s
+    # of a 1,050 s demo went to the final evaluation; README #copy-values).
+    eval_copy_values: bool = False
     rl_steps: int = 6
     seed: int = 0
     workers: int | None = None
+
+
+def _decoding(cfg: DemoConfig) -> str:
+    if cfg.eval_copy_values:
+        return "schema-constrained with free string arguments copied from the conversation (`--copy-values`)"
+    return "schema-constrained (`--guided`)" if cfg.eval_guided else "unconstrained"
 
 
 def _stage(name: str, done: bool) -> None:
@@ -147,7 +158,8 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
 
     envs, tasks = load_heldout(data_dir)
     ecfg = dict(max_tasks=cfg.eval_tasks, tiers=cfg.eval_tiers or None, seed=cfg.seed, max_turns=cfg.eval_max_turns,
-                max_tokens=cfg.eval_max_tokens, tool_format=cfg.tool_format, guided=cfg.eval_guided)
+                max_tokens=cfg.eval_max_tokens, tool_format=cfg.tool_format, guided=cfg.eval_guided,
+                copy_values=cfg.eval_copy_values)
     before = out / "eval" / "before"
     done = before.with_suffix(".json").is_file()
     _stage("4/8 evaluate the random model (held-out, clean)", done)
@@ -327,7 +339,7 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
               f"Tiers evaluated (a task's tier is the number of tool calls of its gold path; tier 2, the "
               f"easiest, is one lookup and one change): {list(cfg.eval_tiers) or 'all'}; at most "
               f"{cfg.eval_tasks} tasks of the demo's domains ({', '.join(cfg.domains) or 'all'}); tools listed in the `{cfg.tool_format}` format; "
-              f"tool calls {'schema-constrained (`--guided`)' if cfg.eval_guided else 'unconstrained'}. Success "
+              f"tool calls {_decoding(cfg)}. Success "
               f"is the environment's own reward (final database and requested values).", ""]
     if before is not None:
         lines += ["### Before (random init)", "", markdown_table(before), ""]
@@ -363,6 +375,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-tiers", default="2", help="gold-call counts evaluated, comma-separated, or 'all'")
     p.add_argument("--guided", action="store_true",
                    help="evaluate with schema-constrained tool calls (longcat eval --guided)")
+    p.add_argument("--copy-values", action="store_true",
+                   help="--guided, and free string arguments copied from the conversation (longcat eval --copy-values)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=DemoConfig.threads,
                    help="torch threads of the demo process (default 1: fastest on a shared 2-core machine)")
@@ -376,6 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     domains = () if args.domains == "all" else tuple(d.strip() for d in args.domains.split(",") if d.strip())
     cfg = DemoConfig(preset=args.preset, envs=args.envs, domains=domains, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
                      eval_tiers=tiers, seed=args.seed, eval_guided=args.guided,
+                     eval_copy_values=args.copy_values,
                      threads=args.threads, sft_max_tier=args.sft_max_tier)
     t = time.perf_counter()
     report = run(args.out, cfg, force=args.force, progress=not args.no_progress)

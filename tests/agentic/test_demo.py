@@ -8,12 +8,12 @@ from longcat.demo import DemoConfig, run
 def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     cfg = DemoConfig(envs=6, tasks_per_env=2, eval_fraction=0.3, sft_seconds=1.0, sft_seq_len=2048, sft_grad_accum=1,
                      eval_tasks=1, eval_tiers=(), eval_max_turns=2, eval_max_tokens=16, workers=1,
-                     rl_steps=1, eval_guided=True)
+                     rl_steps=1, eval_copy_values=True)
     report = run(tmp_path / "demo", cfg, progress=False)
     text = report.read_text()
     for part in ("## Data", "## SFT", "## RL", "### Before (random init)", "### After", "| clean | all |",
                  "| noisy | all |", "plots/sft_loss.png", "plots/success.png", "rl/reward.png", "plots/rl.png",
-                 "trajectories of tier 2 or lower ("):
+                 "trajectories of tier 2 or lower (", "copied from the conversation (`--copy-values`)"):
         assert part in text
     assert (tmp_path / "demo" / "plots" / "success.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()

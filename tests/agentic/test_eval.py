@@ -115,3 +115,5 @@ def test_diagnose_grades_each_reference_turn(built, tiny_ckpt):
                                              for c in r["counts"].values())
     assert all(c["runaway"] <= sum(v for k, v in c.items() if k != "runaway") for c in r["counts"].values())
     assert "final" in r["counts"] and "| 1 |" in diagnosis_table(r)
+    copied = diagnose(envs, tasks[:2], str(tiny_ckpt), max_tokens=8, tool_format="names", copy_values=True)
+    assert [(t["task_id"], t["turn"]) for t in copied["turns"]] == [(t["task_id"], t["turn"]) for t in r["turns"]]

@@ -26,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guided", action="store_true",
                    help="constrain tool calls to the task's tools and their JSON schemas (--model only)")
+    p.add_argument("--copy-values", action="store_true",
+                   help="--guided, and each free string argument is a span of the user's or the tools' messages, "
+                        "the one the model scores highest (--model only)")
     p.add_argument("--no-repeat-ngram", type=int, default=0,
                    help="forbid repeating any n-gram of a turn's own output, e.g. 4 (0: off; --model only)")
     p.add_argument("--diagnose", action="store_true",
@@ -43,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(conditions=[c.strip() for c in args.conditions.split(",") if c.strip()], samples=args.samples,
                      temperature=args.temperature, max_tokens=args.max_tokens, max_turns=args.max_turns,
                      max_tasks=args.max_tasks, tiers=tiers, seed=args.seed, tool_format=args.tool_format,
-                     guided=args.guided, no_repeat_ngram=args.no_repeat_ngram)
+                     guided=args.guided, no_repeat_ngram=args.no_repeat_ngram, copy_values=args.copy_values)
     envs, tasks = load_heldout(args.data)
     if args.diagnose:
         import json
@@ -53,7 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.model is None:
             raise ValueError("--diagnose: needs --model (a checkpoint folder), not --endpoint")
         d = diagnose(envs, tasks, args.model, tiers=tiers, max_tasks=args.max_tasks, max_tokens=args.max_tokens,
-                     tool_format=args.tool_format)
+                     tool_format=args.tool_format, guided=args.guided, copy_values=args.copy_values)
         with open(f"{args.out}.json", "w") as f:
             json.dump(d, f, indent=2)
         print(diagnosis_table(d))

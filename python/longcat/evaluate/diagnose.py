@@ -14,11 +14,13 @@ gets the reference prefix and writes one turn greedily. The turn is then graded 
 A turn's ``first_error`` is the first check that fails (``ok`` when none), so the counts say
 which skill is missing: picking the tool, its schema, copying values or saying the answer.
 ``runaway`` counts the turns that did not end (no ``<|im_end|>`` within ``max_tokens``).
+``guided`` / ``copy_values`` decode the turns as ``longcat eval`` does with those options.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 from typing import Mapping, Sequence
 
 from longcat.data import envs_adapter as ea
@@ -77,21 +79,22 @@ def grade_turn(gold: Mapping, reply: Mapping, told: Sequence = ()) -> str:
 
 def diagnose(envs: Mapping, tasks: Sequence[Mapping], model: str, *, tiers: Sequence[int] | None = None,
              max_tasks: int | None = None, max_tokens: int = 128, tool_format: str | None = None,
-             engine_args: Mapping | None = None) -> dict:
+             engine_args: Mapping | None = None, guided: bool = False, copy_values: bool = False) -> dict:
     """Grades ``model``'s turns on the reference prefixes of held-out ``tasks`` (see the module
     docstring). Returns counts of ``first_error`` per turn position (``1``, ``2``, ...,
     ``final`` for the closing text turn) and the graded turns themselves."""
     from longcat.data.format import render
     from longcat.engine import SamplingParams
     from longcat.engine.chat import chat_stop_token_ids, parse_assistant_text
-    from longcat.evaluate.runner import _EngineAgent
+    from longcat.evaluate.runner import EvalConfig, _EngineAgent
 
     if tiers:
         tasks = [t for t in tasks if ea.tier_of(t) in tiers]
     tasks = sorted(tasks, key=lambda t: t["task_id"])[:max_tasks] if max_tasks else list(tasks)
     agent = _EngineAgent(model, tool_format, engine_args)
     tok = agent.llm.tokenizer
-    prompts, where = [], []
+    cfg = EvalConfig(guided=guided, copy_values=copy_values)
+    prompts, where, procs = [], [], []
     for t in tasks:
         ref = reference_conversation(envs[t["env_id"]], t)
         if ref is None:
@@ -105,11 +108,13 @@ def diagnose(envs: Mapping, tasks: Sequence[Mapping], model: str, *, tiers: Sequ
             pos = "final" if k == len(msgs) - 1 and not m.get("tool_calls") else str(turn)
             text = render(msgs[:k], tools, agent.tool_format, add_generation_prompt=True)
             prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+            procs.append(agent.processors(SimpleNamespace(messages=msgs[:k], tools=tools), cfg, prompts[-1]))
             told = [r["info"] for r in t.get("rubrics", [])] if pos == "final" else []
             where.append((t["task_id"], pos, m, told))
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=chat_stop_token_ids(tok))
+    params = [SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=chat_stop_token_ids(tok),
+                             logits_processors=p) for p in procs]
     turns, counts = [], {}
-    for (task_id, pos, gold, told), comp in zip(where, agent.llm.generate(prompts, [params] * len(prompts))):
+    for (task_id, pos, gold, told), comp in zip(where, agent.llm.generate(prompts, params)):
         text = comp.outputs[0].text if comp.outputs else ""
         msg = parse_assistant_text(text)
         reply = {"content": msg.content, "tool_calls": msg.tool_calls}

@@ -36,7 +36,7 @@ class EvalConfig:
     def __init__(self, conditions: Sequence[str] = ("clean", "noisy"), samples: int = 1, temperature: float = 0.0,
                  max_tokens: int = 128, max_turns: int = 12, max_tasks: int | None = None, tiers: Sequence[int] | None = None,
                  noise_intensity: float = 0.5, seed: int = 0, tool_format: str | None = None,
-                 guided: bool = False, no_repeat_ngram: int = 0):
+                 guided: bool = False, no_repeat_ngram: int = 0, copy_values: bool = False):
         unknown = [c for c in conditions if c not in CONDITIONS]
         if unknown or not conditions:
             raise ValueError(f"conditions: expected a non-empty subset of {list(CONDITIONS)}, got {list(conditions)}")
@@ -52,6 +52,10 @@ class EvalConfig:
         self.noise_intensity, self.seed, self.tool_format = noise_intensity, seed, tool_format
         # constrain tool calls to the episode's tools and their schemas (engine agents only)
         self.guided = bool(guided)
+        # ... and each free string argument to a span of the conversation chosen by the model's
+        # likelihood (longcat.engine.copying; implies guided)
+        self.copy_values = bool(copy_values)
+        self.guided = self.guided or self.copy_values
         # forbid repeating any n-gram of a turn's own output (0: off; engine agents only)
         if isinstance(no_repeat_ngram, bool) or not isinstance(no_repeat_ngram, int) or no_repeat_ngram == 1 \
                 or no_repeat_ngram < 0:
@@ -124,12 +128,26 @@ class _EngineAgent:
         self.name = str(model)
         self._guides: dict[str, object] = {}
 
-    def processors(self, tools, cfg: EvalConfig) -> list | None:
+    def processors(self, conv, cfg: EvalConfig, prompt_ids: Sequence[int]) -> list | None:
         from longcat.engine.repetition import NoRepeatNGram
 
         procs = ([NoRepeatNGram(cfg.no_repeat_ngram)] if cfg.no_repeat_ngram else []) + \
-            ([self.guide(tools)] if cfg.guided else [])
+            ([self.copying_guide(conv, prompt_ids)] if cfg.copy_values else
+             [self.guide(conv.tools)] if cfg.guided else [])
         return procs or None
+
+    def copying_guide(self, conv, prompt_ids: Sequence[int]):
+        """A guide for one request whose free string arguments are spans of the user's and the
+        tools' messages (``longcat.engine.copying``)."""
+        from longcat.engine.copying import ContextCopier, SpanScorer
+        from longcat.engine.guided import ToolCallGuide
+
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = SpanScorer(self.llm.engine.model)
+        sources = [m["content"] for m in conv.messages
+                   if m.get("role") in ("user", "tool") and isinstance(m.get("content"), str)]
+        copier = ContextCopier(self._scorer, self.llm.tokenizer, prompt_ids, sources)
+        return ToolCallGuide(self.llm.tokenizer, conv.tools, copier=copier)
 
     def guide(self, tools):
         """The tool-call guide of a tool list (one per distinct list: its token table is built once)."""
@@ -159,7 +177,7 @@ class _EngineAgent:
             prompts.append(ids)
             params.append(SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                          stop_token_ids=chat_stop_token_ids(tok), seed=seed + i,
-                                         logits_processors=self.processors(c.tools, cfg)))
+                                         logits_processors=self.processors(c, cfg, ids)))
             idx.append(i)
         if prompts:
             for i, comp in zip(idx, self.llm.generate(prompts, params)):
@@ -254,7 +272,7 @@ def evaluate(envs: Mapping, tasks: Sequence[Mapping], *, model: str | None = Non
     if (model is None) == (endpoint is None):
         raise ValueError("evaluate: give exactly one of model (a checkpoint folder) or endpoint (a base URL)")
     if (cfg.guided or cfg.no_repeat_ngram) and endpoint is not None:
-        raise ValueError("guided / no_repeat_ngram: logits processors need a checkpoint run through the engine "
+        raise ValueError("guided / copy_values / no_repeat_ngram: logits processors need a checkpoint run through the engine "
                          "(model=...), not an endpoint")
     if cfg.tiers:
         tasks = [t for t in tasks if ea.tier_of(t) in cfg.tiers]
@@ -276,7 +294,7 @@ def evaluate(envs: Mapping, tasks: Sequence[Mapping], *, model: str | None = Non
         if bar is not None:
             bar.close()
     result: dict = {"agent": agent.name, "tool_format": agent.tool_format, "samples": cfg.samples, "guided": cfg.guided,
-                    "no_repeat_ngram": cfg.no_repeat_ngram,
+                    "copy_values": cfg.copy_values, "no_repeat_ngram": cfg.no_repeat_ngram,
                     "temperature": cfg.temperature, "seconds": time.perf_counter() - t0, "conditions": {}}
     for cond in cfg.conditions:
         cr = [r for r in rows if r["condition"] == cond]
