@@ -94,15 +94,7 @@ class SpanScorer:
         self.max_batch = max_batch
 
     def _forward(self, caches, ids, positions, cu, seq_lens, table, rows, max_q) -> torch.Tensor:
-        dev = self.model.device
-        batch = PagedBatch(
-            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_table=torch.tensor(table, dtype=torch.int32, device=dev),
-            logits_indices=torch.tensor(rows, dtype=torch.int64, device=dev),
-            max_q_len=max_q)
+        batch = PagedBatch.from_lists(ids, positions, cu, seq_lens, table, rows, max_q, self.model.device)
         return torch.log_softmax(self.model.forward_paged(batch, caches), dim=-1)
 
     @torch.inference_mode()

@@ -211,18 +211,14 @@ class ToolCallGuide:
         ids = list(generated)
         start = len(ids) - 1 - ids[::-1].index(self.start_id)
         body = ids[start + 1:]
-        # Walk the body's characters to the token that opened this string.
+        # Walk the body to the token that opened this string.
         g, opened, typed, first = CallGrammar.START, None, "", ""
         for k, t in enumerate(body):
-            for ch in self.pieces[t]:
-                was_string = g[0] == "string"
-                g = self.grammar.feed(g, ch)
-                if g[0] == "string" and not was_string:
-                    opened, typed = k, ""
-                elif g[0] == "string":
-                    typed += ch
-            if opened == k:
-                first = typed   # the string's characters inside its opening token
+            g, opens, _, part = self._feed_tracking(g, self.pieces[t])
+            if opens:
+                opened, typed, first = k, part, part   # first: the string's characters in its opening token
+            else:
+                typed += part
         if opened is None:
             return None
         head = body[:opened + 1]
@@ -231,20 +227,26 @@ class ToolCallGuide:
             return None
         return (value + '"')[len(typed):]
 
+    def _feed_tracking(self, state, text: str):
+        """``(state after text, whether a string value opened in it, whether that one closed
+        in it, the characters written inside a string)``; ``text`` must be valid from ``state``."""
+        opened, closed, typed = False, False, ""
+        for ch in text:
+            was_string = state[0] == "string"
+            state = self.grammar.feed(state, ch)
+            if state[0] == "string" and not was_string:
+                opened, closed, typed = True, False, ""
+            elif state[0] == "string":
+                typed += ch
+            elif was_string:
+                closed = True
+        return state, opened, closed, typed
+
     def _opens_a_copy(self, state, piece: str) -> bool:
         """With a copier, a token that opens a string value must begin one of its candidates
         (``"+`` would leave no candidate to copy), and one that also closes it must be one."""
-        g, typed, opened = state, "", False
-        for ch in piece:
-            was_string = g[0] == "string"
-            g = self.grammar.feed(g, ch)
-            if g[0] == "string" and not was_string:
-                opened, typed = True, ""
-            elif g[0] == "string":
-                typed += ch
-            elif opened:
-                return self.copier.fits(typed, whole=True)
-        return not opened or self.copier.fits(typed)
+        _, opened, closed, typed = self._feed_tracking(state, piece)
+        return not opened or self.copier.fits(typed, whole=closed)
 
     def allowed(self, state, candidates: Sequence[int], target: str | None = None) -> list[int]:
         ok = []

@@ -267,15 +267,7 @@ class LLMEngine:
                 sampling.append(seq)
         max_pages = max(len(s.pages) for s in seqs)
         table = [s.pages + [0] * (max_pages - len(s.pages)) for s in seqs]
-        dev = self.device
-        batch = PagedBatch(
-            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_table=torch.tensor(table, dtype=torch.int32, device=dev),
-            logits_indices=torch.tensor(rows, dtype=torch.int64, device=dev),
-            max_q_len=max(num_tokens))
+        batch = PagedBatch.from_lists(ids, positions, cu, seq_lens, table, rows, max(num_tokens), self.device)
         return batch, sampling
 
     def _copy_pages(self, copies: list[tuple[int, int]]) -> None:

@@ -37,6 +37,19 @@ class PagedBatch:
     logits_indices: torch.Tensor
     max_q_len: int
 
+    @classmethod
+    def from_lists(cls, input_ids, positions, cu_seqlens_q, seq_lens, block_table, logits_indices,
+                   max_q_len: int, device=None) -> "PagedBatch":
+        """The batch of host lists (``block_table`` a list of equal-length rows), as tensors of
+        the documented dtypes on ``device``."""
+        def t(v, dtype):
+            return torch.tensor(list(v), dtype=dtype, device=device)
+
+        return cls(input_ids=t(input_ids, torch.int64), positions=t(positions, torch.int64),
+                   cu_seqlens_q=t(cu_seqlens_q, torch.int32), seq_lens=t(seq_lens, torch.int32),
+                   block_table=torch.tensor([list(r) for r in block_table], dtype=torch.int32, device=device),
+                   logits_indices=t(logits_indices, torch.int64), max_q_len=max_q_len)
+
 
 @runtime_checkable
 class PagedModel(Protocol):
