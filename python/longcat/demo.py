@@ -89,7 +89,7 @@ class DemoConfig:
     eval_guided: bool = False
     # ... and each free string argument a span of the conversation, chosen by the model's
     # likelihood (longcat.engine.copying; implies eval_guided). Off by default: it lifted the
-    # demo's held-out success from 0.042 to 0.083 but made its evaluation 10-20x slower (577 s
+    # demo's held-out success from 0.042 to 0.083 but made its evaluation 6-19x slower (577 s
     # of a 1,050 s demo went to the final evaluation; README #copy-values).
     eval_copy_values: bool = False
     rl_steps: int = 6

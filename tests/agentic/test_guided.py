@@ -268,6 +268,9 @@ def test_value_spans():
     assert "My email is kaylee53@example.net" not in spans           # four words: past max_words
     assert len(spans) == len(set(spans)) and "" not in spans and "CO-000001 A" not in spans   # JSON: whole strings
     assert value_spans([]) == []
+    cut = value_spans(["Hi there. This is Lisa Gomez (name: Brandy Burns)? Thanks!"])
+    assert "Brandy Burns" in cut and "Lisa Gomez" in cut and "there." in cut and "there" in cut
+    assert not any(s.startswith(("Hi there. This", "Burns)? Thanks")) for s in cut)   # no run past a sentence's end
     with pytest.raises(ValueError, match="max_words"):
         value_spans(["a"], max_words=0)
     with pytest.raises(TypeError, match="texts"):

@@ -8,9 +8,9 @@ alone (``"email": "Can`` wins over the email's first piece). This module chooses
 value instead, the way extractive readers score answer spans:
 
 * ``value_spans(texts)`` -- the candidate values: every string of a text that is JSON (a tool's
-  result), and every run of 1..``max_words`` words of any other text (the user's messages;
-  surrounding quotes, brackets and commas stripped; a trailing ``.``/``!``/``?`` kept and
-  dropped).
+  result), and every run of 1..``max_words`` words of any other text (the user's messages) that
+  does not run on past a sentence's end (surrounding quotes, brackets and commas stripped; a
+  trailing ``.``/``!``/``?`` kept and dropped).
 * ``SpanScorer(model).score(prefix, continuations, end_mask)`` -- the model's log-likelihood of
   each continuation after ``prefix`` plus that of closing it (a token in ``end_mask`` next). The
   prefix is run once into a private paged cache; the candidates then decode in lockstep over
@@ -78,6 +78,8 @@ def value_spans(texts: Iterable[str], max_words: int = 12) -> list[str]:
                 span = " ".join(words[i:j]).strip(_STRIP)
                 add(span)
                 add(span.rstrip(_SENTENCE_END).strip(_STRIP))
+                if words[j - 1].strip(_STRIP).endswith(tuple(_SENTENCE_END)):
+                    break   # a value does not run on past the end of a sentence
     return list(seen)
 
 
