@@ -148,7 +148,7 @@ class SpanScorer:
         caches = self.model.make_kv_caches(n_prefix + batch * own, ps)
         end_mask = end_mask.to(self.model.device)
         first = self._forward(caches, prefix, range(L), [0, L], [L], [list(range(n_prefix))], [L - 1], L)[0]
-        cum = [[float(first[c[0]])] for c in conts]
+        cum = [[x] for x in first[torch.tensor([c[0] for c in conts], device=first.device)].tolist()]
         ends: list[list[float]] = [[] for _ in conts]
         shared = list(range(full))
         for lo in range(0, len(conts), batch):
@@ -166,11 +166,13 @@ class SpanScorer:
                 lp = self._forward(caches, [conts[group[k]][j] for k in live], [L + j] * n, range(n + 1),
                                    [L + j + 1] * n, [tables[k] for k in live], range(n), 1)
                 closing = torch.logsumexp(lp[:, end_mask], dim=1).tolist()
+                nxt = [conts[group[k]][j + 1] if len(conts[group[k]]) > j + 1 else 0 for k in live]
+                picked = lp[torch.arange(n, device=lp.device), torch.tensor(nxt, device=lp.device)].tolist()
                 for row, k in enumerate(live):
                     i = group[k]
                     ends[i].append(closing[row])
                     if j + 1 < len(conts[i]):
-                        cum[i].append(cum[i][-1] + float(lp[row, conts[i][j + 1]]))
+                        cum[i].append(cum[i][-1] + picked[row])
         return cum, ends
 
 

@@ -10,7 +10,9 @@ written the way the chat template writes a call (``", "`` and ``": "`` separator
 property of the chosen tool's JSON schema, used once; the object closes only when every required
 key is there; a value follows its property's schema: an ``enum`` is one of its values, a string a
 JSON string, an integer / number digits (no leading zero, at most 16), a boolean ``true`` / ``false``, ``null`` where the type
-allows it. What the values are (which id to copy) stays the model's choice.
+allows it. What the values are (which id to copy) stays the model's choice, unless the guide has a
+``copier`` (``longcat.engine.copying.ContextCopier``, one request's): then each free string value
+is the span of the conversation that the model scores highest, spelled out token by token.
 
 The check runs on characters, so a token that spans several parts (``"}}``) is judged as a whole.
 With ``required=True`` (OpenAI's ``tool_choice="required"``) the turn must open with
@@ -167,7 +169,8 @@ def _token_pieces(tokenizer) -> list:
 
 class ToolCallGuide:
     """Logits processor constraining ``<tool_call>`` blocks to ``tools`` (OpenAI function tools);
-    see the module docstring. One guide serves any number of requests with the same tools."""
+    see the module docstring. One guide serves any number of requests with the same tools (one
+    with a ``copier`` serves the one request the copier was made for)."""
 
     def __init__(self, tokenizer, tools: Sequence[Mapping], top: int = 256, required: bool = False,
                  copier=None):
