@@ -128,6 +128,34 @@ def test_chat_with_tools(server, client):
     assert chat(client, tools=TOOLS, tool_choice="none", max_tokens=4).choices[0].message.tool_calls is None
 
 
+TWO_TOOLS = TOOLS + [{"type": "function", "function": {
+    "name": "cancel_order", "parameters": {"type": "object", "properties": {
+        "order_id": {"type": "string"}, "reason": {"type": "string", "enum": ["late", "damaged"]}},
+        "required": ["order_id", "reason"]}}}]
+
+
+@pytest.mark.parametrize("tool_choice,names", [
+    ("required", {"get_order", "cancel_order"}),
+    ({"type": "function", "function": {"name": "cancel_order"}}, {"cancel_order"}),
+])
+def test_forced_tool_choice(client, tool_choice, names):
+    """A forced choice makes even the random model open a call, to an allowed tool, in its schema."""
+    for seed in range(3):
+        r = chat(client, tools=TWO_TOOLS, tool_choice=tool_choice, max_tokens=48, seed=seed, temperature=1.0)
+        choice = r.choices[0]
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls"
+            for call in choice.message.tool_calls:
+                assert call.function.name in names
+                args = json.loads(call.function.arguments)
+                assert set(args) <= {"order_id", "reason"} and args.get("reason", "late") in ("late", "damaged")
+        else:   # the call did not close within max_tokens: the raw block is the content
+            assert choice.finish_reason == "length" and choice.message.content.startswith("<tool_call>")
+            name = choice.message.content.split('"name": "', 1)[1].split('"', 1)[0] if '"name": "' in \
+                choice.message.content else ""
+            assert any(n.startswith(name) for n in names), choice.message.content
+
+
 def test_completions(client):
     for prompt in ("The order O-1 is", [1, 17, 99, 250]):
         kw = dict(model=MODEL, prompt=prompt, max_tokens=6, seed=5, logprobs=2, extra_body={"ignore_eos": True})
@@ -212,6 +240,10 @@ def test_update_during_a_stream_shows_in_token_versions(server, client, checkpoi
      400, "top_logprobs"),
     ('{"model": "tiny-test", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}',
      400, "tool_choice"),
+    ('{"model": "tiny-test", "messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes", '
+     '"tools": [{"type": "function", "function": {"name": "f"}}]}', 400, "tool_choice"),
+    ('{"model": "tiny-test", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", '
+     '"function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}', 400, "tool_choice"),
     ('{"model": "tiny-test", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 1}',
      400, "frequency_penalty"),
     ('{"model": "other", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),

@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP server over an ``AsyncEngine`` (FastAPI).
 
-Routes: ``POST /v1/chat/completions`` (tools with ``tool_choice`` auto/none, streaming, logprobs),
+Routes: ``POST /v1/chat/completions`` (tools with ``tool_choice`` auto / none / required / a named
+function, the forced ones by constrained decoding; streaming, logprobs),
 ``POST /v1/completions`` (a text or token-id prompt), ``GET /v1/models``, ``GET /health``, and
 ``POST /v1/update_weights`` ``{"path", "version"}`` (also at ``/update_weights_from_disk`` with
 SGLang's ``model_path`` / ``weight_version``): loads a checkpoint folder or safetensors file into
@@ -21,6 +22,7 @@ disconnects from a stream aborts its request.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -35,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from longcat.engine.async_engine import AsyncEngine, EngineDeadError
 from longcat.engine.chat import (ToolCallParser, chat_stop_token_ids, normalize_messages, normalize_tools,
                                  parse_assistant_text)
+from longcat.engine.guided import ToolCallGuide
 from longcat.engine.types import Completion, CompletionOutput, SamplingParams
 from longcat.serve.protocol import (APIError, ChatCompletionRequest, CompletionRequest, UpdateWeightsRequest,
                                     error_body)
@@ -206,6 +209,9 @@ class _Server:
         # <|im_end|> ends a chat turn as EOS ends a text; ignore_eos ignores both
         stops = body.stop_ids(self.vocab_size, None if body.ignore_eos else self.chat_stops)
         params = body.sampling_params(body.max_new_tokens(), body.num_logprobs(), stops)
+        forced = body.forced_tools(tools)
+        if forced is not None:   # the turn opens with a call, to one of these tools, in their schemas
+            params = dataclasses.replace(params, logits_processors=[ToolCallGuide(self.tokenizer, forced, required=True)])
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         first, gen = await self.submit(prompt, params, rid, "messages")
         if body.stream:

@@ -2,8 +2,9 @@
 
 Fields follow OpenAI's chat/completions APIs; ``top_k``, ``min_p``, ``ignore_eos`` and
 ``return_token_ids`` are vLLM's extras (clients send them with ``extra_body``). Unknown fields
-are ignored, as OpenAI does; fields we cannot honour (penalties, ``logit_bias``, forced tool
-choice, ``echo``, ``suffix``) are refused with 400 rather than silently dropped.
+are ignored, as OpenAI does; fields we cannot honour (penalties, ``logit_bias``, ``echo``,
+``suffix``) are refused with 400 rather than silently dropped. A forced tool choice ("required"
+or a named function) is honoured with constrained decoding (``longcat.engine.guided``).
 """
 from __future__ import annotations
 
@@ -105,8 +106,14 @@ class ChatCompletionRequest(_Sampling):
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.tool_choice not in (None, "auto", "none"):
-            raise APIError(f"tool_choice: only 'auto' and 'none' are supported, got {self.tool_choice!r}",
+        tc = self.tool_choice
+        named = isinstance(tc, dict) and tc.get("type") == "function" and isinstance(tc.get("function"), dict) \
+            and isinstance(tc["function"].get("name"), str)
+        if tc not in (None, "auto", "none", "required") and not named:
+            raise APIError(f"tool_choice: expected 'auto', 'none', 'required' or "
+                           f"{{'type': 'function', 'function': {{'name': ...}}}}, got {tc!r:.120}", param="tool_choice")
+        if (tc == "required" or named) and not self.tools:
+            raise APIError(f"tool_choice: {tc!r:.120} forces a tool call, but the request has no tools",
                            param="tool_choice")
         if self.top_logprobs and not self.logprobs:
             raise APIError("top_logprobs: needs logprobs=true", param="top_logprobs")
@@ -119,6 +126,21 @@ class ChatCompletionRequest(_Sampling):
 
     def parse_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
+
+    def forced_tools(self, tools: Optional[list[dict]]) -> Optional[list[dict]]:
+        """The tools a call must be made to (``tool_choice`` "required": all; a named function:
+        that one), or None when the model may answer in text."""
+        tc = self.tool_choice
+        if tc == "required":
+            return tools
+        if isinstance(tc, dict):
+            name = tc["function"]["name"]
+            chosen = [t for t in tools or [] if t["function"]["name"] == name]
+            if not chosen:
+                raise APIError(f"tool_choice: names the function {name!r}, which is not among the request's tools "
+                               f"{[t['function']['name'] for t in tools or []]}", param="tool_choice")
+            return chosen
+        return None
 
 
 class CompletionRequest(_Sampling):
