@@ -211,7 +211,11 @@ class _Server:
         params = body.sampling_params(body.max_new_tokens(), body.num_logprobs(), stops)
         forced = body.forced_tools(tools)
         if forced is not None:   # the turn opens with a call, to one of these tools, in their schemas
-            params = dataclasses.replace(params, logits_processors=[ToolCallGuide(self.tokenizer, forced, required=True)])
+            try:
+                guide = ToolCallGuide(self.tokenizer, forced, required=True)
+            except ValueError as e:   # a tokenizer without <tool_call> markers cannot be guided
+                raise APIError(f"tool_choice: {e}", param="tool_choice") from None
+            params = dataclasses.replace(params, logits_processors=[guide])
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         first, gen = await self.submit(prompt, params, rid, "messages")
         if body.stream:
