@@ -397,8 +397,34 @@ def test_copier_picks_the_best_scored_span(tiny_ckpt, tok):
     prefix = prompt + out.outputs[0].token_ids[:1 + len(forced)]
     conts = [tok(json.dumps(s)[1:-1], add_special_tokens=False)["input_ids"] for s in spans]
     scores = scorer.score(prefix, conts, copier.end_mask(guide.pieces))
-    best = spans[max(range(len(spans)), key=scores.__getitem__)]
+    mean = [s / (len(c) + 1) for s, c in zip(scores, conts)]     # the copier's rule: per token, closing counted
+    best = spans[max(range(len(spans)), key=mean.__getitem__)]
     got = text.split('"order_id": "', 1)[1]
     assert got.startswith(json.dumps(best)[1:-1] + '"'), (got, best)
     if guide.end_id in out.outputs[0].token_ids:
         assert json.loads(parse_assistant_text(text).tool_calls[0]["function"]["arguments"])["order_id"] == best
+
+
+def test_copier_ranks_by_mean_log_probability_per_token(tok):
+    """A plain sum would favour the shortest span; the copier divides by the tokens, closing counted."""
+    from longcat.engine.copying import ContextCopier
+    from longcat.engine.guided import _token_pieces
+
+    class Scorer:                    # the email: -0.5 a token (closing counted); "Hi": -2 in all
+        model = type("M", (), {"config": type("C", (), {"vocab_size": len(tok)})()})()
+        calls = []
+
+        def score(self, prefix, conts, end_mask):
+            self.calls.append((list(prefix), [list(c) for c in conts]))
+            return [-2.0 if tok.decode(c) == "Hi" else -0.5 * (len(c) + 1) for c in conts]
+
+    scorer = Scorer()
+    copier = ContextCopier(scorer, tok, [1, 2], ["Hi kaylee53@example.net"], max_words=1)
+    best = copier.choose([3], "", _token_pieces(tok))
+    n = len(tok("kaylee53@example.net", add_special_tokens=False)["input_ids"])
+    assert -0.5 * (n + 1) < -2.0     # by the sum "Hi" would win: per token (-1 against -0.5) it loses
+    assert best == "kaylee53@example.net" and scorer.calls[0][0] == [1, 2, 3]
+    assert copier.choose([3], "", _token_pieces(tok)) == best and len(scorer.calls) == 1   # remembered
+    assert copier.choose([3], "kay", _token_pieces(tok)) == best                          # only what fits
+    assert copier.choose([3], "zz", _token_pieces(tok)) is None
+    assert copier.fits("kay") and copier.fits("Hi", whole=True) and not copier.fits("Hi ", whole=True)
