@@ -255,15 +255,13 @@ class ToolCallGuide:
         ok = []
         copying = self.copier is not None and target is None and state[0] != "string"
         for t in candidates:
-            if target is not None:
-                piece = self.pieces[t] if t < len(self.pieces) else None
-                if not piece or not (target.startswith(piece) or piece.startswith(target)):
-                    continue
+            piece = self.pieces[t] if t < len(self.pieces) else None
+            if target is not None and not (piece and (target.startswith(piece) or piece.startswith(target))):
+                continue
             if t == self.end_id:
                 if CallGrammar.complete(state):
                     ok.append(t)
                 continue
-            piece = self.pieces[t] if t < len(self.pieces) else None
             if piece and self.grammar.feed(state, piece) is not None and \
                     (not copying or self._opens_a_copy(state, piece)):
                 ok.append(t)

@@ -127,6 +127,7 @@ class _EngineAgent:
         self.tool_format = tool_format or fmt or "compact"
         self.name = str(model)
         self._guides: dict[str, object] = {}
+        self._scorer = None     # the span scorer of --copy-values, made on first use
 
     def processors(self, conv, cfg: EvalConfig, prompt_ids: Sequence[int]) -> list | None:
         from longcat.engine.repetition import NoRepeatNGram
@@ -142,7 +143,7 @@ class _EngineAgent:
         from longcat.engine.copying import ContextCopier, SpanScorer
         from longcat.engine.guided import ToolCallGuide
 
-        if getattr(self, "_scorer", None) is None:
+        if self._scorer is None:
             self._scorer = SpanScorer(self.llm.engine.model)
         sources = [m["content"] for m in conv.messages
                    if m.get("role") in ("user", "tool") and isinstance(m.get("content"), str)]
