@@ -72,6 +72,10 @@ class DemoConfig:
     # loss weight of the tokens that are not the assistant's (SFTConfig.context_weight)
     sft_context_weight: float = 0.0
     sft_epochs: float = 4.0          # an upper bound: the time budget stops it first on 2 cores
+    # a copy head trained beside the model (longcat sft --copy-head): the pointer that ranks the
+    # spans of --copy-values
+    sft_copy_head: bool = True
+    sft_copy_weight: float = 3.0
     # torch threads for the demo's own process (None: torch's default). The tiny preset's
     # 128-wide matmuls gain little from a second thread, and on a shared 2-core machine two
     # threads that wait on each other cost far more than they give (measured: one thread 8x
@@ -174,7 +178,8 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
         scfg = SFTConfig(seq_len=cfg.sft_seq_len, grad_accum=cfg.sft_grad_accum, lr=cfg.sft_lr, epochs=cfg.sft_epochs,
                          warmup_steps=cfg.sft_warmup_steps, max_seconds=cfg.sft_seconds, save_every=200, seed=cfg.seed,
                          tool_format=cfg.tool_format, truncate=cfg.sft_truncate,
-                         context_weight=cfg.sft_context_weight, max_tier=cfg.sft_max_tier)
+                         context_weight=cfg.sft_context_weight, max_tier=cfg.sft_max_tier,
+                         copy_head=cfg.sft_copy_head, copy_weight=cfg.sft_copy_weight)
         timed("sft", lambda: train(data_dir / "train.jsonl", init_dir, sft_dir, scfg, progress=progress))
     agent_dir = sft_dir / "final"
 
@@ -335,6 +340,12 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
         lines.append(f"{sft_hist[-1]['step']} optimizer steps in {sft_hist[-1]['seconds']:.0f} s on "
                      f"{sum(h['tokens'] for h in sft_hist)} assistant tokens (conversations up to "
                      f"{cfg.sft_seq_len} tokens); loss {sft_hist[0]['loss']:.3f} -> {sft_hist[-1]['loss']:.3f}.")
+        copy = [h["copy_loss"] for h in sft_hist if h.get("copy_loss") is not None]
+        if copy:
+            k = min(100, len(copy))
+            lines.append(f"A copy head trained beside it (`--copy-head`, weight {cfg.sft_copy_weight:g}): start + end "
+                         f"cross entropy per copied argument {sum(copy[:k]) / k:.2f} over the first {k} steps with "
+                         f"copies -> {sum(copy[-k:]) / k:.2f} over the last {k}.")
     lines += ["", "## RL", "", rl_note, "", "## Evaluation (held-out environments)", "",
               f"Tiers evaluated (a task's tier is the number of tool calls of its gold path; tier 2, the "
               f"easiest, is one lookup and one change): {list(cfg.eval_tiers) or 'all'}; at most "

@@ -13,11 +13,15 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     text = report.read_text()
     for part in ("## Data", "## SFT", "## RL", "### Before (random init)", "### After", "| clean | all |",
                  "| noisy | all |", "plots/sft_loss.png", "plots/success.png", "rl/reward.png", "plots/rl.png",
-                 "trajectories of tier 2 or lower (", "copied from the conversation (`--copy-values`)"):
+                 "trajectories of tier 2 or lower (", "copied from the conversation (`--copy-values`)",
+                 "A copy head trained beside it"):
         assert part in text
     assert (tmp_path / "demo" / "plots" / "success.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()
     assert (tmp_path / "demo" / "rl" / "checkpoints" / "step-000001" / "model" / "config.json").is_file()
+    # the SFT's copy head, and the RL checkpoint carries it along for --copy-values
+    for folder in (tmp_path / "demo" / "sft" / "final", tmp_path / "demo" / "rl" / "checkpoints" / "step-000001" / "model"):
+        assert (folder / "copy_head.safetensors").is_file() and (folder / "copy_head.json").is_file()
     capsys.readouterr()
     run(tmp_path / "demo", cfg, progress=False)          # everything exists: every stage skips
     assert capsys.readouterr().out.count("output exists: skipped") == 7

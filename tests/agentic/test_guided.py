@@ -105,9 +105,15 @@ def test_guide_masks_logits_to_the_best_valid_token(tok):
             break
         assert guide._state(gen) is not None        # always a live prefix of a valid call
     text = tok.decode(gen)
-    # outside a block the guide leaves the logits alone
+    # outside a block the guide leaves the logits alone, but for </tool_call>: no block to close
     free = torch.randn(len(tok))
-    assert torch.equal(guide(tok("hello", add_special_tokens=False)["input_ids"], free), free)
+    closed = tok('<tool_call>\n{"name": "x", "arguments": {}}\n</tool_call> ok', add_special_tokens=False)["input_ids"]
+    for before in (tok("hello", add_special_tokens=False)["input_ids"], closed):
+        out = guide(before, free)
+        assert out[guide.end_id] == float("-inf")
+        keep = torch.ones(len(tok), dtype=torch.bool)
+        keep[guide.end_id] = False
+        assert torch.equal(out[keep], free[keep])
     assert text.startswith('<tool_call>\n{"name": "')
 
 
@@ -271,6 +277,8 @@ def test_value_spans():
     cut = value_spans(["Hi there. This is Lisa Gomez (name: Brandy Burns)? Thanks!"])
     assert "Brandy Burns" in cut and "Lisa Gomez" in cut and "there." in cut and "there" in cut
     assert not any(s.startswith(("Hi there. This", "Burns)? Thanks")) for s in cut)   # no run past a sentence's end
+    dots = value_spans(["My title is Of tree nice.."])      # a title ending "." said at a sentence's end
+    assert {"Of tree nice..", "Of tree nice.", "Of tree nice"} <= set(dots)
     with pytest.raises(ValueError, match="max_words"):
         value_spans(["a"], max_words=0)
     with pytest.raises(TypeError, match="texts"):

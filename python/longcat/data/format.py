@@ -23,8 +23,8 @@ from typing import Iterator, Mapping, Sequence
 
 from longcat.models.tokenizer import render_chat
 
-__all__ = ["TOOL_FORMATS", "compact_tools", "prompt_messages", "encode", "render", "read_jsonl",
-           "check_trajectory"]
+__all__ = ["TOOL_FORMATS", "compact_tools", "prompt_messages", "encode", "layout", "assistant_mask", "render",
+           "read_jsonl", "check_trajectory"]
 
 TOOL_FORMATS = ("compact", "names", "json")
 
@@ -64,9 +64,11 @@ def render(messages: Sequence[Mapping], tools: Sequence[Mapping] | None, tool_fo
     return render_chat(msgs, tl, add_generation_prompt=add_generation_prompt)
 
 
-def encode(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping] | None,
-           tool_format: str = "compact") -> tuple[list[int], list[int]]:
-    """(token ids, assistant mask) of a whole conversation."""
+def layout(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping] | None,
+           tool_format: str = "compact") -> dict:
+    """The rendered conversation and where its parts are: ``text``, the token ``ids`` and
+    their character ``offsets``, and ``spans``: per message after the system one, ``(role,
+    start, end)`` of its rendered piece in ``text``, with ``messages`` as rendered."""
     msgs, tl = prompt_messages(messages, tools, tool_format)
     # The template is append-only: the system/tools header, then each turn rendered on its own
     # (rendering every prefix instead would cost O(turns^2)).
@@ -76,13 +78,26 @@ def encode(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping] | No
     parts += [render_chat([m], None)[bos:] for m in msgs[head:]]
     text = "".join(parts)
     spans, at = [], len(parts[0])
-    opener = len(render_chat([], None, add_generation_prompt=True)) - bos
     for m, piece in zip(msgs[head:], parts[1:]):
-        if m["role"] == "assistant":
-            spans.append((at + opener, at + len(piece) - 1))   # up to <|im_end|>, not the newline
+        spans.append((m["role"], at, at + len(piece)))
         at += len(piece)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    return {"text": text, "ids": list(enc["input_ids"]), "offsets": [tuple(o) for o in enc["offset_mapping"]],
+            "spans": spans, "messages": msgs[head:]}
+
+
+def encode(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping] | None,
+           tool_format: str = "compact") -> tuple[list[int], list[int]]:
+    """(token ids, assistant mask) of a whole conversation."""
+    return assistant_mask(layout(tokenizer, messages, tools, tool_format))
+
+
+def assistant_mask(lay: Mapping) -> tuple[list[int], list[int]]:
+    """(token ids, assistant mask) of a ``layout``."""
+    opener = len(render_chat([], None, add_generation_prompt=True)) - len(render_chat([], None))
+    # an assistant turn's tokens: after its role header, up to <|im_end|> (not the newline)
+    spans = [(a + opener, b - 1) for role, a, b in lay["spans"] if role == "assistant"]
+    ids, offsets = lay["ids"], lay["offsets"]
     mask = [0] * len(ids)
     j = 0
     for k, (a, b) in enumerate(offsets):

@@ -10,7 +10,7 @@ value instead, the way extractive readers score answer spans:
 * ``value_spans(texts)`` -- the candidate values: every string of a text that is JSON (a tool's
   result), and every run of 1..``max_words`` words of any other text (the user's messages) that
   does not run on past a sentence's end (surrounding quotes, brackets and commas stripped; a
-  trailing ``.``/``!``/``?`` kept and dropped).
+  trailing ``.``/``!``/``?`` kept, dropped, and one of two dropped).
 * ``SpanScorer(model).score(prefix, continuations, end_mask)`` -- the model's log-likelihood of
   each continuation after ``prefix`` plus that of closing it (a token in ``end_mask`` next). The
   prefix is run once into a private paged cache; the candidates then decode in lockstep over
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Iterable, Sequence
 
 import torch
@@ -34,6 +35,9 @@ from longcat.models.paged import PagedBatch
 __all__ = ["value_spans", "SpanScorer", "ContextCopier"]
 
 _STRIP = "\"'`,;:()[]{}<>*"
+# what a copied value may be, by the JSON schema type it fills (numbers as JSON writes them)
+_KINDS = {"string": None, "integer": re.compile(r"-?(0|[1-9][0-9]{0,15})"),
+          "number": re.compile(r"-?(0|[1-9][0-9]{0,15})(\.[0-9]+)?")}
 _SENTENCE_END = ".!?"
 
 
@@ -77,6 +81,8 @@ def value_spans(texts: Iterable[str], max_words: int = 12) -> list[str]:
             for j in range(i + 1, min(len(words), i + max_words) + 1):
                 span = " ".join(words[i:j]).strip(_STRIP)
                 add(span)
+                if span.endswith(tuple(_SENTENCE_END)):   # "federal.." ends a title that ends "federal."
+                    add(span[:-1].strip(_STRIP))
                 add(span.rstrip(_SENTENCE_END).strip(_STRIP))
                 if words[j - 1].strip(_STRIP).endswith(tuple(_SENTENCE_END)):
                     break   # a value does not run on past the end of a sentence
@@ -183,24 +189,32 @@ class ContextCopier:
     the token ids ``prompt_ids + ids``; None when no candidate fits. Choices are remembered."""
 
     def __init__(self, scorer: SpanScorer, tokenizer, prompt_ids: Sequence[int], sources: Iterable[str],
-                 max_words: int = 12):
+                 max_words: int = 12, head=None):
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.prompt_ids = [int(t) for t in prompt_ids]
+        sources = list(sources)
+        self.sources = sources
+        # a trained pointer (longcat.models.copy_head.CopyHead) ranks the spans instead of their
+        # likelihood when given
+        self.head = head
         self.candidates = value_spans(sources, max_words)
         self._texts = [json.dumps(v, ensure_ascii=False)[1:-1] for v in self.candidates]   # as inside a JSON string
+        self._raw = dict(zip(self._texts, self.candidates))
         self._chosen: dict[tuple, str | None] = {}
-        self._end_mask: torch.Tensor | None = None
+        self._end_masks: dict[str, torch.Tensor] = {}
 
-    def end_mask(self, pieces: Sequence[str | None]) -> torch.Tensor:
-        """Tokens that close a JSON string: their text starts with ``"``."""
-        if self._end_mask is None:
-            self._end_mask = torch.tensor([bool(p) and p.startswith('"') for p in pieces], dtype=torch.bool)
+    def end_mask(self, pieces: Sequence[str | None], kind: str = "string") -> torch.Tensor:
+        """Tokens that end a value: for a JSON string their text starts with ``"``, for a number
+        with ``,`` or ``}``."""
+        if kind not in self._end_masks:
+            ends = ('"',) if kind == "string" else (",", "}")
+            mask = torch.tensor([bool(p) and p.startswith(ends) for p in pieces], dtype=torch.bool)
             vocab = int(self.scorer.model.config.vocab_size)
-            if self._end_mask.numel() < vocab:   # ids past the tokenizer (padded vocabularies) never close
-                self._end_mask = torch.cat([self._end_mask, torch.zeros(vocab - self._end_mask.numel(), dtype=torch.bool)])
-            self._end_mask = self._end_mask[:vocab]
-        return self._end_mask
+            if mask.numel() < vocab:   # ids past the tokenizer (padded vocabularies) never close
+                mask = torch.cat([mask, torch.zeros(vocab - mask.numel(), dtype=torch.bool)])
+            self._end_masks[kind] = mask[:vocab]
+        return self._end_masks[kind]
 
     def fits(self, typed: str, whole: bool = False) -> bool:
         """Whether a string value that starts with ``typed`` (is ``typed``, when ``whole``) can
@@ -209,24 +223,71 @@ class ContextCopier:
             return True
         return typed in self._texts if whole else any(t.startswith(typed) for t in self._texts)
 
-    def choose(self, ids: Sequence[int], typed: str, pieces: Sequence[str | None]) -> str | None:
-        key = (tuple(ids), typed)
+    def choose(self, ids: Sequence[int], typed: str, pieces: Sequence[str | None], kind: str = "string") -> str | None:
+        """The chosen value (see the class docstring); ``kind`` ``"integer"`` or ``"number"``
+        chooses among the candidates that are JSON numbers of that kind instead."""
+        if kind not in _KINDS:
+            raise ValueError(f"kind: expected one of {sorted(_KINDS)}, got {kind!r}")
+        key = (tuple(ids), typed, kind)
         if key in self._chosen:
             return self._chosen[key]
         options, conts = [], []
         for text in self._texts:
             if not text.startswith(typed) or len(text) == len(typed):
                 continue
+            if kind != "string" and not _KINDS[kind].fullmatch(text):
+                continue
             toks = self.tokenizer(text[len(typed):], add_special_tokens=False)["input_ids"]
             if toks:
                 options.append(text)
                 conts.append(toks)
         best = None
-        if options:
-            scores = self.scorer.score(self.prompt_ids + list(ids), conts, self.end_mask(pieces))
+        if options and self.head is not None:
+            best = self._point(ids, options, pieces)
+        if options and best is None:
+            scores = self.scorer.score(self.prompt_ids + list(ids), conts, self.end_mask(pieces, kind))
             # per token (the closing one counted): a sum favours the shortest span, often the
             # key's own word ("email": "email")
             mean = [s / (len(c) + 1) for s, c in zip(scores, conts)]
             best = options[max(range(len(options)), key=mean.__getitem__)]
         self._chosen[key] = best
+        return best
+
+    def _point(self, ids: Sequence[int], options: Sequence[str], pieces: Sequence[str | None]) -> str | None:
+        """The option the copy head points at: the best start + end log-probability over the
+        option's occurrences in the prompt's user and tool messages (None when no option occurs
+        there, e.g. text the token pieces do not spell back)."""
+        from longcat.models.copy_head import occurrences, source_regions, source_tokens, token_at
+        from longcat.models.tokenizer import IM_START
+
+        texts, starts, at = [], [], 0
+        for t in self.prompt_ids:
+            piece = pieces[t] if t < len(pieces) and pieces[t] is not None else self.tokenizer.convert_ids_to_tokens(t)
+            starts.append(at)
+            texts.append(piece)
+            at += len(piece)
+        text = "".join(texts)
+        first = text.find(IM_START + "user")
+        regions = source_regions(text, self.sources, max(first, 0))
+        spots = {}
+        for k, option in enumerate(options):
+            raw = self._raw[option]
+            found = [(token_at(starts, a), token_at(starts, b - 1)) for a, b in occurrences(text, regions, raw)]
+            if found:
+                spots[k] = found
+        if not spots:
+            return None
+        keys = source_tokens(starts, regions)
+        model = self.scorer.model
+        with torch.inference_mode():
+            seq = torch.tensor([self.prompt_ids + [int(t) for t in ids]], device=model.device)
+            hidden = model.final_hidden(seq)[0]
+            start, end = self.head(hidden[-1:], hidden[keys])
+        col = {t: c for c, t in enumerate(keys)}
+        start, end = torch.log_softmax(start[0], -1).tolist(), torch.log_softmax(end[0], -1).tolist()
+        best, best_score = None, -math.inf
+        for k, found in spots.items():
+            score = max(start[col[a]] + end[col[b]] for a, b in found)
+            if score > best_score:
+                best, best_score = options[k], score
         return best

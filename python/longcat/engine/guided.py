@@ -15,6 +15,7 @@ allows it. What the values are (which id to copy) stays the model's choice, unle
 is the span of the conversation that the model scores highest, spelled out token by token.
 
 The check runs on characters, so a token that spans several parts (``"}}``) is judged as a whole.
+Outside a block the text is the model's, except ``</tool_call>``, which has no block to close there.
 With ``required=True`` (OpenAI's ``tool_choice="required"``) the turn must open with
 ``<tool_call>``. Candidates are tried in the order of their logits: the first ``top`` tokens, then the rest of the
 vocabulary only when none of those fits; the allowed ones keep their logits, all others get
@@ -230,6 +231,40 @@ class ToolCallGuide:
             return None
         return (value + '"')[len(typed):]
 
+    def _number_target(self, generated: Sequence[int], state):
+        """With a copier, at an integer / number value (its schema allows neither a string nor
+        an enum): ``(what is left to write of the chosen number, with the separator before it)``;
+        None when there is no choice to follow. The pointer's query is the token that holds the
+        key's colon, as in training (``longcat.models.copy_head.value_sites``)."""
+        if state[0] == "lit" and state[1] == " " and state[2][0] == "value":
+            name, key, written = state[2][1], state[2][3], ""
+        elif state[0] == "value":
+            name, key, written = state[1], state[3], ""
+        elif state[0] == "number":
+            name, key, written = state[3][1], state[3][2][-1], state[1]
+        else:
+            return None
+        kinds = self.grammar._kinds(self.grammar._prop(name, key))
+        if kinds & {"string", "enum"} or not kinds & {"integer", "number"}:
+            return None
+        kind = "number" if "number" in kinds else "integer"
+        ids = list(generated)
+        start = len(ids) - 1 - ids[::-1].index(self.start_id)
+        body = ids[start + 1:]
+        text = "".join(self.pieces[t] for t in body)
+        colon = text.rfind(":")
+        at, query = 0, len(body) - 1
+        for k, t in enumerate(body):       # the token that holds the colon
+            at += len(self.pieces[t])
+            if at > colon:
+                query = k
+                break
+        typed = text[colon + 1:at].lstrip(" ") if at > colon + 1 else ""
+        value = self.copier.choose(ids[:start + 1] + body[:query + 1], typed, self.pieces, kind)
+        if value is None or not value.startswith(written):
+            return None
+        return (" " if state[0] == "lit" else "") + value[len(written):]
+
     def _feed_tracking(self, state, text: str):
         """``(state after text, whether a string value opened in it, whether that one closed
         in it, the characters written inside a string)``; ``text`` must be valid from ``state``."""
@@ -254,9 +289,12 @@ class ToolCallGuide:
     def allowed(self, state, candidates: Sequence[int], target: str | None = None) -> list[int]:
         ok = []
         copying = self.copier is not None and target is None and state[0] != "string"
+        number = target is not None and state[0] != "string"   # a copied number must end where it ends
         for t in candidates:
             piece = self.pieces[t] if t < len(self.pieces) else None
-            if target is not None and not (piece and (target.startswith(piece) or piece.startswith(target))):
+            if target is not None and not (piece and (target.startswith(piece) or (
+                    piece.startswith(target) and not (number and piece[len(target):len(target) + 1] in
+                                                      tuple(_DIGITS + ".eE"))))):
                 continue
             if t == self.end_id:
                 if CallGrammar.complete(state):
@@ -273,9 +311,14 @@ class ToolCallGuide:
             out[self.start_id] = logits[self.start_id]
             return out
         state = self._state(generated)
-        if state is None:
-            return logits
-        target = self._copy_target(generated, state) if self.copier is not None and state[0] == "string" else None
+        if state is None:     # outside a call block: text is free, but there is no block to close
+            out = logits.clone()
+            out[self.end_id] = float("-inf")
+            return out
+        target = None
+        if self.copier is not None:
+            target = self._copy_target(generated, state) if state[0] == "string" else \
+                self._number_target(generated, state)
         order = logits.argsort(descending=True).tolist()
         ok = self.allowed(state, order[:self.top], target) or self.allowed(state, order[self.top:], target)
         out = torch.full_like(logits, float("-inf"))

@@ -19,6 +19,7 @@ which skill is missing: picking the tool, its schema, copying values or saying t
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from types import SimpleNamespace
 from typing import Mapping, Sequence
@@ -94,12 +95,13 @@ def diagnose(envs: Mapping, tasks: Sequence[Mapping], model: str, *, tiers: Sequ
     agent = _EngineAgent(model, tool_format, engine_args)
     tok = agent.llm.tokenizer
     cfg = EvalConfig(guided=guided, copy_values=copy_values)
-    prompts, where, procs = [], [], []
+    prompts, where, procs, refs = [], [], [], []
     for t in tasks:
         ref = reference_conversation(envs[t["env_id"]], t)
         if ref is None:
             continue
         msgs, tools = ref
+        refs.append(ref)
         turn = 0
         for k, m in enumerate(msgs):
             if m["role"] != "assistant":
@@ -111,6 +113,7 @@ def diagnose(envs: Mapping, tasks: Sequence[Mapping], model: str, *, tiers: Sequ
             procs.append(agent.processors(SimpleNamespace(messages=msgs[:k], tools=tools), cfg, prompts[-1]))
             told = [r["info"] for r in t.get("rubrics", [])] if pos == "final" else []
             where.append((t["task_id"], pos, m, told))
+    copies = _copy_choices(agent, refs) if copy_values else None
     params = [SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=chat_stop_token_ids(tok),
                              logits_processors=p) for p in procs]
     turns, counts = [], {}
@@ -125,8 +128,44 @@ def diagnose(envs: Mapping, tasks: Sequence[Mapping], model: str, *, tiers: Sequ
         c["runaway"] += runaway
         turns.append({"task_id": task_id, "turn": pos, "first_error": err, "runaway": runaway,
                       "generated": text, "reference": gold})
-    return {"agent": agent.name, "tool_format": agent.tool_format, "tasks": len({w[0] for w in where}),
-            "counts": {p: dict(c) for p, c in counts.items()}, "turns": turns}
+    out = {"agent": agent.name, "tool_format": agent.tool_format, "tasks": len({w[0] for w in where}),
+           "counts": {p: dict(c) for p, c in counts.items()}, "turns": turns}
+    if copies is not None:
+        out["copy_choices"] = copies
+    return out
+
+
+_ID = re.compile(r"[A-Z]{2,5}-\d+")
+
+
+def _copy_choices(agent, refs: Sequence[tuple[list, list]]) -> dict:
+    """The copier's choice for every string or number argument of the reference calls whose value
+    occurs in an earlier user or tool message, made on the reference prefix up to the pointer's
+    query (``value_sites``): how many are right, for ids (``LR-000007``), other text (names,
+    emails) and numbers."""
+    from longcat.data.format import layout
+    from longcat.engine.guided import _token_pieces
+    from longcat.models.copy_head import token_at, value_sites
+
+    tok = agent.llm.tokenizer
+    pieces = _token_pieces(tok)
+    tally = {"ids": [0, 0], "text": [0, 0], "numbers": [0, 0]}
+    for msgs, tools in refs:
+        lay = layout(tok, msgs, tools, agent.tool_format)
+        starts = [a for a, _ in lay["offsets"]]
+        for site in value_sites(lay):
+            q = token_at(starts, site["query"])
+            value = site["value"]
+            string = isinstance(value, str)
+            begins = site["query"] + (1 if string else 2)          # the value's first character
+            typed = lay["text"][begins:lay["offsets"][q][1]]
+            kind = "string" if string else "integer" if isinstance(value, int) else "number"
+            choice = agent.copier(lay["messages"][:site["message"]], lay["ids"][:q + 1]).choose([], typed, pieces, kind)
+            group = "numbers" if not string else "ids" if _ID.fullmatch(value) else "text"
+            tally[group][1] += 1
+            tally[group][0] += choice == (json.dumps(value, ensure_ascii=False)[1:-1] if string else json.dumps(value))
+    return {"ranker": "head" if agent.has_copy_head else "likelihood",
+            **{k: {"right": r, "of": n} for k, (r, n) in tally.items()}}
 
 
 def diagnosis_table(result: Mapping) -> str:
@@ -140,4 +179,9 @@ def diagnosis_table(result: Mapping) -> str:
         c = result["counts"][p]
         n = sum(v for k, v in c.items() if k != "runaway")
         lines.append(f"| {p} | {n} | " + " | ".join(f"{c.get(k, 0)}" for k in cols) + " |")
+    if "copy_choices" in result:
+        c = result["copy_choices"]
+        lines += ["", f"Copy choices on the reference prefixes ({c['ranker']} ranking): ids {c['ids']['right']} / "
+                      f"{c['ids']['of']}, other text {c['text']['right']} / {c['text']['of']}, numbers "
+                      f"{c['numbers']['right']} / {c['numbers']['of']}"]
     return "\n".join(lines) + "\n"

@@ -128,6 +128,9 @@ class _EngineAgent:
         self.name = str(model)
         self._guides: dict[str, object] = {}
         self._scorer = None     # the span scorer of --copy-values, made on first use
+        self.copy_head = None   # and the checkpoint's copy head (copy_head.safetensors), when it has one
+        self.model_dir = Path(model)
+        self.has_copy_head = (self.model_dir / "copy_head.safetensors").is_file()
 
     def processors(self, conv, cfg: EvalConfig, prompt_ids: Sequence[int]) -> list | None:
         from longcat.engine.repetition import NoRepeatNGram
@@ -140,15 +143,25 @@ class _EngineAgent:
     def copying_guide(self, conv, prompt_ids: Sequence[int]):
         """A guide for one request whose free string arguments are spans of the user's and the
         tools' messages (``longcat.engine.copying``)."""
-        from longcat.engine.copying import ContextCopier, SpanScorer
         from longcat.engine.guided import ToolCallGuide
 
+        return ToolCallGuide(self.llm.tokenizer, conv.tools, copier=self.copier(conv.messages, prompt_ids))
+
+    def copier(self, messages: Sequence[Mapping], prompt_ids: Sequence[int]):
+        """The ``ContextCopier`` of one request: ranked by the checkpoint's copy head when it has
+        one, else by the model's likelihood."""
+        from longcat.engine.copying import ContextCopier, SpanScorer
+
         if self._scorer is None:
-            self._scorer = SpanScorer(self.llm.engine.model)
-        sources = [m["content"] for m in conv.messages
+            from longcat.models.copy_head import CopyHead
+
+            model = self.llm.engine.model
+            self._scorer = SpanScorer(model)
+            self.copy_head = CopyHead.load(self.model_dir, model.config.hidden_size, dtype=model.dtype,
+                                           device=model.device)
+        sources = [m["content"] for m in messages
                    if m.get("role") in ("user", "tool") and isinstance(m.get("content"), str)]
-        copier = ContextCopier(self._scorer, self.llm.tokenizer, prompt_ids, sources)
-        return ToolCallGuide(self.llm.tokenizer, conv.tools, copier=copier)
+        return ContextCopier(self._scorer, self.llm.tokenizer, prompt_ids, sources, head=self.copy_head)
 
     def guide(self, tools):
         """The tool-call guide of a tool list (one per distinct list: its token table is built once)."""
@@ -295,7 +308,10 @@ def evaluate(envs: Mapping, tasks: Sequence[Mapping], *, model: str | None = Non
         if bar is not None:
             bar.close()
     result: dict = {"agent": agent.name, "tool_format": agent.tool_format, "samples": cfg.samples, "guided": cfg.guided,
-                    "copy_values": cfg.copy_values, "no_repeat_ngram": cfg.no_repeat_ngram,
+                    "copy_values": cfg.copy_values,
+                    "copy_ranker": (None if not cfg.copy_values else
+                                    "head" if getattr(agent, "has_copy_head", False) else "likelihood"),
+                    "no_repeat_ngram": cfg.no_repeat_ngram,
                     "temperature": cfg.temperature, "seconds": time.perf_counter() - t0, "conditions": {}}
     for cond in cfg.conditions:
         cr = [r for r in rows if r["condition"] == cond]

@@ -573,6 +573,18 @@ class LongcatFlashForCausalLM(nn.Module):
         shift = labels[:, 1:].reshape(-1)
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shift, ignore_index=-100)
 
+    def final_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The final hidden states ``[B, S, hidden]`` of a causal pass (after the last norm: what
+        ``lm_head`` reads), for heads on top of the model such as ``CopyHead``."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"LongcatFlashForCausalLM.final_hidden: 'input_ids' must be [batch, seq], got shape "
+                             f"{list(input_ids.shape)}")
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        h = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            h = layer(h, lambda i, x, layer=layer: layer.self_attn[i](x, positions, None))
+        return self.model.norm(h)
+
     # ---- paged inference (the PagedModel contract) ---------------------------------------------
 
     def make_kv_caches(self, num_pages: int, page_size: int = 64, dtype: torch.dtype | None = None,

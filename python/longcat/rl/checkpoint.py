@@ -35,8 +35,11 @@ def groups_from_list(items: list[dict]) -> list[Group]:
     return [Group(**{**g, "samples": [Sample(**s) for s in g["samples"]]}) for g in items]
 
 
-def save_checkpoint(root: str, step: int, model, tokenizer, state: dict, keep: int = 2) -> str:
-    """Write ``root/checkpoints/step-<step>`` and point ``latest`` at it; returns its path."""
+def save_checkpoint(root: str, step: int, model, tokenizer, state: dict, keep: int = 2,
+                    carry_from: Optional[str] = None) -> str:
+    """Write ``root/checkpoints/step-<step>`` and point ``latest`` at it; returns its path.
+    ``carry_from``: the warm-start checkpoint, whose copy head (``copy_head.*``, trained by SFT
+    beside the model) goes along into ``model/`` so ``--copy-values`` keeps ranking with it."""
     ckpts = os.path.join(root, "checkpoints")
     os.makedirs(ckpts, exist_ok=True)
     name = f"step-{step:06d}"
@@ -47,6 +50,10 @@ def save_checkpoint(root: str, step: int, model, tokenizer, state: dict, keep: i
     model.save_pretrained(os.path.join(tmp, "model"))
     if tokenizer is not None:
         tokenizer.save_pretrained(os.path.join(tmp, "model"))
+    if carry_from is not None:
+        for f in ("copy_head.safetensors", "copy_head.json"):
+            if os.path.isfile(os.path.join(carry_from, f)):
+                shutil.copy2(os.path.join(carry_from, f), os.path.join(tmp, "model", f))
     torch.save(state, os.path.join(tmp, "state.pt"))
     shutil.rmtree(final, ignore_errors=True)  # a rerun of this step after a resume
     os.replace(tmp, final)

@@ -203,7 +203,7 @@ class _Run:
     def checkpoint(self) -> str:
         # Synchronous from here to the end: the snapshot sees one consistent moment of the loop.
         self.last_ckpt = save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self._state(),
-                                         self.recipe.train.keep_checkpoints)
+                                         self.recipe.train.keep_checkpoints, carry_from=self.recipe.model.checkpoint)
         return self.last_ckpt
 
     async def on_batch(self, report: StepReport) -> bool:

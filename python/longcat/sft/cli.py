@@ -22,6 +22,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "assistant tokens only)")
     p.add_argument("--max-tier", type=bounded(int, 1, 1000), default=None,
                    help="train only on trajectories whose tier (gold tool calls) is at most this (default: all)")
+    p.add_argument("--copy-head", action="store_true",
+                   help="also train a pointer head that ranks the conversation's spans for `longcat eval "
+                        "--copy-values` (saved beside the checkpoint as copy_head.safetensors)")
+    p.add_argument("--copy-weight", type=bounded(float, 0.0, 100.0), default=1.0,
+                   help="loss weight of the copy head's start + end cross entropy per copied value (default 1)")
     p.add_argument("--micro-batch", type=int, default=1, help="packed rows per micro-batch (per process)")
     p.add_argument("--grad-accum", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3,
@@ -47,7 +52,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
                     warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
                     max_seconds=args.max_seconds, dtype=args.dtype, save_every=args.save_every,
                     tool_format=args.tool_format, seed=args.seed, truncate=args.truncate,
-                    context_weight=args.context_weight, max_tier=args.max_tier)
+                    context_weight=args.context_weight, max_tier=args.max_tier,
+                    copy_head=args.copy_head, copy_weight=args.copy_weight)
     r = train(args.data, args.model, args.out, cfg, progress=not args.no_progress)
     print(f"sft: {r.steps} steps (resumed from {r.resumed_from}), {r.examples} conversations "
           f"({r.dropped_too_long} longer than --seq-len dropped), {r.tokens_trained} assistant tokens trained, "

@@ -82,6 +82,13 @@ class SFTConfig:
     # Train only on trajectories whose ``tier`` (gold tool calls, as ``longcat data synth`` writes
     # it) is at most this; None keeps every tier. Each trajectory must then carry an int tier.
     max_tier: int | None = None
+    # Train a ``CopyHead`` beside the model (``longcat.models.copy_head``): a pointer from the
+    # token that opens a string argument to the tokens of the user's or tools' messages where the
+    # value starts and ends, with ``copy_weight`` times its cross entropy added to the loss. It is
+    # saved beside each checkpoint and ranks the spans of ``longcat eval --copy-values``.
+    copy_head: bool = False
+    copy_head_dim: int = 64
+    copy_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "grad_accum", "save_every", "keep"):
@@ -97,6 +104,13 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.max_steps: expected None or >= 1, got {self.max_steps!r}")
         if not 0.0 <= self.context_weight <= 1.0:
             raise ValueError(f"SFTConfig.context_weight: expected a number in [0, 1], got {self.context_weight!r}")
+        if isinstance(self.copy_head_dim, bool) or not isinstance(self.copy_head_dim, int) or self.copy_head_dim < 1:
+            raise ValueError(f"SFTConfig.copy_head_dim: expected an int >= 1, got {self.copy_head_dim!r}")
+        if not 0.0 <= self.copy_weight <= 100.0:
+            raise ValueError(f"SFTConfig.copy_weight: expected a number in [0, 100], got {self.copy_weight!r}")
+        if self.copy_head and self.context_weight > 0:
+            raise ValueError("SFTConfig.copy_head / context_weight: the copy head trains with the assistant "
+                             f"tokens' loss only, got context_weight {self.context_weight!r}")
         if self.epochs <= 0:
             raise ValueError(f"SFTConfig.epochs: expected > 0, got {self.epochs!r}")
         if self.max_tier is not None and (isinstance(self.max_tier, bool) or not isinstance(self.max_tier, int)
@@ -154,7 +168,9 @@ def truncate_at_turn(ids: Sequence[int], mask: Sequence[int], limit: int) -> tup
 
 
 def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) -> tuple[list, int, int, int]:
-    """[(ids, mask)] of every trajectory in ``paths`` of tier at most ``cfg.max_tier`` that fits
+    """[(ids, mask)] (with ``cfg.copy_head``: [(ids, mask, copy events, source tokens)], see
+    ``longcat.models.copy_head.copy_events``) of every trajectory in ``paths`` of tier at most
+    ``cfg.max_tier`` that fits
     ``seq_len`` (or, with ``cfg.truncate``, of its longest prefix ending with an assistant turn
     that does); how many were dropped as too long; how many of those kept were cut; how many
     were left out for their tier."""
@@ -173,7 +189,12 @@ def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) 
             if cfg.max_tier is not None and obj["tier"] > cfg.max_tier:
                 above_tier += 1
                 continue
-            ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
+            if cfg.copy_head:
+                from longcat.models.copy_head import copy_events
+
+                ids, mask, events, sources = copy_events(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
+            else:
+                ids, mask = encode(tokenizer, obj["messages"], obj.get("tools"), cfg.tool_format)
             if len(ids) > cfg.seq_len:
                 cut = truncate_at_turn(ids, mask, cfg.seq_len) if cfg.truncate else None
                 if cut is None:
@@ -181,7 +202,10 @@ def load_dataset(paths: Sequence[str | os.PathLike], tokenizer, cfg: SFTConfig) 
                     continue
                 ids, mask = cut
                 cut_count += 1
-            if sum(mask):
+            if sum(mask) and cfg.copy_head:
+                # an event's query must stay in the (possibly cut) conversation
+                docs.append((ids, mask, [e for e in events if e[0] < len(ids)], [t for t in sources if t < len(ids)]))
+            elif sum(mask):
                 docs.append((ids, mask))
             if cfg.max_examples is not None and len(docs) >= cfg.max_examples:
                 return docs, dropped, cut_count, above_tier
@@ -217,7 +241,7 @@ def _batch(docs, rows: Sequence[Sequence[int]], seq_len: int, pad_id: int, conte
     for b, row in enumerate(rows):
         at = 0
         for k, i in enumerate(row):
-            t, m = docs[i]
+            t, m = docs[i][0], docs[i][1]
             n = len(t)
             ids[b, at:at + n] = torch.tensor(t)
             lab, other = torch.tensor(t), torch.tensor(t)
@@ -245,7 +269,44 @@ def _segments(doc: torch.Tensor) -> list[tuple[int, int, int]]:
     return out
 
 
-def _loss_sum(model, ids, labels, doc, context=None, context_weight: float = 0.0):
+def _copy_loss(head, hidden: torch.Tensor, bounds: Sequence[tuple[int, int]], copies: Sequence) -> tuple[torch.Tensor, int]:
+    """Summed cross entropy of ``CopyHead``'s start and end pointers over a packed batch's copy
+    events, and their count. ``hidden``: the final normed states ``[T, H]`` of the flattened
+    documents laid out at ``bounds``; ``copies``: per document its ``(events, sources)``."""
+    cols: list[int] = []          # flat positions of every source token of the batch
+    col_doc: list[int] = []
+    col_pos: list[int] = []
+    queries, rows = [], []
+    for j, ((off, _), (events, sources)) in enumerate(zip(bounds, copies)):
+        at = {}
+        for t in sources:
+            at[t] = len(cols)
+            cols.append(off + t)
+            col_doc.append(j)
+            col_pos.append(t)
+        for q, starts, ends in events:
+            if all(s in at for s in starts) and all(e in at for e in ends):
+                queries.append(off + q)
+                rows.append((j, q, [at[s] for s in starts], [at[e] for e in ends]))
+    if not rows:
+        return hidden.new_zeros(()).float(), 0
+    start, end = head(hidden[queries], hidden[cols])
+    doc_of = torch.tensor(col_doc, device=hidden.device)
+    pos_of = torch.tensor(col_pos, device=hidden.device)
+    valid = torch.stack([(doc_of == j) & (pos_of < q) for j, q, _, _ in rows])
+    gold_s = torch.zeros_like(valid)
+    gold_e = torch.zeros_like(valid)
+    for r, (_, _, gs, ge) in enumerate(rows):
+        gold_s[r, gs] = True
+        gold_e[r, ge] = True
+    total = hidden.new_zeros(()).float()
+    for logits, gold in ((start, gold_s), (end, gold_e)):
+        logp = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
+        total = total - torch.logsumexp(logp.masked_fill(~gold, float("-inf")), dim=-1).sum()
+    return total, len(rows)
+
+
+def _loss_sum(model, ids, labels, doc, context=None, context_weight: float = 0.0, copy=None):
     """Summed next-token cross entropy over labelled tokens of a packed batch. With ``context``
     (the labels of the other tokens, from ``_batch(..., context=True)``) it returns
     ``(assistant sum + context_weight * context sum, assistant sum)``.
@@ -254,7 +315,11 @@ def _loss_sum(model, ids, labels, doc, context=None, context_weight: float = 0.0
     document alone (causal, from position 0), which is what a block-diagonal causal mask over
     the row computes, without the [S, S] mask or the padding: the quadratic part shrinks from
     S^2 to the sum of the squared document lengths and uses the causal kernel. The vocabulary
-    projection runs only where a label is taken (assistant tokens, about a tenth of a row)."""
+    projection runs only where a label is taken (assistant tokens, about a tenth of a row).
+
+    With ``copy = (head, copies, weight)`` (``copies``: each document's events and sources, in
+    the order of the batch's documents) it returns ``(loss + weight * copy loss, loss, copy loss,
+    events)``."""
     segs = _segments(doc)
     flat = torch.cat([ids[b, a:e] for b, a, e in segs])[None]
     targets = torch.cat([torch.cat([labels[b, a + 1:e], labels.new_full((1,), -100)]) for b, a, e in segs])
@@ -270,6 +335,12 @@ def _loss_sum(model, ids, labels, doc, context=None, context_weight: float = 0.0
     for layer in model.model.layers:
         h = layer(h, lambda i, x, layer=layer: attend(layer.self_attn[i], x))
     keep = targets != -100
+    if copy is not None:
+        head, copies, weight = copy
+        normed = model.model.norm(h[0])
+        lm = F.cross_entropy(model.lm_head(normed[keep]).float(), targets[keep], reduction="sum")
+        pointer, n = _copy_loss(head, normed, bounds, copies)
+        return lm + weight * pointer, lm, pointer, n
     if context is None:
         logits = model.lm_head(model.model.norm(h[0, keep]))
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -321,12 +392,15 @@ def _dist():
     return None, 0, 1
 
 
-def _save(out: Path, step: int, model, tokenizer_dir: Path, masters, opt, cfg: SFTConfig, meta: dict) -> Path:
+def _save(out: Path, step: int, model, tokenizer_dir: Path, masters, opt, cfg: SFTConfig, meta: dict,
+          head=None) -> Path:
     final = out / f"checkpoint-{step:06d}"
     tmp = out / f".tmp-checkpoint-{step:06d}"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    if head is not None:
+        head.save(tmp)
     for f in _TOKENIZER_FILES:
         if (tokenizer_dir / f).is_file():
             shutil.copy2(tokenizer_dir / f, tmp / f)
@@ -392,7 +466,13 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         _check_same_shape(base_config, resume)
         state = torch.load(resume / STATE, map_location="cpu", weights_only=False)
         start = int(state["step"])
-    params = [p for p in net.parameters() if p.requires_grad]
+    head = None
+    if cfg.copy_head:   # the pointer of --copy-values, trained beside the model (kept when the base has one)
+        from longcat.models.copy_head import CopyHead
+
+        head = CopyHead.load(model_dir, base_config.hidden_size) or CopyHead(base_config.hidden_size, cfg.copy_head_dim)
+    modules = [net] + ([head] if head is not None else [])
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     masters = [p.detach().float().clone() for p in params]
     if state is not None:
         if len(state["masters"]) != len(masters) or any(a.shape != b.shape for a, b in zip(state["masters"], masters)):
@@ -401,7 +481,9 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     for m in masters:
         m.requires_grad_(True)
     net = net.to(dtype)
-    params = [p for p in net.parameters() if p.requires_grad]
+    if head is not None:
+        head = head.to(dtype)
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     with torch.no_grad():
         for p, m in zip(params, masters):
             p.copy_(m)
@@ -415,6 +497,8 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
     if state is not None:
         opt.load_state_dict(state["optimizer"])
     net.train()
+    if head is not None:
+        head.train()
 
     metrics_path = out / "metrics.jsonl"
     history: list[dict] = []
@@ -424,7 +508,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     meta = {"base_model": str(model_dir), "data": [str(p) for p in paths], "examples": len(docs),
             "dropped_too_long": dropped, "truncated": cut_count, "above_max_tier": above_tier,
-            "max_tier": cfg.max_tier, "seq_len": cfg.seq_len,
+            "max_tier": cfg.max_tier, "seq_len": cfg.seq_len, "copy_head": cfg.copy_head,
             "rows": len(rows), "total_steps": total, "world_size": world}
     bar = None
     if progress and rank == 0:
@@ -451,9 +535,19 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
             for m in masters:
                 m.grad = torch.zeros_like(m)
             loss_sum = 0.0
+            copy_sum, n_copy = 0.0, 0
             for j in range(0, len(mine), cfg.micro_batch):
                 part = [rows[r] for r in mine[j:j + cfg.micro_batch]]
-                if cfg.context_weight > 0:
+                if head is not None:
+                    ids, labels, doc = _batch(docs, part, cfg.seq_len, pad)
+                    copies = [(docs[i][2], docs[i][3]) for row in part for i in row]
+                    total_loss, lm, pointer, n_events = _loss_sum(net, ids, labels, doc,
+                                                                  copy=(head, copies, cfg.copy_weight))
+                    (total_loss / denom).backward()
+                    loss_sum += float(lm.detach())
+                    copy_sum += float(pointer.detach())
+                    n_copy += n_events
+                elif cfg.context_weight > 0:
                     ids, labels, doc, ctx = _batch(docs, part, cfg.seq_len, pad, context=True)
                     weighted, assistant = _loss_sum(net, ids, labels, doc, ctx, cfg.context_weight)
                     (weighted / denom).backward()
@@ -485,6 +579,8 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
             loss_val = loss_sum / denom
             rec = {"step": step + 1, "loss": loss_val, "lr": lr, "grad_norm": gnorm, "tokens": int(n_tok),
                    "seconds": time.perf_counter() - t_start}
+            if head is not None:    # mean start + end cross entropy per copy event (this rank's)
+                rec["copy_loss"] = copy_sum / n_copy if n_copy else None
             if rank == 0:
                 history.append(rec)
                 with open(metrics_path, "a") as f:
@@ -500,7 +596,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                 timed_out = bool(flag)
             if (step + 1) % cfg.save_every == 0 or done or timed_out:
                 if rank == 0:
-                    last_ckpt = _save(out, step + 1, net, model_dir, masters, opt, cfg, meta)
+                    last_ckpt = _save(out, step + 1, net, model_dir, masters, opt, cfg, meta, head)
                 if dist is not None:
                     dist.barrier()
             if timed_out:
