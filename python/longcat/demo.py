@@ -91,11 +91,11 @@ class DemoConfig:
     # task's tools and that tool's argument keys, in the template's JSON. Off by default: on the
     # demo's SFT checkpoints it left held-out success at 0.000 and made evaluation ~1.6x slower.
     eval_guided: bool = False
-    # ... and each free string argument a span of the conversation, chosen by the model's
-    # likelihood (longcat.engine.copying; implies eval_guided). Off by default: it lifted the
-    # demo's held-out success from 0.042 to 0.083 but made its evaluation 6-19x slower (577 s
-    # of a 1,050 s demo went to the final evaluation; README #copy-values).
-    eval_copy_values: bool = False
+    # ... and each free string or number argument a span of the conversation, ranked by the SFT's
+    # copy head (longcat.engine.copying; implies eval_guided). On by default since the head ranks
+    # in one forward pass a choice (README #copy-head); ranked by the likelihood instead, it had
+    # made the evaluation 6-19x slower (577 s of a 1,050 s demo).
+    eval_copy_values: bool = True
     rl_steps: int = 6
     seed: int = 0
     workers: int | None = None
@@ -103,7 +103,9 @@ class DemoConfig:
 
 def _decoding(cfg: DemoConfig) -> str:
     if cfg.eval_copy_values:
-        return "schema-constrained with free string arguments copied from the conversation (`--copy-values`)"
+        return ("schema-constrained with free string and number arguments copied from the conversation "
+                "(`--copy-values`), ranked by the checkpoint's copy head where it has one (the SFT's, carried "
+                "into RL) and by the model's likelihood where it has none (the random init)")
     return "schema-constrained (`--guided`)" if cfg.eval_guided else "unconstrained"
 
 
@@ -386,8 +388,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-tiers", default="2", help="gold-call counts evaluated, comma-separated, or 'all'")
     p.add_argument("--guided", action="store_true",
                    help="evaluate with schema-constrained tool calls (longcat eval --guided)")
-    p.add_argument("--copy-values", action="store_true",
-                   help="--guided, and free string arguments copied from the conversation (longcat eval --copy-values)")
+    p.add_argument("--copy-values", action=argparse.BooleanOptionalAction, default=DemoConfig.eval_copy_values,
+                   help="--guided, and free string and number arguments copied from the conversation, ranked by "
+                        "the SFT's copy head (longcat eval --copy-values; default: on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=DemoConfig.threads,
                    help="torch threads of the demo process (default 1: fastest on a shared 2-core machine)")

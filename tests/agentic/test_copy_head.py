@@ -286,3 +286,14 @@ def test_guide_copies_numbers_and_stops_where_they_end(tok, seed):
     body = tok('\n{"name": "add_lesson", "arguments": {"minutes":', add_special_tokens=False)["input_ids"]
     logits = torch.randn(len(tok), generator=g)
     assert torch.equal(free(gen[:1] + body, logits), ToolCallGuide(tok, tools)(gen[:1] + body, logits))
+
+
+def test_copy_sources_are_the_user_and_the_tools_data_not_their_errors():
+    from longcat.engine.copying import copy_sources
+
+    msgs = [{"role": "system", "content": "Policy: never copy me."}, {"role": "user", "content": "Hi, I'm Lisa."},
+            {"role": "assistant", "content": "Which course?"}, {"role": "tool", "content": '{"id": "CO-1"}'},
+            {"role": "tool", "content": "Error: invalid arguments: country: 4 characters exceeds maxLength 3"},
+            {"role": "tool", "content": '"a bare JSON string"'}, {"role": "user", "content": None},
+            {"role": "tool", "content": "[1, 2]"}]
+    assert copy_sources(msgs) == ["Hi, I'm Lisa.", '{"id": "CO-1"}', "[1, 2]"]

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
 from longcat.models.paged import PagedBatch
 
-__all__ = ["value_spans", "SpanScorer", "ContextCopier"]
+__all__ = ["value_spans", "copy_sources", "SpanScorer", "ContextCopier"]
 
 _STRIP = "\"'`,;:()[]{}<>*"
 # what a copied value may be, by the JSON schema type it fills (numbers as JSON writes them)
@@ -87,6 +87,26 @@ def value_spans(texts: Iterable[str], max_words: int = 12) -> list[str]:
                 if words[j - 1].strip(_STRIP).endswith(tuple(_SENTENCE_END)):
                     break   # a value does not run on past the end of a sentence
     return list(seen)
+
+
+def copy_sources(messages: Iterable[Mapping]) -> list[str]:
+    """The texts a call's values may be copied from: the user's messages, and the tools' results
+    that are JSON (an error message, such as ``Error: ... exceeds maxLength``, holds no value)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, str):
+            continue
+        if m.get("role") == "user":
+            out.append(content)
+        elif m.get("role") == "tool":
+            try:
+                parsed = json.loads(content)
+            except ValueError:
+                continue
+            if isinstance(parsed, (dict, list)):
+                out.append(content)
+    return out
 
 
 class SpanScorer:

@@ -150,7 +150,7 @@ class _EngineAgent:
     def copier(self, messages: Sequence[Mapping], prompt_ids: Sequence[int]):
         """The ``ContextCopier`` of one request: ranked by the checkpoint's copy head when it has
         one, else by the model's likelihood."""
-        from longcat.engine.copying import ContextCopier, SpanScorer
+        from longcat.engine.copying import ContextCopier, SpanScorer, copy_sources
 
         if self._scorer is None:
             from longcat.models.copy_head import CopyHead
@@ -159,9 +159,7 @@ class _EngineAgent:
             self._scorer = SpanScorer(model)
             self.copy_head = CopyHead.load(self.model_dir, model.config.hidden_size, dtype=model.dtype,
                                            device=model.device)
-        sources = [m["content"] for m in messages
-                   if m.get("role") in ("user", "tool") and isinstance(m.get("content"), str)]
-        return ContextCopier(self._scorer, self.llm.tokenizer, prompt_ids, sources, head=self.copy_head)
+        return ContextCopier(self._scorer, self.llm.tokenizer, prompt_ids, copy_sources(messages), head=self.copy_head)
 
     def guide(self, tools):
         """The tool-call guide of a tool list (one per distinct list: its token table is built once)."""
