@@ -19,3 +19,20 @@ def tiny_ckpt(tmp_path_factory):
     from longcat.models.random_init import init_checkpoint
 
     return init_checkpoint(tmp_path_factory.mktemp("tiny") / "init", "tiny", seed=0, max_position_embeddings=4096)
+
+
+@pytest.fixture(scope="session")
+def lead_to():
+    """``lead_to(tokens)``: a logits processor that walks a (random) model through ``tokens``
+    first, e.g. to the opening of a call's string value, and leaves it free after them."""
+    import torch
+
+    def make(forced):
+        def lead(generated, logits):
+            k = len(generated) - 1
+            if 0 <= k < len(forced):
+                logits = torch.full_like(logits, float("-inf"))
+                logits[forced[k]] = 0.0
+            return logits
+        return lead
+    return make

@@ -175,7 +175,7 @@ class _PointingHead(torch.nn.Module):
         return start, end
 
 
-def test_copier_with_a_head_writes_the_span_it_points_at(tiny_ckpt, tok):
+def test_copier_with_a_head_writes_the_span_it_points_at(tiny_ckpt, tok, lead_to):
     """The copier maps the head's start / end columns back to the span of the user's message they
     bound, and the engine writes that span; the likelihood ranking is not consulted."""
     from longcat.engine import LLM, SamplingParams
@@ -203,14 +203,7 @@ def test_copier_with_a_head_writes_the_span_it_points_at(tiny_ckpt, tok):
     guide = ToolCallGuide(tok, tools, required=True, copier=copier)
     forced = tok('\n{"name": "register_learner", "arguments": {"name": "', add_special_tokens=False)["input_ids"]
 
-    def lead(generated, logits):               # a random model: walk it to the string value
-        k = len(generated) - 1
-        if 0 <= k < len(forced):
-            logits = torch.full_like(logits, float("-inf"))
-            logits[forced[k]] = 0.0
-        return logits
-
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, logits_processors=[lead, guide]))[0]
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=30, logits_processors=[lead_to(forced), guide]))[0]
     assert out.outputs[0].text.split('"name": "', 2)[2].startswith('Lisa Gomez"'), out.outputs[0].text
     assert head.calls and head.calls[0] == (1, len(keys))
     # pointing at "Nicole" .. "Rivers" picks the other name

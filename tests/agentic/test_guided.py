@@ -378,7 +378,7 @@ def test_guide_spells_the_copied_value(tok):
     assert torch.equal(free([start] + head, logits), ToolCallGuide(tok, TOOLS)([start] + head, logits))
 
 
-def test_copier_picks_the_best_scored_span(tiny_ckpt, tok):
+def test_copier_picks_the_best_scored_span(tiny_ckpt, tok, lead_to):
     """ContextCopier's choice is the candidate SpanScorer scores highest, and the engine writes it."""
     from longcat.engine import LLM, SamplingParams
     from longcat.engine.chat import parse_assistant_text
@@ -392,14 +392,7 @@ def test_copier_picks_the_best_scored_span(tiny_ckpt, tok):
     guide = ToolCallGuide(tok, TOOLS, required=True, copier=copier)
     forced = tok('\n{"name": "get_order", "arguments": {"order_id": "', add_special_tokens=False)["input_ids"]
 
-    def lead(generated, logits):               # a random model: walk it to the string value
-        k = len(generated) - 1
-        if 0 <= k < len(forced):
-            logits = torch.full_like(logits, float("-inf"))
-            logits[forced[k]] = 0.0
-        return logits
-
-    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=40, logits_processors=[lead, guide]))[0]
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=40, logits_processors=[lead_to(forced), guide]))[0]
     text = out.outputs[0].text
     spans = value_spans([user], max_words=2)
     prefix = prompt + out.outputs[0].token_ids[:1 + len(forced)]
