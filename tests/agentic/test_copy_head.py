@@ -81,6 +81,8 @@ def test_copy_head_shapes_save_load_and_bad_input(tmp_path):
     for a, b in zip(head(q, k), back(q, k)):
         torch.testing.assert_close(a, b)
     assert CopyHead.load(tmp_path / "nothing") is None
+    half = CopyHead.load(tmp_path, 16, dtype=torch.bfloat16)        # float32 states into a bf16 head
+    torch.testing.assert_close(half(q, k)[0], start, rtol=0.05, atol=0.1)
     with pytest.raises(ValueError, match="hidden size 16, but the model's is 32"):
         CopyHead.load(tmp_path, 32)
     (tmp_path / "copy_head.json").write_text("{")

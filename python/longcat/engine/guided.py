@@ -12,7 +12,8 @@ key is there; a value follows its property's schema: an ``enum`` is one of its v
 JSON string, an integer / number digits (no leading zero, at most 16), a boolean ``true`` / ``false``, ``null`` where the type
 allows it. What the values are (which id to copy) stays the model's choice, unless the guide has a
 ``copier`` (``longcat.engine.copying.ContextCopier``, one request's): then each free string value
-is the span of the conversation that the model scores highest, spelled out token by token.
+is the span of the conversation that the copier ranks highest, spelled out token by token, and
+each integer / number value (a schema without ``string`` or ``enum``) one of its numbers.
 
 The check runs on characters, so a token that spans several parts (``"}}``) is judged as a whole.
 Outside a block the text is the model's, except ``</tool_call>``, which has no block to close there.

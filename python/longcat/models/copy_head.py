@@ -5,15 +5,15 @@ learns to spell a value seen only in this conversation, and it cannot tell two n
 message apart by their tokens alone ("I'm Nicole Rivers ... (name: Lisa Gomez)"). Extractive
 readers solve that with start / end pointers over the context (BERT on SQuAD); pointer-generator
 networks (See et al., 2017) copy that way. ``CopyHead`` is that pointer on top of the model's
-final hidden states: the state at the token that opens a string argument (``"name": "``) is the
-query, the states of the user's and the tools' message tokens are the keys, and two bilinear
-maps give each source token a start and an end logit.
+final hidden states: the state at the token that opens a string argument (``"name": "``; a
+number's: the token of the key's colon) is the query, the states of the user's and the tools'
+message tokens are the keys, and two bilinear maps give each source token a start and an end
+logit.
 
-* ``value_sites(layout)`` -- the string arguments of a rendered conversation's calls whose values
-  occur in its earlier user or tool messages, and where;
+* ``value_sites(layout)`` -- the string and number arguments of a rendered conversation's calls
+  whose values occur in its earlier user or tool messages, and where;
 * ``copy_events(tokenizer, messages, tools, tool_format)`` -- the SFT targets of a conversation:
-  per string argument of a call whose value occurs in an earlier user or tool message, the query
-  token and the tokens where those occurrences start and end;
+  per such argument the query token and the tokens where the value's occurrences start and end;
 * ``source_regions(text, contents)`` / ``occurrences(text, regions, value)`` -- where the
   messages' contents and a value's occurrences are, shared by training and decoding so both
   point at the same tokens;
@@ -33,8 +33,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["CopyHead", "copy_events", "value_sites", "source_regions", "source_tokens", "occurrences", "token_at", "WEIGHTS",
-           "CONFIG"]
+__all__ = ["CopyHead", "copy_events", "value_sites", "source_regions", "source_tokens", "occurrences", "token_at",
+           "WEIGHTS", "CONFIG"]
 
 WEIGHTS, CONFIG = "copy_head.safetensors", "copy_head.json"
 SOURCE_ROLES = ("user", "tool")
@@ -61,8 +61,9 @@ class CopyHead(nn.Module):
                 or keys.shape[1] != self.hidden_size:
             raise ValueError(f"CopyHead: expected queries [n, {self.hidden_size}] and keys [L, {self.hidden_size}], "
                              f"got {list(queries.shape)} and {list(keys.shape)}")
-        q = self.query(queries).float().view(-1, 2, self.dim)
-        k = self.key(keys).float().view(-1, 2, self.dim)
+        dtype = self.query.weight.dtype     # the model's states may come in another dtype than the head's
+        q = self.query(queries.to(dtype)).float().view(-1, 2, self.dim)
+        k = self.key(keys.to(dtype)).float().view(-1, 2, self.dim)
         scale = 1.0 / math.sqrt(self.dim)
         return (q[:, 0] @ k[:, 0].T) * scale, (q[:, 1] @ k[:, 1].T) * scale
 
@@ -74,7 +75,8 @@ class CopyHead(nn.Module):
         (folder / CONFIG).write_text(json.dumps({"hidden_size": self.hidden_size, "dim": self.dim}))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, hidden_size: int | None = None, dtype=None, device=None) -> "CopyHead | None":
+    def load(cls, folder: str | os.PathLike, hidden_size: int | None = None, dtype=None,
+             device=None) -> "CopyHead | None":
         """The head saved in ``folder``; None when it has none. ``hidden_size``, when given,
         must match the head's (a head of another model is refused)."""
         from safetensors.torch import load_file
@@ -86,7 +88,8 @@ class CopyHead(nn.Module):
             cfg = json.loads((folder / CONFIG).read_text())
             head = cls(int(cfg["hidden_size"]), int(cfg["dim"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{folder / CONFIG}: expected {{'hidden_size': int, 'dim': int}} beside {WEIGHTS}: {e}") from None
+            raise ValueError(f"{folder / CONFIG}: expected {{'hidden_size': int, 'dim': int}} beside {WEIGHTS}: "
+                             f"{e}") from None
         if hidden_size is not None and head.hidden_size != hidden_size:
             raise ValueError(f"{folder / WEIGHTS}: a copy head of hidden size {head.hidden_size}, but the model's is "
                              f"{hidden_size}")
@@ -126,7 +129,9 @@ def occurrences(text: str, regions: Sequence[tuple[int, int]], value: str) -> li
                 end = k + len(form)
                 before = text[k - 1] if k > 0 else " "
                 after = text[end] if end < len(text) else " "
-                if not (_word_char(form[0]) and _word_char(before)) and not (_word_char(form[-1]) and _word_char(after)):
+                inside_a_word = (_word_char(form[0]) and _word_char(before)) or \
+                    (_word_char(form[-1]) and _word_char(after))
+                if not inside_a_word:
                     out.add((k, end))
                 k = text.find(form, k + 1)
     return sorted(out)
@@ -188,9 +193,9 @@ def copy_events(tokenizer, messages: Sequence[Mapping], tools: Sequence[Mapping]
                 tool_format: str = "compact") -> tuple[list[int], list[int], list[tuple[int, list[int], list[int]]],
                                                        list[int]]:
     """``(ids, assistant mask, events, sources)`` of a conversation. Each event is ``(query,
-    starts, ends)``: the token that opens a string argument's value in a call, and the first and
-    last tokens of each occurrence of that value in the user's and tools' messages before the
-    call (``value_sites``). ``sources``: the tokens of those messages' contents (what a pointer
+    starts, ends)``: the query token of a string or number argument of a call (``value_sites``),
+    and the first and last tokens of each occurrence of its value in the user's and tools'
+    messages before the call. ``sources``: the tokens of those messages' contents (what a pointer
     chooses among)."""
     from longcat.data.format import assistant_mask, layout
 

@@ -269,7 +269,8 @@ def _segments(doc: torch.Tensor) -> list[tuple[int, int, int]]:
     return out
 
 
-def _copy_loss(head, hidden: torch.Tensor, bounds: Sequence[tuple[int, int]], copies: Sequence) -> tuple[torch.Tensor, int]:
+def _copy_loss(head, hidden: torch.Tensor, bounds: Sequence[tuple[int, int]],
+               copies: Sequence) -> tuple[torch.Tensor, int]:
     """Summed cross entropy of ``CopyHead``'s start and end pointers over a packed batch's copy
     events, and their count. ``hidden``: the final normed states ``[T, H]`` of the flattened
     documents laid out at ``bounds``; ``copies``: per document its ``(events, sources)``."""
