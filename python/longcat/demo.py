@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +49,10 @@ class DemoConfig:
     # not ask for confirmations). The variants kept agree: a vague request (tool_decomposition,
     # noisy) is answered with a question, a clear one with the call.
     variants: str = "grounded,tool_decomposition,noisy"
-    # SFT budget. Measured with these defaults on the 2-core machine, nothing else running: 622 s
-    # in all, of which environments and data 102 s, SFT 303 s, RL 170 s, evaluations 46 s (400
-    # environments under load average 11-13: 1,007 s, of which SFT 333 s, RL 277 s).
-    sft_seconds: float = 300.0
+    # SFT budget (on each of sft_procs processes). Measured with these defaults on the 2-core
+    # Sapphire Rapids machine, nothing else running: 694 s in all, of which environments and data
+    # 41 s, SFT 547 s, RL 63 s, evaluations 42 s (README #sft-both-cores).
+    sft_seconds: float = 540.0
     # Conversations longer than this are cut after their last assistant turn that fits
     # (sft_truncate): a long task's first turns teach the same lookups and copied ids a short one
     # needs, and attention's cost grows with the square of the length.
@@ -71,11 +74,14 @@ class DemoConfig:
     sft_warmup_steps: int = 50
     # loss weight of the tokens that are not the assistant's (SFTConfig.context_weight)
     sft_context_weight: float = 0.0
-    sft_epochs: float = 4.0          # an upper bound: the time budget stops it first on 2 cores
+    sft_epochs: float = 8.0          # an upper bound: the time budget stops it first on 2 cores
     # a copy head trained beside the model (longcat sft --copy-head): the pointer that ranks the
     # spans of --copy-values
     sft_copy_head: bool = True
     sft_copy_weight: float = 3.0
+    # processes of the SFT stage (one thread each, data-parallel under torch.distributed.run):
+    # every core trains on its own rows, so the same seconds see that many times the rows
+    sft_procs: int = 2
     # torch threads for the demo's own process (None: torch's default). The tiny preset's
     # 128-wide matmuls gain little from a second thread, and on a shared 2-core machine two
     # threads that wait on each other cost far more than they give (measured: one thread 8x
@@ -109,6 +115,32 @@ def _decoding(cfg: DemoConfig) -> str:
     return "schema-constrained (`--guided`)" if cfg.eval_guided else "unconstrained"
 
 
+def _sft(data: Path, init_dir: Path, out: Path, scfg, procs: int, progress: bool) -> None:
+    """Stage 5: ``longcat sft`` in this process, or data-parallel over ``procs`` processes of one
+    thread each under ``torch.distributed.run`` (gloo; every core trains, each on its own rows)."""
+    from longcat.sft import train
+
+    if procs <= 1:
+        train(data, init_dir, out, scfg, progress=progress)
+        return
+    args = ["--data", str(data), "--model", str(init_dir), "--out", str(out), "--seq-len", str(scfg.seq_len),
+            "--micro-batch", str(scfg.micro_batch), "--grad-accum", str(scfg.grad_accum), "--lr", repr(scfg.lr),
+            "--warmup-steps", str(scfg.warmup_steps), "--epochs", repr(scfg.epochs), "--dtype", scfg.dtype,
+            "--save-every", str(scfg.save_every), "--tool-format", scfg.tool_format, "--seed", str(scfg.seed),
+            "--context-weight", repr(scfg.context_weight), "--copy-weight", repr(scfg.copy_weight)]
+    args += ["--max-seconds", repr(scfg.max_seconds)] if scfg.max_seconds is not None else []
+    args += ["--max-tier", str(scfg.max_tier)] if scfg.max_tier is not None else []
+    args += ["--truncate"] if scfg.truncate else []
+    args += ["--copy-head"] if scfg.copy_head else []
+    args += [] if progress else ["--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+           "-m", "longcat", "sft", *args]
+    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if done.returncode != 0:
+        raise RuntimeError(f"SFT: `{' '.join(cmd)}` exited with status {done.returncode} (its output is above); "
+                           f"running the demo again resumes from {out}'s newest checkpoint")
+
+
 def _stage(name: str, done: bool) -> None:
     print(f"\n== {name}" + (" (output exists: skipped; --force redoes it)" if done else ""), flush=True)
 
@@ -119,7 +151,7 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
     from longcat.data.synth import VARIANTS, synthesize
     from longcat.evaluate import EvalConfig, evaluate, load_heldout
     from longcat.models.random_init import init_checkpoint
-    from longcat.sft import SFTConfig, train
+    from longcat.sft import SFTConfig
 
     cfg = cfg or DemoConfig()
     if cfg.threads is not None:
@@ -182,7 +214,7 @@ def run(out: str | Path, cfg: DemoConfig | None = None, force: bool = False, pro
                          tool_format=cfg.tool_format, truncate=cfg.sft_truncate,
                          context_weight=cfg.sft_context_weight, max_tier=cfg.sft_max_tier,
                          copy_head=cfg.sft_copy_head, copy_weight=cfg.sft_copy_weight)
-        timed("sft", lambda: train(data_dir / "train.jsonl", init_dir, sft_dir, scfg, progress=progress))
+        timed("sft", lambda: _sft(data_dir / "train.jsonl", init_dir, sft_dir, scfg, cfg.sft_procs, progress))
     agent_dir = sft_dir / "final"
 
     rl_note, rl_result = _run_rl(out, cfg, agent_dir, progress, times)
@@ -339,7 +371,9 @@ def write_report(out: Path, cfg: DemoConfig, data_summary: dict, rl_note: str, r
                      f"after their last assistant turn within {meta['seq_len']} tokens "
                      f"({meta['dropped_too_long']} left out).")
     if sft_hist:
-        lines.append(f"{sft_hist[-1]['step']} optimizer steps in {sft_hist[-1]['seconds']:.0f} s on "
+        world = meta.get("world_size", 1)
+        ranks = f" ({world} data-parallel processes, one row each a step)" if world > 1 else ""
+        lines.append(f"{sft_hist[-1]['step']} optimizer steps{ranks} in {sft_hist[-1]['seconds']:.0f} s on "
                      f"{sum(h['tokens'] for h in sft_hist)} assistant tokens (conversations up to "
                      f"{cfg.sft_seq_len} tokens); loss {sft_hist[0]['loss']:.3f} -> {sft_hist[-1]['loss']:.3f}.")
         copy = [h["copy_loss"] for h in sft_hist if h.get("copy_loss") is not None]
@@ -382,6 +416,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--domains", default=",".join(DemoConfig.domains),
                    help="comma-separated domains to build, or 'all' (default: %(default)s)")
     p.add_argument("--sft-seconds", type=float, default=DemoConfig.sft_seconds, help="SFT time budget")
+    p.add_argument("--sft-procs", type=bounded(int, 1, 64), default=DemoConfig.sft_procs,
+                   help="SFT processes, one thread each, data-parallel (default %(default)s: one a core)")
     p.add_argument("--sft-max-tier", type=_tier_or_all, default=DemoConfig.sft_max_tier,
                    help="SFT on trajectories of at most this tier (gold tool calls), or 'all' (default: %(default)s)")
     p.add_argument("--eval-tasks", type=int, default=DemoConfig.eval_tasks, help="held-out tasks evaluated")
@@ -405,7 +441,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(preset=args.preset, envs=args.envs, domains=domains, sft_seconds=args.sft_seconds, eval_tasks=args.eval_tasks,
                      eval_tiers=tiers, seed=args.seed, eval_guided=args.guided,
                      eval_copy_values=args.copy_values,
-                     threads=args.threads, sft_max_tier=args.sft_max_tier)
+                     threads=args.threads, sft_max_tier=args.sft_max_tier, sft_procs=args.sft_procs)
     t = time.perf_counter()
     report = run(args.out, cfg, force=args.force, progress=not args.no_progress)
     print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {report}")

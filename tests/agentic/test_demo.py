@@ -35,3 +35,14 @@ def test_demo_and_sft_refuse_a_bad_max_tier(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_demo_sft_over_two_processes_reports_a_failure(tmp_path):
+    """The data-parallel SFT stage runs `longcat sft` under torch.distributed.run; a failing run is
+    an error that says how to go on, not a silent empty checkpoint."""
+    from longcat.demo import _sft
+    from longcat.sft import SFTConfig
+
+    with pytest.raises(RuntimeError, match="exited with status .* resumes from"):
+        _sft(tmp_path / "missing.jsonl", tmp_path / "no-model", tmp_path / "sft", SFTConfig(max_steps=1), 2, False)
+    assert not (tmp_path / "sft" / "final").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from longcat.data.format import TOOL_FORMATS
 from longcat.cli import bounded
@@ -55,6 +56,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
                     context_weight=args.context_weight, max_tier=args.max_tier,
                     copy_head=args.copy_head, copy_weight=args.copy_weight)
     r = train(args.data, args.model, args.out, cfg, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:     # under torchrun: one summary, from rank 0
+        return 0
     print(f"sft: {r.steps} steps (resumed from {r.resumed_from}), {r.examples} conversations "
           f"({r.dropped_too_long} longer than --seq-len dropped), {r.tokens_trained} assistant tokens trained, "
           f"final loss {r.final_loss if r.final_loss is None else round(r.final_loss, 4)}, {r.seconds:.1f} s "
