@@ -213,8 +213,7 @@ class ContextCopier:
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.prompt_ids = [int(t) for t in prompt_ids]
-        sources = list(sources)
-        self.sources = sources
+        self.sources = sources = list(sources)
         # a trained pointer (longcat.models.copy_head.CopyHead) ranks the spans instead of their
         # likelihood when given
         self.head = head
@@ -223,6 +222,7 @@ class ContextCopier:
         self._raw = dict(zip(self._texts, self.candidates))
         self._chosen: dict[tuple, str | None] = {}
         self._end_masks: dict[str, torch.Tensor] = {}
+        self._layout = None     # the prompt's text and source tokens, for the head (_prompt_layout)
 
     def end_mask(self, pieces: Sequence[str | None], kind: str = "string") -> torch.Tensor:
         """Tokens that end a value: for a JSON string their text starts with ``"``, for a number
@@ -273,22 +273,32 @@ class ContextCopier:
         self._chosen[key] = best
         return best
 
+    def _prompt_layout(self, pieces: Sequence[str | None]):
+        """The prompt's text spelled from its tokens, each token's first character, the source
+        messages' character regions and their tokens (the head's keys); made once a request."""
+        if self._layout is None:
+            from longcat.models.copy_head import source_regions, source_tokens
+            from longcat.models.tokenizer import IM_START
+
+            texts, starts, at = [], [], 0
+            for t in self.prompt_ids:
+                piece = pieces[t] if t < len(pieces) and pieces[t] is not None else \
+                    self.tokenizer.convert_ids_to_tokens(t)
+                starts.append(at)
+                texts.append(piece)
+                at += len(piece)
+            text = "".join(texts)
+            regions = source_regions(text, self.sources, max(text.find(IM_START + "user"), 0))
+            self._layout = (text, starts, regions, source_tokens(starts, regions))
+        return self._layout
+
     def _point(self, ids: Sequence[int], options: Sequence[str], pieces: Sequence[str | None]) -> str | None:
         """The option the copy head points at: the best start + end log-probability over the
         option's occurrences in the prompt's user and tool messages (None when no option occurs
         there, e.g. text the token pieces do not spell back)."""
-        from longcat.models.copy_head import occurrences, source_regions, source_tokens, token_at
-        from longcat.models.tokenizer import IM_START
+        from longcat.models.copy_head import occurrences, token_at
 
-        texts, starts, at = [], [], 0
-        for t in self.prompt_ids:
-            piece = pieces[t] if t < len(pieces) and pieces[t] is not None else self.tokenizer.convert_ids_to_tokens(t)
-            starts.append(at)
-            texts.append(piece)
-            at += len(piece)
-        text = "".join(texts)
-        first = text.find(IM_START + "user")
-        regions = source_regions(text, self.sources, max(first, 0))
+        text, starts, regions, keys = self._prompt_layout(pieces)
         spots = {}
         for k, option in enumerate(options):
             raw = self._raw[option]
@@ -297,7 +307,6 @@ class ContextCopier:
                 spots[k] = found
         if not spots:
             return None
-        keys = source_tokens(starts, regions)
         model = self.scorer.model
         with torch.inference_mode():
             seq = torch.tensor([self.prompt_ids + [int(t) for t in ids]], device=model.device)
