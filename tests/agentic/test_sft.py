@@ -224,9 +224,12 @@ def test_bad_data_names_file_and_line(setup, tmp_path):
 _DDP = """
 import sys, json
 from longcat.sft import SFTConfig, train
+budget = float(sys.argv[5]) if len(sys.argv) > 5 else None
 cfg = SFTConfig(seq_len=256, micro_batch=1, grad_accum=int(sys.argv[4]), lr=3e-3, warmup_steps=2,
-                dtype="float32", save_every=2, max_steps=2)
+                dtype="float32", save_every=2 if budget is None else 1000, max_steps=2 if budget is None else 10000,
+                epochs=1000, max_seconds=budget)
 r = train(sys.argv[1], sys.argv[2], sys.argv[3], cfg, progress=False)
+print("steps", r.steps, flush=True)
 """
 
 
@@ -244,3 +247,20 @@ def test_data_parallel_under_torchrun_matches_one_process(setup, tmp_path):
     a, b = _weights(tmp_path / "ddp" / "final"), _weights(tmp_path / "one" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_data_parallel_ranks_stop_after_the_same_step_under_a_time_budget(setup, tmp_path):
+    """Under max_seconds the ranks agree on the clock (it sets the learning rate and the stop):
+    both end at the same step, and rank 0's final checkpoint is that step."""
+    root, ckpt, data = setup
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29733",
+           str(script), str(data), str(ckpt), str(tmp_path / "ddp"), "1", "3"]
+    out = subprocess.run(cmd, check=True, env=env, timeout=240, capture_output=True, text=True).stdout
+    steps = [int(line.split()[-1]) for line in out.splitlines() if line.startswith("steps")]
+    assert len(steps) == 2 and steps[0] == steps[1] > 1, out
+    assert latest_checkpoint(tmp_path / "ddp").name == f"checkpoint-{steps[0]:06d}"
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == steps[0] and rows[-1]["lr"] < rows[2]["lr"]   # the clock moved the cosine down

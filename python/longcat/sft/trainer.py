@@ -497,6 +497,14 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                             fused=all(m.device.type in ("cpu", "cuda") for m in masters))
     if state is not None:
         opt.load_state_dict(state["optimizer"])
+    # Every master's gradient is a view of one buffer (plus two slots: the loss, the clock):
+    # data-parallel ranks sum it with one all_reduce instead of one per tensor (gloo on the
+    # tiny preset's ~100 tensors: 0.29 s a step of two rows against 0.17 s for one row alone).
+    grad_buf = torch.zeros(sum(m.numel() for m in masters) + 2, device=masters[0].device)
+    grad_views, at = [], 0
+    for m in masters:
+        grad_views.append(grad_buf[at:at + m.numel()].view_as(m))
+        at += m.numel()
     net.train()
     if head is not None:
         head.train()
@@ -528,13 +536,14 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
             epoch, k = divmod(step, steps_per_epoch)
             order = list(range(len(rows)))
             random.Random(cfg.seed * 1000003 + epoch).shuffle(order)
-            mine = order[k * per_step:(k + 1) * per_step][rank::world]
-            n_tok = torch.tensor([float(sum(sum(docs[i][1][1:]) for r in mine for i in rows[r]))])
-            if dist is not None:
-                dist.all_reduce(n_tok)
+            step_rows = order[k * per_step:(k + 1) * per_step]
+            mine = step_rows[rank::world]
+            # the step's assistant tokens over all ranks: every rank knows every row
+            n_tok = sum(sum(docs[i][1][1:]) for r in step_rows for i in rows[r])
             denom = max(1.0, float(n_tok))
-            for m in masters:
-                m.grad = torch.zeros_like(m)
+            grad_buf.zero_()
+            for m, g in zip(masters, grad_views):
+                m.grad = g
             loss_sum = 0.0
             copy_sum, n_copy = 0.0, 0
             for j in range(0, len(mine), cfg.micro_batch):
@@ -564,13 +573,18 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                         p.grad = None
                 tokens_trained += int((labels != -100).sum())
             if dist is not None:
-                for m in masters:
-                    dist.all_reduce(m.grad)
-                t = torch.tensor([loss_sum])
-                dist.all_reduce(t)
-                loss_sum = float(t)
+                # one all_reduce a step: the gradients, the loss and the ranks' clocks. The mean
+                # clock sets the learning rate and the time-out, so every rank takes the same
+                # update and stops after the same step.
+                grad_buf[-2] = loss_sum
+                grad_buf[-1] = time.perf_counter() - t_train
+                dist.all_reduce(grad_buf)
+                loss_sum = float(grad_buf[-2])
+                elapsed = float(grad_buf[-1]) / world
+            else:
+                elapsed = time.perf_counter() - t_train
             gnorm = float(torch.nn.utils.clip_grad_norm_(masters, cfg.clip))
-            lr = lr_at(step, total, cfg, time.perf_counter() - t_train)
+            lr = lr_at(step, total, cfg, elapsed)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.step()
@@ -590,11 +604,7 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], model: str | os
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.1e}")
             done = step + 1 == total
-            timed_out = cfg.max_seconds is not None and time.perf_counter() - t_train > cfg.max_seconds
-            if cfg.max_seconds is not None and dist is not None:   # every rank stops at the same step
-                flag = torch.tensor([1.0 if timed_out else 0.0])
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                timed_out = bool(flag)
+            timed_out = cfg.max_seconds is not None and elapsed > cfg.max_seconds
             if (step + 1) % cfg.save_every == 0 or done or timed_out:
                 if rank == 0:
                     last_ckpt = _save(out, step + 1, net, model_dir, masters, opt, cfg, meta, head)
