@@ -36,9 +36,12 @@ class DemoConfig:
     # shortest conversations. One domain's ~60 tool names and id formats are what the tiny
     # model can learn in minutes; () builds every domain.
     domains: tuple[str, ...] = ("courses",)
-    # 1,600 environments: 5,281 verified trajectories, 774 of them of tier 2, built and verified
-    # in 102 s on the 2-core machine (400 gave 215 of tier 2 in 18 s)
-    envs: int = 1600
+    # 4,800 environments: 16,631 verified trajectories, 2,714 of them of tier 2, built and
+    # verified in 125 s on the 2-core machine. An environment yields ~1.4 tasks, a sixth of them
+    # tier 2, so more tier-2 rows take more environments; with 1,600 (910 of tier 2, 42 s) the
+    # same SFT budget saw each row ~4 times and solved 0.170 of the held-out tier (seed 1),
+    # with 4,800 ~1.5 times and 0.308 (README #more-environments).
+    envs: int = 4800
     tasks_per_env: int = 3
     eval_fraction: float = 0.15
     # `reasoning` (random candidate tools before each call) and `planning` (a plan of every
@@ -50,8 +53,8 @@ class DemoConfig:
     # noisy) is answered with a question, a clear one with the call.
     variants: str = "grounded,tool_decomposition,noisy"
     # SFT budget (on each of sft_procs processes). Measured with these defaults on the 2-core
-    # Sapphire Rapids machine, nothing else running: 694 s in all, of which environments and data
-    # 41 s, SFT 547 s, RL 63 s, evaluations 42 s (README #sft-both-cores).
+    # Sapphire Rapids machine, nothing else running: 776 s in all, of which environments and data
+    # 125 s, SFT 551 s, RL 57 s, evaluations 42 s (README #more-environments).
     sft_seconds: float = 540.0
     # Conversations longer than this are cut after their last assistant turn that fits
     # (sft_truncate): a long task's first turns teach the same lookups and copied ids a short one
