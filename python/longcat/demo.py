@@ -39,8 +39,8 @@ class DemoConfig:
     # 4,800 environments: 16,631 verified trajectories, 2,714 of them of tier 2, built and
     # verified in 125 s on the 2-core machine. An environment yields ~1.4 tasks, a sixth of them
     # tier 2, so more tier-2 rows take more environments; with 1,600 (910 of tier 2, 42 s) the
-    # same SFT budget saw each row ~4 times and solved 0.170 of the held-out tier (seed 1),
-    # with 4,800 ~1.5 times and 0.308 (README #more-environments).
+    # same SFT budget saw each row 4 times and solved 0.170 of the held-out tier (seed 1),
+    # with 4,800 1.6 times and 0.308 (README #more-environments).
     envs: int = 4800
     tasks_per_env: int = 3
     eval_fraction: float = 0.15
